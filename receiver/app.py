@@ -1,0 +1,123 @@
+"""The Starlette app factory: routes, bounded body reading, and the one place errors become HTTP answers.
+
+The handler reads a bounded body, verifies, parses, and hands the event to :class:`receiver.intake.Intake`;
+it never downloads anything and never answers 200 before Redis has the job.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import redis.asyncio as aioredis
+from starlette.applications import Starlette
+from starlette.requests import ClientDisconnect, Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from receiver.errors import ArchiverError, PayloadTooLarge, RequestError, TransientError
+from receiver.event import TaskEvent
+from receiver.intake import Delivery, Intake
+from receiver.providers import kie
+from receiver.settings import Settings
+from receiver.verify import verify_kie
+
+log = logging.getLogger(__name__)
+
+ACK = {"code": 200, "msg": "success"}
+Clock = Callable[[], float]
+
+
+async def read_bounded(request: Request, limit: int) -> bytes:
+    """Read the body, refusing with 413 as soon as it passes ``limit`` bytes (never unbounded)."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.strip().isdigit() and int(declared) > limit:
+        raise PayloadTooLarge(f"body of {int(declared)} bytes is over the {limit}-byte limit")
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise PayloadTooLarge(f"body is over the {limit}-byte limit")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def error_response(exc: ArchiverError) -> Response:
+    if isinstance(exc, RequestError):
+        status = exc.status_code
+    elif isinstance(exc, TransientError):
+        status = 503
+    else:
+        status = 500
+    headers = {"Retry-After": "5"} if status == 503 else None
+    return JSONResponse({"code": status, "msg": exc.message, "reason": exc.reason}, status_code=status, headers=headers)
+
+
+def create_app(settings: Settings, *, clock: Clock = time.time, redis_client: aioredis.Redis | None = None) -> Starlette:
+    """Build the receiver. ``redis_client`` and ``clock`` are injectable for tests; defaults come from settings."""
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Any]]:
+        client = redis_client or aioredis.Redis.from_url(
+            settings.redis_url, socket_timeout=settings.enqueue_timeout_s, socket_connect_timeout=2.0,
+            health_check_interval=30,
+        )
+        intake = Intake(settings, client)
+        await intake.start()
+        if not settings.kie_hmac_keys and not settings.kie_allow_unsigned:
+            log.warning("no KIE_WEBHOOK_HMAC_KEYS configured: every kie.ai callback will be refused (401)")
+        try:
+            yield {"intake": intake}
+        finally:
+            if redis_client is None:
+                await client.aclose()
+
+    async def accept(request: Request, event: TaskEvent, body: bytes, received_at: float) -> Response:
+        intake: Intake = request.state.intake
+        delivery = Delivery(
+            body=body,
+            headers=dict(request.headers),
+            received_at=received_at,
+            remote=request.client.host if request.client else None,
+            path=request.url.path,
+        )
+        result = await intake.submit(event, delivery)
+        return JSONResponse(ACK, headers={"X-Archiver-Outcome": result.outcome})
+
+    async def kie_callback(request: Request) -> Response:
+        received_at = clock()
+        try:
+            body = await read_bounded(request, settings.max_body_bytes)
+            event = verify_kie(settings, request.headers, body, now=received_at)
+            return await accept(request, event, body, received_at)
+        except ArchiverError as exc:
+            if isinstance(exc, RequestError):
+                log.info("callback refused", extra={"provider": "kie", "reason": exc.reason, "detail": exc.message})
+            else:
+                log.warning("callback not taken", extra={"provider": "kie", "reason": exc.reason, "detail": exc.message})
+            return error_response(exc)
+        except ClientDisconnect:
+            return Response(status_code=400)
+
+    async def healthz(request: Request) -> Response:
+        return JSONResponse({"status": "ok"})
+
+    async def readyz(request: Request) -> Response:
+        intake: Intake = request.state.intake
+        if await intake.ping():
+            return JSONResponse({"status": "ready", "redis": "ok"})
+        return JSONResponse({"status": "unavailable", "redis": "unreachable"}, status_code=503)
+
+    _ = kie  # provider modules are reached through receiver.verify
+    return Starlette(
+        routes=[
+            Route("/callbacks/kie", kie_callback, methods=["POST"]),
+            Route("/healthz", healthz, methods=["GET"]),
+            Route("/readyz", readyz, methods=["GET"]),
+        ],
+        lifespan=lifespan,
+    )

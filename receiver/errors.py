@@ -1,0 +1,98 @@
+"""The one exception tree of veo-archiver, split by what the caller should do next.
+
+    ArchiverError
+    ├── ConfigError            operator misconfiguration: refuse to start, say which variable
+    ├── RequestError           the caller sent something we will never accept (4xx, never retried by us)
+    │   ├── Rejected           401: missing/failed signature or token, stale timestamp
+    │   ├── InvalidPayload     400: malformed body or a field of the wrong type
+    │   ├── PayloadTooLarge    413: body over the configured bound
+    │   └── UnsupportedMedia   415: not JSON
+    ├── TransientError         try again later (503 at the edge, a scheduled retry in a worker)
+    │   ├── QueueUnavailable   Redis could not take the job
+    │   ├── DownloadTransient  connection drop, timeout, 429, 5xx
+    │   └── StorageUnavailable object store unreachable or 5xx
+    └── PermanentError         retrying cannot help: dead-letter with the reason
+        ├── DownloadRefused    refused by the SSRF guard or scheme rules
+        ├── DownloadFailed     4xx from the file host, URL expired
+        └── BadContent         too large, not a video, length mismatch
+
+Foreign exceptions (redis, httpx, obstore) are translated at the edge with ``raise … from exc``.
+"""
+
+from __future__ import annotations
+
+
+class ArchiverError(Exception):
+    """Root of every error veo-archiver raises on purpose."""
+
+    #: short machine-readable reason, used in HTTP answers, dead letters and metrics labels
+    reason: str = "error"
+
+    def __init__(self, message: str, *, reason: str | None = None) -> None:
+        super().__init__(message)
+        if reason is not None:
+            self.reason = reason
+
+    @property
+    def message(self) -> str:
+        return str(self.args[0]) if self.args else self.reason
+
+
+class ConfigError(ArchiverError):
+    reason = "config"
+
+
+class RequestError(ArchiverError):
+    status_code = 400
+
+
+class Rejected(RequestError):
+    status_code = 401
+    reason = "unauthenticated"
+
+
+class InvalidPayload(RequestError):
+    status_code = 400
+    reason = "invalid_payload"
+
+
+class PayloadTooLarge(RequestError):
+    status_code = 413
+    reason = "payload_too_large"
+
+
+class UnsupportedMedia(RequestError):
+    status_code = 415
+    reason = "unsupported_media_type"
+
+
+class TransientError(ArchiverError):
+    reason = "transient"
+
+
+class QueueUnavailable(TransientError):
+    reason = "queue_unavailable"
+
+
+class DownloadTransient(TransientError):
+    reason = "download_transient"
+
+
+class StorageUnavailable(TransientError):
+    reason = "storage_unavailable"
+
+
+class PermanentError(ArchiverError):
+    reason = "permanent"
+
+
+class DownloadRefused(PermanentError):
+    reason = "download_refused"
+
+
+class DownloadFailed(PermanentError):
+    reason = "download_failed"
+
+
+class BadContent(PermanentError):
+    reason = "bad_content"

@@ -1,0 +1,78 @@
+"""Small pure helpers shared by the provider modules: JSON decoding and typed field access.
+
+Every failure is an :class:`InvalidPayload` naming the field, so a malformed body can never surface as a
+``KeyError``/``TypeError`` (which would become a 500 and make the provider retry a broken request).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import Any
+
+from receiver.errors import InvalidPayload
+
+
+def lower_headers(headers: Mapping[str, str]) -> dict[str, str]:
+    return {k.lower(): v for k, v in headers.items()}
+
+
+def decode_json_object(body: bytes) -> dict[str, Any]:
+    if not body.strip():
+        raise InvalidPayload("empty body: expected a JSON object")
+    try:
+        value = json.loads(body)
+    except UnicodeDecodeError:
+        raise InvalidPayload("body is not UTF-8 text") from None
+    except ValueError as exc:
+        raise InvalidPayload(f"body is not valid JSON: {exc}") from None
+    if not isinstance(value, dict):
+        raise InvalidPayload(f"expected a JSON object, got {type(value).__name__}")
+    return value
+
+
+def get_object(parent: Mapping[str, Any], key: str, *, path: str, required: bool = True) -> dict[str, Any] | None:
+    value = parent.get(key)
+    if value is None:
+        if required:
+            raise InvalidPayload(f"{path}: required object is missing")
+        return None
+    if not isinstance(value, dict):
+        raise InvalidPayload(f"{path}: expected an object, got {type(value).__name__}")
+    return value
+
+
+def get_str(parent: Mapping[str, Any], key: str, *, path: str, required: bool = True) -> str | None:
+    value = parent.get(key)
+    if value is None:
+        if required:
+            raise InvalidPayload(f"{path}: required string is missing")
+        return None
+    if not isinstance(value, str):
+        raise InvalidPayload(f"{path}: expected a string, got {type(value).__name__}")
+    if required and not value.strip():
+        raise InvalidPayload(f"{path}: must not be empty")
+    return value
+
+
+def get_int(parent: Mapping[str, Any], key: str, *, path: str, required: bool = True) -> int | None:
+    value = parent.get(key)
+    if value is None:
+        if required:
+            raise InvalidPayload(f"{path}: required integer is missing")
+        return None
+    if isinstance(value, bool) or not isinstance(value, int):
+        if isinstance(value, str) and value.strip().lstrip("-").isdigit():
+            return int(value.strip())
+        raise InvalidPayload(f"{path}: expected an integer, got {type(value).__name__}")
+    return value
+
+
+def maybe_json(value: Any) -> Any:
+    """Decode a JSON-encoded string field (kie's ``promptJson``); keep anything else as it is."""
+    if isinstance(value, str) and value.strip()[:1] in ("{", "["):
+        try:
+            return json.loads(value)
+        except ValueError:
+            return value
+    return value

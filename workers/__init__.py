@@ -1,0 +1,1 @@
+"""veo-archiver's workers: download each finished video before its URL expires and archive it."""

@@ -1,0 +1,63 @@
+"""What a job needs from its process: settings, the archive and an HTTP client, built once per process.
+
+RQ forks a work horse per job; clients that own sockets or threads (httpx, obstore's runtime) must not
+cross a fork, so they are built lazily in the process that uses them. The settings are installed by the
+``veo-archiver worker`` entry point before it forks; a worker started another way reads the environment.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import httpx
+
+from receiver.settings import Settings
+from workers.egress import EgressPolicy
+from workers.fetch import FetchPolicy, build_client
+from workers.storage import ObjectArchive, open_archive
+
+
+@dataclass
+class WorkerContext:
+    settings: Settings
+    archive: ObjectArchive
+    client: httpx.Client
+    fetch_policy: FetchPolicy
+
+
+_settings: Settings | None = None
+_context: WorkerContext | None = None
+_context_pid: int | None = None
+
+
+def install(settings: Settings) -> None:
+    global _settings, _context, _context_pid
+    _settings = settings
+    _context = None
+    _context_pid = None
+
+
+def fetch_policy(settings: Settings) -> FetchPolicy:
+    return FetchPolicy(
+        max_bytes=settings.download_max_bytes,
+        chunk_bytes=settings.download_chunk_bytes,
+        connect_timeout_s=settings.download_connect_timeout_s,
+        read_timeout_s=settings.download_read_timeout_s,
+        deadline_s=max(60.0, settings.job_timeout_s - 60.0),
+    )
+
+
+def current() -> WorkerContext:
+    global _context, _context_pid
+    if _context is None or _context_pid != os.getpid():
+        settings = _settings or Settings.from_env(os.environ)
+        policy = fetch_policy(settings)
+        _context = WorkerContext(
+            settings=settings,
+            archive=open_archive(settings.storage),
+            client=build_client(policy, EgressPolicy(settings.download_allow_hosts)),
+            fetch_policy=policy,
+        )
+        _context_pid = os.getpid()
+    return _context

@@ -1,0 +1,76 @@
+"""The manifest: the commit marker of an archived task, written last, read by downstream pipelines.
+
+Schema (``schema`` = 1)::
+
+    {"schema": 1, "provider": "kie", "task_id": "<original id>", "status": "succeeded" | "failed",
+     "failure": {"code": "400", "message": "..."} | null,
+     "files": [{"index": 0, "source_url": "...", "key": "kie/<id>/0.mp4", "size": 123, "sha256": "...",
+                "content_type": "video/mp4"}],
+     "received_at": "...Z", "archived_at": "...Z", "verification": "signature",
+     "callback": {"key": "kie/<id>/callback-succeeded.json", "delivery_id": "...", "redis": "veo:deliveries:..."},
+     "extra": {...}, "job_id": "..."}
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from receiver.event import TaskEvent
+
+SCHEMA = 1
+
+
+@dataclass(frozen=True)
+class FileRecord:
+    index: int
+    source_url: str
+    key: str
+    size: int
+    sha256: str
+    content_type: str | None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "index": self.index,
+            "source_url": self.source_url,
+            "key": self.key,
+            "size": self.size,
+            "sha256": self.sha256,
+            "content_type": self.content_type,
+        }
+
+
+def build(
+    event: TaskEvent,
+    files: list[FileRecord],
+    *,
+    received_at: str,
+    archived_at: str,
+    callback: dict[str, Any],
+    job_id: str | None,
+) -> dict[str, Any]:
+    failure = None
+    if event.failure_code is not None or event.failure_message is not None:
+        failure = {"code": event.failure_code, "message": event.failure_message}
+    return {
+        "schema": SCHEMA,
+        "provider": event.provider,
+        "task_id": event.task_id,
+        "status": event.status.value,
+        "provider_status": event.provider_status,
+        "kind": event.kind,
+        "failure": failure,
+        "files": [f.to_json() for f in files],
+        "received_at": received_at,
+        "archived_at": archived_at,
+        "verification": event.verification.value,
+        "callback": callback,
+        "extra": event.extra,
+        "job_id": job_id,
+    }
+
+
+def encode(manifest: dict[str, Any]) -> bytes:
+    return json.dumps(manifest, indent=2, sort_keys=True).encode() + b"\n"

@@ -1,0 +1,99 @@
+"""Run RQ workers for the archive queue: JSON serializer, scheduler on, short abandoned-job detection.
+
+``--count N`` supervises N worker processes (restarting any that die) so a host can be sized by
+bandwidth; each process forks a work horse per job, as RQ does.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from types import FrameType
+
+import redis
+from rq import Queue, Worker
+from rq.serializers import JSONSerializer
+
+from receiver.errors import ConfigError
+from receiver.settings import Settings
+from workers import context
+
+log = logging.getLogger(__name__)
+
+WORKER_TTL_S = 60  # a dead worker's jobs are noticed after ~90 s instead of ~7 min (RQ-AND-STORAGE §1.1)
+MAINTENANCE_INTERVAL_S = 30
+JOB_MONITORING_INTERVAL_S = 10
+
+
+def make_worker(settings: Settings, connection: redis.Redis, name: str | None = None) -> Worker:
+    queue = Queue(settings.queue_name, connection=connection, serializer=JSONSerializer)
+    return Worker(
+        [queue],
+        name=name,
+        connection=connection,
+        serializer=JSONSerializer,
+        worker_ttl=WORKER_TTL_S,
+        maintenance_interval=MAINTENANCE_INTERVAL_S,
+        job_monitoring_interval=JOB_MONITORING_INTERVAL_S,
+        log_job_description=True,
+    )
+
+
+def run_one(settings: Settings, *, burst: bool = False) -> int:
+    context.install(settings)
+    connection = redis.Redis.from_url(settings.redis_url)
+    try:
+        connection.ping()
+    except redis.RedisError as exc:
+        raise ConfigError(f"cannot reach Redis at REDIS_URL ({exc}); is it running?") from exc
+    worker = make_worker(settings, connection)
+    log.info("worker starting", extra={"queue": settings.queue_name, "worker": worker.name})
+    worker.work(burst=burst, with_scheduler=True, logging_level=logging.getLevelName(logging.getLogger().level))
+    return 0
+
+
+def run_many(count: int, argv: list[str]) -> int:
+    """Supervise ``count`` single workers; SIGTERM/SIGINT are forwarded (warm shutdown), deaths restarted."""
+    children: dict[int, subprocess.Popen[bytes]] = {}
+    stopping = False
+
+    def spawn(slot: int) -> None:
+        children[slot] = subprocess.Popen([sys.executable, "-m", "receiver.cli", "worker", "--count", "1", *argv])
+
+    def forward(signum: int, frame: FrameType | None) -> None:
+        nonlocal stopping
+        stopping = True
+        for child in children.values():
+            if child.poll() is None:
+                child.send_signal(signum)
+
+    signal.signal(signal.SIGTERM, forward)
+    signal.signal(signal.SIGINT, forward)
+    for slot in range(count):
+        spawn(slot)
+    while True:
+        alive = False
+        for slot, child in list(children.items()):
+            code = child.poll()
+            if code is None:
+                alive = True
+            elif not stopping:
+                log.warning("worker process exited; restarting", extra={"slot": slot, "code": code})
+                time.sleep(1)
+                spawn(slot)
+                alive = True
+        if not alive:
+            return 0
+        time.sleep(0.5)
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except OSError:
+        return False
+    return True

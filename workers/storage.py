@@ -1,0 +1,156 @@
+"""The archive: where videos and manifests land. One small interface, one library (obstore) behind it.
+
+obstore drives both targets with the same calls: ``LocalStore`` for a directory and ``S3Store`` for any
+S3-compatible server. A streamed ``put`` is a multipart upload on S3 (the object appears only when the
+upload completes) and a staged write + rename on a directory, so a reader never sees a partial video.
+``put_if_absent`` is a conditional create (``If-None-Match: *`` on S3, exclusive create on disk).
+obstore's failures are translated here into :class:`StorageUnavailable`.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import obstore
+from obstore.exceptions import AlreadyExistsError, NotFoundError, PreconditionError
+from obstore.store import LocalStore, S3Store
+
+from receiver.errors import ConfigError, StorageUnavailable
+from receiver.settings import StorageSettings
+
+MiB = 1024 * 1024
+PART_BYTES = 8 * MiB
+PARTS_IN_FLIGHT = 4
+
+
+@dataclass(frozen=True)
+class StoredObject:
+    key: str
+    size: int
+
+
+class Archive(Protocol):
+    def put_stream(self, key: str, chunks: Iterable[bytes]) -> None: ...
+    def put_bytes(self, key: str, data: bytes) -> None: ...
+    def put_if_absent(self, key: str, data: bytes) -> bool: ...
+    def get_bytes(self, key: str) -> bytes | None: ...
+    def head(self, key: str) -> StoredObject | None: ...
+    def location(self, key: str) -> str: ...
+
+
+class ObjectArchive:
+    """:class:`Archive` over an obstore store, with every key under ``prefix``."""
+
+    def __init__(self, store: Any, *, prefix: str, base_url: str, attributes: bool) -> None:
+        self._store = store
+        self._prefix = prefix.strip("/")
+        self._base_url = base_url.rstrip("/")
+        self._attributes = attributes
+
+    def _path(self, key: str) -> str:
+        return f"{self._prefix}/{key}" if self._prefix else key
+
+    def location(self, key: str) -> str:
+        return f"{self._base_url}/{self._path(key)}"
+
+    def _attrs(self, key: str) -> dict[str, str] | None:
+        if not self._attributes:
+            return None
+        return {"Content-Type": content_type_for(key)}
+
+    def put_stream(self, key: str, chunks: Iterable[bytes]) -> None:
+        try:
+            obstore.put(
+                self._store,
+                self._path(key),
+                iter(chunks),
+                attributes=self._attrs(key),  # type: ignore[arg-type]
+                chunk_size=PART_BYTES,
+                max_concurrency=PARTS_IN_FLIGHT,
+            )
+        except (OSError, obstore.exceptions.BaseError) as exc:
+            raise StorageUnavailable(f"writing {key}: {exc}") from exc
+
+    def put_bytes(self, key: str, data: bytes) -> None:
+        try:
+            obstore.put(self._store, self._path(key), data, attributes=self._attrs(key))  # type: ignore[arg-type]
+        except (OSError, obstore.exceptions.BaseError) as exc:
+            raise StorageUnavailable(f"writing {key}: {exc}") from exc
+
+    def put_if_absent(self, key: str, data: bytes) -> bool:
+        try:
+            obstore.put(self._store, self._path(key), data, mode="create", attributes=self._attrs(key))  # type: ignore[arg-type]
+        except (AlreadyExistsError, PreconditionError, FileExistsError):
+            return False
+        except (OSError, obstore.exceptions.BaseError) as exc:
+            raise StorageUnavailable(f"writing {key}: {exc}") from exc
+        return True
+
+    def get_bytes(self, key: str) -> bytes | None:
+        try:
+            return bytes(obstore.get(self._store, self._path(key)).bytes())
+        except (NotFoundError, FileNotFoundError):
+            return None
+        except (OSError, obstore.exceptions.BaseError) as exc:
+            raise StorageUnavailable(f"reading {key}: {exc}") from exc
+
+    def iter_bytes(self, key: str) -> Iterator[bytes]:
+        try:
+            result = obstore.get(self._store, self._path(key))
+            for chunk in result:
+                yield bytes(chunk)
+        except (OSError, obstore.exceptions.BaseError) as exc:
+            raise StorageUnavailable(f"reading {key}: {exc}") from exc
+
+    def head(self, key: str) -> StoredObject | None:
+        try:
+            meta = obstore.head(self._store, self._path(key))
+        except (NotFoundError, FileNotFoundError):
+            return None
+        except (OSError, obstore.exceptions.BaseError) as exc:
+            raise StorageUnavailable(f"reading {key}: {exc}") from exc
+        return StoredObject(key=key, size=int(meta["size"]))
+
+    def get_json(self, key: str) -> dict[str, Any] | None:
+        raw = self.get_bytes(key)
+        if raw is None:
+            return None
+        value = json.loads(raw)
+        return value if isinstance(value, dict) else None
+
+
+def content_type_for(key: str) -> str:
+    if key.endswith(".mp4"):
+        return "video/mp4"
+    if key.endswith(".json"):
+        return "application/json"
+    return "application/octet-stream"
+
+
+def open_archive(settings: StorageSettings) -> ObjectArchive:
+    """Build the archive named by ``ARCHIVE_URL`` (called once per worker process, after any fork)."""
+    if settings.is_s3:
+        bucket, _, prefix = settings.archive_url[len("s3://") :].partition("/")
+        config: dict[str, Any] = {"region": settings.region}
+        if settings.endpoint_url:
+            config["endpoint"] = settings.endpoint_url
+        if settings.access_key_id and settings.secret_access_key:
+            config["access_key_id"] = settings.access_key_id
+            config["secret_access_key"] = settings.secret_access_key
+        if settings.endpoint_url:
+            config["virtual_hosted_style_request"] = False
+        try:
+            store = S3Store(bucket, client_options={"allow_http": settings.allow_http}, **config)
+        except (ValueError, obstore.exceptions.BaseError) as exc:
+            raise ConfigError(f"ARCHIVE_URL={settings.archive_url}: {exc}") from exc
+        return ObjectArchive(store, prefix=prefix, base_url=f"s3://{bucket}", attributes=True)
+    root = settings.local_root()
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        store = LocalStore(str(root), mkdir=True)
+    except OSError as exc:
+        raise ConfigError(f"ARCHIVE_URL={settings.archive_url}: cannot use {root}: {exc}") from exc
+    return ObjectArchive(store, prefix="", base_url=root.as_uri(), attributes=False)
