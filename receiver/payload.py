@@ -24,7 +24,7 @@ def decode_json_object(body: bytes) -> dict[str, Any]:
         value = json.loads(body)
     except UnicodeDecodeError:
         raise InvalidPayload("body is not UTF-8 text") from None
-    except ValueError as exc:
+    except (ValueError, RecursionError) as exc:
         raise InvalidPayload(f"body is not valid JSON: {exc}") from None
     if not isinstance(value, dict):
         raise InvalidPayload(f"expected a JSON object, got {type(value).__name__}")
@@ -62,7 +62,12 @@ def get_int(parent: Mapping[str, Any], key: str, *, path: str, required: bool = 
             raise InvalidPayload(f"{path}: required integer is missing")
         return None
     if isinstance(value, bool) or not isinstance(value, int):
-        if isinstance(value, str) and value.strip().lstrip("-").isdigit():
+        if (
+            isinstance(value, str)
+            and value.isascii()
+            and value.strip().removeprefix("-").isdigit()
+            and len(value) < 64
+        ):
             return int(value.strip())
         raise InvalidPayload(f"{path}: expected an integer, got {type(value).__name__}")
     return value
@@ -73,6 +78,6 @@ def maybe_json(value: Any) -> Any:
     if isinstance(value, str) and value.strip()[:1] in ("{", "["):
         try:
             return json.loads(value)
-        except ValueError:
+        except (ValueError, RecursionError):
             return value
     return value

@@ -40,7 +40,7 @@ def parse_url_list(value: Any, *, field: str) -> list[str]:
         if text.startswith("["):
             try:
                 decoded = json.loads(text)
-            except ValueError:
+            except (ValueError, RecursionError):
                 if not text.endswith("]"):
                     raise InvalidPayload(f"{field}: unterminated list {text[:80]!r}") from None
                 inner = text[1:-1]

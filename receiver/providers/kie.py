@@ -43,7 +43,7 @@ def task_id_of(body: Mapping[str, Any]) -> str:
     if not present:
         raise InvalidPayload("taskId is missing (looked at data.taskId, data.task_id and taskId)")
     for path, value in present:
-        if not isinstance(value, str) or not value.strip():
+        if not isinstance(value, str) or not value.strip() or any("\ud800" <= c <= "\udfff" for c in value):
             raise InvalidPayload(f"{path}: expected a non-empty string")
     values = {value for _, value in present}
     if len(values) > 1:
@@ -53,7 +53,7 @@ def task_id_of(body: Mapping[str, Any]) -> str:
 
 def has_signature(headers: Mapping[str, str]) -> bool:
     lowered = lower_headers(headers)
-    return TIMESTAMP_HEADER in lowered or SIGNATURE_HEADER in lowered
+    return TIMESTAMP_HEADER in lowered and SIGNATURE_HEADER in lowered
 
 
 def verify_signature(
@@ -67,7 +67,7 @@ def verify_signature(
         missing = [h for h, v in ((TIMESTAMP_HEADER, ts_raw), (SIGNATURE_HEADER, sig_raw)) if v is None]
         raise Rejected(f"missing signature header(s): {', '.join(missing)}", reason="signature_missing")
     ts_text = ts_raw.strip()
-    if not ts_text.isdigit() or len(ts_text) > 12:
+    if not (ts_text.isascii() and ts_text.isdigit()) or len(ts_text) > 12:
         raise Rejected("X-Webhook-Timestamp is not a Unix time in seconds", reason="timestamp_malformed")
     ts = int(ts_text)
     if ts < now - tolerance_s:

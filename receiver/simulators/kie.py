@@ -76,3 +76,8 @@ def send(url: str, body: dict[str, Any], headers: dict[str, str], *, timeout: fl
     """POST as kie.ai does (15 s sender timeout)."""
     with httpx.Client(timeout=timeout) as client:
         return client.post(url, content=json.dumps(body).encode(), headers=headers)
+
+
+def sign_for_test(key: str, task_id: str) -> str:
+    """A signature made with ``key`` for ``task_id`` now (tests: a valid signature by the wrong key)."""
+    return sign(key, task_id, int(time.time()))

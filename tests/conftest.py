@@ -1,0 +1,45 @@
+"""Shared fixtures: real servers on loopback (see tests/servers.py)."""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+# The project is not installed into the venv: make `receiver`, `workers` and `tests.servers` importable.
+_ROOT = str(Path(__file__).resolve().parents[1])
+if _ROOT not in sys.path:
+    sys.path.insert(0, _ROOT)
+
+from tests.servers import RedisServer, SeaweedS3  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def seaweed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SeaweedS3]:
+    """One SeaweedFS S3 server for the whole session (start-up takes seconds). Tests that kill it
+    should start it again; ``s3_bucket`` also restarts it if a previous test left it down."""
+    with SeaweedS3(tmp_path_factory.mktemp("seaweed")) as server:
+        yield server
+
+
+@pytest.fixture
+def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
+    """A fresh redis-server (AOF on, appendfsync everysec) in this test's tmp_path."""
+    with RedisServer(tmp_path / "redis") as server:
+        yield server
+
+
+@pytest.fixture
+def s3_bucket(seaweed: SeaweedS3) -> Iterator[str]:
+    """A new, uniquely named, empty bucket in the session's SeaweedFS; deleted (with its objects) after."""
+    if not seaweed.running:
+        seaweed.start()
+    name = seaweed.create_bucket(f"test-{uuid.uuid4().hex[:16]}")
+    yield name
+    if seaweed.running:
+        with contextlib.suppress(Exception):  # best effort; the server allows deleting non-empty buckets
+            seaweed.boto3_client().delete_bucket(Bucket=name)

