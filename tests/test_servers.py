@@ -78,11 +78,14 @@ def test_s3_refuses_wrong_and_missing_credentials(seaweed: SeaweedS3, s3_bucket:
     def client(**kwargs: object) -> object:
         return boto3.client("s3", endpoint_url=seaweed.endpoint, region_name="us-east-1", **kwargs)
 
-    wrong_secret = client(aws_access_key_id="admin", aws_secret_access_key="not-the-secret")
-    unknown_key = client(aws_access_key_id="intruder", aws_secret_access_key="secret")
+    wrong_secret = client(aws_access_key_id="admin", aws_secret_access_key="not-the-secret")  # noqa: S106
+    unknown_key = client(aws_access_key_id="intruder", aws_secret_access_key="secret")  # noqa: S106
     anonymous = client(config=Config(signature_version=botocore.UNSIGNED))
-    for bad, code in [(wrong_secret, "SignatureDoesNotMatch"), (unknown_key, "InvalidAccessKeyId"),
-                      (anonymous, "AccessDenied")]:
+    for bad, code in [
+        (wrong_secret, "SignatureDoesNotMatch"),
+        (unknown_key, "InvalidAccessKeyId"),
+        (anonymous, "AccessDenied"),
+    ]:
         with pytest.raises(botocore.exceptions.ClientError) as info:
             bad.put_object(Bucket=s3_bucket, Key="x", Body=b"x")  # type: ignore[attr-defined]
         assert info.value.response["Error"]["Code"] == code

@@ -1,0 +1,19 @@
+# One image for both roles:
+#   receiver: docker run IMAGE                       (default: veo-archiver serve on :8000)
+#   worker:   docker run IMAGE veo-archiver worker
+FROM python:3.11-slim AS build
+WORKDIR /src
+COPY pyproject.toml README.md ./
+COPY receiver ./receiver
+COPY workers ./workers
+RUN pip wheel --no-cache-dir --wheel-dir /wheels .
+
+FROM python:3.11-slim
+RUN useradd --system --uid 10001 --home-dir /app --create-home archiver
+COPY --from=build /wheels /wheels
+RUN pip install --no-cache-dir /wheels/*.whl && rm -rf /wheels
+USER archiver
+WORKDIR /app
+ENV PYTHONUNBUFFERED=1 LOG_FORMAT=json
+EXPOSE 8000
+CMD ["veo-archiver", "serve", "--host", "0.0.0.0", "--port", "8000"]
