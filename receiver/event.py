@@ -42,6 +42,7 @@ class Verification(str, enum.Enum):
     TOKEN = "token"  # our own signed callback-URL token
     UNSIGNED = "unsigned"  # the operator explicitly allowed unsigned callbacks
     OPERATOR = "operator"  # replayed by an operator
+    PROVIDER_API = "provider_api"  # read from the provider's status API (confirmation, reconciliation)
 
     def __str__(self) -> str:
         return self.value
