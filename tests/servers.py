@@ -324,7 +324,6 @@ class SeaweedS3(_Server):
             "-s3.port.iceberg=0", "-s3.port.lance=0",
             f"-master.port={p['master']}", f"-volume.port={p['volume']}", f"-filer.port={p['filer']}",
             f"-s3.port={p['s3']}", f"-admin.port={p['admin']}",
-            "-master.volumeSizeLimitMB=128",  # every bucket holds >= 1 volume: more, smaller volumes
             f"-s3.config={self.dir / 's3.json'}",
         ]  # fmt: skip
 
