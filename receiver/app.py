@@ -21,9 +21,8 @@ from starlette.routing import Route
 from receiver.errors import ArchiverError, PayloadTooLarge, RequestError, TransientError
 from receiver.event import TaskEvent
 from receiver.intake import Delivery, Intake
-from receiver.providers import kie
 from receiver.settings import Settings
-from receiver.verify import verify_kie
+from receiver.verify import PROVIDER_MODULES, standard_keyrings, verify_provider, verify_standard
 
 log = logging.getLogger(__name__)
 
@@ -57,8 +56,24 @@ def error_response(exc: ArchiverError) -> Response:
     return JSONResponse({"code": status, "msg": exc.message, "reason": exc.reason}, status_code=status, headers=headers)
 
 
+def startup_warnings(settings: Settings) -> list[str]:
+    """What an operator should know about the verification policy before the first callback arrives."""
+    out: list[str] = []
+    if not settings.kie_hmac_keys and not settings.kie_allow_unsigned and not settings.callback_signing_keys:
+        out.append("no KIE_WEBHOOK_HMAC_KEYS nor CALLBACK_SIGNING_KEYS: every kie.ai callback will be refused (401)")
+    for name, provider in settings.providers.items():
+        if name == "kie":
+            continue
+        if provider.open:
+            out.append(f"OPEN_PROVIDERS includes {name}: its callbacks are accepted without any proof")
+        elif not settings.callback_signing_keys:
+            out.append(f"no CALLBACK_SIGNING_KEYS: every {name} callback will be refused (401)")
+    return out
+
+
 def create_app(settings: Settings, *, clock: Clock = time.time, redis_client: aioredis.Redis | None = None) -> Starlette:
     """Build the receiver. ``redis_client`` and ``clock`` are injectable for tests; defaults come from settings."""
+    keyrings = standard_keyrings(settings)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Any]]:
@@ -68,8 +83,8 @@ def create_app(settings: Settings, *, clock: Clock = time.time, redis_client: ai
         )
         intake = Intake(settings, client)
         await intake.start()
-        if not settings.kie_hmac_keys and not settings.kie_allow_unsigned:
-            log.warning("no KIE_WEBHOOK_HMAC_KEYS configured: every kie.ai callback will be refused (401)")
+        for warning in startup_warnings(settings):
+            log.warning(warning)
         try:
             yield {"intake": intake}
         finally:
@@ -88,20 +103,47 @@ def create_app(settings: Settings, *, clock: Clock = time.time, redis_client: ai
         result = await intake.submit(event, delivery)
         return JSONResponse(ACK, headers={"X-Archiver-Outcome": result.outcome})
 
-    async def kie_callback(request: Request) -> Response:
+    async def handle(request: Request, provider: str, verify: Callable[[bytes, float], TaskEvent]) -> Response:
         received_at = clock()
         try:
             body = await read_bounded(request, settings.max_body_bytes)
-            event = verify_kie(settings, request.headers, body, now=received_at)
+            event = verify(body, received_at)
             return await accept(request, event, body, received_at)
         except ArchiverError as exc:
+            fields = {"provider": provider, "reason": exc.reason, "detail": exc.message}
             if isinstance(exc, RequestError):
-                log.info("callback refused", extra={"provider": "kie", "reason": exc.reason, "detail": exc.message})
+                log.info("callback refused", extra=fields)
             else:
-                log.warning("callback not taken", extra={"provider": "kie", "reason": exc.reason, "detail": exc.message})
+                log.warning("callback not taken", extra=fields)
             return error_response(exc)
         except ClientDisconnect:
             return Response(status_code=400)
+
+    async def provider_callback(request: Request) -> Response:
+        provider = request.path_params["provider"]
+        if provider not in PROVIDER_MODULES:
+            return JSONResponse(
+                {"code": 404, "msg": f"unknown provider {provider!r}", "reason": "unknown_provider"}, status_code=404
+            )
+        query = dict(request.query_params)
+        return await handle(
+            request,
+            provider,
+            lambda body, now: verify_provider(settings, provider, request.headers, body, now=now, query=query),
+        )
+
+    async def standard_callback(request: Request) -> Response:
+        source = request.path_params["source"].lower()
+        if source not in keyrings:
+            return JSONResponse(
+                {"code": 404, "msg": f"unknown Standard Webhooks source {source!r}", "reason": "unknown_source"},
+                status_code=404,
+            )
+        return await handle(
+            request,
+            f"standard-{source}",
+            lambda body, now: verify_standard(settings, source, request.headers, body, now=now, keyrings=keyrings),
+        )
 
     async def healthz(request: Request) -> Response:
         return JSONResponse({"status": "ok"})
@@ -112,10 +154,10 @@ def create_app(settings: Settings, *, clock: Clock = time.time, redis_client: ai
             return JSONResponse({"status": "ready", "redis": "ok"})
         return JSONResponse({"status": "unavailable", "redis": "unreachable"}, status_code=503)
 
-    _ = kie  # provider modules are reached through receiver.verify
     return Starlette(
         routes=[
-            Route("/callbacks/kie", kie_callback, methods=["POST"]),
+            Route("/callbacks/standard/{source}", standard_callback, methods=["POST"]),
+            Route("/callbacks/{provider}", provider_callback, methods=["POST"]),
             Route("/healthz", healthz, methods=["GET"]),
             Route("/readyz", readyz, methods=["GET"]),
         ],

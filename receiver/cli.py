@@ -218,6 +218,29 @@ def _await_manifest(task_id: str, wait_s: float) -> int:
     return 1
 
 
+# --------------------------------------------------------------------------------------------- callback-url
+
+
+def cmd_callback_url(args: argparse.Namespace) -> int:
+    from receiver import tokens
+
+    settings = _settings()
+    if not settings.callback_signing_keys:
+        raise ConfigError("CALLBACK_SIGNING_KEYS is not set: generate one with `python3 -c 'import secrets; "
+                          "print(secrets.token_urlsafe(32))'` and give the same value to the receiver")
+    base = args.base or settings.public_base_url
+    if not base:
+        raise ConfigError("set PUBLIC_BASE_URL (e.g. https://archiver.example.com) or pass --base")
+    ttl = int(args.ttl_days * 86400) if args.ttl_days else None
+    token = tokens.mint(args.provider, settings.callback_signing_keys, now=time.time(), ttl_s=ttl)
+    url = tokens.callback_url(base, args.provider, token)
+    print(url)
+    if args.provider == "useapi":
+        print(f"# useapi.net: pass it as replyUrl; or pass {base.rstrip('/')}/callbacks/useapi as replyUrl and "
+              f"replyRef=token={token}", file=sys.stderr)
+    return 0
+
+
 # --------------------------------------------------------------------------------------------- main
 
 
@@ -259,6 +282,11 @@ def build_parser() -> argparse.ArgumentParser:
     simulate.add_argument("--wait", type=float, default=60.0, help="seconds to wait for the manifest")
     simulate.add_argument("--data-dir", default=DEFAULT_DATA_DIR)
     simulate.set_defaults(func=cmd_simulate)
+    cb = sub.add_parser("callback-url", help="print the signed callback URL to register with a provider")
+    cb.add_argument("provider", choices=("kie", "apixo", "useapi", "evolink"))
+    cb.add_argument("--ttl-days", type=float, default=0, help="token lifetime in days (default: no expiry)")
+    cb.add_argument("--base", help="public base URL (default PUBLIC_BASE_URL)")
+    cb.set_defaults(func=cmd_callback_url)
     return parser
 
 

@@ -103,10 +103,16 @@ def iso(ts: float) -> str:
 
 def build_envelope(event: TaskEvent, delivery: Delivery, delivery_id: str) -> dict[str, Any]:
     """The job's only argument: JSON-safe, self-contained (the worker needs nothing else from Redis)."""
-    return {"v": 1, "delivery_id": delivery_id, "event": event.to_json(), "callback": delivery.to_json()}
+    return {
+        "v": 1,
+        "delivery_id": delivery_id,
+        "received_ts": delivery.received_at,
+        "event": event.to_json(),
+        "callback": delivery.to_json(),
+    }
 
 
-def build_job(settings: Settings, job_id: str, envelope: dict[str, Any], server_version: str) -> Job:
+def build_job(settings: Settings, job_id: str, envelope: dict[str, Any]) -> Job:
     """An RQ job built by RQ itself, in memory; ``_build_hset_args`` gives the exact hash RQ would write."""
     event = envelope["event"]
     job = Job.create(
@@ -126,7 +132,6 @@ def build_job(settings: Settings, job_id: str, envelope: dict[str, Any], server_
     job.redis_server_version = None
     job.enqueued_at = datetime.now(UTC).replace(tzinfo=None)
     job._status = JobStatus.QUEUED
-    _ = server_version
     return job
 
 
@@ -184,7 +189,7 @@ class Intake:
         job_id = ""
         if event.status.terminal:
             job_id = keys.job_id(event.provider, event.task_id, event.status.value)
-            job = build_job(self._settings, job_id, envelope, self._server_version)
+            job = build_job(self._settings, job_id, envelope)
             job_args = _build_hset_args(job)
         status = event.status.value
         args = [

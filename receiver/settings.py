@@ -91,6 +91,61 @@ class StorageSettings:
         return str(self.local_root())
 
 
+PROVIDERS = ("kie", "apixo", "useapi", "evolink")
+_API_KEY_VARS = {"kie": "KIE_API_KEY", "apixo": "APIXO_API_KEY", "useapi": "USEAPI_API_TOKEN", "evolink": "EVOLINK_API_KEY"}
+_API_BASES = {
+    "kie": "https://api.kie.ai",
+    "apixo": "https://api.apixo.ai",
+    "useapi": "https://api.useapi.net",
+    "evolink": "https://api.evolink.ai",
+}
+# How long a result URL is assumed to live when the provider does not say (PROVIDERS.md "URL lifetime"):
+# kie.ai keeps files 14 days; EvoLink links live 24 h; APIXO is silent (24 h assumed); useapi.net's signed
+# URLs are unconfirmed (its assets endpoint says ~6 h, so 6 h is assumed).
+_URL_LIFETIMES = {"kie": 14 * 24 * 3600, "apixo": 24 * 3600, "useapi": 6 * 3600, "evolink": 24 * 3600}
+
+
+@dataclass(frozen=True)
+class ProviderSettings:
+    name: str
+    api_key: str | None = None
+    api_base: str = ""
+    url_lifetime_s: int = 24 * 3600
+    #: hosts (exact, or ``.suffix``) that result URLs must be on; empty = any public host
+    download_hosts: tuple[str, ...] = ()
+    #: accept callbacks without a callback-URL token (unsigned providers only; explicit operator choice)
+    open: bool = False
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str], name: str) -> ProviderSettings:
+        upper = name.upper()
+        return cls(
+            name=name,
+            api_key=env.get(_API_KEY_VARS[name]) or None,
+            api_base=(env.get(f"{upper}_API_BASE") or _API_BASES[name]).rstrip("/"),
+            url_lifetime_s=_int(env, f"URL_LIFETIME_{upper}", _URL_LIFETIMES[name], minimum=60),
+            download_hosts=tuple(h.lower() for h in _split(env.get(f"DOWNLOAD_HOSTS_{upper}"))),
+            open=name in _split((env.get("OPEN_PROVIDERS") or "").lower()),
+        )
+
+    def host_allowed(self, host: str) -> bool:
+        if not self.download_hosts:
+            return True
+        host = host.lower()
+        return any(host == h or (h.startswith(".") and host.endswith(h)) for h in self.download_hosts)
+
+
+def _standard_secrets(raw: str | None) -> dict[str, tuple[str, ...]]:
+    """``source:secret,source:secret`` (several per source for rotation) into {source: (secrets…)}."""
+    out: dict[str, list[str]] = {}
+    for entry in _split(raw):
+        source, sep, secret = entry.partition(":")
+        if not sep or not source.strip() or not secret.strip():
+            raise ConfigError(f"STANDARD_WEBHOOK_SECRETS entry {entry[:12]!r}…: expected source:whsec_… or source:whpk_…")
+        out.setdefault(source.strip().lower(), []).append(secret.strip())
+    return {k: tuple(v) for k, v in out.items()}
+
+
 @dataclass(frozen=True)
 class Settings:
     redis_url: str = DEFAULT_REDIS_URL
@@ -103,6 +158,11 @@ class Settings:
     timestamp_tolerance_s: int = 300
     max_body_bytes: int = MiB
     public_base_url: str | None = None
+    callback_signing_keys: tuple[str, ...] = ()
+    providers: dict[str, ProviderSettings] = field(
+        default_factory=lambda: {name: ProviderSettings(name=name, api_base=_API_BASES[name]) for name in PROVIDERS}
+    )
+    standard_webhook_secrets: dict[str, tuple[str, ...]] = field(default_factory=dict)
     # "auto": WAITAOF when the server supports it and AOF is on; "none": trust Redis persistence settings
     redis_durability: str = "auto"
     enqueue_timeout_s: float = 5.0
@@ -113,7 +173,12 @@ class Settings:
     raw_callback_ttl_s: int = 30 * 24 * 3600
     result_ttl_s: int = 7 * 24 * 3600
     failure_ttl_s: int = 30 * 24 * 3600
-    retry_intervals_s: tuple[int, ...] = (15, 60, 300, 900, 1800, 3600)
+    #: RQ-level retries for crashes, timeouts and bugs (transient download errors schedule their own)
+    retry_intervals_s: tuple[int, ...] = (30, 120, 600)
+    download_attempts: int = 8
+    retry_base_s: int = 15
+    retry_cap_s: int = 3600
+    worker_shutdown_grace_s: int = 25
 
     # downloads
     download_allow_hosts: frozenset[tuple[str, int]] = frozenset()
@@ -155,20 +220,31 @@ class Settings:
             intervals = tuple(int(v) for v in intervals_raw) or cls.retry_intervals_s
         except ValueError:
             raise ConfigError(f"RETRY_INTERVALS={env.get('RETRY_INTERVALS')!r}: expected seconds, comma-separated") from None
+        open_providers = _split((env.get("OPEN_PROVIDERS") or "").lower())
+        unknown = [p for p in open_providers if p not in PROVIDERS]
+        if unknown:
+            raise ConfigError(f"OPEN_PROVIDERS: unknown provider(s) {', '.join(unknown)}; known: {', '.join(PROVIDERS)}")
         settings = cls(
             redis_url=env.get("REDIS_URL") or DEFAULT_REDIS_URL,
             queue_name=env.get("QUEUE_NAME") or "veo-archiver",
             storage=storage,
             kie_hmac_keys=_split(env.get("KIE_WEBHOOK_HMAC_KEYS")),
-            kie_allow_unsigned=_bool(env, "KIE_ALLOW_UNSIGNED", False),
+            kie_allow_unsigned=_bool(env, "KIE_ALLOW_UNSIGNED", False) or "kie" in open_providers,
             timestamp_tolerance_s=_int(env, "WEBHOOK_TIMESTAMP_TOLERANCE", 300, minimum=1),
             max_body_bytes=_int(env, "MAX_BODY_BYTES", MiB, minimum=1024),
             public_base_url=(env.get("PUBLIC_BASE_URL") or None),
+            callback_signing_keys=_split(env.get("CALLBACK_SIGNING_KEYS")),
+            providers={name: ProviderSettings.from_env(env, name) for name in PROVIDERS},
+            standard_webhook_secrets=_standard_secrets(env.get("STANDARD_WEBHOOK_SECRETS")),
             redis_durability=durability,
             job_timeout_s=_int(env, "JOB_TIMEOUT", 3600, minimum=30),
             dedupe_ttl_s=_int(env, "DEDUPE_TTL", 7 * 24 * 3600, minimum=72 * 3600),
             raw_callback_ttl_s=_int(env, "RAW_CALLBACK_TTL", 30 * 24 * 3600, minimum=3600),
             retry_intervals_s=intervals,
+            download_attempts=_int(env, "DOWNLOAD_ATTEMPTS", 8, minimum=1),
+            retry_base_s=_int(env, "RETRY_BASE", 15, minimum=1),
+            retry_cap_s=_int(env, "RETRY_CAP", 3600, minimum=1),
+            worker_shutdown_grace_s=_int(env, "WORKER_SHUTDOWN_GRACE", 25, minimum=0),
             download_allow_hosts=frozenset(_host_port(e) for e in _split(env.get("DOWNLOAD_ALLOW_HOSTS"))),
             download_max_bytes=_int(env, "DOWNLOAD_MAX_BYTES", 4 * 1024 * MiB, minimum=1),
         )

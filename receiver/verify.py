@@ -1,22 +1,50 @@
 """Per-provider verification policy: which proofs a callback must carry, decided by the settings.
 
-Pure: headers + raw bytes + clock in, a verified :class:`TaskEvent` or one :class:`RequestError` out.
-The order is fixed: missing proof is refused (401) before the body is looked at; the body is then decoded
-only as far as needed to find the signed task id; nothing in it is trusted until the signature matches.
+Pure: headers + query + raw bytes + clock in, a verified :class:`TaskEvent` or one :class:`RequestError`
+out. Missing proof is refused (401) before the body is decoded whenever the proof lives outside the body;
+the body is decoded only as far as needed to find a signed field; nothing in it is trusted until a proof
+matched.
+
+- kie.ai: its HMAC headers (when ``KIE_WEBHOOK_HMAC_KEYS`` is set) or our callback-URL token; unsigned only
+  when the operator allows it.
+- APIXO, useapi.net, EvoLink sign nothing: our callback-URL token (query ``token``; for useapi.net also
+  ``replyRef``), unless the operator opened the provider (``OPEN_PROVIDERS``).
+- Standard Webhooks sources: the spec's signature headers with the source's secrets.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from types import ModuleType
+from typing import Any
 
-from receiver.errors import Rejected
+from receiver import standard_webhooks, tokens
+from receiver.errors import ConfigError, Rejected
 from receiver.event import TaskEvent, Verification
 from receiver.payload import decode_json_object
-from receiver.providers import kie
+from receiver.providers import apixo, evolink, kie, standard, useapi
 from receiver.settings import Settings
 
+PROVIDER_MODULES: dict[str, ModuleType] = {"kie": kie, "apixo": apixo, "useapi": useapi, "evolink": evolink}
 
-def verify_kie(settings: Settings, headers: Mapping[str, str], body: bytes, *, now: float) -> TaskEvent:
+
+def _require_token(settings: Settings, provider: str, token: str | None, *, now: float) -> None:
+    if not settings.callback_signing_keys:
+        raise Rejected(
+            f"{provider} callbacks carry no signature and this receiver has no CALLBACK_SIGNING_KEYS to check a "
+            "callback-URL token against",
+            reason="unsigned_refused",
+        )
+    tokens.verify(token, provider, settings.callback_signing_keys, now=now)
+
+
+def verify_kie(
+    settings: Settings, headers: Mapping[str, str], body: bytes, *, now: float, query: Mapping[str, str] | None = None
+) -> TaskEvent:
+    token = (query or {}).get("token")
+    if token:
+        _require_token(settings, "kie", token, now=now)
+        return kie.parse(decode_json_object(body), verification=Verification.TOKEN)
     if settings.kie_hmac_keys:
         if not kie.has_signature(headers):
             raise Rejected(
@@ -35,3 +63,63 @@ def verify_kie(settings: Settings, headers: Mapping[str, str], body: bytes, *, n
         "unsigned kie.ai callbacks are not accepted by this receiver (no webhook HMAC key is configured)",
         reason="unsigned_refused",
     )
+
+
+def verify_unsigned_provider(
+    settings: Settings,
+    provider: str,
+    headers: Mapping[str, str],
+    body: bytes,
+    *,
+    now: float,
+    query: Mapping[str, str],
+) -> TaskEvent:
+    module = PROVIDER_MODULES[provider]
+    token = query.get("token")
+    if token:
+        _require_token(settings, provider, token, now=now)
+        return module.parse(decode_json_object(body), verification=Verification.TOKEN)  # type: ignore[no-any-return]
+    if provider == "useapi":
+        decoded = decode_json_object(body)
+        ref = decoded.get("replyRef")
+        ref_token = tokens.token_from({}, ref if isinstance(ref, str) else None)
+        if ref_token:
+            _require_token(settings, provider, ref_token, now=now)
+            return useapi.parse(decoded, verification=Verification.TOKEN)
+    if settings.providers[provider].open:
+        return module.parse(decode_json_object(body), verification=Verification.UNSIGNED)  # type: ignore[no-any-return]
+    _require_token(settings, provider, None, now=now)
+    raise AssertionError("unreachable: _require_token raises for a missing token")
+
+
+def verify_provider(
+    settings: Settings, provider: str, headers: Mapping[str, str], body: bytes, *, now: float, query: Mapping[str, str]
+) -> TaskEvent:
+    if provider == "kie":
+        return verify_kie(settings, headers, body, now=now, query=query)
+    return verify_unsigned_provider(settings, provider, headers, body, now=now, query=query)
+
+
+def standard_keyrings(settings: Settings) -> dict[str, standard_webhooks.Keyring]:
+    """Parse every source's secrets once, at startup: a bad secret is a ConfigError before any traffic."""
+    for source in settings.standard_webhook_secrets:
+        if not source.replace("-", "").replace("_", "").isalnum() or len(source) > 40 or not source.isascii():
+            raise ConfigError(f"STANDARD_WEBHOOK_SECRETS source {source!r}: letters, digits, '-' and '_' (at most 40)")
+    return {src: standard_webhooks.parse_secrets(secrets) for src, secrets in settings.standard_webhook_secrets.items()}
+
+
+def verify_standard(
+    settings: Settings,
+    source: str,
+    headers: Mapping[str, str],
+    body: bytes,
+    *,
+    now: float,
+    keyrings: Mapping[str, standard_webhooks.Keyring],
+) -> TaskEvent:
+    keyring = keyrings.get(source.lower())
+    if keyring is None:
+        raise Rejected(f"no Standard Webhooks secret is configured for source {source!r}", reason="unknown_source")
+    webhook_id = standard_webhooks.verify(headers, body, keyring, now=now, tolerance_s=settings.timestamp_tolerance_s)
+    decoded: dict[str, Any] = decode_json_object(body)
+    return standard.parse(decoded, source=source.lower(), webhook_id=webhook_id, verification=Verification.SIGNATURE)

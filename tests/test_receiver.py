@@ -59,7 +59,7 @@ def test_signed_callback_is_acknowledged_after_the_job_is_in_redis(redis_server,
     assert envelope["event"]["result_urls"] == [URL]
     assert envelope["event"]["verification"] == "signature"
     assert json.loads(envelope["callback"]["body"]) == body
-    assert job.timeout == 3600 and job.result_ttl == 7 * 24 * 3600 and job.retries_left == 6
+    assert job.timeout == 3600 and job.result_ttl == 7 * 24 * 3600 and job.retries_left == 3
     assert job.get_status() == "queued"
 
 

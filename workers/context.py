@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import httpx
 
 from receiver.settings import Settings
+from workers.confirm import StatusClient
 from workers.egress import EgressPolicy
 from workers.fetch import FetchPolicy, build_client
 from workers.storage import ObjectArchive, open_archive
@@ -24,6 +25,7 @@ class WorkerContext:
     archive: ObjectArchive
     client: httpx.Client
     fetch_policy: FetchPolicy
+    status: StatusClient
 
 
 _settings: Settings | None = None
@@ -58,6 +60,7 @@ def current() -> WorkerContext:
             archive=open_archive(settings.storage),
             client=build_client(policy, EgressPolicy(settings.download_allow_hosts)),
             fetch_policy=policy,
+            status=StatusClient(settings.providers),
         )
         _context_pid = os.getpid()
     return _context

@@ -15,6 +15,7 @@ import ipaddress
 import socket
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpcore
 
@@ -36,12 +37,20 @@ def system_resolver(host: str, port: int) -> list[str]:
 
 
 def refusal(address: IPAddress) -> str | None:
-    """Why ``address`` may not be fetched from, or ``None`` when it is a public unicast address."""
+    """Why ``address`` may not be fetched from, or ``None`` when it is a public unicast address.
+
+    IPv6 forms that carry an IPv4 address (mapped ``::ffff:a.b.c.d``, NAT64 ``64:ff9b::/96``, 6to4
+    ``2002::/16``) are judged by the IPv4 address they lead to.
+    """
     if isinstance(address, ipaddress.IPv6Address):
         if address.ipv4_mapped is not None:
             return refusal(address.ipv4_mapped)
         if address in NAT64:
             return refusal(ipaddress.IPv4Address(int(address) & 0xFFFFFFFF))
+        if address.sixtofour is not None and (why := refusal(address.sixtofour)) is not None:
+            return f"6to4 to {why}"
+        if address.is_site_local:
+            return "site-local address"
     if address in METADATA_ADDRESSES:
         return "cloud metadata address"
     for label, flag in (
@@ -49,18 +58,31 @@ def refusal(address: IPAddress) -> str | None:
         ("unspecified", address.is_unspecified),
         ("link-local", address.is_link_local),
         ("multicast", address.is_multicast),
-        ("private", address.is_private),
         ("reserved", address.is_reserved),
+        ("private", address.is_private),
     ):
         if flag:
             return f"{label} address"
     if not address.is_global:
-        return "non-global address"
+        return "non-global address"  # e.g. CGNAT 100.64.0.0/10
     return None
 
 
+def require_http_url(url: str) -> None:
+    """Refuse anything but an absolute http(s) URL with a host (file:, ftp:, gopher:, data: …)."""
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname
+    except ValueError:
+        raise DownloadRefused(f"not a URL: {url[:120]!r}", reason="scheme") from None
+    if parts.scheme.lower() not in ("http", "https") or not host:
+        raise DownloadRefused(f"not an http(s) URL: {url[:120]!r}", reason="scheme")
+
+
 class EgressPolicy:
-    def __init__(self, allow_hosts: Iterable[tuple[str, int]] = (), resolver: Resolver = system_resolver) -> None:
+    def __init__(
+        self, allow_hosts: Iterable[tuple[str, int]] = (), resolver: Resolver = system_resolver
+    ) -> None:
         self.allow_hosts = frozenset((h.lower(), p) for h, p in allow_hosts)
         self._resolver = resolver
 
@@ -89,7 +111,9 @@ class EgressPolicy:
             try:
                 address = ipaddress.ip_address(text.split("%", 1)[0])
             except ValueError:
-                raise DownloadRefused(f"{host} resolved to unparsable address {text!r}", reason="ssrf") from None
+                raise DownloadRefused(
+                    f"{host} resolved to unparsable address {text!r}", reason="ssrf"
+                ) from None
             why = refusal(address)
             if why is not None:
                 raise DownloadRefused(
@@ -100,7 +124,11 @@ class EgressPolicy:
 
 
 class GuardedBackend(httpcore.SyncBackend):
-    """httpcore backend that connects only to addresses :class:`EgressPolicy` approved a moment before."""
+    """httpcore backend that connects only to addresses :class:`EgressPolicy` approved a moment before.
+
+    The name is resolved once per connection and the socket is opened to one of *those* addresses, never
+    to the name again, so a DNS answer that changes between the check and the connect cannot be used.
+    """
 
     def __init__(self, policy: EgressPolicy) -> None:
         self._policy = policy
@@ -121,3 +149,8 @@ class GuardedBackend(httpcore.SyncBackend):
                 last = exc
         assert last is not None
         raise last
+
+    def connect_unix_socket(
+        self, path: str, timeout: float | None = None, socket_options: Iterable[Any] | None = None
+    ) -> httpcore.NetworkStream:
+        raise DownloadRefused(f"unix socket {path} is not a download target", reason="ssrf")

@@ -1,13 +1,29 @@
 """Stream one video from its URL in bounded chunks, counting, hashing and checking it on the way.
 
 ``VideoStream`` is an iterator of byte chunks meant to be handed straight to :meth:`Archive.put_stream`:
-memory stays flat whatever the size. A dropped connection resumes with ``Range`` (+ ``If-Range`` when the
-server gave a validator); a server that ignores ranges makes the attempt fail as transient so the whole
-download restarts cleanly. The first bytes must look like an MP4/QuickTime file (``ftyp`` box).
+memory stays flat whatever the size. Whatever goes wrong is raised *from the iterator*, so the storage
+library abandons the upload (obstore aborts the S3 multipart upload and removes the local staging file)
+and no partial object becomes visible. Checks, in the order they can fire:
+
+* scheme (http/https only, on the URL and on every redirect hop) and the egress policy (at each TCP
+  connect, see :mod:`workers.egress`); redirects are followed here, hop by hop, never reading their bodies;
+* status: 429/5xx/408/425 transient (with ``retry_after`` when the server sent ``Retry-After``), 403/404/410
+  and other 4xx permanent;
+* ``Content-Type`` against :attr:`FetchPolicy.allowed_types`, ``Content-Length`` against the size cap,
+  then the running byte count against the cap (chunked bodies have no length);
+* the first bytes must be an ISO base media box (``ftyp``…), and the top-level boxes must end exactly
+  where the body ends: a body shorter than its own box sizes was truncated, whatever HTTP said;
+* a total deadline, which also caps each read timeout, so a trickle cannot hold a worker.
+
+A dropped connection resumes with ``Range`` + ``If-Range`` (a strong ETag or Last-Modified) when the
+server advertised ``Accept-Ranges: bytes``; a 206 must start at the right byte of the same-sized file.
+Anything else (no range support, a 200 after ``If-Range``, a different file) fails the attempt as
+transient, so the whole download restarts cleanly later.
 """
 
 from __future__ import annotations
 
+import email.utils
 import hashlib
 import logging
 import re
@@ -18,16 +34,18 @@ from dataclasses import dataclass, field
 import httpcore
 import httpx
 
-from receiver.errors import BadContent, DownloadFailed, DownloadRefused, DownloadTransient
-from receiver.urls import is_http_url
-from workers.egress import EgressPolicy, GuardedBackend
+from receiver.errors import BadContent, DownloadFailed, DownloadTransient
+from workers.egress import EgressPolicy, GuardedBackend, require_http_url
 
 log = logging.getLogger(__name__)
 
 MiB = 1024 * 1024
-TRANSIENT_STATUS = frozenset({408, 425, 429, 500, 502, 503, 504})
+TRANSIENT_STATUS = frozenset({408, 425, 429})  # and every 5xx
 EXPIRED_STATUS = frozenset({403, 404, 410})
+REDIRECT_STATUS = frozenset({301, 302, 303, 307, 308})
 VIDEO_BRANDS_OFFSET = 4
+HEAD_BYTES = 12
+DEADLINE_SLACK_S = 0.05
 _CONTENT_RANGE = re.compile(r"bytes (\d+)-(\d+)/(\d+|\*)")
 
 
@@ -39,15 +57,29 @@ class FetchPolicy:
     read_timeout_s: float = 60.0
     #: total time for one video, whatever the server's pace (a trickle cannot hold a worker forever)
     deadline_s: float = 3600.0
+    #: resumes in a row that bring no new byte; a resume that made progress resets the count
     resume_attempts: int = 5
     max_redirects: int = 5
+    #: ``type/`` entries match a whole family, others the exact media type; a missing type is allowed
     allowed_types: tuple[str, ...] = ("video/", "application/octet-stream", "binary/octet-stream")
+    #: a server's ``Retry-After`` is honoured up to this many seconds
+    retry_after_cap_s: float = 900.0
+
+
+class FetchTransient(DownloadTransient):
+    """:class:`DownloadTransient` with the server's ``Retry-After`` (seconds, capped), when it sent one."""
+
+    retry_after: float | None = None
+
+    def __init__(self, message: str, *, reason: str | None = None, retry_after: float | None = None) -> None:
+        super().__init__(message, reason=reason)
+        self.retry_after = retry_after
 
 
 def build_client(policy: FetchPolicy, egress: EgressPolicy) -> httpx.Client:
     transport = httpx.HTTPTransport(retries=0)
     # httpx does not expose the network backend: swap the pool for one whose every TCP connect is guarded
-    transport._pool = httpcore.ConnectionPool(  # noqa: SLF001
+    transport._pool = httpcore.ConnectionPool(
         ssl_context=httpx.create_ssl_context(),
         max_connections=4,
         network_backend=GuardedBackend(egress),
@@ -55,16 +87,88 @@ def build_client(policy: FetchPolicy, egress: EgressPolicy) -> httpx.Client:
     )
     return httpx.Client(
         transport=transport,
-        follow_redirects=True,
-        max_redirects=policy.max_redirects,
+        # VideoStream follows redirects itself: httpx reads each redirect body whole into memory, and
+        # would hand a file:/ftp: Location to the transport as a (retryable) transport error
+        follow_redirects=False,
+        # no HTTP(S)_PROXY/ALL_PROXY from the environment: a proxy transport would bypass the guarded pool
+        trust_env=False,
         timeout=httpx.Timeout(policy.read_timeout_s, connect=policy.connect_timeout_s),
         headers={"Accept-Encoding": "identity", "User-Agent": "veo-archiver/0.1"},
     )
 
 
 def looks_like_video(head: bytes) -> bool:
-    """ISO base media (MP4, MOV): the first box is ``ftyp`` (a few encoders put ``wide``/``free``/``moov`` first)."""
-    return len(head) >= 8 and head[VIDEO_BRANDS_OFFSET : VIDEO_BRANDS_OFFSET + 4] in (b"ftyp", b"moov", b"wide", b"free", b"mdat")
+    """ISO base media (MP4, MOV): first box ``ftyp`` (some encoders put ``wide``/``free``/``moov`` first)."""
+    return len(head) >= 8 and head[VIDEO_BRANDS_OFFSET : VIDEO_BRANDS_OFFSET + 4] in (
+        b"ftyp",
+        b"moov",
+        b"wide",
+        b"free",
+        b"mdat",
+    )
+
+
+def retry_after_seconds(value: str | None, *, cap: float, now: float | None = None) -> float | None:
+    """``Retry-After`` as seconds from now (delta-seconds or an HTTP date), clamped to ``[0, cap]``."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        seconds = float(value)
+    else:
+        try:
+            when = email.utils.parsedate_to_datetime(value)
+        except (TypeError, ValueError, IndexError):
+            return None
+        if when.tzinfo is None:
+            return None
+        seconds = when.timestamp() - (time.time() if now is None else now)
+    return min(max(seconds, 0.0), cap)
+
+
+class BoxWalker:
+    """Follows the top-level ISO-BMFF box headers as bytes go past, holding at most 16 bytes.
+
+    A whole file is a run of boxes that ends exactly at the end of the body (or with a last box of size
+    0, "to the end"). A body that stops inside a box was cut short, even if its Content-Length agreed.
+    """
+
+    def __init__(self) -> None:
+        self.seen = 0
+        self.next_box = 0
+        self.header = b""
+        self.to_end = False
+
+    def feed(self, chunk: bytes) -> None:
+        start = self.seen
+        self.seen += len(chunk)
+        while not self.to_end:
+            at = self.next_box + len(self.header)
+            if at >= self.seen:
+                return
+            want = 16 if len(self.header) >= 8 and self.header[:4] == b"\0\0\0\1" else 8
+            self.header += chunk[at - start : at - start + want - len(self.header)]
+            if len(self.header) < want:
+                return
+            size = int.from_bytes(self.header[:4], "big")
+            if size == 1 and want == 8:
+                continue  # a 64-bit size follows the type
+            if size == 0:
+                self.to_end = True
+                return
+            if size == 1:
+                size = int.from_bytes(self.header[8:16], "big")
+            if size < len(self.header):
+                raise BadContent(
+                    f"malformed box {self.header[4:8]!r} of {size} bytes at offset {self.next_box}",
+                    reason="not_a_video",
+                )
+            self.next_box += size
+            self.header = b""
+
+    @property
+    def complete(self) -> bool:
+        return self.to_end or (self.next_box == self.seen and not self.header)
 
 
 @dataclass
@@ -79,10 +183,12 @@ class VideoStream:
     declared_length: int | None = None
     resumes: int = 0
     final_url: str | None = None
-    #: the error that ended iteration, kept because the storage library may wrap what it re-raises
+    #: the error that ended iteration: obstore 0.12 re-raises it as is; another storage library may wrap it
     error: Exception | None = None
-    _sha: "hashlib._Hash" = field(default_factory=hashlib.sha256)
+    _sha: hashlib._Hash = field(default_factory=hashlib.sha256)
+    _boxes: BoxWalker = field(default_factory=BoxWalker)
     _validator: str | None = None
+    _etag: str | None = None
     _accepts_ranges: bool = False
 
     @property
@@ -90,6 +196,10 @@ class VideoStream:
         return self._sha.hexdigest()
 
     def __iter__(self) -> Iterator[bytes]:
+        # a second iteration (a storage-level retry) starts from a clean slate
+        self.size, self.resumes, self.error, self.final_url = 0, 0, None, None
+        self.content_type = self.declared_length = self._validator = self._etag = None
+        self._sha, self._boxes, self._accepts_ranges = hashlib.sha256(), BoxWalker(), False
         try:
             yield from self._download()
         except Exception as exc:
@@ -97,74 +207,169 @@ class VideoStream:
             raise
 
     def _download(self) -> Iterator[bytes]:
-        if not is_http_url(self.url):
-            raise DownloadRefused(f"not an http(s) URL: {self.url[:120]}", reason="scheme")
-        started = time.monotonic()
-        head_checked = False
-        pending = b""
+        require_http_url(self.url)
+        deadline = time.monotonic() + self.policy.deadline_s
+        head: bytes | None = (
+            b""  # held back until it is known to be a video: nothing reaches storage before that
+        )
+        stalled = 0
         while True:
+            before = self.size
+            cause: Exception | None = None
             try:
-                for chunk in self._attempt():
-                    if time.monotonic() - started > self.policy.deadline_s:
-                        raise DownloadTransient(f"download exceeded its {self.policy.deadline_s:.0f} s deadline")
-                    if not head_checked:
-                        pending += chunk
-                        if len(pending) < 12:
+                for chunk in self._attempt(deadline):
+                    if head is not None:
+                        head += chunk
+                        if len(head) < HEAD_BYTES:
                             continue
-                        if not looks_like_video(pending[:12]):
+                        if not looks_like_video(head[:HEAD_BYTES]):
                             raise BadContent(
-                                f"not a video: first bytes {pending[:12]!r}, content-type {self.content_type}",
+                                f"not a video: first bytes {head[:HEAD_BYTES]!r}, "
+                                f"content-type {self.content_type}",
                                 reason="not_a_video",
                             )
-                        head_checked = True
-                        chunk, pending = pending, b""
+                        chunk, head = head, None
                     yield chunk
-                if not head_checked:
-                    raise BadContent(f"body of {self.size} bytes is too short to be a video", reason="not_a_video")
-                break
-            except (httpx.TransportError, httpcore.NetworkError) as exc:
-                if not (self._accepts_ranges and self.size > 0 and self.resumes < self.policy.resume_attempts):
-                    raise DownloadTransient(f"connection failed after {self.size} bytes: {exc!r}") from exc
-                self.resumes += 1
-                log.info("resuming download", extra={"offset": self.size, "resume": self.resumes})
+                if self.declared_length is None or self.size >= self.declared_length:
+                    break
+                # a 206 that stopped before the end of the file: ask for the rest like after a drop
+                problem = f"partial response ended at byte {self.size} of {self.declared_length}"
+            except httpx.TransportError as exc:
+                problem = f"{type(exc).__name__}: {exc}"
+                cause = exc
+            if time.monotonic() >= deadline - DEADLINE_SLACK_S:  # a read timeout capped at the deadline
+                raise FetchTransient(
+                    f"download exceeded its {self.policy.deadline_s:g} s deadline "
+                    f"after {self.size} bytes ({problem})",
+                    reason="deadline",
+                ) from cause
+            stalled = 0 if self.size > before else stalled + 1
+            if not (self._accepts_ranges and self._validator and self.size > 0):
+                raise FetchTransient(
+                    f"connection failed after {self.size} bytes and the server cannot resume: {problem}",
+                    reason="connection",
+                ) from cause
+            if stalled >= self.policy.resume_attempts:
+                raise FetchTransient(
+                    f"no progress after {stalled} resumes at byte {self.size}: {problem}", reason="connection"
+                ) from cause
+            self.resumes += 1
+            log.info(
+                "resuming download", extra={"offset": self.size, "resume": self.resumes, "problem": problem}
+            )
+        if head is not None:
+            raise BadContent(f"body of {self.size} bytes is too short to be a video", reason="not_a_video")
         if self.declared_length is not None and self.size != self.declared_length:
-            raise BadContent(
-                f"received {self.size} bytes but Content-Length said {self.declared_length}", reason="length_mismatch"
+            raise FetchTransient(
+                f"received {self.size} bytes but Content-Length said {self.declared_length}",
+                reason="length_mismatch",
+            )
+        if not self._boxes.complete:
+            raise FetchTransient(
+                f"truncated: the body ends at byte {self.size} "
+                f"inside a box that runs to byte {self._boxes.next_box}",
+                reason="truncated",
             )
 
-    def _attempt(self) -> Iterator[bytes]:
+    def _timeout(self, deadline: float) -> httpx.Timeout:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise FetchTransient(
+                f"download exceeded its {self.policy.deadline_s:g} s deadline", reason="deadline"
+            )
+        return httpx.Timeout(
+            min(self.policy.read_timeout_s, remaining), connect=min(self.policy.connect_timeout_s, remaining)
+        )
+
+    def _attempt(self, deadline: float) -> Iterator[bytes]:
         headers: dict[str, str] = {}
         offset = self.size
         if offset:
             headers["Range"] = f"bytes={offset}-"
             if self._validator:
                 headers["If-Range"] = self._validator
-        with self.client.stream("GET", self.url, headers=headers) as response:
-            self._check_status(response, offset)
-            for chunk in response.iter_raw(self.policy.chunk_bytes):
-                self.size += len(chunk)
-                if self.size > self.policy.max_bytes:
+        url = self.url
+        for _hop in range(self.policy.max_redirects + 1):
+            request = self.client.build_request("GET", url, headers=headers, timeout=self._timeout(deadline))
+            response = self.client.send(request, stream=True, follow_redirects=False)
+            try:
+                if response.status_code in REDIRECT_STATUS and "location" in response.headers:
+                    url = self._redirect_target(response)  # the body is never read
+                    continue
+                self._check_status(response, offset)
+                yield from self._body(response, deadline)
+                return
+            finally:
+                response.close()
+        raise DownloadFailed(
+            f"more than {self.policy.max_redirects} redirects from {self.url[:120]}",
+            reason="too_many_redirects",
+        )
+
+    def _body(self, response: httpx.Response, deadline: float) -> Iterator[bytes]:
+        """The body in chunks of about ``chunk_bytes``, each byte counted, hashed and box-checked on arrival.
+
+        On a dropped connection the bytes that did arrive are still handed on before the error, so a
+        resume starts exactly after them (httpx's own ``iter_raw(chunk_size)`` would lose its buffer).
+        """
+        pending: list[bytes] = []
+        buffered = 0
+        try:
+            for piece in response.iter_raw():
+                if time.monotonic() > deadline:
+                    raise FetchTransient(
+                        f"download exceeded its {self.policy.deadline_s:g} s deadline after {self.size} bytes",
+                        reason="deadline",
+                    )
+                if self.size + len(piece) > self.policy.max_bytes:
                     raise BadContent(f"video is over the {self.policy.max_bytes}-byte cap", reason="too_large")
-                self._sha.update(chunk)
-                yield chunk
+                self.size += len(piece)
+                self._sha.update(piece)
+                self._boxes.feed(piece)
+                pending.append(piece)
+                buffered += len(piece)
+                if buffered >= self.policy.chunk_bytes:
+                    yield b"".join(pending)
+                    pending, buffered = [], 0
+        except httpx.TransportError:
+            if pending:
+                yield b"".join(pending)
+            raise
+        if pending:
+            yield b"".join(pending)
+
+    def _redirect_target(self, response: httpx.Response) -> str:
+        location = response.headers["location"]
+        try:
+            target = response.url.join(location)
+        except httpx.InvalidURL as exc:
+            raise DownloadFailed(
+                f"unusable redirect Location {location[:120]!r}: {exc}", reason="bad_redirect"
+            ) from exc
+        require_http_url(str(target))
+        log.info("following redirect", extra={"status": response.status_code, "to_host": target.host})
+        return str(target)
 
     def _check_status(self, response: httpx.Response, offset: int) -> None:
         status = response.status_code
-        if status in TRANSIENT_STATUS:
-            raise DownloadTransient(f"HTTP {status} from {response.url.host}", reason=f"http_{status}")
+        host = response.url.host
+        if status in TRANSIENT_STATUS or status >= 500:
+            retry_after = retry_after_seconds(
+                response.headers.get("retry-after"), cap=self.policy.retry_after_cap_s
+            )
+            raise FetchTransient(
+                f"HTTP {status} from {host}", reason=f"http_{status}", retry_after=retry_after
+            )
         if offset:
-            match = _CONTENT_RANGE.fullmatch(response.headers.get("content-range", ""))
-            if status != 206 or match is None or int(match.group(1)) != offset:
-                # the server restarted from zero (or lied): the bytes already uploaded cannot be reused
-                raise DownloadTransient(f"server did not resume at byte {offset} (HTTP {status})", reason="resume_refused")
+            self._check_resumed(response, offset)
             return
         if status in EXPIRED_STATUS:
-            raise DownloadFailed(f"HTTP {status} from {response.url.host}: link expired or gone", reason=f"http_{status}")
+            raise DownloadFailed(f"HTTP {status} from {host}: link expired or gone", reason=f"http_{status}")
         if status != 200:
-            raise DownloadFailed(f"HTTP {status} from {response.url.host}", reason=f"http_{status}")
+            raise DownloadFailed(f"HTTP {status} from {host}", reason=f"http_{status}")
         self.final_url = str(response.url)
         self.content_type = response.headers.get("content-type", "").split(";")[0].strip().lower() or None
-        if self.content_type and not self.content_type.startswith(self.policy.allowed_types):
+        if self.content_type and not self._type_allowed(self.content_type):
             raise BadContent(f"content-type {self.content_type} is not a video", reason="not_a_video")
         length = response.headers.get("content-length")
         if length is not None and length.strip().isdigit():
@@ -174,5 +379,32 @@ class VideoStream:
                     f"Content-Length {self.declared_length} is over the {self.policy.max_bytes}-byte cap",
                     reason="too_large",
                 )
-        self._accepts_ranges = response.headers.get("accept-ranges", "").lower() == "bytes"
-        self._validator = response.headers.get("etag") or response.headers.get("last-modified")
+        self._accepts_ranges = response.headers.get("accept-ranges", "").strip().lower() == "bytes"
+        etag = response.headers.get("etag")
+        self._etag = etag if etag and not etag.startswith("W/") else None  # If-Range needs a strong validator
+        self._validator = self._etag or response.headers.get("last-modified")
+
+    def _check_resumed(self, response: httpx.Response, offset: int) -> None:
+        status = response.status_code
+        match = _CONTENT_RANGE.fullmatch(response.headers.get("content-range", "").strip())
+        etag = response.headers.get("etag")
+        if (
+            status != 206
+            or match is None
+            or int(match.group(1)) != offset
+            or (self.declared_length is not None and match.group(3) != str(self.declared_length))
+            or (self._etag is not None and etag is not None and etag != self._etag)
+        ):
+            # a 200 (the file changed, or ranges ignored), a wrong offset or another file: the bytes already
+            # handed to storage cannot be continued
+            raise FetchTransient(
+                f"server did not resume at byte {offset} (HTTP {status}, "
+                f"Content-Range {response.headers.get('content-range')!r})",
+                reason="resume_refused",
+            )
+
+    def _type_allowed(self, content_type: str) -> bool:
+        return any(
+            content_type.startswith(allowed) if allowed.endswith("/") else content_type == allowed
+            for allowed in self.policy.allowed_types
+        )

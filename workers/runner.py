@@ -15,8 +15,11 @@ import time
 from types import FrameType
 
 import redis
-from rq import Queue, Worker
+from rq import Queue
+from rq.job import Job
+from rq.registry import FailedJobRegistry
 from rq.serializers import JSONSerializer
+from rq.worker import HerokuWorker
 
 from receiver.errors import ConfigError
 from receiver.settings import Settings
@@ -29,9 +32,51 @@ MAINTENANCE_INTERVAL_S = 30
 JOB_MONITORING_INTERVAL_S = 10
 
 
-def make_worker(settings: Settings, connection: redis.Redis, name: str | None = None) -> Worker:
+#: how many times a job abandoned by a dead worker is put back after RQ's own retries ran out
+MAX_CRASH_REQUEUES = 5
+
+
+class ArchiveWorker(HerokuWorker):
+    """RQ worker with the two behaviours an archiver needs on top of RQ's.
+
+    - SIGTERM: the current download gets ``imminent_shutdown_delay`` seconds (``WORKER_SHUTDOWN_GRACE``) to
+      finish; then the job is interrupted and, as an ordinary failure, retried at once by another worker,
+      instead of being SIGKILLed by the orchestrator and waiting for abandoned-job detection.
+    - Abandoned jobs: RQ retries a job whose worker died only while ``retries_left`` > 0 and otherwise moves
+      it to the failed registry for good. Maintenance here puts such jobs back (``MAX_CRASH_REQUEUES``
+      times), so a crash never turns into a lost video.
+    """
+
+    def run_maintenance_tasks(self) -> None:
+        super().run_maintenance_tasks()
+        for queue in self.queues:
+            requeue_abandoned(queue)
+
+
+def requeue_abandoned(queue: Queue) -> list[str]:
+    registry = FailedJobRegistry(queue=queue)
+    requeued: list[str] = []
+    for job_id in registry.get_job_ids():
+        job = Job.fetch(job_id, connection=queue.connection, serializer=queue.serializer) if queue.connection else None
+        if job is None or "dead_letter" in job.meta:
+            continue  # a permanent failure the job itself decided: stays a dead letter
+        exc_info = job.latest_result().exc_string if job.latest_result() else (job.exc_info or "")
+        if "AbandonedJobError" not in (exc_info or "") and "abandoned" not in (exc_info or "").lower():
+            continue
+        count = int(job.meta.get("crash_requeues", 0))
+        if count >= MAX_CRASH_REQUEUES:
+            continue
+        job.meta["crash_requeues"] = count + 1
+        job.save_meta()
+        registry.requeue(job_id)
+        requeued.append(job_id)
+        log.warning("requeued a job abandoned by a dead worker", extra={"job_id": job_id, "requeues": count + 1})
+    return requeued
+
+
+def make_worker(settings: Settings, connection: redis.Redis, name: str | None = None) -> ArchiveWorker:
     queue = Queue(settings.queue_name, connection=connection, serializer=JSONSerializer)
-    return Worker(
+    worker = ArchiveWorker(
         [queue],
         name=name,
         connection=connection,
@@ -41,6 +86,8 @@ def make_worker(settings: Settings, connection: redis.Redis, name: str | None = 
         job_monitoring_interval=JOB_MONITORING_INTERVAL_S,
         log_job_description=True,
     )
+    worker.imminent_shutdown_delay = settings.worker_shutdown_grace_s
+    return worker
 
 
 def run_one(settings: Settings, *, burst: bool = False) -> int:

@@ -16,11 +16,12 @@ import hashlib
 import hmac
 from collections.abc import Mapping, Sequence
 from typing import Any
+from urllib.parse import quote, urlsplit
 
-from receiver.errors import InvalidPayload, Rejected
+from receiver.errors import ConfigError, InvalidPayload, PermanentError, Rejected
 from receiver.event import Provider, TaskEvent, TaskStatus, Verification
 from receiver.payload import get_int, get_object, get_str, lower_headers, maybe_json
-from receiver.urls import parse_url_list
+from receiver.urls import is_http_url, parse_url_list
 
 TIMESTAMP_HEADER = "x-webhook-timestamp"
 SIGNATURE_HEADER = "x-webhook-signature"
@@ -59,7 +60,7 @@ def has_signature(headers: Mapping[str, str]) -> bool:
 def verify_signature(
     headers: Mapping[str, str], task_id: str, keys: Sequence[str], *, now: float, tolerance_s: int
 ) -> None:
-    """Raise :class:`Rejected` unless the headers carry a fresh signature of ``task_id`` by one of ``keys``."""
+    """Raise :class:`Rejected` unless the headers hold a fresh signature of ``task_id`` by one of ``keys``."""
     lowered = lower_headers(headers)
     ts_raw = lowered.get(TIMESTAMP_HEADER)
     sig_raw = lowered.get(SIGNATURE_HEADER)
@@ -71,15 +72,22 @@ def verify_signature(
         raise Rejected("X-Webhook-Timestamp is not a Unix time in seconds", reason="timestamp_malformed")
     ts = int(ts_text)
     if ts < now - tolerance_s:
-        raise Rejected(f"stale timestamp: {int(now - ts)} s old (tolerance {tolerance_s} s)", reason="timestamp_stale")
+        raise Rejected(
+            f"stale timestamp: {int(now - ts)} s old (tolerance {tolerance_s} s)", reason="timestamp_stale"
+        )
     if ts > now + tolerance_s:
-        raise Rejected(f"timestamp {int(ts - now)} s in the future (tolerance {tolerance_s} s)", reason="timestamp_future")
+        raise Rejected(
+            f"timestamp {int(ts - now)} s in the future (tolerance {tolerance_s} s)",
+            reason="timestamp_future",
+        )
     try:
         given = base64.b64decode(sig_raw.strip(), validate=True)
     except (binascii.Error, ValueError):
         raise Rejected("X-Webhook-Signature is not valid base64", reason="signature_malformed") from None
     if len(given) != hashlib.sha256().digest_size:
-        raise Rejected("X-Webhook-Signature has the wrong length for HMAC-SHA256", reason="signature_malformed")
+        raise Rejected(
+            "X-Webhook-Signature has the wrong length for HMAC-SHA256", reason="signature_malformed"
+        )
     message = f"{task_id}.{ts_text}".encode()
     matched = False
     for key in keys:  # every key is tried (rotation); no early exit, to keep timing independent of which
@@ -136,3 +144,120 @@ def parse(body: Mapping[str, Any], *, verification: Verification) -> TaskEvent:
         verification=verification,
         provider_status=str(code),
     )
+
+
+# --------------------------------------------------------------------------------------------------------
+# status API: GET /api/v1/veo/record-info (https://docs.kie.ai/veo3-api/get-veo-3-video-details), the
+# "authoritative source of truth" a worker confirms a callback against.
+
+RECORD_INFO_PATH = "/api/v1/veo/record-info"
+#: body ``code`` 422 texts that mean the task does not exist (or is older than the 14 days record-info covers)
+UNKNOWN_TASK_MESSAGES = ("record is null", "temporarily supports records within 14 days")
+_UNKNOWN_TASK_CODE = 422
+# successFlag: 0 generating, 1 success, 2 failed, 3 generation failed (the schema enum stops at 2)
+_SUCCESS_FLAGS = {
+    0: TaskStatus.IN_PROGRESS,
+    1: TaskStatus.SUCCEEDED,
+    2: TaskStatus.FAILED,
+    3: TaskStatus.FAILED,
+}
+
+
+def status_request(base_url: str, task_id: str, api_key: str) -> tuple[str, dict[str, str]]:
+    """URL and headers of ``GET {base}/api/v1/veo/record-info?taskId=…``."""
+    if not isinstance(base_url, str) or not is_http_url(base_url) or urlsplit(base_url).query:
+        raise ConfigError(f"kie.ai base URL must be an http(s) URL without a query, not {base_url!r}")
+    if not isinstance(api_key, str) or not api_key or not all(" " < c < "\x7f" for c in api_key):
+        raise ConfigError("kie.ai API key must be non-empty printable ASCII without spaces")
+    tid = _record_task_id(task_id, "taskId")
+    url = f"{base_url.rstrip('/')}{RECORD_INFO_PATH}?taskId={quote(tid, safe='')}"
+    return url, {"Authorization": f"Bearer {api_key}", "Accept": "application/json"}
+
+
+def parse_status(body: Mapping[str, Any], task_id: str) -> TaskEvent:
+    """Turn a record-info answer for ``task_id`` into a :class:`TaskEvent` verified by the provider API."""
+    if not isinstance(body, Mapping):
+        raise InvalidPayload(f"body: expected a JSON object, got {type(body).__name__}")
+    code = get_int(body, "code", path="code")
+    assert code is not None
+    msg = get_str(body, "msg", path="msg", required=False) or ""
+    if code != SUCCESS_CODE:
+        if code == _UNKNOWN_TASK_CODE and any(m in msg.lower() for m in UNKNOWN_TASK_MESSAGES):
+            raise PermanentError(f"kie.ai knows no task {task_id!r}: {msg[:200]!r}", reason="unknown_task")
+        raise InvalidPayload(f"code: record-info answered {code} {msg[:200]!r}")
+    data = get_object(body, "data", path="data")
+    assert data is not None
+    got = _record_task_id(data.get("taskId"), "data.taskId")
+    if got != task_id:
+        raise InvalidPayload(f"data.taskId: the answer is for task {got!r}, not {task_id!r}")
+    response = get_object(data, "response", path="data.response", required=False) or {}
+    inner_id = response.get("taskId")
+    if inner_id is not None and inner_id != task_id:
+        raise InvalidPayload(f"data.response.taskId: the answer is for task {inner_id!r}, not {task_id!r}")
+    flag = get_int(data, "successFlag", path="data.successFlag")
+    assert flag is not None
+    status = _SUCCESS_FLAGS.get(flag, TaskStatus.UNKNOWN)
+    # the schema puts resultUrls in data.response; the quickstart's polling code reads data.resultUrls
+    urls = parse_url_list(response.get("resultUrls"), field="data.response.resultUrls")
+    top_urls = parse_url_list(data.get("resultUrls"), field="data.resultUrls")
+
+    extra: dict[str, Any] = {"successFlag": flag}
+    for key, name in (
+        ("originUrls", "origin_urls"),
+        ("fullResultUrls", "full_result_urls"),
+        ("imageUrls", "image_urls"),
+    ):
+        found = parse_url_list(response.get(key), field=f"data.response.{key}")
+        if found:
+            extra[name] = found
+    resolution = get_str(response, "resolution", path="data.response.resolution", required=False)
+    if resolution:
+        extra["resolution"] = resolution
+    fallback = data.get("fallbackFlag")
+    if fallback is not None:
+        if not isinstance(fallback, bool):
+            raise InvalidPayload(f"data.fallbackFlag: expected a boolean, got {type(fallback).__name__}")
+        extra["fallbackFlag"] = fallback
+    # documented as numbers but shown as "YYYY-MM-DD HH:MM:SS" (time zone unstated): kept as they are
+    for key in ("createTime", "completeTime"):
+        value = data.get(key)
+        if value is not None:
+            if isinstance(value, bool) or not isinstance(value, str | int):
+                raise InvalidPayload(f"data.{key}: expected a string or a number, got {type(value).__name__}")
+            extra[key] = value
+    param_json = data.get("paramJson")
+    if param_json is not None:
+        if not isinstance(param_json, str | dict):
+            raise InvalidPayload(f"data.paramJson: expected a JSON string, got {type(param_json).__name__}")
+        extra["prompt"] = maybe_json(param_json)
+    media_ids = data.get("mediaIds")
+    if media_ids is not None:
+        if not isinstance(media_ids, list) or not all(isinstance(m, str) for m in media_ids):
+            raise InvalidPayload("data.mediaIds: expected a list of strings")
+        extra["mediaIds"] = media_ids
+    error_code = data.get("errorCode")
+    if error_code is not None and (isinstance(error_code, bool) or not isinstance(error_code, str | int)):
+        raise InvalidPayload(f"data.errorCode: expected an integer, got {type(error_code).__name__}")
+    error_message = get_str(data, "errorMessage", path="data.errorMessage", required=False)
+    failed = status is TaskStatus.FAILED
+    failure_code = str(error_code) if error_code is not None and str(error_code).strip() else None
+    return TaskEvent(
+        provider=Provider.KIE.value,
+        task_id=task_id,
+        status=status,
+        result_urls=tuple(urls or top_urls) if status is TaskStatus.SUCCEEDED else (),
+        failure_code=failure_code if failed else None,
+        failure_message=error_message if failed and error_message and error_message.strip() else None,
+        kind="4k" if media_ids is not None or "image_urls" in extra else None,
+        extra=extra,
+        verification=Verification.PROVIDER_API,
+        provider_status=str(flag),
+    )
+
+
+def _record_task_id(value: Any, path: str) -> str:
+    if value is None:
+        raise InvalidPayload(f"{path}: required task id is missing")
+    if not isinstance(value, str) or not value.strip() or any("\ud800" <= c <= "\udfff" for c in value):
+        raise InvalidPayload(f"{path}: expected a non-empty string")
+    return value

@@ -38,7 +38,7 @@ class FileHost:
         self._lock = threading.Lock()
         self._server = ThreadingHTTPServer((host, port), self._handler_class())
         self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._thread = threading.Thread(target=self._server.serve_forever, args=(0.05,), daemon=True)
 
     @property
     def port(self) -> int:
@@ -51,6 +51,11 @@ class FileHost:
     def add(self, path: str, data: bytes, content_type: str = "video/mp4") -> str:
         self.files[path] = HostedFile(data, content_type)
         return self.base_url + path
+
+    def dispatch(self, request: BaseHTTPRequestHandler, method: str) -> bool:
+        """Hook for subclasses that serve more than files (e.g. a provider's status API): called before
+        any file handling; return True when the request was answered. The plain host answers nothing."""
+        return False
 
     def __enter__(self) -> FileHost:
         self._thread.start()
@@ -73,6 +78,8 @@ class FileHost:
                 pass
 
             def do_GET(self) -> None:
+                if host.dispatch(self, "GET"):
+                    return
                 path = self.path.split("?", 1)[0]
                 with host._lock:
                     host.hits[path] += 1
