@@ -81,8 +81,10 @@ def verify_unsigned_provider(
         return module.parse(decode_json_object(body), verification=Verification.TOKEN)  # type: ignore[no-any-return]
     if provider == "useapi":
         decoded = decode_json_object(body)
-        ref = decoded.get("replyRef")
-        ref_token = tokens.token_from({}, ref if isinstance(ref, str) else None)
+        request = decoded.get("request")
+        refs = [decoded.get("replyRef"), request.get("replyRef") if isinstance(request, dict) else None]
+        ref = next((r for r in refs if isinstance(r, str) and r), None)
+        ref_token = tokens.token_from({}, ref)
         if ref_token:
             _require_token(settings, provider, ref_token, now=now)
             return useapi.parse(decoded, verification=Verification.TOKEN)

@@ -70,6 +70,8 @@ class Route:
     headers: dict[str, str] = field(default_factory=dict)
     #: treat every ``If-Range`` as stale: the file "changed", so a range request gets a 200 full body
     stale_if_range: bool = False
+    #: a broken edge that ignores ``If-Range`` and answers ranges from another version of the file
+    range_source: bytes | None = None
 
     @property
     def etag_value(self) -> str:
@@ -245,6 +247,9 @@ class MisbehavingServer:
         match = _RANGE.match(headers.get("range", ""))
         if_range = headers.get("if-range")
         fresh = if_range is None or (if_range == route.etag_value and not route.stale_if_range)
+        if route.range_source is not None and match:
+            body, fresh = route.range_source, True
+            out["ETag"] = Route(body=body).etag_value
         if route.ranges and match and fresh:
             start = int(match.group(1))
             end = int(match.group(2)) if match.group(2) else len(body) - 1

@@ -221,6 +221,21 @@ def test_if_range_mismatch_gets_full_body_and_is_transient(server: MisbehavingSe
     assert server.if_ranges("/v.mp4") == [None, ETAG]
 
 
+@pytest.mark.parametrize(
+    "other",
+    [VIDEO + b"\0" * 1000, make_mp4(len(VIDEO), seed=8)],
+    ids=["other-size", "same-size-other-etag"],
+)
+def test_resume_from_another_version_of_the_file_is_refused(
+    server: MisbehavingServer, target: Target, other: bytes
+) -> None:
+    """An edge that ignores If-Range answers 206 from a different file: caught by the total size in
+    Content-Range, or by the 206's ETag; mixing two files' bytes must never be stored."""
+    url = server.add("/v.mp4", Route(body=VIDEO, drop_after=100_000, range_source=other))
+    Fetcher(server).fail(target, url, DownloadTransient, "resume_refused")
+    assert server.ranges("/v.mp4") == [None, "bytes=100000-"]
+
+
 def test_no_validator_means_no_resume(server: MisbehavingServer, target: Target) -> None:
     """Without an ETag or Last-Modified, a resumed body could come from a different file: start over later."""
     url = server.add("/v.mp4", Route(body=VIDEO, etag=False, drop_after=100_000))

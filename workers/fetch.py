@@ -90,7 +90,8 @@ def build_client(policy: FetchPolicy, egress: EgressPolicy) -> httpx.Client:
         # VideoStream follows redirects itself: httpx reads each redirect body whole into memory, and
         # would hand a file:/ftp: Location to the transport as a (retryable) transport error
         follow_redirects=False,
-        # no HTTP(S)_PROXY/ALL_PROXY from the environment: a proxy transport would bypass the guarded pool
+        # nothing from the environment: no proxy mounts (they would bypass the guarded pool; httpx 0.28
+        # already skips them when a transport is given), no ~/.netrc credentials sent to a file host
         trust_env=False,
         timeout=httpx.Timeout(policy.read_timeout_s, connect=policy.connect_timeout_s),
         headers={"Accept-Encoding": "identity", "User-Agent": "veo-archiver/0.1"},

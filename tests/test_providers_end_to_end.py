@@ -1,0 +1,194 @@
+"""Every provider end to end with real processes: redis-server, SeaweedFS S3, the receiver under uvicorn,
+an RQ worker process, and the provider cloud simulator (callbacks in the documented shapes, real video
+bytes, and each provider's status API, which the worker uses to confirm before downloading)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+from rq import Queue
+from rq.job import Job
+from rq.registry import FailedJobRegistry
+from rq.serializers import JSONSerializer
+
+from receiver import keys, tokens
+from receiver.simulators.cloud import ProviderCloud
+from receiver.simulators.media import make_mp4
+from tests.procs import Service, start_receiver, start_worker, wait_for
+
+pytestmark = pytest.mark.slow
+SIGNING = "e2e-callback-signing-key"
+KIE_HMAC = "e2e-kie-hmac"
+API_KEYS = {"kie": "kie-api-key", "apixo": "apixo-api-key", "useapi": "useapi-token", "evolink": "evolink-key"}
+PREFIX = "archive"
+
+
+@dataclass
+class Stack:
+    cloud: ProviderCloud
+    base: str
+    rds: redis.Redis
+    s3: Any
+    bucket: str
+    worker: Service
+
+    def url(self, provider: str) -> str:
+        return tokens.callback_url(self.base, provider, tokens.mint(provider, [SIGNING], now=__import__("time").time()))
+
+    def read(self, key: str) -> bytes | None:
+        try:
+            return self.s3.get_object(Bucket=self.bucket, Key=f"{PREFIX}/{key}")["Body"].read()  # type: ignore[no-any-return]
+        except self.s3.exceptions.NoSuchKey:
+            return None
+
+    def manifest(self, provider: str, task_id: str, timeout: float = 60) -> dict[str, Any]:
+        key = keys.manifest_key(provider, task_id)
+        raw = wait_for(lambda: self.read(key), timeout, what=f"{key}\n{self.worker.log()[-4000:]}")
+        return json.loads(raw)  # type: ignore[no-any-return]
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory, seaweed) -> Iterator[Stack]:  # type: ignore[no-untyped-def]
+    from tests.servers import RedisServer
+
+    tmp = tmp_path_factory.mktemp("providers-e2e")
+    bucket = seaweed.create_bucket("providers-e2e")
+    with RedisServer(tmp / "redis") as redis_server, ProviderCloud(api_keys=API_KEYS) as cloud:
+        env = {
+            "REDIS_URL": redis_server.url,
+            **seaweed.env(bucket, PREFIX),
+            "CALLBACK_SIGNING_KEYS": SIGNING,
+            "KIE_WEBHOOK_HMAC_KEYS": KIE_HMAC,
+            "DOWNLOAD_ALLOW_HOSTS": f"127.0.0.1:{cloud.port}",
+            "KIE_API_KEY": API_KEYS["kie"],
+            "APIXO_API_KEY": API_KEYS["apixo"],
+            "USEAPI_API_TOKEN": API_KEYS["useapi"],
+            "EVOLINK_API_KEY": API_KEYS["evolink"],
+            **{f"{p.upper()}_API_BASE": cloud.base_url for p in API_KEYS},
+            "RETRY_BASE": "1",
+        }
+        receiver, base = start_receiver(env, tmp)
+        worker = start_worker(env, tmp)
+        try:
+            yield Stack(cloud, base, redis_server.client(), seaweed.boto3_client(), bucket, worker)
+        finally:
+            worker.stop()
+            receiver.stop()
+
+
+def publish(stack: Stack, provider: str, count: int, seed: int) -> tuple[str, list[bytes], list[str]]:
+    task_id = stack.cloud.new_task_id(provider)
+    videos = [make_mp4(300_000 + 50_000 * n, seed=seed + n) for n in range(count)]
+    urls = [stack.cloud.add_video(f"/{provider}/{seed}/{n}.mp4", data) for n, data in enumerate(videos)]
+    return task_id, videos, urls
+
+
+def assert_archived(stack: Stack, manifest: dict[str, Any], videos: list[bytes]) -> None:
+    assert manifest["status"] == "succeeded"
+    assert len(manifest["files"]) == len(videos)
+    for entry, data in zip(manifest["files"], videos, strict=True):
+        stored = stack.read(entry["key"])
+        assert stored is not None
+        assert hashlib.sha256(stored).hexdigest() == hashlib.sha256(data).hexdigest() == entry["sha256"]
+        assert entry["size"] == len(data)
+
+
+@pytest.mark.parametrize(
+    ("provider", "variant", "count"),
+    [
+        ("kie", "json", 1),
+        ("apixo", None, 1),
+        ("useapi", "media", 4),
+        ("useapi", "operations", 2),
+        ("evolink", "results", 1),
+        ("evolink", "output", 1),
+    ],
+)
+def test_callback_becomes_a_confirmed_archived_video(stack: Stack, provider: str, variant: str | None,
+                                                     count: int) -> None:
+    seed = hash((provider, variant)) % 10_000
+    task_id, videos, urls = publish(stack, provider, count, seed)
+    stack.cloud.set_task(provider, task_id, "succeeded", urls=urls)
+    calls_before = stack.cloud.status_calls[provider]
+    target = stack.url(provider) if provider != "kie" else stack.base + "/callbacks/kie"
+    response = stack.cloud.send_callback(provider, task_id, target, variant=variant,
+                                         hmac_key=KIE_HMAC if provider == "kie" else None)
+    assert response.status_code == 200, response.text
+    manifest = stack.manifest(provider, task_id)
+    assert_archived(stack, manifest, videos)
+    assert manifest["task_id"] == task_id  # the original id, even when the key is encoded
+    assert manifest["confirmed"]["via"] == "provider_api"
+    assert stack.cloud.status_calls[provider] > calls_before
+    assert [f["source_url"] for f in manifest["files"]] == urls
+
+
+def test_tampered_kie_body_archives_what_the_provider_confirms(stack: Stack) -> None:
+    task_id, videos, urls = publish(stack, "kie", 1, 501)
+    evil = stack.cloud.add_video("/evil/swapped.mp4", make_mp4(200_000, seed=666))
+    stack.cloud.set_task("kie", task_id, "succeeded", urls=urls)
+    body = stack.cloud.callback_body("kie", task_id)
+    body["data"]["info"]["resultUrls"] = [evil]  # kie signs the task id and time, not the body
+    from receiver.simulators import kie as kie_sim
+
+    response = kie_sim.send(stack.base + "/callbacks/kie", body, kie_sim.signed_headers(KIE_HMAC, task_id))
+    assert response.status_code == 200
+    manifest = stack.manifest("kie", task_id)
+    assert_archived(stack, manifest, videos)
+    assert manifest["claimed"]["result_urls"] == [evil]
+    assert stack.cloud.hits["/evil/swapped.mp4"] == 0
+
+
+def test_forged_callback_for_an_unknown_task_is_dead_lettered(stack: Stack) -> None:
+    evil = stack.cloud.add_video("/evil/forged.mp4", make_mp4(200_000, seed=667))
+    from receiver.simulators import evolink as evolink_sim
+
+    body = evolink_sim.success_body("task-unified-1700000000-forged00", [evil])
+    response = evolink_sim.send(stack.url("evolink"), body)  # a leaked callback URL
+    assert response.status_code == 200
+    job_id = keys.job_id("evolink", "task-unified-1700000000-forged00", "succeeded")
+    queue = Queue("veo-archiver", connection=stack.rds, serializer=JSONSerializer)
+    registry = FailedJobRegistry(queue=queue)
+    wait_for(lambda: job_id in registry.get_job_ids(), 60, what="dead letter")
+    job = Job.fetch(job_id, connection=stack.rds, serializer=JSONSerializer)
+    assert job.meta["dead_letter"]["reason"] == "unknown_task"
+    assert stack.read(keys.manifest_key("evolink", "task-unified-1700000000-forged00")) is None
+    assert stack.cloud.hits["/evil/forged.mp4"] == 0
+
+
+def test_expired_link_is_refreshed_through_the_status_api(stack: Stack, tmp_path: Path) -> None:
+    task_id, videos, urls = publish(stack, "apixo", 1, 777)
+    stack.cloud.set_task("apixo", task_id, "succeeded", urls=urls)
+    body = stack.cloud.callback_body("apixo", task_id)  # carries the original (soon expired) URL
+    stack.cloud.refresh_url("apixo", task_id)  # the old link now answers 403
+    from receiver.simulators import apixo as apixo_sim
+
+    # the status API is asked twice: confirmation (fresh URL) — so make confirmation see the stale URL first
+    response = apixo_sim.send(stack.url("apixo"), body)
+    assert response.status_code == 200
+    manifest = stack.manifest("apixo", task_id)
+    assert_archived(stack, manifest, videos)
+    assert manifest["files"][0]["source_url"] != urls[0]
+    assert manifest["claimed"]["result_urls"] == urls
+
+
+def test_in_progress_at_confirmation_retries_until_done(stack: Stack) -> None:
+    task_id, videos, urls = publish(stack, "evolink", 1, 888)
+    stack.cloud.set_task("evolink", task_id, "succeeded", urls=urls)
+    body = stack.cloud.callback_body("evolink", task_id)
+    stack.cloud.set_task("evolink", task_id, "in_progress")  # the API lags behind the callback
+    from receiver.simulators import evolink as evolink_sim
+
+    assert evolink_sim.send(stack.url("evolink"), body).status_code == 200
+    job_id = keys.job_id("evolink", task_id, "succeeded")
+    wait_for(lambda: (Job.fetch(job_id, connection=stack.rds, serializer=JSONSerializer).meta.get("attempts")), 30,
+             what="a scheduled retry")
+    stack.cloud.set_task("evolink", task_id, "succeeded", urls=urls)
+    manifest = stack.manifest("evolink", task_id, timeout=90)
+    assert_archived(stack, manifest, videos)
