@@ -8,8 +8,8 @@ import hashlib
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 import redis
@@ -162,20 +162,28 @@ def test_forged_callback_for_an_unknown_task_is_dead_lettered(stack: Stack) -> N
     assert stack.cloud.hits["/evil/forged.mp4"] == 0
 
 
-def test_expired_link_is_refreshed_through_the_status_api(stack: Stack, tmp_path: Path) -> None:
+def test_link_expiring_at_download_is_refreshed_through_the_status_api(stack: Stack) -> None:
     task_id, videos, urls = publish(stack, "apixo", 1, 777)
     stack.cloud.set_task("apixo", task_id, "succeeded", urls=urls)
-    body = stack.cloud.callback_body("apixo", task_id)  # carries the original (soon expired) URL
-    stack.cloud.refresh_url("apixo", task_id)  # the old link now answers 403
+    old_path = urlsplit(urls[0]).path
+
+    def expire_now(handler, hosted):  # type: ignore[no-untyped-def]
+        # the link dies between confirmation and download: the provider now holds a fresh one
+        stack.cloud.refresh_url("apixo", task_id)
+        return stack.cloud.behaviours[old_path](handler, hosted)
+
+    stack.cloud.behaviours[old_path] = expire_now
     from receiver.simulators import apixo as apixo_sim
 
-    # the status API is asked twice: confirmation (fresh URL) — so make confirmation see the stale URL first
-    response = apixo_sim.send(stack.url("apixo"), body)
+    calls_before = stack.cloud.status_calls["apixo"]
+    response = apixo_sim.send(stack.url("apixo"), stack.cloud.callback_body("apixo", task_id))
     assert response.status_code == 200
     manifest = stack.manifest("apixo", task_id)
     assert_archived(stack, manifest, videos)
+    assert stack.cloud.hits[old_path] == 1  # one 403, then the fresh URL
     assert manifest["files"][0]["source_url"] != urls[0]
-    assert manifest["claimed"]["result_urls"] == urls
+    assert manifest["files"][0]["source_url"] == stack.cloud.task("apixo", task_id).urls[0]
+    assert stack.cloud.status_calls["apixo"] - calls_before == 2  # confirmation, then the refresh
 
 
 def test_in_progress_at_confirmation_retries_until_done(stack: Stack) -> None:
