@@ -47,6 +47,28 @@ def events_stream() -> str:
     return f"{_PREFIX}events"
 
 
+def outcomes_stream() -> str:
+    """One entry per finished task (archived, failed, dead letter): what downstream pipelines consume."""
+    return f"{_PREFIX}outcomes"
+
+
+def stats_hash() -> str:
+    """Counters the workers increment (outcomes, bytes, duration buckets); read by /metrics."""
+    return f"{_PREFIX}stats"
+
+
+def tracked_zset() -> str:
+    """Tasks users registered (``track``, ``POST /tasks``), scored by registration time; a member is the JSON
+    array ``[provider, task_id]``. Removed once the task is archived or failed; the sweep polls the rest."""
+    return f"{_PREFIX}tracked"
+
+
+def tracked_member(provider: str, task_id: str) -> str:
+    import json
+
+    return json.dumps([provider, task_id], separators=(",", ":"))
+
+
 # ---------------------------------------------------------------------------------------------------------
 # archive keys
 

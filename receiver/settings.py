@@ -167,6 +167,17 @@ class Settings:
     redis_durability: str = "auto"
     enqueue_timeout_s: float = 5.0
 
+    # operations
+    #: bearer token for the admin surfaces (ops page, POST /tasks, /metrics unless METRICS_PUBLIC)
+    admin_token: str | None = None
+    metrics_public: bool = False
+    #: a tracked task with no terminal callback after this long is polled through the provider's status API
+    reconcile_after_s: int = 30 * 60
+    reconcile_interval_s: int = 5 * 60
+    #: downstream URLs notified (Standard Webhooks-signed POST) after each archived task or dead letter
+    notify_urls: tuple[str, ...] = ()
+    notify_secret: str | None = None
+
     # queue
     job_timeout_s: int = 3600
     dedupe_ttl_s: int = 7 * 24 * 3600
@@ -245,6 +256,12 @@ class Settings:
             retry_base_s=_int(env, "RETRY_BASE", 15, minimum=1),
             retry_cap_s=_int(env, "RETRY_CAP", 3600, minimum=1),
             worker_shutdown_grace_s=_int(env, "WORKER_SHUTDOWN_GRACE", 25, minimum=0),
+            admin_token=env.get("ADMIN_TOKEN") or None,
+            metrics_public=_bool(env, "METRICS_PUBLIC", False),
+            reconcile_after_s=_int(env, "RECONCILE_AFTER", 30 * 60, minimum=10),
+            reconcile_interval_s=_int(env, "RECONCILE_INTERVAL", 5 * 60, minimum=5),
+            notify_urls=_split(env.get("NOTIFY_URLS")),
+            notify_secret=env.get("NOTIFY_SECRET") or None,
             download_allow_hosts=frozenset(_host_port(e) for e in _split(env.get("DOWNLOAD_ALLOW_HOSTS"))),
             download_max_bytes=_int(env, "DOWNLOAD_MAX_BYTES", 4 * 1024 * MiB, minimum=1),
         )

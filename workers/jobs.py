@@ -39,7 +39,7 @@ from receiver.errors import (
 )
 from receiver.event import TaskEvent, TaskStatus, Verification
 from receiver.intake import iso
-from workers import manifest
+from workers import manifest, outcomes
 from workers.context import WorkerContext, current
 from workers.deadline import next_retry, url_deadline
 from workers.fetch import VideoStream, looks_like_video
@@ -57,6 +57,8 @@ def archive_task(envelope: dict[str, Any]) -> dict[str, Any] | Retry:
     event = TaskEvent.from_json(envelope["event"])
     fields = {"provider": event.provider, "task_id": event.task_id, "job_id": job.id if job else None}
     ctx = current()
+    started = time.monotonic()
+    connection = job.connection if job is not None else None
     try:
         result = _archive(ctx, event, envelope, job)
     except TransientError as exc:
@@ -75,6 +77,8 @@ def archive_task(envelope: dict[str, Any]) -> dict[str, Any] | Retry:
         if decision.delay_s is None:
             final = PermanentError(f"{decision.reason}; last error: {exc.message}", reason=decision.reason)
             _dead_letter(job, final, fields)
+            outcomes.publish(connection, outcome="dead_letter", provider=event.provider, task_id=event.task_id,
+                             status=event.status.value, reason=final.reason, duration_s=time.monotonic() - started)
             raise final from exc
         log.warning(
             "transient failure, retry scheduled: %s",
@@ -84,8 +88,23 @@ def archive_task(envelope: dict[str, Any]) -> dict[str, Any] | Retry:
         return Retry(max=_RQ_RETRY_CEILING, interval=[math.ceil(decision.delay_s)])
     except PermanentError as exc:
         _dead_letter(job, exc, fields)
+        outcomes.publish(connection, outcome="dead_letter", provider=event.provider, task_id=event.task_id,
+                         status=event.status.value, reason=exc.reason, duration_s=time.monotonic() - started)
         raise
     log.info("task %s", result["outcome"], extra=fields)
+    if result["outcome"] == "archived":
+        outcomes.publish(
+            connection,
+            outcome="archived",
+            provider=event.provider,
+            task_id=event.task_id,
+            status=result["status"],
+            manifest_key=result["manifest"],
+            location=ctx.archive.location(result["manifest"]),
+            files=result["files"],
+            duration_s=time.monotonic() - started,
+            time_left_s=_deadline(ctx, event, envelope) - time.time() if result["files"] else None,
+        )
     return result
 
 
@@ -152,7 +171,8 @@ def _archive(ctx: WorkerContext, event: TaskEvent, envelope: dict[str, Any], job
         archive.put_bytes(manifest_key, manifest.encode(body))  # a success replaces an earlier failure manifest
     elif not archive.put_if_absent(manifest_key, manifest.encode(body)):
         return {"outcome": "already_archived", "manifest": manifest_key}
-    return {"outcome": "archived", "manifest": manifest_key, "files": [f.to_json() for f in files]}
+    return {"outcome": "archived", "manifest": manifest_key, "status": event.status.value,
+            "files": [f.to_json() for f in files]}
 
 
 def _confirm(ctx: WorkerContext, event: TaskEvent) -> TaskEvent:
