@@ -18,10 +18,13 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from receiver import metrics, ops_page
 from receiver.errors import ArchiverError, PayloadTooLarge, RequestError, TransientError
 from receiver.event import TaskEvent
 from receiver.intake import Delivery, Intake
+from receiver.logs import log_context
 from receiver.settings import Settings
+from receiver.tasks_api import tasks_route
 from receiver.verify import PROVIDER_MODULES, standard_keyrings, verify_provider, verify_standard
 
 log = logging.getLogger(__name__)
@@ -74,6 +77,7 @@ def startup_warnings(settings: Settings) -> list[str]:
 def create_app(settings: Settings, *, clock: Clock = time.time, redis_client: aioredis.Redis | None = None) -> Starlette:
     """Build the receiver. ``redis_client`` and ``clock`` are injectable for tests; defaults come from settings."""
     keyrings = standard_keyrings(settings)
+    counters = metrics.ReceiverMetrics()
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Any]]:
@@ -86,12 +90,12 @@ def create_app(settings: Settings, *, clock: Clock = time.time, redis_client: ai
         for warning in startup_warnings(settings):
             log.warning(warning)
         try:
-            yield {"intake": intake}
+            yield {"intake": intake, "redis": client}
         finally:
             if redis_client is None:
                 await client.aclose()
 
-    async def accept(request: Request, event: TaskEvent, body: bytes, received_at: float) -> Response:
+    async def accept(request: Request, event: TaskEvent, body: bytes, received_at: float, provider: str) -> Response:
         intake: Intake = request.state.intake
         delivery = Delivery(
             body=body,
@@ -100,23 +104,35 @@ def create_app(settings: Settings, *, clock: Clock = time.time, redis_client: ai
             remote=request.client.host if request.client else None,
             path=request.url.path,
         )
+        started = time.perf_counter()
         result = await intake.submit(event, delivery)
+        counters.outcome(provider, result.outcome, time.perf_counter() - started)
         return JSONResponse(ACK, headers={"X-Archiver-Outcome": result.outcome})
 
     async def handle(request: Request, provider: str, verify: Callable[[bytes, float], TaskEvent]) -> Response:
+        """Every callback goes through here: the one place that counts what was answered."""
         received_at = clock()
+        counters.received.labels(provider).inc()
+        event: TaskEvent | None = None
         try:
             body = await read_bounded(request, settings.max_body_bytes)
             event = verify(body, received_at)
-            return await accept(request, event, body, received_at)
+            with log_context(provider=provider, task_id=event.task_id):
+                return await accept(request, event, body, received_at, provider)
         except ArchiverError as exc:
-            fields = {"provider": provider, "reason": exc.reason, "detail": exc.message}
+            fields = {"provider": provider, "task_id": event.task_id if event else None, "reason": exc.reason,
+                      "detail": exc.message}
             if isinstance(exc, RequestError):
+                counters.rejected.labels(provider, exc.reason).inc()
                 log.info("callback refused", extra=fields)
             else:
+                (counters.unavailable if isinstance(exc, TransientError) else counters.errors).labels(
+                    provider, exc.reason
+                ).inc()
                 log.warning("callback not taken", extra=fields)
             return error_response(exc)
         except ClientDisconnect:
+            counters.rejected.labels(provider, "client_disconnect").inc()
             return Response(status_code=400)
 
     async def provider_callback(request: Request) -> Response:
@@ -160,6 +176,9 @@ def create_app(settings: Settings, *, clock: Clock = time.time, redis_client: ai
             Route("/callbacks/{provider}", provider_callback, methods=["POST"]),
             Route("/healthz", healthz, methods=["GET"]),
             Route("/readyz", readyz, methods=["GET"]),
+            metrics.route(settings, counters),
+            ops_page.route(settings),
+            tasks_route(settings),
         ],
         lifespan=lifespan,
     )

@@ -106,6 +106,10 @@ def cmd_up(args: argparse.Namespace) -> int:
         key_note = "from KIE_WEBHOOK_HMAC_KEYS"
     env.setdefault("DOWNLOAD_ALLOW_HOSTS", f"127.0.0.1:{SIMULATOR_PORT}")
     settings = Settings.from_env(env)  # validate before starting anything else
+    if settings.notify_urls:
+        from workers.notify import check_config
+
+        check_config(settings)  # a bad NOTIFY_SECRET stops `up` here, not in a child
     python = [sys.executable, "-m", "receiver.cli"]
     children: list[tuple[str, subprocess.Popen[bytes]]] = []
 
@@ -114,6 +118,8 @@ def cmd_up(args: argparse.Namespace) -> int:
 
     start("receiver", ["serve", "--host", args.host, "--port", str(args.port)])
     start("worker", ["worker", "--count", str(args.workers)])
+    if settings.notify_urls:
+        start("notifier", ["notify"])
     base = (settings.public_base_url or f"http://{args.host}:{args.port}").rstrip("/")
     print(
         "\nveo-archiver is up\n"
@@ -287,6 +293,8 @@ def build_parser() -> argparse.ArgumentParser:
     cb.add_argument("--ttl-days", type=float, default=0, help="token lifetime in days (default: no expiry)")
     cb.add_argument("--base", help="public base URL (default PUBLIC_BASE_URL)")
     cb.set_defaults(func=cmd_callback_url)
+    __import__("receiver.cli_ops").cli_ops.register(sub)
+    __import__("receiver.cli_reconcile").cli_reconcile.register(sub)  # track, tracked, sweep, notify
     return parser
 
 

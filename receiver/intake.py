@@ -4,7 +4,9 @@ A Lua script, atomically: records the delivery (raw body + non-secret headers) f
 appends it to the operators' event stream, and, unless the (provider, task, terminal status) was already
 accepted, writes an RQ job hash *in RQ's own format* (built by ``rq.Job`` itself, no I/O) and pushes its
 id on the queue. When the server supports ``WAITAOF`` and AOF is on, the same pipeline waits for the
-write to reach the AOF on disk before the receiver answers 200.
+write to reach the AOF on disk before the receiver answers 200. An operator's replay
+(``submit(..., replay=True)``) skips the dedupe check and enqueues a job under a fresh id, recorded with
+the outcome ``replayed``.
 """
 
 from __future__ import annotations
@@ -40,12 +42,15 @@ DELIVERIES_PER_TASK = 100
 
 _INTAKE_LUA = """
 -- KEYS: 1 dedupe, 2 job hash, 3 queue list, 4 rq:queues, 5 deliveries list, 6 events stream
--- ARGV: 1 job id (or '' for record-only), 2 dedupe ttl, 3 record ttl, 4 record if accepted,
---       5 record if duplicate, 6 events maxlen, 7 provider, 8 task id, 9 status, 10.. job HSET pairs
+-- ARGV: 1 job id (or '' for record-only), 2 dedupe ttl, 3 record ttl, 4 record if accepted (or replayed),
+--       5 record if duplicate, 6 events maxlen, 7 provider, 8 task id, 9 status, 10 '1' for an operator's
+--       replay (no dedupe check, the dedupe key is left alone), 11.. job HSET pairs
 local outcome = 'recorded'
 local record = ARGV[4]
 if ARGV[1] ~= '' then
-  if redis.call('EXISTS', KEYS[1]) == 1 or redis.call('EXISTS', KEYS[2]) == 1 then
+  if ARGV[10] == '1' then
+    outcome = 'replayed'
+  elseif redis.call('EXISTS', KEYS[1]) == 1 or redis.call('EXISTS', KEYS[2]) == 1 then
     outcome = 'duplicate'
     record = ARGV[5]
   else
@@ -59,7 +64,9 @@ redis.call('XADD', KEYS[6], 'MAXLEN', '~', ARGV[6], '*', 'provider', ARGV[7], 't
            'status', ARGV[9], 'outcome', outcome, 'job_id', ARGV[1])
 if outcome == 'accepted' then
   redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
-  redis.call('HSET', KEYS[2], unpack(ARGV, 10))
+end
+if outcome == 'accepted' or outcome == 'replayed' then
+  redis.call('HSET', KEYS[2], unpack(ARGV, 11))
   redis.call('SADD', KEYS[4], KEYS[3])
   redis.call('RPUSH', KEYS[3], ARGV[1])
 end
@@ -92,7 +99,7 @@ class Delivery:
 
 @dataclass(frozen=True)
 class IntakeResult:
-    outcome: str  # accepted | duplicate | recorded
+    outcome: str  # accepted | duplicate | recorded | replayed
     job_id: str | None
     delivery_id: str
 
@@ -133,6 +140,12 @@ def build_job(settings: Settings, job_id: str, envelope: dict[str, Any]) -> Job:
     job.enqueued_at = datetime.now(UTC).replace(tzinfo=None)
     job._status = JobStatus.QUEUED
     return job
+
+
+def _first_outcome(job_id: str, replay: bool) -> str:
+    if not job_id:
+        return "recorded"
+    return "replayed" if replay else "accepted"
 
 
 # Job.create needs a connection object to bind to; it performs no I/O with it.
@@ -181,14 +194,26 @@ class Intake:
         elif not self._wait_aof:
             log.info("redis %s: acknowledgements rely on its appendfsync policy", self._server_version)
 
-    async def submit(self, event: TaskEvent, delivery: Delivery) -> IntakeResult:
+    async def submit(self, event: TaskEvent, delivery: Delivery, *, replay: bool = False) -> IntakeResult:
+        """Record the delivery and, for a terminal status, enqueue its archive job once.
+
+        ``replay=True`` is reserved to operators (``veo-archiver replay``): the job gets a fresh id
+        (``<job id>-replay-<random>``) and is enqueued even though the (provider, task, status) was already
+        accepted; the delivery is recorded with the outcome ``replayed`` and the dedupe key is not touched.
+        """
         delivery_id = uuid.uuid4().hex
         envelope = build_envelope(event, delivery, delivery_id)
-        record = {"delivery_id": delivery_id, "event": event.to_json(), "callback": envelope["callback"]}
+        record: dict[str, Any] = {
+            "delivery_id": delivery_id, "event": event.to_json(), "callback": envelope["callback"],
+        }
+        if replay:
+            record["replayed_at"] = iso(time.time())
         job_args: list[Any] = []
         job_id = ""
         if event.status.terminal:
             job_id = keys.job_id(event.provider, event.task_id, event.status.value)
+            if replay:
+                job_id = f"{job_id}-replay-{uuid.uuid4().hex[:8]}"
             job = build_job(self._settings, job_id, envelope)
             job_args = _build_hset_args(job)
         status = event.status.value
@@ -196,12 +221,13 @@ class Intake:
             job_id,
             self._settings.dedupe_ttl_s,
             self._settings.raw_callback_ttl_s,
-            json.dumps({**record, "outcome": "accepted" if job_id else "recorded", "job_id": job_id or None}),
+            json.dumps({**record, "outcome": _first_outcome(job_id, replay), "job_id": job_id or None}),
             json.dumps({**record, "outcome": "duplicate", "job_id": job_id}),
             EVENTS_MAXLEN,
             event.provider,
             event.task_id,
             status,
+            "1" if replay else "0",
             *job_args,
         ]
         script_keys = [

@@ -1,50 +1,120 @@
 """Structured JSON logs: one object per line, carrying provider / task id / job id when known.
 
-Secrets never reach a log line: headers are not logged, and values of known secret-bearing keys are
-masked by the formatter as a last line of defence.
+Fields come from a log call's ``extra`` and, for everything logged while a job or a callback is being
+handled (including RQ's, httpx's and uvicorn's own lines), from :func:`log_context`.
+
+Secrets never reach a log line: headers are not logged, and as a last line of defence the formatter
+masks values of secret-looking field names and scrubs messages, field values and tracebacks of bearer
+tokens, callback-URL tokens, Standard Webhooks secrets and secret-looking query parameters (signed CDN
+URLs: ``X-Amz-Signature``, ``token``, ``sig``…). uvicorn's ``color_message`` duplicate is dropped.
 """
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import json
 import logging
+import re
 import sys
+import time
+from collections.abc import Iterator
 from typing import Any
 
 _STANDARD = set(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | {"message", "asctime"}
-_SECRET_WORDS = ("token", "secret", "signature", "authorization", "password", "key")
+_DROPPED = frozenset({"color_message"})
+_SECRET_WORDS = ("token", "secret", "signature", "authorization", "password", "key", "cookie")
+_NOT_SECRET = frozenset({"task_id", "job_id", "key", "manifest_key", "callback_key"})  # ``key``: archive keys
+
+_SCRUBBERS = (
+    # Authorization: Bearer <t>, Basic <t>
+    (re.compile(r"(?i)\b(bearer|basic)\s+[A-Za-z0-9._~+/=-]+"), r"\1 ***"),
+    # secret-looking query parameters and key=value pairs: token=…, X-Amz-Signature=…, api_key=…, sig=…
+    (
+        re.compile(
+            r"(?i)((?:^|[?&;\s\"'])[A-Za-z0-9_.-]*(?:token|signature|sig|secret|key|credential|password|auth)"
+            r"[A-Za-z0-9_.-]*=)[^&\s\"'#;,]+"
+        ),
+        r"\1***",
+    ),
+    # our callback-URL tokens, wherever they appear (v1.<provider>.<expiry>.<mac>)
+    (re.compile(r"\bv1\.[a-z0-9][a-z0-9_-]{0,31}\.[0-9]{1,12}\.[A-Za-z0-9_-]{20,}"), "***"),
+    # Standard Webhooks secrets
+    (re.compile(r"\b(whsec|whpk|whsk)_[A-Za-z0-9+/=_-]+"), r"\1_***"),
+)
+
+_context: contextvars.ContextVar[dict[str, Any] | None] = contextvars.ContextVar("veo_log", default=None)
 
 
-def _mask(name: str, value: Any) -> Any:
+@contextlib.contextmanager
+def log_context(**fields: Any) -> Iterator[None]:
+    """Add ``fields`` (``None`` values skipped) to every record logged inside the block (this task/thread)."""
+    merged = {**(_context.get() or {}), **{k: v for k, v in fields.items() if v is not None}}
+    token = _context.set(merged)
+    try:
+        yield
+    finally:
+        _context.reset(token)
+
+
+def scrub(text: str) -> str:
+    for pattern, replacement in _SCRUBBERS:
+        text = pattern.sub(replacement, text)
+    return text
+
+
+def _clean(name: str, value: Any) -> Any:
     lowered = name.lower()
-    if any(word in lowered for word in _SECRET_WORDS) and lowered not in ("task_id", "job_id"):
+    if lowered not in _NOT_SECRET and any(word in lowered for word in _SECRET_WORDS):
         return "***"
-    return value
+    if isinstance(value, str):
+        return scrub(value)
+    if isinstance(value, dict):
+        return {k: _clean(str(k), v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_clean(name, v) for v in value]
+    if isinstance(value, int | float | bool) or value is None:
+        return value
+    return scrub(str(value))
 
 
 class JsonFormatter(logging.Formatter):
+    def __init__(self) -> None:
+        super().__init__()
+        self.converter = time.gmtime
+
     def format(self, record: logging.LogRecord) -> str:
         out: dict[str, Any] = {
             "ts": self.formatTime(record, "%Y-%m-%dT%H:%M:%S") + f".{int(record.msecs):03d}Z",
             "level": record.levelname.lower(),
             "logger": record.name,
-            "msg": record.getMessage(),
+            "msg": scrub(record.getMessage()),
         }
+        for name, value in (_context.get() or {}).items():
+            out[name] = _clean(name, value)
         for name, value in record.__dict__.items():
-            if name not in _STANDARD and not name.startswith("_"):
-                out[name] = _mask(name, value)
+            if name not in _STANDARD and name not in _DROPPED and not name.startswith("_"):
+                out[name] = _clean(name, value)
         if record.exc_info:
-            out["exc"] = self.formatException(record.exc_info)
+            out["exc"] = scrub(self.formatException(record.exc_info))
+        elif record.exc_text:
+            out["exc"] = scrub(record.exc_text)
         return json.dumps(out, default=str)
+
+
+class ScrubbingFormatter(logging.Formatter):
+    """The text format, with the same scrubbing of secrets."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return scrub(super().format(record))
 
 
 def configure(level: str = "INFO", *, json_lines: bool = True) -> None:
     handler = logging.StreamHandler(sys.stderr)
     if json_lines:
         handler.setFormatter(JsonFormatter())
-        handler.formatter.converter = __import__("time").gmtime  # type: ignore[union-attr]
     else:
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        handler.setFormatter(ScrubbingFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())

@@ -185,7 +185,7 @@ class Settings:
     result_ttl_s: int = 7 * 24 * 3600
     failure_ttl_s: int = 30 * 24 * 3600
     #: RQ-level retries for crashes, timeouts and bugs (transient download errors schedule their own)
-    retry_intervals_s: tuple[int, ...] = (30, 120, 600)
+    retry_intervals_s: tuple[int, ...] = (5, 60, 300)
     download_attempts: int = 8
     retry_base_s: int = 15
     retry_cap_s: int = 3600

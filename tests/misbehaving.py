@@ -72,6 +72,8 @@ class Route:
     stale_if_range: bool = False
     #: a broken edge that ignores ``If-Range`` and answers ranges from another version of the file
     range_source: bytes | None = None
+    #: ...sending that version's ETag with the 206 (False: the original's, as a broken cache might)
+    range_source_etag: bool = True
 
     @property
     def etag_value(self) -> str:
@@ -249,7 +251,8 @@ class MisbehavingServer:
         fresh = if_range is None or (if_range == route.etag_value and not route.stale_if_range)
         if route.range_source is not None and match:
             body, fresh = route.range_source, True
-            out["ETag"] = Route(body=body).etag_value
+            if route.range_source_etag:
+                out["ETag"] = Route(body=body).etag_value
         if route.ranges and match and fresh:
             start = int(match.group(1))
             end = int(match.group(2)) if match.group(2) else len(body) - 1
@@ -377,7 +380,9 @@ class LoopbackOnlyNetwork:
             ipaddress.ip_address(host)
         except ValueError:
             if self.resolver is None:
-                raise AssertionError(f"connect by name to {host}:{port}: nothing checked that address") from None
+                raise AssertionError(
+                    f"connect by name to {host}:{port}: nothing checked that address"
+                ) from None
             host = self.resolver(host, port)[0]
         if (host, port) in self.nat:
             return self._real(self.nat[(host, port)], *args, **kwargs)

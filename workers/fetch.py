@@ -15,8 +15,9 @@ and no partial object becomes visible. Checks, in the order they can fire:
   where the body ends: a body shorter than its own box sizes was truncated, whatever HTTP said;
 * a total deadline, which also caps each read timeout, so a trickle cannot hold a worker.
 
-A dropped connection resumes with ``Range`` + ``If-Range`` (a strong ETag or Last-Modified) when the
-server advertised ``Accept-Ranges: bytes``; a 206 must start at the right byte of the same-sized file.
+A dropped connection resumes with ``Range`` + ``If-Range`` (a strong ETag, else Last-Modified) when the
+server advertised ``Accept-Ranges: bytes`` and gave a validator; the 206 must start at the right byte of
+the same-sized file with the same ETag, and a resume that brings new bytes resets the resume budget.
 Anything else (no range support, a 200 after ``If-Range``, a different file) fails the attempt as
 transient, so the whole download restarts cleanly later.
 """
@@ -210,9 +211,8 @@ class VideoStream:
     def _download(self) -> Iterator[bytes]:
         require_http_url(self.url)
         deadline = time.monotonic() + self.policy.deadline_s
-        head: bytes | None = (
-            b""  # held back until it is known to be a video: nothing reaches storage before that
-        )
+        # the first bytes are held back until they look like a video: nothing reaches storage before that
+        head: bytes | None = b""
         stalled = 0
         while True:
             before = self.size
@@ -319,11 +319,13 @@ class VideoStream:
             for piece in response.iter_raw():
                 if time.monotonic() > deadline:
                     raise FetchTransient(
-                        f"download exceeded its {self.policy.deadline_s:g} s deadline after {self.size} bytes",
+                        f"download exceeded its {self.policy.deadline_s:g} s deadline at byte {self.size}",
                         reason="deadline",
                     )
                 if self.size + len(piece) > self.policy.max_bytes:
-                    raise BadContent(f"video is over the {self.policy.max_bytes}-byte cap", reason="too_large")
+                    raise BadContent(
+                        f"video is over the {self.policy.max_bytes}-byte cap", reason="too_large"
+                    )
                 self.size += len(piece)
                 self._sha.update(piece)
                 self._boxes.feed(piece)

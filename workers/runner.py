@@ -21,15 +21,20 @@ from rq.registry import FailedJobRegistry
 from rq.serializers import JSONSerializer
 from rq.worker import HerokuWorker
 
-from receiver.errors import ConfigError
+from receiver.errors import ArchiverError, ConfigError
+from receiver.logs import log_context
 from receiver.settings import Settings
-from workers import context
+from workers import context, reconcile
 
 log = logging.getLogger(__name__)
 
-WORKER_TTL_S = 60  # a dead worker's jobs are noticed after ~90 s instead of ~7 min (RQ-AND-STORAGE §1.1)
-MAINTENANCE_INTERVAL_S = 30
+# A dead worker's job is noticed once its heartbeat lapses (monitoring interval + slack) and some live worker
+# runs maintenance (every MAINTENANCE_INTERVAL_S, or when its blocking dequeue of WORKER_TTL_S - 15 s ends):
+# about a minute here, instead of RQ's default 90 s + up to 10 min (RQ-AND-STORAGE §1.1).
+WORKER_TTL_S = 40
+MAINTENANCE_INTERVAL_S = 20
 JOB_MONITORING_INTERVAL_S = 10
+HEARTBEAT_SLACK_S = 20
 
 
 #: how many times a job abandoned by a dead worker is put back after RQ's own retries ran out
@@ -47,10 +52,36 @@ class ArchiveWorker(HerokuWorker):
       times), so a crash never turns into a lost video.
     """
 
+    #: set by :func:`make_worker`; the reconciliation sweep needs the provider keys and intervals
+    settings: Settings | None = None
+
+    @property
+    def dequeue_timeout(self) -> int:
+        # RQ blocks in BLPOP for worker_ttl - 15 s and runs maintenance only between two: cap the wait so
+        # maintenance (and the reconciliation sweep) runs every ``maintenance_interval`` when idle too
+        return max(1, min(self.worker_ttl - 15, int(self.maintenance_interval)))
+
+    def get_heartbeat_ttl(self, job: Job) -> int:
+        # RQ adds a fixed 60 s of slack; the parent heartbeats every JOB_MONITORING_INTERVAL_S, so 20 s is plenty
+        remaining = (job.timeout or 0) - self.current_job_working_time
+        interval = self.job_monitoring_interval
+        return int(min(remaining, interval) if job.timeout and job.timeout > 0 else interval) + HEARTBEAT_SLACK_S
+
     def run_maintenance_tasks(self) -> None:
         super().run_maintenance_tasks()
         for queue in self.queues:
             requeue_abandoned(queue)
+        if self.settings is not None:
+            try:
+                reconcile.run_scheduled(self.connection, self.settings, owner=self.name)
+            except (redis.RedisError, ArchiverError) as exc:
+                log.warning("reconciliation sweep failed; the next interval retries: %s", exc)
+
+    def execute_job(self, job: Job, queue: Queue) -> None:
+        # every line logged for this job, RQ's own included, in this process and in the forked horse
+        meta = job.meta or {}
+        with log_context(job_id=job.id, provider=meta.get("provider"), task_id=meta.get("task_id")):
+            super().execute_job(job, queue)
 
 
 def requeue_abandoned(queue: Queue) -> list[str]:
@@ -70,8 +101,21 @@ def requeue_abandoned(queue: Queue) -> list[str]:
         job.save_meta()
         registry.requeue(job_id)
         requeued.append(job_id)
-        log.warning("requeued a job abandoned by a dead worker", extra={"job_id": job_id, "requeues": count + 1})
+        log.warning("requeued a job abandoned by a dead worker", extra={
+            "job_id": job_id, "provider": job.meta.get("provider"), "task_id": job.meta.get("task_id"),
+            "requeues": count + 1,
+        })
     return requeued
+
+
+def maintenance_interval() -> int:
+    """``WORKER_MAINTENANCE_INTERVAL`` (seconds, for tests and drills), else ``MAINTENANCE_INTERVAL_S``."""
+    raw = os.environ.get("WORKER_MAINTENANCE_INTERVAL", "").strip()
+    if not raw:
+        return MAINTENANCE_INTERVAL_S
+    if not raw.isdigit() or int(raw) < 1:
+        raise ConfigError(f"WORKER_MAINTENANCE_INTERVAL={raw!r}: expected a whole number of seconds >= 1")
+    return int(raw)
 
 
 def make_worker(settings: Settings, connection: redis.Redis, name: str | None = None) -> ArchiveWorker:
@@ -82,11 +126,12 @@ def make_worker(settings: Settings, connection: redis.Redis, name: str | None = 
         connection=connection,
         serializer=JSONSerializer,
         worker_ttl=WORKER_TTL_S,
-        maintenance_interval=MAINTENANCE_INTERVAL_S,
+        maintenance_interval=maintenance_interval(),
         job_monitoring_interval=JOB_MONITORING_INTERVAL_S,
         log_job_description=True,
     )
     worker.imminent_shutdown_delay = settings.worker_shutdown_grace_s
+    worker.settings = settings
     return worker
 
 
