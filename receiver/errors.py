@@ -9,12 +9,12 @@
     │   └── UnsupportedMedia   415: not JSON
     ├── TransientError         try again later (503 at the edge, a scheduled retry in a worker)
     │   ├── QueueUnavailable   Redis could not take the job
-    │   ├── DownloadTransient  connection drop, timeout, 429, 5xx
+    │   ├── DownloadTransient  connection drop, timeout, 429, 5xx, truncated or length-mismatched body
     │   └── StorageUnavailable object store unreachable or 5xx
     └── PermanentError         retrying cannot help: dead-letter with the reason
         ├── DownloadRefused    refused by the SSRF guard or scheme rules
         ├── DownloadFailed     4xx from the file host, URL expired
-        └── BadContent         too large, not a video, length mismatch
+        └── BadContent         too large, not a video
 
 Foreign exceptions (redis, httpx, obstore) are translated at the edge with ``raise … from exc``.
 """
@@ -76,6 +76,12 @@ class QueueUnavailable(TransientError):
 
 class DownloadTransient(TransientError):
     reason = "download_transient"
+    #: the server's ``Retry-After`` in seconds (capped by the fetch policy), when it sent one
+    retry_after: float | None = None
+
+    def __init__(self, message: str, *, reason: str | None = None, retry_after: float | None = None) -> None:
+        super().__init__(message, reason=reason)
+        self.retry_after = retry_after
 
 
 class StorageUnavailable(TransientError):

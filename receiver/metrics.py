@@ -35,6 +35,7 @@ from prometheus_client.metrics_core import (
     Metric,
 )
 from prometheus_client.process_collector import ProcessCollector
+from prometheus_client.utils import floatToGoString
 from rq.utils import utcparse
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
@@ -175,6 +176,13 @@ def _int(value: Any) -> int:
         return 0
 
 
+def _float(value: Any) -> float:
+    try:
+        return float(as_text(value) or 0)
+    except ValueError:
+        return 0.0
+
+
 def registry_key(registry: str, queue: str) -> str:
     return f"rq:{REGISTRIES[registry]}:{queue}"
 
@@ -303,7 +311,7 @@ def _bucketed(stats: dict[str, str], prefix: str, bounds: Iterable[float]) -> li
     running = 0
     for upper in sorted(per_bound):
         running += per_bound[upper]
-        out.append((f"{upper:g}", float(running)))
+        out.append((floatToGoString(upper), float(running)))
     out.append(("+Inf", float(running + overflow)))
     return out
 
@@ -380,17 +388,17 @@ class SnapshotCollector:
         duration = HistogramMetricFamily(
             f"{NS}_job_duration_seconds", "Archive job duration (archived or dead letter)"
         )
-        try:
-            total = float(stats.get("duration_sum") or 0)
-        except ValueError:
-            total = 0.0
-        duration.add_metric([], _bucketed(stats, "duration", DURATION_BUCKETS_S), total)
+        duration.add_metric(
+            [], _bucketed(stats, "duration", DURATION_BUCKETS_S), _float(stats.get("duration_sum"))
+        )
         yield duration
         time_left = HistogramMetricFamily(
             f"{NS}_url_time_left_seconds",
             "Time left before the result URL's deadline when its download ended",
         )
-        time_left.add_metric([], _bucketed(stats, "time_left", TIME_LEFT_BUCKETS_S), None)
+        # workers record no sum for this one (workers/outcomes.py); without a sum, no _count/_sum samples
+        left_sum = _float(stats.get("time_left_sum")) if "time_left_sum" in stats else None
+        time_left.add_metric([], _bucketed(stats, "time_left", TIME_LEFT_BUCKETS_S), left_sum)
         yield time_left
 
 

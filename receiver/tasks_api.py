@@ -168,7 +168,7 @@ class TasksEndpoint:
             )
         return self._connection
 
-    async def __call__(self, request: Request) -> Response:
+    async def post(self, request: Request) -> Response:
         if not self._settings.admin_token:
             return JSONResponse({"code": 404, "msg": "task registration is disabled: set ADMIN_TOKEN",
                                  "reason": "disabled"}, status_code=404)
@@ -196,4 +196,5 @@ class TasksEndpoint:
 
 
 def tasks_route(settings: Settings, connection: redis.Redis | None = None) -> Route:
-    return Route("/tasks", TasksEndpoint(settings, connection), methods=["POST"])
+    # a bound method: Starlette would take a callable instance for a raw ASGI app
+    return Route("/tasks", TasksEndpoint(settings, connection).post, methods=["POST"])

@@ -612,3 +612,18 @@ class PeakRss:
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
         self._thread.join()
+
+
+def test_stale_local_staging_file_from_a_killed_writer_is_removed_before_the_next_write(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from receiver.settings import StorageSettings
+    from workers.storage import open_archive
+
+    archive = open_archive(StorageSettings(archive_url=str(tmp_path)))
+    (tmp_path / "kie" / "t").mkdir(parents=True)
+    leftover = tmp_path / "kie" / "t" / "0.mp4#1"
+    leftover.write_bytes(b"\0" * 1024)  # what a SIGKILLed multipart write leaves behind
+    unrelated = tmp_path / "kie" / "t" / "0.mp4#notes"
+    unrelated.write_bytes(b"x")
+    archive.put_stream("kie/t/0.mp4", iter([b"\0\0\0\x08free", b"data"]))
+    assert not leftover.exists() and unrelated.exists()
+    assert (tmp_path / "kie" / "t" / "0.mp4").read_bytes() == b"\0\0\0\x08freedata"

@@ -37,6 +37,7 @@ import httpx
 
 from receiver.errors import BadContent, DownloadFailed, DownloadTransient
 from workers.egress import EgressPolicy, GuardedBackend, require_http_url
+from workers.mp4 import BoxWalker, looks_like_video
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +45,6 @@ MiB = 1024 * 1024
 TRANSIENT_STATUS = frozenset({408, 425, 429})  # and every 5xx
 EXPIRED_STATUS = frozenset({403, 404, 410})
 REDIRECT_STATUS = frozenset({301, 302, 303, 307, 308})
-VIDEO_BRANDS_OFFSET = 4
 HEAD_BYTES = 12
 DEADLINE_SLACK_S = 0.05
 _CONTENT_RANGE = re.compile(r"bytes (\d+)-(\d+)/(\d+|\*)")
@@ -67,14 +67,8 @@ class FetchPolicy:
     retry_after_cap_s: float = 900.0
 
 
-class FetchTransient(DownloadTransient):
-    """:class:`DownloadTransient` with the server's ``Retry-After`` (seconds, capped), when it sent one."""
-
-    retry_after: float | None = None
-
-    def __init__(self, message: str, *, reason: str | None = None, retry_after: float | None = None) -> None:
-        super().__init__(message, reason=reason)
-        self.retry_after = retry_after
+#: kept for callers that name it; the retry hint now lives on DownloadTransient itself
+FetchTransient = DownloadTransient  # noqa: N816
 
 
 def build_client(policy: FetchPolicy, egress: EgressPolicy) -> httpx.Client:
@@ -99,17 +93,6 @@ def build_client(policy: FetchPolicy, egress: EgressPolicy) -> httpx.Client:
     )
 
 
-def looks_like_video(head: bytes) -> bool:
-    """ISO base media (MP4, MOV): first box ``ftyp`` (some encoders put ``wide``/``free``/``moov`` first)."""
-    return len(head) >= 8 and head[VIDEO_BRANDS_OFFSET : VIDEO_BRANDS_OFFSET + 4] in (
-        b"ftyp",
-        b"moov",
-        b"wide",
-        b"free",
-        b"mdat",
-    )
-
-
 def retry_after_seconds(value: str | None, *, cap: float, now: float | None = None) -> float | None:
     """``Retry-After`` as seconds from now (delta-seconds or an HTTP date), clamped to ``[0, cap]``."""
     if not value:
@@ -126,51 +109,6 @@ def retry_after_seconds(value: str | None, *, cap: float, now: float | None = No
             return None
         seconds = when.timestamp() - (time.time() if now is None else now)
     return min(max(seconds, 0.0), cap)
-
-
-class BoxWalker:
-    """Follows the top-level ISO-BMFF box headers as bytes go past, holding at most 16 bytes.
-
-    A whole file is a run of boxes that ends exactly at the end of the body (or with a last box of size
-    0, "to the end"). A body that stops inside a box was cut short, even if its Content-Length agreed.
-    """
-
-    def __init__(self) -> None:
-        self.seen = 0
-        self.next_box = 0
-        self.header = b""
-        self.to_end = False
-
-    def feed(self, chunk: bytes) -> None:
-        start = self.seen
-        self.seen += len(chunk)
-        while not self.to_end:
-            at = self.next_box + len(self.header)
-            if at >= self.seen:
-                return
-            want = 16 if len(self.header) >= 8 and self.header[:4] == b"\0\0\0\1" else 8
-            self.header += chunk[at - start : at - start + want - len(self.header)]
-            if len(self.header) < want:
-                return
-            size = int.from_bytes(self.header[:4], "big")
-            if size == 1 and want == 8:
-                continue  # a 64-bit size follows the type
-            if size == 0:
-                self.to_end = True
-                return
-            if size == 1:
-                size = int.from_bytes(self.header[8:16], "big")
-            if size < len(self.header):
-                raise BadContent(
-                    f"malformed box {self.header[4:8]!r} of {size} bytes at offset {self.next_box}",
-                    reason="not_a_video",
-                )
-            self.next_box += size
-            self.header = b""
-
-    @property
-    def complete(self) -> bool:
-        return self.to_end or (self.next_box == self.seen and not self.header)
 
 
 @dataclass
@@ -239,19 +177,19 @@ class VideoStream:
                 problem = f"{type(exc).__name__}: {exc}"
                 cause = exc
             if time.monotonic() >= deadline - DEADLINE_SLACK_S:  # a read timeout capped at the deadline
-                raise FetchTransient(
+                raise DownloadTransient(
                     f"download exceeded its {self.policy.deadline_s:g} s deadline "
                     f"after {self.size} bytes ({problem})",
                     reason="deadline",
                 ) from cause
             stalled = 0 if self.size > before else stalled + 1
             if not (self._accepts_ranges and self._validator and self.size > 0):
-                raise FetchTransient(
+                raise DownloadTransient(
                     f"connection failed after {self.size} bytes and the server cannot resume: {problem}",
                     reason="connection",
                 ) from cause
             if stalled >= self.policy.resume_attempts:
-                raise FetchTransient(
+                raise DownloadTransient(
                     f"no progress after {stalled} resumes at byte {self.size}: {problem}", reason="connection"
                 ) from cause
             self.resumes += 1
@@ -261,12 +199,12 @@ class VideoStream:
         if head is not None:
             raise BadContent(f"body of {self.size} bytes is too short to be a video", reason="not_a_video")
         if self.declared_length is not None and self.size != self.declared_length:
-            raise FetchTransient(
+            raise DownloadTransient(
                 f"received {self.size} bytes but Content-Length said {self.declared_length}",
                 reason="length_mismatch",
             )
         if not self._boxes.complete:
-            raise FetchTransient(
+            raise DownloadTransient(
                 f"truncated: the body ends at byte {self.size} "
                 f"inside a box that runs to byte {self._boxes.next_box}",
                 reason="truncated",
@@ -275,7 +213,7 @@ class VideoStream:
     def _timeout(self, deadline: float) -> httpx.Timeout:
         remaining = deadline - time.monotonic()
         if remaining <= 0:
-            raise FetchTransient(
+            raise DownloadTransient(
                 f"download exceeded its {self.policy.deadline_s:g} s deadline", reason="deadline"
             )
         return httpx.Timeout(
@@ -318,7 +256,7 @@ class VideoStream:
         try:
             for piece in response.iter_raw():
                 if time.monotonic() > deadline:
-                    raise FetchTransient(
+                    raise DownloadTransient(
                         f"download exceeded its {self.policy.deadline_s:g} s deadline at byte {self.size}",
                         reason="deadline",
                     )
@@ -360,7 +298,7 @@ class VideoStream:
             retry_after = retry_after_seconds(
                 response.headers.get("retry-after"), cap=self.policy.retry_after_cap_s
             )
-            raise FetchTransient(
+            raise DownloadTransient(
                 f"HTTP {status} from {host}", reason=f"http_{status}", retry_after=retry_after
             )
         if offset:
@@ -400,7 +338,7 @@ class VideoStream:
         ):
             # a 200 (the file changed, or ranges ignored), a wrong offset or another file: the bytes already
             # handed to storage cannot be continued
-            raise FetchTransient(
+            raise DownloadTransient(
                 f"server did not resume at byte {offset} (HTTP {status}, "
                 f"Content-Range {response.headers.get('content-range')!r})",
                 reason="resume_refused",

@@ -420,7 +420,7 @@ def status(
         failed=FailedJobRegistry(queue=queue).get_job_count(cleanup=False),
         deferred=DeferredJobRegistry(queue=queue).get_job_count(cleanup=False),
         finished=FinishedJobRegistry(queue=queue).get_job_count(cleanup=False),
-        dead_letters=dict(by_reason.most_common()),
+        dead_letters=dict(sorted(by_reason.items(), key=lambda kv: (-kv[1], kv[0]))),
         tracked=int(connection.zcard(keys.tracked_zset())),
         tracked_overdue=int(connection.zcount(keys.tracked_zset(), 0, now - tracked_overdue_s)),
         oldest_tracked=tracked_task(oldest[0][0], float(oldest[0][1]), now) if oldest else None,

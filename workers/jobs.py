@@ -42,8 +42,9 @@ from receiver.intake import iso
 from workers import manifest, outcomes
 from workers.context import WorkerContext, current
 from workers.deadline import next_retry, url_deadline
-from workers.fetch import VideoStream, looks_like_video
+from workers.fetch import VideoStream
 from workers.manifest import FileRecord
+from workers.mp4 import looks_like_video
 
 log = logging.getLogger(__name__)
 

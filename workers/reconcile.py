@@ -293,7 +293,9 @@ def run_sweep(connection: redis.Redis, settings: Settings, *, now: float | None 
     finally:
         client.close()
     connection.set(LAST_REPORT_KEY, json.dumps(report.to_json()))
-    level = logging.WARNING if report.dropped or report.errors else logging.INFO
+    level = logging.INFO if report.examined else logging.DEBUG
+    if report.dropped or report.errors:
+        level = logging.WARNING
     log.log(level, "reconciliation sweep", extra=report.counts())
     return report
 

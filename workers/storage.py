@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Protocol
 
 import obstore
@@ -44,11 +45,25 @@ class Archive(Protocol):
 class ObjectArchive:
     """:class:`Archive` over an obstore store, with every key under ``prefix``."""
 
-    def __init__(self, store: Any, *, prefix: str, base_url: str, attributes: bool) -> None:
+    def __init__(
+        self, store: Any, *, prefix: str, base_url: str, attributes: bool, local_root: Path | None = None
+    ) -> None:
         self._store = store
         self._prefix = prefix.strip("/")
         self._base_url = base_url.rstrip("/")
         self._attributes = attributes
+        self._local_root = local_root
+
+    def _drop_stale_staging(self, key: str) -> None:
+        """A process killed mid-write leaves obstore's staging file ``<key>#<n>`` beside the key (S3 leaves an
+        incomplete multipart upload instead: expire those with a bucket lifecycle rule). Only one job writes a
+        task's keys at a time, so any staging file found before a write is a leftover."""
+        if self._local_root is None:
+            return
+        target = self._local_root / self._path(key)
+        for leftover in target.parent.glob(f"{target.name}#*"):
+            if leftover.name[len(target.name) + 1 :].isdigit():
+                leftover.unlink(missing_ok=True)
 
     def _path(self, key: str) -> str:
         return f"{self._prefix}/{key}" if self._prefix else key
@@ -62,6 +77,7 @@ class ObjectArchive:
         return {"Content-Type": content_type_for(key)}
 
     def put_stream(self, key: str, chunks: Iterable[bytes]) -> None:
+        self._drop_stale_staging(key)
         try:
             obstore.put(
                 self._store,
@@ -153,4 +169,4 @@ def open_archive(settings: StorageSettings) -> ObjectArchive:
         store = LocalStore(str(root), mkdir=True)
     except OSError as exc:
         raise ConfigError(f"ARCHIVE_URL={settings.archive_url}: cannot use {root}: {exc}") from exc
-    return ObjectArchive(store, prefix="", base_url=root.as_uri(), attributes=False)
+    return ObjectArchive(store, prefix="", base_url=root.as_uri(), attributes=False, local_root=root)

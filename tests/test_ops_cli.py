@@ -1,0 +1,441 @@
+"""The operator CLI (status, failed, retry, replay, show) against a real Redis holding real jobs in every state.
+
+Jobs are made the way production makes them: signed kie.ai callbacks posted through the app, then a real
+ArchiveWorker run in-process in burst mode against a local-directory archive, downloading from a loopback
+file host that answers 200, 404, 503 or HTML. The CLI is called through ``receiver.cli.main``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+from rq.job import Job
+from rq.registry import FailedJobRegistry, FinishedJobRegistry, ScheduledJobRegistry
+from rq.serializers import JSONSerializer
+from starlette.testclient import TestClient
+
+from receiver import keys
+from receiver.app import create_app
+from receiver.cli import main
+from receiver.settings import Settings, StorageSettings
+from receiver.simulators import kie as kie_sim
+from receiver.simulators.files import FileHost, HostedFile
+from receiver.simulators.media import make_mp4
+from workers import context
+from workers.inspect import queue_of
+from workers.runner import make_worker
+
+KEY = "ops-cli-kie-key"
+QUEUE = "veo-archiver"
+VIDEO = make_mp4(200_000, seed=7)
+
+
+def busy(request: BaseHTTPRequestHandler, hosted: HostedFile | None) -> bool:
+    request.send_error(503)
+    return True
+
+
+@dataclass
+class World:
+    settings: Settings
+    rds: redis.Redis
+    files: FileHost
+    archive: Path
+    urls: dict[str, str] = field(default_factory=dict)
+
+    def job(self, task_id: str, status: str = "succeeded") -> str:
+        return keys.job_id("kie", task_id, status)
+
+    def deliver(self, task_id: str, url: str | None = None, *, fail: int | None = None) -> str:
+        body = kie_sim.failure_body(task_id, fail) if fail else kie_sim.success_body(task_id, [url or ""])
+        with TestClient(create_app(self.settings)) as client:
+            response = client.post("/callbacks/kie", content=json.dumps(body).encode(),
+                                   headers=kie_sim.signed_headers(KEY, task_id))
+        assert response.status_code == 200, response.text
+        return response.headers["x-archiver-outcome"]
+
+    def work(self) -> None:
+        make_worker(self.settings, self.rds).work(burst=True)
+
+    def fetch(self, job_id: str) -> Job:
+        return Job.fetch(job_id, connection=self.rds, serializer=JSONSerializer)
+
+
+@pytest.fixture
+def world(redis_server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[World]:  # type: ignore[no-untyped-def]
+    archive = tmp_path / "archive"
+    with FileHost() as files:
+        settings = Settings(
+            redis_url=redis_server.url,
+            kie_hmac_keys=(KEY,),
+            storage=StorageSettings(archive_url=str(archive)),
+            download_allow_hosts=frozenset({("127.0.0.1", files.port)}),
+        )
+        for name in ("QUEUE_NAME", "RECONCILE_AFTER", "RETRY_INTERVALS"):
+            monkeypatch.delenv(name, raising=False)
+        monkeypatch.setenv("REDIS_URL", redis_server.url)
+        monkeypatch.setenv("ARCHIVE_URL", str(archive))
+        monkeypatch.setenv("KIE_WEBHOOK_HMAC_KEYS", KEY)
+        monkeypatch.setenv("DOWNLOAD_ALLOW_HOSTS", f"127.0.0.1:{files.port}")
+        context.install(settings)
+        rds = redis_server.client()
+        try:
+            yield World(settings=settings, rds=rds, files=files, archive=archive)
+        finally:
+            rds.close()
+
+
+@pytest.fixture
+def populated(world: World) -> World:
+    """finished (video + failure manifest), dead letters (404, HTML), a scheduled retry (503), one queued job,
+    one duplicate delivery, and two tracked tasks (one overdue)."""
+    f = world.files
+    world.urls = {
+        "ok": f.add("/v/ok.mp4", VIDEO),
+        "gone": f.base_url + "/v/gone.mp4",
+        "html": f.add("/v/page.mp4", b"<html><body>sign in</body></html>", content_type="text/html"),
+        "busy": f.add("/v/busy.mp4", VIDEO),
+        "late": f.add("/v/late.mp4", make_mp4(100_000, seed=8)),
+    }
+    f.behaviours["/v/busy.mp4"] = busy
+    assert world.deliver("veo_ok", world.urls["ok"]) == "accepted"
+    assert world.deliver("veo_ok", world.urls["ok"]) == "duplicate"
+    world.deliver("veo_gone", world.urls["gone"])
+    world.deliver("veo_html", world.urls["html"])
+    world.deliver("veo_busy", world.urls["busy"])
+    world.deliver("veo_flagged", fail=400)
+    world.work()
+    world.deliver("veo_late", world.urls["late"])  # after the worker ran: stays queued
+    now = time.time()
+    world.rds.zadd(keys.tracked_zset(), {keys.tracked_member("kie", "veo_lost"): now - 7200,
+                                         keys.tracked_member("kie", "veo_late"): now - 60})
+    return world
+
+
+def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    code = main(["--log-format", "text", "--log-level", "WARNING", *argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def run_json(capsys: pytest.CaptureFixture[str], *argv: str) -> Any:
+    code, out, err = run(capsys, *argv, "--json")
+    assert code == 0, err
+    return json.loads(out)
+
+
+def redis_snapshot(rds: redis.Redis) -> dict[str, Any]:
+    """Every key with its type and content, for "nothing changed" checks."""
+    out: dict[str, Any] = {}
+    for raw in sorted(rds.keys("*")):
+        key = raw.decode()
+        kind = rds.type(raw).decode()
+        if kind == "string":
+            out[key] = rds.get(raw)
+        elif kind == "list":
+            out[key] = rds.lrange(raw, 0, -1)
+        elif kind == "hash":
+            out[key] = rds.hgetall(raw)
+        elif kind == "set":
+            out[key] = sorted(rds.smembers(raw))
+        elif kind == "zset":
+            out[key] = rds.zrange(raw, 0, -1, withscores=True)
+        elif kind == "stream":
+            out[key] = rds.xrange(raw)
+    return out
+
+
+# --------------------------------------------------------------------------------------------- status
+
+
+def test_status_json_counts_every_state(populated: World, capsys: pytest.CaptureFixture[str]) -> None:
+    w = populated
+    s = run_json(capsys, "status")
+    assert s["queue"] == QUEUE
+    assert s["queued"] == 1
+    assert s["oldest_waiting"]["job_id"] == w.job("veo_late")
+    assert 0 <= s["oldest_waiting"]["age_s"] < 60 and s["oldest_waiting"]["enqueued_at"].endswith("Z")
+    assert s["workers"] == []  # the burst worker is gone
+    assert (s["started"], s["started_expired"], s["deferred"]) == (0, 0, 0)
+    assert s["finished"] == 2  # veo_ok (video) and veo_flagged (failure manifest)
+    assert s["failed"] == 2
+    assert s["dead_letters"] == {"http_404": 1, "not_a_video": 1}
+    assert s["scheduled"] == 1 and s["scheduled_late"] == 0
+    (retry,) = s["next_scheduled"]
+    assert retry["job_id"] == w.job("veo_busy") and retry["task_id"] == "veo_busy"
+    assert retry["attempts"] == 1 and retry["last_reason"] == "http_503"
+    assert 0 < retry["run_in_s"] <= w.settings.retry_base_s + 1
+    assert s["tracked"] == 2 and s["tracked_overdue"] == 1
+    assert s["oldest_tracked"]["task_id"] == "veo_lost" and s["oldest_tracked"]["age_s"] >= 7200
+    assert s["events_last_hour"] == {"accepted": 6, "duplicate": 1, "recorded": 0, "replayed": 0}
+    assert s["stuck"] is True
+    problems = "\n".join(s["problems"])
+    assert "2 dead letters (http_404 1, not_a_video 1)" in problems
+    assert "1 job waiting and no worker alive" in problems
+    assert "1 tracked task without a terminal callback" in problems
+
+
+def test_status_human_output_is_aligned_and_says_what_is_stuck(
+    populated: World, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, out, _ = run(capsys, "status")
+    assert code == 0
+    lines = out.splitlines()
+    assert lines[0] == f"queue {QUEUE}"
+    counts = {line.split()[0]: line for line in lines[1:7]}
+    assert counts["waiting"].split()[1] == "1" and populated.job("veo_late") in counts["waiting"]
+    assert counts["scheduled"].split()[1] == "1" and "next retry" in counts["scheduled"]
+    assert counts["failed"].split()[1] == "2" and counts["finished"].split()[1] == "2"
+    # the numbers of the count block start in one column
+    assert len({line.index(line.split()[1], len(line.split()[0])) for line in lines[1:7]}) == 1
+    assert "workers: 0 alive" in out and "dead letters: 2" in out
+    assert any(line.split()[:2] == ["http_404", "1"] for line in lines)
+    assert "tracked tasks: 2 not finished, oldest kie/veo_lost since" in out
+    assert "last hour: accepted 6  duplicate 1  recorded 0  replayed 0" in out
+    assert "stuck:" in out and "nothing stuck" not in out
+
+
+def test_status_says_nothing_stuck_and_lists_live_workers(world: World, capsys: pytest.CaptureFixture[str]) -> None:
+    world.deliver("veo_fine", world.files.add("/v/fine.mp4", VIDEO))
+    world.work()
+    idle = make_worker(world.settings, world.rds, name="ops-test-worker")
+    idle.register_birth()
+    idle.set_state("idle")
+    try:
+        s = run_json(capsys, "status")
+        (worker,) = s["workers"]
+        assert worker["name"] == "ops-test-worker" and worker["state"] == "idle"
+        assert worker["current_job"] is None and worker["heartbeat_age_s"] < 30
+        assert s["problems"] == [] and s["stuck"] is False and s["finished"] == 1
+        code, out, _ = run(capsys, "status")
+        assert code == 0 and out.rstrip().endswith("nothing stuck")
+        assert "ops-test-worker" in out and "idle" in out
+    finally:
+        idle.register_death()
+
+
+# --------------------------------------------------------------------------------------------- failed
+
+
+def test_failed_lists_dead_letters_with_reason_and_error(populated: World, capsys: pytest.CaptureFixture[str]) -> None:
+    w = populated
+    letters = run_json(capsys, "failed")
+    assert {d["job_id"]: d["reason"] for d in letters} == {w.job("veo_gone"): "http_404",
+                                                         w.job("veo_html"): "not_a_video"}
+    gone = next(d for d in letters if d["reason"] == "http_404")
+    assert (gone["provider"], gone["task_id"], gone["status"]) == ("kie", "veo_gone", "succeeded")
+    assert "HTTP 404" in gone["error"] and gone["at"].endswith("Z") and gone["attempts"] == []
+
+    (only,) = run_json(capsys, "failed", "--reason", "not_a_video")
+    assert only["task_id"] == "veo_html" and "text/html" in only["error"]
+    assert run_json(capsys, "failed", "--provider", "apixo") == []
+    assert len(run_json(capsys, "failed", "--limit", "1")) == 1
+
+    code, out, _ = run(capsys, "failed")
+    header, *rows = out.splitlines()
+    assert header.split() == ["JOB", "PROVIDER", "TASK", "REASON", "WHEN", "ATTEMPTS", "ERROR"]
+    assert any(w.job("veo_gone") in row and "http_404" in row and "ago)" in row for row in rows)
+    assert "2 dead letter(s)" in out
+
+
+# --------------------------------------------------------------------------------------------- retry
+
+
+def test_retry_requeues_a_dead_letter_which_archives_once_the_file_is_fixed(
+    populated: World, capsys: pytest.CaptureFixture[str]
+) -> None:
+    w = populated
+    job_id = w.job("veo_gone")
+    before = redis_snapshot(w.rds)
+    code, out, _ = run(capsys, "retry", job_id, "--dry-run")
+    assert code == 0 and f"would requeue {job_id}  kie/veo_gone  (http_404)" in out
+    assert redis_snapshot(w.rds) == before
+
+    w.files.add("/v/gone.mp4", VIDEO)  # the provider's CDN has the file again
+    code, out, _ = run(capsys, "retry", job_id)
+    assert code == 0 and f"requeued {job_id}" in out and f"requeued 1 job(s) on {QUEUE}" in out
+    job = w.fetch(job_id)
+    assert job.get_status() == "queued" and "dead_letter" not in job.meta and "attempts" not in job.meta
+    assert job.retries_left == len(w.settings.retry_intervals_s) and job.number_of_retries == 0
+    queue = queue_of(w.rds, QUEUE)
+    assert job_id in queue.get_job_ids()
+    assert job_id not in FailedJobRegistry(queue=queue).get_job_ids(cleanup=False)
+
+    w.work()
+    assert w.fetch(job_id).get_status() == "finished"
+    manifest = json.loads((w.archive / keys.manifest_key("kie", "veo_gone")).read_text())
+    assert manifest["status"] == "succeeded" and manifest["files"][0]["sha256"] == hashlib.sha256(VIDEO).hexdigest()
+    assert run_json(capsys, "status")["dead_letters"] == {"not_a_video": 1}
+
+    code, out, _ = run(capsys, "retry", job_id)  # no longer a dead letter
+    assert code == 1 and "not in the failed registry (state finished)" in out
+
+
+def test_retry_by_reason_shows_progress_and_leaves_other_reasons(
+    world: World, capsys: pytest.CaptureFixture[str]
+) -> None:
+    w = world
+    html = w.files.add("/v/page.mp4", b"<html></html>", content_type="text/html")
+    tasks = [f"veo_missing_{n:02d}" for n in range(12)]
+    for task in tasks:
+        w.deliver(task, f"{w.files.base_url}/v/{task}.mp4")
+    w.deliver("veo_html", html)
+    w.work()
+    assert run_json(capsys, "status")["dead_letters"] == {"http_404": 12, "not_a_video": 1}
+
+    code, out, err = run(capsys, "retry", "--reason", "http_404")
+    assert code == 0
+    assert "requeued 12/12" in err and "\r" in err  # one counter line, rewritten in place
+    assert out.count("requeued archive-kie-succeeded-") == 12 and "requeued 12 job(s)" in out
+    assert set(queue_of(w.rds, QUEUE).get_job_ids()) == {w.job(t) for t in tasks}
+    assert run_json(capsys, "failed") [0]["task_id"] == "veo_html"
+
+    code, out, _ = run(capsys, "retry", "--reason", "http_404")
+    assert code == 0 and "nothing to requeue" in out
+    for task in tasks:
+        w.files.add(f"/v/{task}.mp4", VIDEO)
+    w.work()
+    assert len(FinishedJobRegistry(queue=queue_of(w.rds, QUEUE)).get_job_ids(cleanup=False)) == 12
+
+
+def test_retry_needs_a_selection(world: World, capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = run(capsys, "retry")
+    assert code == 2 and "--reason" in err
+    code, _, err = run(capsys, "retry", "some-job", "--all")
+    assert code == 2 and "not both" in err
+    code, out, _ = run(capsys, "retry", "no-such-job")
+    assert code == 1 and "skipped no-such-job: no such job" in out
+
+
+# --------------------------------------------------------------------------------------------- replay
+
+
+def test_replay_dry_run_prints_the_event_and_changes_nothing(
+    populated: World, capsys: pytest.CaptureFixture[str]
+) -> None:
+    w = populated
+    before = redis_snapshot(w.rds)
+    code, out, _ = run(capsys, "replay", "kie", "veo_ok", "--dry-run")
+    assert code == 0
+    assert "delivery #2 of kie/veo_ok" in out  # the newest terminal delivery (the duplicate)
+    assert '"verification": "operator"' in out and w.urls["ok"] in out
+    assert f"would enqueue a new job {w.job('veo_ok')}-replay-<random> on {QUEUE}" in out
+    plan = run_json(capsys, "replay", "kie", "veo_ok", "--dry-run", "--delivery", "1")
+    assert plan["dry_run"] is True and plan["delivery"] == 1 and plan["original_outcome"] == "accepted"
+    assert plan["event"]["status"] == "succeeded" and plan["event"]["result_urls"] == [w.urls["ok"]]
+    assert redis_snapshot(w.rds) == before
+
+
+def test_replay_enqueues_a_new_job_that_archives_again(populated: World, capsys: pytest.CaptureFixture[str]) -> None:
+    w = populated
+    shutil.rmtree(w.archive / "kie" / "veo_ok")  # the archive lost the task: replay brings it back
+    code, out, _ = run(capsys, "replay", "kie", "veo_ok")
+    assert code == 0 and "replayed delivery #2 of kie/veo_ok (succeeded)" in out
+    records = [json.loads(r) for r in w.rds.lrange(keys.deliveries_key("kie", "veo_ok"), 0, -1)]
+    assert [r["outcome"] for r in records] == ["accepted", "duplicate", "replayed"]
+    replay_id = records[-1]["job_id"]
+    assert replay_id.startswith(w.job("veo_ok") + "-replay-") and f"enqueued job {replay_id}" in out
+    assert records[-1]["event"]["verification"] == "operator" and records[-1]["replayed_at"]
+    assert records[-1]["callback"]["received_at"] == records[1]["callback"]["received_at"]
+    last_event = w.rds.xrevrange(keys.events_stream(), count=1)[0][1]
+    assert last_event[b"outcome"] == b"replayed" and last_event[b"job_id"] == replay_id.encode()
+    assert w.fetch(w.job("veo_ok")).get_status() == "finished"  # the original job is untouched
+
+    w.work()
+    assert w.files.completed["/v/ok.mp4"] == 2
+    assert w.fetch(replay_id).return_value()["outcome"] == "archived"
+    manifest = json.loads((w.archive / keys.manifest_key("kie", "veo_ok")).read_text())
+    assert manifest["job_id"] == replay_id and manifest["verification"] == "operator"
+    assert (w.archive / keys.video_key("kie", "veo_ok", 0)).read_bytes() == VIDEO
+
+    story = run_json(capsys, "show", "kie", "veo_ok")
+    assert [(j["job_id"], j["state"], j["replay"]) for j in story["jobs"]] == [
+        (w.job("veo_ok"), "finished", False), (replay_id, "finished", True)]
+    assert run_json(capsys, "status")["events_last_hour"]["replayed"] == 1
+
+
+def test_replay_refuses_what_it_cannot_replay(populated: World, capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = run(capsys, "replay", "kie", "veo_never_seen")
+    assert code == 1 and "no stored delivery for kie/veo_never_seen" in err
+    code, _, err = run(capsys, "replay", "kie", "veo_ok", "--delivery", "9")
+    assert code == 1 and "deliveries 1..2, not 9" in err
+    code, _, err = run(capsys, "replay", "nosuch", "veo_ok")
+    assert code == 1
+
+
+# --------------------------------------------------------------------------------------------- show
+
+
+def test_show_tells_every_delivery_the_job_and_the_manifest(
+    populated: World, capsys: pytest.CaptureFixture[str]
+) -> None:
+    w = populated
+    story = run_json(capsys, "show", "kie", "veo_ok")
+    assert [(d["number"], d["outcome"], d["status"], d["verification"]) for d in story["deliveries"]] == [
+        (1, "accepted", "succeeded", "signature"), (2, "duplicate", "succeeded", "signature")]
+    assert all(d["remote"] == "testclient" and d["received_at"].endswith("Z") for d in story["deliveries"])
+    assert json.loads(story["deliveries"][0]["body"])["data"]["taskId"] == "veo_ok"
+    (job,) = story["jobs"]
+    assert job["job_id"] == w.job("veo_ok") and job["state"] == "finished" and job["status"] == "succeeded"
+    assert job["result"]["outcome"] == "archived" and job["dead_letter"] is None and job["attempts"] == []
+    assert story["manifest"]["status"] == "succeeded" and story["tracked_since"] is None
+    (file,) = story["files"]
+    assert file["key"] == keys.video_key("kie", "veo_ok", 0)
+    assert file["size"] == file["stored_size"] == len(VIDEO)
+    assert file["sha256"] == hashlib.sha256(VIDEO).hexdigest()
+
+    code, out, _ = run(capsys, "show", "kie", "veo_ok")
+    assert code == 0
+    assert out.startswith("kie/veo_ok\n  tracked: no\ndeliveries: 2\n")
+    assert "accepted" in out and "duplicate" in out and "testclient" in out
+    assert f"{w.job('veo_ok')}  [succeeded]  finished" in out and "result   archived" in out
+    assert f"{file['key']}  {len(VIDEO)}  {file['sha256']}  yes" in out
+
+
+def test_show_explains_a_retry_a_dead_letter_and_a_tracked_task(
+    populated: World, capsys: pytest.CaptureFixture[str]
+) -> None:
+    w = populated
+    busy_story = run_json(capsys, "show", "kie", "veo_busy")
+    (job,) = busy_story["jobs"]
+    assert job["state"] == "scheduled" and job["next_run_at"].endswith("Z")
+    (attempt,) = job["attempts"]
+    assert attempt["reason"] == "http_503" and "HTTP 503" in attempt["error"] and attempt["retry_in_s"] > 0
+    assert busy_story["manifest"] is None and busy_story["files"] == []
+    code, out, _ = run(capsys, "show", "kie", "veo_busy")
+    assert "attempt 1 failed" in out and "http_503" in out and "next run" in out and "no manifest" in out
+
+    code, out, _ = run(capsys, "show", "kie", "veo_gone")
+    assert "DEAD LETTER http_404" in out and f"veo-archiver retry {w.job('veo_gone')}" in out
+
+    code, out, _ = run(capsys, "show", "kie", "veo_late")
+    assert code == 0 and "tracked: since" in out and "queued" in out
+
+    flagged = run_json(capsys, "show", "kie", "veo_flagged")
+    assert flagged["jobs"][0]["job_id"] == w.job("veo_flagged", "failed")
+    assert flagged["manifest"]["failure"]["code"] == "400" and flagged["files"] == []
+
+    code, out, _ = run(capsys, "show", "kie", "veo_never_seen")
+    assert code == 1 and "deliveries: 0" in out and "jobs: 0" in out
+
+
+def test_scheduled_registry_and_cli_agree(populated: World, capsys: pytest.CaptureFixture[str]) -> None:
+    """The CLI reads RQ's own registries: the figures match what RQ itself reports."""
+    w = populated
+    queue = queue_of(w.rds, QUEUE)
+    s = run_json(capsys, "status")
+    scheduled = ScheduledJobRegistry(queue=queue)
+    assert s["scheduled"] == scheduled.get_job_count(cleanup=False)
+    run_at = scheduled.get_scheduled_time(w.job("veo_busy")).isoformat(timespec="seconds").replace("+00:00", "Z")
+    assert s["next_scheduled"][0]["run_at"] == run_at
+    assert s["failed"] == len(FailedJobRegistry(queue=queue).get_job_ids(cleanup=False))

@@ -1,0 +1,232 @@
+"""``GET /ops`` in a real headless Chromium against the receiver under uvicorn, with real data in Redis: signed
+callbacks, one archived by a real RQ worker and one dead-lettered, under attacker-chosen task ids."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from html.parser import HTMLParser
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from starlette.testclient import TestClient
+
+from receiver.app import create_app
+from receiver.ops_page import COOKIE, cookie_value
+from receiver.settings import Settings, StorageSettings
+from receiver.simulators import kie as kie_sim
+from receiver.simulators.files import FileHost
+from receiver.simulators.media import make_mp4
+from tests.browser import Chromium, find_chromium
+from tests.procs import Service, start_receiver
+from workers import context
+from workers.runner import make_worker
+
+pytestmark = pytest.mark.slow
+KEY = "ops-kie-key"
+ADMIN = "ops-admin-token-4f9a2c"
+SCRIPT_ID = "<script>alert(1)</script>"
+IMG_ID = '"><img src=x onerror=alert(2)>'
+
+
+class Dom(HTMLParser):
+    """Tags seen, and each table's rows of cell texts, keyed by the table's id."""
+
+    def __init__(self, markup: str) -> None:
+        super().__init__()
+        self.tags: list[str] = []
+        self.tables: dict[str, list[list[str]]] = {}
+        self.cards: dict[str, str] = {}
+        self._table: str | None = None
+        self._cell: list[str] | None = None
+        self._card: str | None = None
+        self.text: list[str] = []
+        self.feed(markup)
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        self.tags.append(tag)
+        ident = dict(attrs).get("id") or ""
+        if tag == "table":
+            self._table = ident
+            self.tables[ident] = []
+        elif tag == "tr" and self._table is not None:
+            self.tables[self._table].append([])
+        elif tag == "td":
+            self._cell = []
+        elif tag == "div" and ident.startswith("card-"):
+            self._card = ident.removeprefix("card-")
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag == "td" and self._cell is not None and self._table is not None:
+            self.tables[self._table][-1].append("".join(self._cell))
+            self._cell = None
+        elif tag == "table":
+            self._table = None
+
+    def handle_data(self, data: str) -> None:
+        self.text.append(data)
+        if self._cell is not None:
+            self._cell.append(data)
+        if self._card is not None:
+            self.cards[self._card] = data
+            self._card = None
+
+    def rows(self, table: str) -> list[list[str]]:
+        return [row for row in self.tables[table] if row]  # the header row has no <td>
+
+
+@dataclass
+class Stack:
+    base: str
+    receiver: Service
+    tmp: Path
+
+
+@pytest.fixture
+def stack(redis_server, tmp_path) -> Iterator[Stack]:  # type: ignore[no-untyped-def]
+    """The receiver under uvicorn; two callbacks archived/dead-lettered by a real worker (burst), one queued."""
+    find_chromium()  # fail first, and clearly, when the browser is missing
+    video = make_mp4(400_000, seed=11)
+    with FileHost() as files:
+        good = files.add("/cdn/ok.mp4", video)
+        env = {
+            "REDIS_URL": redis_server.url,
+            "KIE_WEBHOOK_HMAC_KEYS": KEY,
+            "ADMIN_TOKEN": ADMIN,
+            "ARCHIVE_URL": str(tmp_path / "archive"),
+            "DOWNLOAD_ALLOW_HOSTS": f"127.0.0.1:{files.port}",
+        }
+        receiver, base = start_receiver(env, tmp_path)
+        try:
+            for task_id, urls in (("veo_ok_1", [good]), (SCRIPT_ID, [files.base_url + "/cdn/gone.mp4"])):
+                body = kie_sim.success_body(task_id, urls)
+                response = kie_sim.send(base + "/callbacks/kie", body, kie_sim.signed_headers(KEY, task_id))
+                assert response.status_code == 200, response.text
+            settings = Settings.from_env(env)
+            context.install(settings)
+            rds = redis_server.client()
+            make_worker(settings, rds, name="ops-burst").work(burst=True)
+            rds.close()
+            # one more, left waiting in the queue: shows in deliveries and the queue depth
+            body = kie_sim.success_body(IMG_ID, [good])
+            assert kie_sim.send(base + "/callbacks/kie", body, kie_sim.signed_headers(KEY, IMG_ID)).status_code == 200
+            yield Stack(base=base, receiver=receiver, tmp=tmp_path)
+        finally:
+            receiver.stop()
+
+
+def test_ops_page_in_a_real_browser(stack: Stack) -> None:
+    browser = Chromium(stack.tmp / "profile")
+
+    refused = Dom(browser.dump_dom(stack.base + "/ops"))
+    assert "needs Authorization" in "".join(refused.text)
+    assert "veo_ok_1" not in "".join(refused.text)
+
+    # the token is exchanged for a cookie and the browser lands on /ops: the final DOM is the page itself
+    dom = Dom(browser.dump_dom(f"{stack.base}/ops?token={ADMIN}"))
+    assert "script" not in dom.tags and "img" not in dom.tags, dom.tags  # nothing injected
+    archives = dom.rows("archives")
+    assert len(archives) == 2
+    by_task = {row[3]: row for row in archives}
+    ok = by_task["veo_ok_1"]
+    assert ok[1] == "archived" and ok[2] == "kie" and ok[4] == "succeeded" and ok[5] == "1"
+    assert ok[6] == "390.6 KiB"
+    assert ok[7].endswith("kie/veo_ok_1/manifest.json") and str(stack.tmp / "archive") in ok[7]
+    assert by_task[SCRIPT_ID][1] == "dead_letter" and by_task[SCRIPT_ID][8] == "http_404"
+
+    (failure,) = dom.rows("failures")
+    assert failure[1] == "kie" and failure[2] == SCRIPT_ID and failure[3] == "http_404"
+    assert "HTTP 404" in failure[4]
+
+    deliveries = dom.rows("deliveries")
+    assert [row[2] for row in deliveries] == [IMG_ID, SCRIPT_ID, "veo_ok_1"]  # newest first, shown verbatim
+    assert all(row[4] == "accepted" for row in deliveries)
+    assert dom.cards["queued"] == "1" and dom.cards["failed"] == "1" and dom.cards["finished"] == "1"
+    assert dom.rows("tracked") == [["no tracked task pending"]]
+
+    # the cookie persists in the profile: a later visit needs no token
+    again = Dom(browser.dump_dom(stack.base + "/ops"))
+    assert [row[3] for row in again.rows("archives")] == [row[3] for row in archives]
+
+    shot = browser.screenshot(stack.base + "/ops", stack.tmp / "ops.png")
+    assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_token_exchange_sets_a_strict_http_only_cookie_and_drops_the_token(stack: Stack) -> None:
+    with httpx.Client(base_url=stack.base) as client:
+        exchange = client.get(f"/ops?token={ADMIN}")
+        wrong = client.get("/ops?token=not-the-token")
+        bearer = client.get("/ops", headers={"Authorization": f"Bearer {ADMIN}"})
+        bad_bearer = client.get("/ops", headers={"Authorization": "Bearer nope"})
+    with httpx.Client(base_url=stack.base, cookies={COOKIE: "v1.9999999999.AAAA"}) as client:
+        forged = client.get("/ops")
+    assert exchange.status_code == 303 and exchange.headers["location"] == "/ops"
+    cookie = exchange.headers["set-cookie"]
+    assert cookie.startswith(f"{COOKIE}=v1.") and ADMIN not in cookie
+    flags = {part.strip().lower() for part in cookie.split(";")}
+    assert {"httponly", "samesite=strict", "path=/ops"} <= flags
+    assert "secure" not in flags  # plain http on loopback here; set behind https (X-Forwarded-Proto)
+    assert exchange.headers["referrer-policy"] == "no-referrer"
+    for refused in (wrong, bad_bearer, forged):
+        assert refused.status_code == 401 and "veo_ok_1" not in refused.text
+    assert bearer.status_code == 200 and "veo_ok_1" in bearer.text
+    assert "script-src" not in bearer.headers["content-security-policy"]  # default-src 'none': no script runs
+    assert bearer.headers["cache-control"] == "no-store"
+    assert stack.receiver.alive()
+
+
+# ------------------------------------------------------------------------------------------- in-process
+
+
+def app_settings(redis_server: Any, **overrides: Any) -> Settings:
+    return Settings(redis_url=redis_server.url, storage=StorageSettings(archive_url="./unused"), **overrides)
+
+
+def test_without_an_admin_token_the_page_is_disabled(redis_server) -> None:  # type: ignore[no-untyped-def]
+    with TestClient(create_app(app_settings(redis_server)), client=("127.0.0.1", 40000)) as client:
+        for response in (client.get("/ops"), client.get("/ops?token=anything"),
+                         client.get("/ops", headers={"Authorization": "Bearer anything"})):
+            assert response.status_code == 404
+            assert "set ADMIN_TOKEN" in response.text
+
+
+def test_expired_cookie_is_refused(redis_server) -> None:  # type: ignore[no-untyped-def]
+    with TestClient(create_app(app_settings(redis_server, admin_token=ADMIN))) as client:
+        client.cookies.set(COOKIE, cookie_value(ADMIN, now=0, ttl_s=60))
+        assert client.get("/ops").status_code == 401
+        client.cookies.set(COOKIE, cookie_value("another-token", now=2e9))
+        assert client.get("/ops").status_code == 401
+        client.cookies.set(COOKIE, cookie_value(ADMIN, now=2e9))
+        assert client.get("/ops").status_code == 200
+
+
+def test_redis_down_still_renders_and_says_so(redis_server) -> None:  # type: ignore[no-untyped-def]
+    with TestClient(create_app(app_settings(redis_server, admin_token=ADMIN))) as client:
+        redis_server.stop()
+        response = client.get("/ops", headers={"Authorization": f"Bearer {ADMIN}"})
+    assert response.status_code == 503 and "Redis unreachable" in response.text
+
+
+def test_every_value_is_escaped(redis_server) -> None:  # type: ignore[no-untyped-def]
+    hostile = '</td><script>alert("x")</script><a href="javascript:alert(1)">'
+    rds = redis_server.client()
+    rds.xadd("veo:outcomes", {"outcome": "archived", "provider": hostile, "task_id": hostile, "status": hostile,
+                              "reason": hostile, "manifest": hostile, "location": hostile, "files": "[]",
+                              "bytes": "0"})
+    rds.xadd("veo:events", {"provider": hostile, "task_id": hostile, "status": "x", "outcome": hostile,
+                            "job_id": hostile})
+    meta = {"provider": hostile, "task_id": hostile, "dead_letter": {"reason": hostile, "error": hostile,
+                                                                     "at": hostile}}
+    rds.hset("rq:job:j1", mapping={"meta": json.dumps(meta), "description": hostile})
+    rds.zadd("rq:failed:veo-archiver", {"j1": 1})
+    rds.zadd("veo:tracked", {json.dumps(["kie", hostile]): 1})
+    rds.close()
+    with TestClient(create_app(app_settings(redis_server, admin_token=ADMIN))) as client:
+        page = client.get("/ops", headers={"Authorization": f"Bearer {ADMIN}"}).text
+    dom = Dom(page)
+    assert "script" not in dom.tags and "a" not in dom.tags
+    assert dom.rows("archives")[0][3] == hostile and dom.rows("failures")[0][4] == hostile
+    assert dom.rows("deliveries")[0][2] == hostile and dom.rows("tracked")[0][2] == hostile

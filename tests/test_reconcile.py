@@ -1,0 +1,346 @@
+"""Missing-callback reconciliation with real components: redis-server, SeaweedFS S3, the receiver under
+uvicorn (``POST /tasks``), an RQ worker process that sweeps from its maintenance (RECONCILE_AFTER=10,
+RECONCILE_INTERVAL=5, WORKER_MAINTENANCE_INTERVAL=1), the ``veo-archiver`` CLI, and the provider cloud
+simulator standing in for the providers' status APIs and CDNs."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import redis
+import redis.asyncio as aioredis
+from rq import Queue
+from rq.job import Job
+from rq.serializers import JSONSerializer
+
+from receiver import keys
+from receiver.event import TaskEvent, TaskStatus, Verification
+from receiver.intake import Delivery, Intake
+from receiver.settings import Settings
+from receiver.simulators.cloud import ProviderCloud
+from receiver.simulators.media import make_mp4
+from tests.procs import REPO, Service, start_receiver, start_worker, wait_for
+from tests.servers import RedisServer
+from workers import reconcile
+from workers.confirm import StatusClient
+
+pytestmark = pytest.mark.slow
+ADMIN = "admin-token-for-tests"
+# useapi.net deliberately has no key here: tracking one of its tasks must be refused
+API_KEYS = {"kie": "kie-api-key", "apixo": "apixo-api-key", "evolink": "evolink-key"}
+PREFIX = "archive"
+
+
+@dataclass
+class Stack:
+    cloud: ProviderCloud
+    base: str
+    rds: redis.Redis
+    s3: Any
+    bucket: str
+    worker: Service
+    env: dict[str, str]
+    tmp: Path
+
+    def post(self, body: Any, token: str | None = ADMIN, base: str | None = None) -> httpx.Response:
+        headers = {"Authorization": f"Bearer {token}"} if token is not None else {}
+        content = body if isinstance(body, bytes) else json.dumps(body).encode()
+        return httpx.post(f"{base or self.base}/tasks", content=content, headers=headers, timeout=10)
+
+    def read(self, key: str) -> bytes | None:
+        try:
+            return self.s3.get_object(Bucket=self.bucket, Key=f"{PREFIX}/{key}")["Body"].read()  # type: ignore[no-any-return]
+        except self.s3.exceptions.NoSuchKey:
+            return None
+
+    def manifest(self, provider: str, task_id: str, timeout: float = 60) -> dict[str, Any]:
+        key = keys.manifest_key(provider, task_id)
+        raw = wait_for(lambda: self.read(key), timeout, what=f"{key}\n{self.worker.log()[-4000:]}")
+        return json.loads(raw)  # type: ignore[no-any-return]
+
+    def tracked(self, provider: str, task_id: str) -> float | None:
+        return self.rds.zscore(keys.tracked_zset(), keys.tracked_member(provider, task_id))
+
+    def cli(self, *argv: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "receiver.cli", "--log-format", "text", *argv],
+                              env={**os.environ, **self.env}, cwd=REPO, capture_output=True,
+                              text=True, timeout=60)
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory, seaweed) -> Iterator[Stack]:  # type: ignore[no-untyped-def]
+    tmp = tmp_path_factory.mktemp("reconcile")
+    bucket = seaweed.create_bucket("reconcile-e2e")
+    cloud_keys = {**API_KEYS, "useapi": "x"}
+    with RedisServer(tmp / "redis") as redis_server, ProviderCloud(api_keys=cloud_keys) as cloud:
+        env = {
+            "REDIS_URL": redis_server.url,
+            **seaweed.env(bucket, PREFIX),
+            "DOWNLOAD_ALLOW_HOSTS": f"127.0.0.1:{cloud.port}",
+            "KIE_API_KEY": API_KEYS["kie"],
+            "APIXO_API_KEY": API_KEYS["apixo"],
+            "EVOLINK_API_KEY": API_KEYS["evolink"],
+            **{f"{p.upper()}_API_BASE": cloud.base_url for p in ("kie", "apixo", "useapi", "evolink")},
+            "ADMIN_TOKEN": ADMIN,
+            "RECONCILE_AFTER": "10",
+            "RECONCILE_INTERVAL": "5",
+            "WORKER_MAINTENANCE_INTERVAL": "1",
+            "RETRY_BASE": "1",
+        }
+        receiver, base = start_receiver(env, tmp)
+        worker = start_worker(env, tmp)
+        try:
+            yield Stack(cloud, base, redis_server.client(), seaweed.boto3_client(), bucket, worker, env, tmp)
+        finally:
+            worker.stop()
+            receiver.stop()
+
+
+def publish(stack: Stack, provider: str, seed: int) -> tuple[str, bytes, str]:
+    task_id = stack.cloud.new_task_id(provider)
+    video = make_mp4(250_000, seed=seed)
+    return task_id, video, stack.cloud.add_video(f"/{provider}/reconcile/{seed}.mp4", video)
+
+
+# --------------------------------------------------------------------------------------------- POST /tasks
+
+
+def test_post_tasks_requires_the_admin_token(stack: Stack) -> None:
+    task = {"provider": "kie", "task_id": "veo_task_auth_probe"}
+    for token in (None, "wrong-token", ADMIN + "x"):
+        response = stack.post(task, token=token)
+        assert response.status_code == 401, response.text
+        assert response.json()["reason"] == "unauthenticated"
+        assert "Bearer" in response.headers["www-authenticate"]
+    basic = httpx.post(f"{stack.base}/tasks", json=task, headers={"Authorization": f"Basic {ADMIN}"})
+    assert basic.status_code == 401
+    assert stack.tracked("kie", "veo_task_auth_probe") is None
+
+
+def test_post_tasks_is_disabled_without_an_admin_token(stack: Stack) -> None:
+    env = {k: v for k, v in stack.env.items() if k != "ADMIN_TOKEN"}
+    receiver, base = start_receiver(env, stack.tmp)
+    try:
+        response = stack.post({"provider": "kie", "task_id": "veo_task_disabled"}, base=base)
+        assert response.status_code == 404
+        assert response.json()["reason"] == "disabled"
+        assert "ADMIN_TOKEN" in response.json()["msg"]
+    finally:
+        receiver.stop()
+
+
+@pytest.mark.parametrize(
+    ("body", "reason", "words"),
+    [
+        (b"{not json", "invalid_json", "JSON"),
+        ({"provider": "nope", "task_id": "x"}, "unknown_provider", "expected one of"),
+        ({"provider": "useapi", "task_id": "user:1-job:2"}, "no_api_key", "USEAPI_API_TOKEN"),
+        ({"provider": "kie", "task_id": ""}, "invalid_task_id", "task_id"),
+        ({"provider": "kie", "task_id": 42}, "invalid_task_id", "task_id"),
+        ({"provider": "kie", "task_id": "a\nb"}, "invalid_task_id", "control"),
+        ({"provider": "kie", "task_id": "x", "extra": 1}, "invalid_task", "extra"),
+        ([], "no_tasks", "empty"),
+        ("kie:x", "invalid_task", "object"),
+        ([{"provider": "kie", "task_id": "veo_task_batch_ok"}, {"provider": "apixo"}], "invalid_task_id",
+         "[1]"),
+    ],
+)
+def test_post_tasks_refuses_bad_input_with_a_reason(stack: Stack, body: Any, reason: str, words: str) -> None:
+    response = stack.post(body)
+    assert response.status_code == 400, response.text
+    assert response.json()["reason"] == reason
+    assert words in response.json()["msg"]
+    assert stack.tracked("kie", "veo_task_batch_ok") is None  # a bad item refuses the whole batch
+
+
+def test_post_tasks_is_idempotent_and_keeps_the_first_registration(stack: Stack) -> None:
+    ids = [f"veo_task_idem_{n}" for n in range(3)]
+    first = stack.post({"provider": "kie", "task_id": ids[0]})
+    assert first.status_code == 200, first.text
+    [entry] = first.json()["tracked"]
+    assert entry["new"] is True and entry["task_id"] == ids[0]
+    score = stack.tracked("kie", ids[0])
+    time.sleep(1.1)
+    batch = [{"provider": "kie", "task_id": i} for i in [*ids, ids[1]]]
+    again = stack.post(batch)
+    assert again.status_code == 200, again.text
+    tracked = again.json()["tracked"]
+    assert [(t["task_id"], t["new"]) for t in tracked] == [(ids[0], False), (ids[1], True), (ids[2], True)]
+    assert tracked[0]["registered_at"] == entry["registered_at"]
+    assert stack.tracked("kie", ids[0]) == score
+    # not kie's: forget them before the sweep drops them as unknown tasks
+    stack.rds.zrem(keys.tracked_zset(), *[keys.tracked_member("kie", i) for i in ids])
+
+
+# --------------------------------------------------------------------------------------------- the sweep
+
+
+def test_a_task_whose_callback_never_comes_is_archived_by_the_sweep(stack: Stack) -> None:
+    task_id, video, url = publish(stack, "kie", 11)
+    stack.cloud.set_task("kie", task_id, "in_progress")
+    response = stack.post({"provider": "kie", "task_id": task_id})
+    assert response.status_code == 200, response.text
+    member = keys.tracked_member("kie", task_id)
+
+    # still generating when the sweep first looks: polled, left tracked, nothing archived
+    wait_for(lambda: stack.rds.zscore(reconcile.POLLED_ZSET, member), 40,
+             what=f"a sweep polling the task\n{stack.worker.log()[-3000:]}")
+    assert stack.tracked("kie", task_id) is not None
+    assert stack.read(keys.manifest_key("kie", task_id)) is None
+
+    # the provider finishes; its callback is lost; the next sweep reads the status API and archives
+    stack.cloud.set_task("kie", task_id, "succeeded", urls=[url])
+    manifest = stack.manifest("kie", task_id, timeout=60)
+    assert manifest["status"] == "succeeded"
+    assert manifest["verification"] == "provider_api"
+    [entry] = manifest["files"]
+    stored = stack.read(entry["key"])
+    assert stored is not None and hashlib.sha256(stored).hexdigest() == hashlib.sha256(video).hexdigest()
+    assert entry["source_url"] == url
+    callback = json.loads(stack.read(manifest["callback"]["key"]) or b"{}")
+    assert callback["path"] == "reconcile"
+    assert json.loads(callback["body"])["source"] == "reconcile"
+    # the same deterministic job a callback would have made; the worker untracks the task when archived
+    job = Job.fetch(keys.job_id("kie", task_id, "succeeded"), connection=stack.rds, serializer=JSONSerializer)
+    assert job.kwargs["envelope"]["event"]["verification"] == "provider_api"
+    wait_for(lambda: stack.tracked("kie", task_id) is None, 20, what="the task untracked after archiving")
+
+
+def test_a_task_the_provider_does_not_know_is_dropped_and_reported(stack: Stack) -> None:
+    unknown = [("evolink", stack.cloud.new_task_id("evolink")), ("kie", stack.cloud.new_task_id("kie"))]
+    response = stack.post([{"provider": p, "task_id": t} for p, t in unknown])
+    assert response.status_code == 200, response.text
+
+    def dropped() -> dict[tuple[str, str], dict[str, Any]]:
+        return {(d["provider"], d["task_id"]): d for d in reconcile.dropped(stack.rds)}
+
+    found = wait_for(lambda: all(u in dropped() for u in unknown) and dropped(), 40,
+                     what=f"both tasks dropped\n{stack.worker.log()[-3000:]}")
+    for provider, task_id in unknown:
+        record = found[(provider, task_id)]
+        assert record["reason"] == "unknown_task"
+        assert task_id in record["detail"] or "record is null" in record["detail"]
+        assert stack.tracked(provider, task_id) is None
+    listing = stack.cli("tracked")
+    assert listing.returncode == 0, listing.stderr
+    assert "dropped" in listing.stdout and "unknown_task" in listing.stdout
+    assert unknown[0][1] in listing.stdout
+
+
+def test_track_and_sweep_once_from_the_cli(stack: Stack) -> None:
+    task_id = stack.cloud.new_task_id("apixo")
+    stack.cloud.set_task("apixo", task_id, "failed", failure_code="CONTENT_VIOLATION",
+                         failure_message="Content violates usage policy")
+    first = stack.cli("track", "apixo", task_id)
+    assert first.returncode == 0, first.stderr
+    assert f"tracking apixo {task_id}" in first.stdout
+    again = stack.cli("track", "apixo", task_id)
+    assert "already tracked since" in again.stdout
+
+    refused = stack.cli("track", "useapi", "user:1-job:2")
+    assert refused.returncode == 2 and "USEAPI_API_TOKEN" in refused.stderr
+
+    swept = stack.cli("sweep", "--once", "--after", "0")
+    assert swept.returncode == 0, swept.stdout + swept.stderr
+    assert f"submitted    apixo {task_id}: failed (accepted" in swept.stdout
+    manifest = stack.manifest("apixo", task_id)
+    assert manifest["status"] == "failed"
+    assert manifest["failure"] == {"code": "CONTENT_VIOLATION", "message": "Content violates usage policy"}
+    assert manifest["verification"] == "provider_api"
+    wait_for(lambda: stack.tracked("apixo", task_id) is None, 20, what="the task untracked after archiving")
+    assert reconcile.last_report(stack.rds) is not None
+
+
+# --------------------------------------------------------------------------------------------- in process
+
+
+def _submit_callback(settings: Settings, event: TaskEvent) -> None:
+    async def run() -> None:
+        client = aioredis.Redis.from_url(settings.redis_url)
+        try:
+            delivery = Delivery(body=b"{}", headers={}, received_at=time.time(), path="/callbacks/kie")
+            await Intake(settings, client).submit(event, delivery)
+        finally:
+            await client.aclose()
+
+    asyncio.run(run())
+
+
+def test_sweep_polls_only_tasks_without_a_terminal_delivery(redis_server: RedisServer,
+                                                            tmp_path: Path) -> None:
+    with ProviderCloud(api_keys={"kie": "kie-key"}) as cloud:
+        env = {"REDIS_URL": redis_server.url, "KIE_API_KEY": "kie-key", "KIE_API_BASE": cloud.base_url,
+               "ARCHIVE_URL": str(tmp_path / "archive"), "DOWNLOAD_ALLOW_HOSTS": f"127.0.0.1:{cloud.port}",
+               "RECONCILE_INTERVAL": "60"}
+        settings = Settings.from_env(env)
+        rds = redis_server.client()
+        now = time.time()
+        lost, called_back, young, running = (cloud.new_task_id("kie") for _ in range(4))
+        for n, task_id in enumerate((lost, called_back, young)):
+            url = cloud.add_video(f"/v/{n}.mp4", make_mp4(60_000, seed=n))
+            cloud.set_task("kie", task_id, "succeeded", urls=[url])
+        cloud.set_task("kie", running, "in_progress")
+        for task_id in (lost, called_back, running):
+            rds.zadd(keys.tracked_zset(), {keys.tracked_member("kie", task_id): now - 3600})
+        rds.zadd(keys.tracked_zset(), {keys.tracked_member("kie", young): now})
+        _submit_callback(settings, TaskEvent("kie", called_back, TaskStatus.SUCCEEDED,
+                                             verification=Verification.SIGNATURE))
+
+        client = StatusClient(settings.providers)
+        try:
+            report = reconcile.sweep(rds, settings, client, now=now)
+            assert report.examined == 3 and report.waiting == 1
+            assert [(s["task_id"], s["status"], s["outcome"]) for s in report.submitted] == [
+                (lost, "succeeded", "accepted")]
+            assert [s["task_id"] for s in report.in_progress] == [running]
+            assert cloud.status_calls["kie"] == 2
+
+            # the job exists now: the next sweep leaves it to the worker and polls only the running task
+            second = reconcile.sweep(rds, settings, client, now=now + 1)
+            assert second.waiting == 2 and not second.submitted and cloud.status_calls["kie"] == 3
+        finally:
+            client.close()
+        queue = Queue(settings.queue_name, connection=rds, serializer=JSONSerializer)
+        assert keys.job_id("kie", lost, "succeeded") in queue.job_ids
+
+        worker = Service(["worker", "--burst"], env, tmp_path / "burst-worker.log").start()
+        assert worker.process is not None and worker.process.wait(120) == 0, worker.log()[-3000:]
+        for task_id in (lost, called_back):
+            assert rds.zscore(keys.tracked_zset(), keys.tracked_member("kie", task_id)) is None
+
+        # tracked after its job finished (e.g. registered late): untracked without polling
+        rds.zadd(keys.tracked_zset(), {keys.tracked_member("kie", lost): now - 3600})
+        calls = cloud.status_calls["kie"]
+        client = StatusClient(settings.providers)
+        try:
+            third = reconcile.sweep(rds, settings, client, now=now + 2)
+        finally:
+            client.close()
+        assert third.finished == 1 and cloud.status_calls["kie"] == calls + 1  # the running task only
+        assert rds.zscore(keys.tracked_zset(), keys.tracked_member("kie", lost)) is None
+
+
+def test_one_sweep_per_interval_across_workers(redis_server: RedisServer) -> None:
+    settings = Settings.from_env({"REDIS_URL": redis_server.url, "RECONCILE_INTERVAL": "30"})
+    rds = redis_server.client()
+    assert reconcile.run_scheduled(rds, settings, owner="w1") is None  # nothing tracked: no lock taken
+    assert not rds.exists(reconcile.LOCK_KEY)
+    rds.zadd(keys.tracked_zset(), {keys.tracked_member("kie", "veo_task_x"): time.time()})
+    report = reconcile.run_scheduled(rds, settings, owner="w1")
+    assert report is not None and report.examined == 0  # registered just now: too young to poll
+    assert reconcile.run_scheduled(rds, settings, owner="w2") is None
+    assert rds.get(reconcile.LOCK_KEY) == b"w1"
+    assert 25 < rds.ttl(reconcile.LOCK_KEY) <= 30
+    assert reconcile.last_report(rds) is not None
