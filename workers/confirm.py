@@ -41,10 +41,21 @@ class StatusClient:
         Raises DownloadTransient when the API is unreachable or busy, PermanentError when it refuses our key
         or does not know the task.
         """
+        if provider == "apixo":
+            # APIXO has one status endpoint per model and a callback does not say which model ran it
+            try:
+                return self._fetch(provider, task_id, model="veo-3-1")
+            except PermanentError as exc:
+                if exc.reason != "unknown_task":
+                    raise
+                return self._fetch(provider, task_id, model="veo-3-1-extend")
+        return self._fetch(provider, task_id)
+
+    def _fetch(self, provider: str, task_id: str, **options: str) -> TaskEvent:
         settings = self._providers[provider]
         assert settings.api_key is not None
         module = PROVIDER_MODULES[provider]
-        url, headers = module.status_request(settings.api_base, task_id, settings.api_key)
+        url, headers = module.status_request(settings.api_base, task_id, settings.api_key, **options)
         try:
             response = self._client.get(url, headers=headers)
         except httpx.HTTPError as exc:

@@ -47,7 +47,7 @@ NATIVE: dict[str, dict[str, tuple[Any, ...]]] = {
 #: extra keyword arguments ``set_task`` accepts per provider (forwarded to the body builders)
 EXTRAS: dict[str, frozenset[str]] = {
     "kie": frozenset({"resolution", "fallback_flag", "prompt"}),
-    "apixo": frozenset(),
+    "apixo": frozenset({"model"}),  # "veo-3-1" (default) or "veo-3-1-extend": which statusTask endpoint knows it
     "useapi": frozenset("schema count prompt model seed reply_url reply_ref reply_ref_at".split()),
     "evolink": frozenset({"shape", "model", "progress"}),
 }
@@ -260,6 +260,9 @@ class ProviderCloud(FileHost):
         task_id = task_id or ""
         with self._lock:
             known = (provider, task_id) in self.tasks
+            if known and provider == "apixo":  # each APIXO model has its own status endpoint
+                model = self.tasks[(provider, task_id)].extra.get("model", "veo-3-1")
+                known = path.endswith("/" + model)
         status, body = (200, self.status_body(provider, task_id)) if known else _not_found(provider, task_id)
         _json(request, status, body)
         return True
