@@ -81,3 +81,18 @@ def maybe_json(value: Any) -> Any:
         except (ValueError, RecursionError):
             return value
     return value
+
+
+def as_object(body: Any) -> Mapping[str, Any]:
+    if not isinstance(body, Mapping):
+        raise InvalidPayload(f"body: expected a JSON object, got {type(body).__name__}")
+    return body
+
+
+def task_id_value(value: Any, path: str) -> str:
+    """A provider task id: a non-empty string with no lone surrogate (it is HMACed and used in keys)."""
+    if value is None:
+        raise InvalidPayload(f"{path}: required task id is missing")
+    if not isinstance(value, str) or not value.strip() or any("\ud800" <= c <= "\udfff" for c in value):
+        raise InvalidPayload(f"{path}: expected a non-empty string")
+    return value

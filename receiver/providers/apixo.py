@@ -15,12 +15,13 @@ import re
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote
 
 from receiver.errors import ConfigError, InvalidPayload, PermanentError
 from receiver.event import Provider, TaskEvent, TaskStatus, Verification
-from receiver.payload import get_int, get_object, get_str
-from receiver.urls import is_http_url, parse_url_list
+from receiver.payload import as_object, get_int, get_object, get_str, task_id_value
+from receiver.providers.status_api import api_base, bearer_headers
+from receiver.urls import parse_url_list
 
 #: the statusTask path segment is the model the task was submitted to (extend tasks have their own)
 STATUS_MODELS = ("veo-3-1", "veo-3-1-extend")
@@ -41,14 +42,14 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 def task_id_of(body: Mapping[str, Any]) -> str:
-    data = get_object(_as_object(body), "data", path="data")
+    data = get_object(as_object(body), "data", path="data")
     assert data is not None
-    return _task_id(data.get("taskId"), "data.taskId")
+    return task_id_value(data.get("taskId"), "data.taskId")
 
 
 def parse(body: Mapping[str, Any], *, verification: Verification) -> TaskEvent:
     """Turn a decoded APIXO callback body into a :class:`TaskEvent` (the outer ``code`` is not consulted)."""
-    data = get_object(_as_object(body), "data", path="data")
+    data = get_object(as_object(body), "data", path="data")
     assert data is not None
     return _event(data, verification)
 
@@ -59,14 +60,14 @@ def status_request(
     """URL and headers of ``GET {base}/api/v1/statusTask/{model}?taskId=…``."""
     if model not in STATUS_MODELS:
         raise ConfigError(f"APIXO status model must be one of {', '.join(STATUS_MODELS)}, not {model!r}")
-    tid = _task_id(task_id, "taskId")
-    url = f"{_base(base_url)}/api/v1/statusTask/{model}?taskId={quote(tid, safe='')}"
-    return url, _headers(api_key)
+    tid = task_id_value(task_id, "taskId")
+    url = f"{api_base('APIXO', base_url)}/api/v1/statusTask/{model}?taskId={quote(tid, safe='')}"
+    return url, bearer_headers("APIXO", api_key)
 
 
 def parse_status(body: Mapping[str, Any], task_id: str) -> TaskEvent:
     """Turn a ``statusTask`` answer for ``task_id`` into a :class:`TaskEvent` verified by the provider API."""
-    body = _as_object(body)
+    body = as_object(body)
     code = get_int(body, "code", path="code")
     assert code is not None
     message = body.get("message")
@@ -85,14 +86,14 @@ def parse_status(body: Mapping[str, Any], task_id: str) -> TaskEvent:
         raise InvalidPayload(f"code: statusTask answered {code} {text[:200]!r}")
     data = get_object(body, "data", path="data")
     assert data is not None
-    got = _task_id(data.get("taskId"), "data.taskId")
+    got = task_id_value(data.get("taskId"), "data.taskId")
     if got != task_id:
         raise InvalidPayload(f"data.taskId: the answer is for task {got!r}, not {task_id!r}")
     return _event(data, Verification.PROVIDER_API)
 
 
 def _event(data: Mapping[str, Any], verification: Verification) -> TaskEvent:
-    task_id = _task_id(data.get("taskId"), "data.taskId")
+    task_id = task_id_value(data.get("taskId"), "data.taskId")
     state = get_str(data, "state", path="data.state")
     assert state is not None
     status = _STATES.get(state.strip().lower(), TaskStatus.UNKNOWN)
@@ -159,29 +160,3 @@ def _iso_from_ms(ms: int) -> str | None:
     except OverflowError:  # out of datetime's range: the raw number is kept, the ISO form dropped
         return None
     return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
-def _as_object(body: Any) -> Mapping[str, Any]:
-    if not isinstance(body, Mapping):
-        raise InvalidPayload(f"body: expected a JSON object, got {type(body).__name__}")
-    return body
-
-
-def _task_id(value: Any, path: str) -> str:
-    if value is None:
-        raise InvalidPayload(f"{path}: required task id is missing")
-    if not isinstance(value, str) or not value.strip() or any("\ud800" <= c <= "\udfff" for c in value):
-        raise InvalidPayload(f"{path}: expected a non-empty string")
-    return value
-
-
-def _base(base_url: str) -> str:
-    if not isinstance(base_url, str) or not is_http_url(base_url) or urlsplit(base_url).query:
-        raise ConfigError(f"APIXO base URL must be an http(s) URL without a query, not {base_url!r}")
-    return base_url.rstrip("/")
-
-
-def _headers(api_key: str) -> dict[str, str]:
-    if not isinstance(api_key, str) or not api_key or not all(" " < c < "\x7f" for c in api_key):
-        raise ConfigError("APIXO API key must be non-empty printable ASCII without spaces")
-    return {"Authorization": f"Bearer {api_key}", "Accept": "application/json"}

@@ -14,12 +14,13 @@ import re
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote
 
-from receiver.errors import ConfigError, InvalidPayload, PermanentError
+from receiver.errors import InvalidPayload, PermanentError
 from receiver.event import Provider, TaskEvent, TaskStatus, Verification
-from receiver.payload import get_int, get_object, get_str
-from receiver.urls import is_http_url, parse_url_list
+from receiver.payload import as_object, get_int, get_object, get_str, task_id_value
+from receiver.providers.status_api import api_base, bearer_headers
+from receiver.urls import parse_url_list
 
 _STATUSES = {
     "completed": TaskStatus.SUCCEEDED,
@@ -39,26 +40,26 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 def task_id_of(body: Mapping[str, Any]) -> str:
-    return _task_id(_as_object(body).get("id"), "id")
+    return task_id_value(as_object(body).get("id"), "id")
 
 
 def parse(body: Mapping[str, Any], *, verification: Verification) -> TaskEvent:
     """Turn a decoded EvoLink task object into a :class:`TaskEvent`."""
-    return _event(_as_object(body), verification)
+    return _event(as_object(body), verification)
 
 
 def status_request(base_url: str, task_id: str, api_key: str) -> tuple[str, dict[str, str]]:
     """URL and headers of ``GET {base}/v1/tasks/{id}``, the id percent-encoded."""
-    tid = _task_id(task_id, "id")
+    tid = task_id_value(task_id, "id")
     if tid.strip() in (".", ".."):
         raise InvalidPayload(f"id: {tid!r} is not a task id")
-    url = f"{_base(base_url)}/v1/tasks/{quote(tid, safe='')}"
-    return url, _headers(api_key)
+    url = f"{api_base('EvoLink', base_url)}/v1/tasks/{quote(tid, safe='')}"
+    return url, bearer_headers("EvoLink", api_key)
 
 
 def parse_status(body: Mapping[str, Any], task_id: str) -> TaskEvent:
     """Turn a ``GET /v1/tasks/{id}`` answer for ``task_id`` into an event verified by the provider API."""
-    body = _as_object(body)
+    body = as_object(body)
     if body.get("status") is None:  # not a task object: an error answer
         error = body.get("error")
         parts = [error] if isinstance(error, str) else []
@@ -139,29 +140,3 @@ def _iso_from_seconds(seconds: int) -> str | None:
     except OverflowError:  # out of datetime's range: the raw number is kept, the ISO form dropped
         return None
     return moment.isoformat(timespec="seconds").replace("+00:00", "Z")
-
-
-def _as_object(body: Any) -> Mapping[str, Any]:
-    if not isinstance(body, Mapping):
-        raise InvalidPayload(f"body: expected a JSON object, got {type(body).__name__}")
-    return body
-
-
-def _task_id(value: Any, path: str) -> str:
-    if value is None:
-        raise InvalidPayload(f"{path}: required task id is missing")
-    if not isinstance(value, str) or not value.strip() or any("\ud800" <= c <= "\udfff" for c in value):
-        raise InvalidPayload(f"{path}: expected a non-empty string")
-    return value
-
-
-def _base(base_url: str) -> str:
-    if not isinstance(base_url, str) or not is_http_url(base_url) or urlsplit(base_url).query:
-        raise ConfigError(f"EvoLink base URL must be an http(s) URL without a query, not {base_url!r}")
-    return base_url.rstrip("/")
-
-
-def _headers(api_key: str) -> dict[str, str]:
-    if not isinstance(api_key, str) or not api_key or not all(" " < c < "\x7f" for c in api_key):
-        raise ConfigError("EvoLink API key must be non-empty printable ASCII without spaces")
-    return {"Authorization": f"Bearer {api_key}", "Accept": "application/json"}

@@ -15,12 +15,13 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from typing import Any
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote
 
-from receiver.errors import ConfigError, InvalidPayload, PermanentError
+from receiver.errors import InvalidPayload, PermanentError
 from receiver.event import Provider, TaskEvent, TaskStatus, Verification
-from receiver.payload import get_int, get_object, get_str
-from receiver.urls import is_http_url, parse_url_list
+from receiver.payload import as_object, get_int, get_object, get_str, task_id_value
+from receiver.providers.status_api import api_base, bearer_headers
+from receiver.urls import parse_url_list
 
 _STATUSES = {
     "created": TaskStatus.IN_PROGRESS,
@@ -35,11 +36,11 @@ _NOT_FOUND_TEXT = re.compile(r"not\s*found|not\s*exist|no\s+such", re.IGNORECASE
 
 def task_id_of(body: Mapping[str, Any]) -> str:
     """The job id from ``jobid`` (documented) or ``jobId`` (client code); both present must agree."""
-    body = _as_object(body)
+    body = as_object(body)
     present = [(key, body.get(key)) for key in ("jobid", "jobId") if body.get(key) is not None]
     if not present:
         raise InvalidPayload("jobid is missing (looked at jobid and jobId)")
-    ids = [_task_id(value, key) for key, value in present]
+    ids = [task_id_value(value, key) for key, value in present]
     if len(set(ids)) > 1:
         raise InvalidPayload(f"jobid fields disagree: jobid={ids[0]!r}, jobId={ids[1]!r}")
     return ids[0]
@@ -47,21 +48,21 @@ def task_id_of(body: Mapping[str, Any]) -> str:
 
 def parse(body: Mapping[str, Any], *, verification: Verification) -> TaskEvent:
     """Turn a decoded useapi.net job record into a :class:`TaskEvent`."""
-    return _event(_as_object(body), verification)
+    return _event(as_object(body), verification)
 
 
 def status_request(base_url: str, task_id: str, api_key: str) -> tuple[str, dict[str, str]]:
     """URL and headers of ``GET {base}/v1/google-flow/jobs/{jobid}``, the jobid fully percent-encoded."""
-    tid = _task_id(task_id, "jobid")
+    tid = task_id_value(task_id, "jobid")
     if tid.strip() in (".", ".."):
         raise InvalidPayload(f"jobid: {tid!r} is not a job id")
-    url = f"{_base(base_url)}/v1/google-flow/jobs/{quote(tid, safe='')}"
-    return url, _headers(api_key)
+    url = f"{api_base('useapi.net', base_url)}/v1/google-flow/jobs/{quote(tid, safe='')}"
+    return url, bearer_headers("useapi.net", api_key)
 
 
 def parse_status(body: Mapping[str, Any], task_id: str) -> TaskEvent:
     """Turn a ``GET /jobs/{jobid}`` answer for ``task_id`` into an event verified by the provider API."""
-    body = _as_object(body)
+    body = as_object(body)
     if body.get("status") is None:  # not a job record: an error answer
         error = body.get("error")
         text = error if isinstance(error, str) else ""
@@ -259,27 +260,3 @@ def _opaque_code(parent: Mapping[str, Any], key: str, path: str) -> str | None:
     if isinstance(value, bool) or not isinstance(value, str | int):
         raise InvalidPayload(f"{path}: expected a string or an integer, got {type(value).__name__}")
     return str(value) if str(value).strip() else None
-
-
-def _as_object(body: Any) -> Mapping[str, Any]:
-    if not isinstance(body, Mapping):
-        raise InvalidPayload(f"body: expected a JSON object, got {type(body).__name__}")
-    return body
-
-
-def _task_id(value: Any, path: str) -> str:
-    if not isinstance(value, str) or not value.strip() or any("\ud800" <= c <= "\udfff" for c in value):
-        raise InvalidPayload(f"{path}: expected a non-empty string")
-    return value
-
-
-def _base(base_url: str) -> str:
-    if not isinstance(base_url, str) or not is_http_url(base_url) or urlsplit(base_url).query:
-        raise ConfigError(f"useapi.net base URL must be an http(s) URL without a query, not {base_url!r}")
-    return base_url.rstrip("/")
-
-
-def _headers(api_key: str) -> dict[str, str]:
-    if not isinstance(api_key, str) or not api_key or not all(" " < c < "\x7f" for c in api_key):
-        raise ConfigError("useapi.net API token must be non-empty printable ASCII without spaces")
-    return {"Authorization": f"Bearer {api_key}", "Accept": "application/json"}
