@@ -81,8 +81,10 @@ def _dev_env(data_dir: Path) -> dict[str, str]:
             name, sep, value = line.partition("=")
             if sep and not name.startswith("#"):
                 values[name.strip()] = value.strip()
-    if "KIE_WEBHOOK_HMAC_KEYS" not in values:
-        values["KIE_WEBHOOK_HMAC_KEYS"] = secrets.token_urlsafe(32)
+    missing = [name for name in ("KIE_WEBHOOK_HMAC_KEYS", "CALLBACK_SIGNING_KEYS") if name not in values]
+    if missing:
+        for name in missing:
+            values[name] = secrets.token_urlsafe(32)
         data_dir.mkdir(parents=True, exist_ok=True)
         path.write_text("".join(f"{k}={v}\n" for k, v in values.items()))
         path.chmod(0o600)
@@ -104,6 +106,8 @@ def cmd_up(args: argparse.Namespace) -> int:
         key_note = f"a development key kept in {data_dir / DEV_ENV_FILE} (set KIE_WEBHOOK_HMAC_KEYS for kie.ai's)"
     else:
         key_note = "from KIE_WEBHOOK_HMAC_KEYS"
+    if not env.get("CALLBACK_SIGNING_KEYS"):
+        env["CALLBACK_SIGNING_KEYS"] = _dev_env(data_dir)["CALLBACK_SIGNING_KEYS"]
     env.setdefault("DOWNLOAD_ALLOW_HOSTS", f"127.0.0.1:{SIMULATOR_PORT}")
     settings = Settings.from_env(env)  # validate before starting anything else
     if settings.notify_urls:
@@ -127,7 +131,9 @@ def cmd_up(args: argparse.Namespace) -> int:
         f"  kie.ai signing key:       {key_note}\n"
         f"  archive:                  {settings.storage.describe()}\n"
         f"  redis:                    {'embedded, data in ' + str(data_dir / 'redis') if embedded else 'REDIS_URL'}\n"
+        f"  other providers:          veo-archiver callback-url apixo|useapi|evolink --base {base}\n"
         f"  see a video archived:     veo-archiver simulate kie --to http://127.0.0.1:{args.port}/callbacks/kie\n"
+        f"                            (or apixo, useapi, evolink with --to http://127.0.0.1:{args.port})\n"
         "  Ctrl-C stops everything (the worker finishes its current download first).\n",
         flush=True,
     )
@@ -179,36 +185,60 @@ def _kie_key(args: argparse.Namespace) -> str:
     raise ConfigError("no signing key: pass --key, set KIE_WEBHOOK_HMAC_KEYS, or run `veo-archiver up` first")
 
 
+def _signing_key(args: argparse.Namespace) -> str | None:
+    configured = os.environ.get("CALLBACK_SIGNING_KEYS", "").split(",")[0].strip()
+    if configured:
+        return configured
+    dev = Path(args.data_dir) / DEV_ENV_FILE
+    if dev.exists():
+        return _dev_env(Path(args.data_dir)).get("CALLBACK_SIGNING_KEYS", "").split(",")[0] or None
+    return None
+
+
 def cmd_simulate(args: argparse.Namespace) -> int:
-    from receiver.simulators import kie as kie_sim
-    from receiver.simulators.files import FileHost
+    from urllib.parse import urlsplit
+
+    from receiver import tokens
+    from receiver.simulators.cloud import ProviderCloud
     from receiver.simulators.media import make_mp4
 
-    key = None if args.unsigned else _kie_key(args)
-    task_id = args.task_id or f"veo_task_{uuid.uuid4().hex[:12]}"
-    with FileHost(port=args.serve_port) as host:
+    provider = args.provider
+    target = args.to
+    if provider != "kie" and "token=" not in (urlsplit(target).query or ""):
+        key = _signing_key(args)
+        if key is None:
+            raise ConfigError(f"{provider} callbacks need a callback-URL token: pass the URL printed by "
+                              f"`veo-archiver callback-url {provider}`, or set CALLBACK_SIGNING_KEYS")
+        target = tokens.callback_url(target.split("/callbacks/")[0], provider,
+                                     tokens.mint(provider, [key], now=time.time()))
+    hmac_key = None if (provider != "kie" or args.unsigned) else _kie_key(args)
+    with ProviderCloud(port=args.serve_port) as cloud:
+        task_id = args.task_id or cloud.new_task_id(provider)
         urls = [
-            host.add(f"/videos/{task_id}/{n}.mp4", make_mp4(args.size_kib * 1024, seed=n)) for n in range(args.count)
+            cloud.add_video(f"/videos/{provider}/{n}-{uuid.uuid4().hex[:8]}.mp4",
+                            make_mp4(args.size_kib * 1024, seed=n))
+            for n in range(args.count)
         ]
         if args.fail:
-            body = kie_sim.failure_body(task_id, args.fail)
+            cloud.set_task(provider, task_id, "failed", failure_code=str(args.fail), failure_message=None)
         else:
-            body = kie_sim.success_body(task_id, urls, form=args.form)
-        headers = kie_sim.signed_headers(key, task_id) if key else {"Content-Type": "application/json"}
-        response = kie_sim.send(args.to, body, headers)
-        print(f"POST {args.to} -> {response.status_code} {response.text.strip()}")
+            cloud.set_task(provider, task_id, "succeeded", urls=urls)
+        variant = args.form if provider == "kie" else None
+        response = cloud.send_callback(provider, task_id, target, variant=variant, hmac_key=hmac_key)
+        shown = target.split("?")[0]
+        print(f"POST {shown} -> {response.status_code} {response.text.strip()[:200]}")
         if response.status_code != 200:
             return 1
-        print(f"task {task_id}: {len(urls) if not args.fail else 0} video(s) served from {host.base_url}")
-        return _await_manifest(task_id, args.wait)
+        print(f"{provider} task {task_id}: {0 if args.fail else len(urls)} video(s) served from {cloud.base_url}")
+        return _await_manifest(provider, task_id, args.wait)
 
 
-def _await_manifest(task_id: str, wait_s: float) -> int:
+def _await_manifest(provider: str, task_id: str, wait_s: float) -> int:
     from workers.storage import open_archive
 
     settings = _settings()
     archive = open_archive(settings.storage)
-    key = keys.manifest_key("kie", task_id)
+    key = keys.manifest_key(provider, task_id)
     deadline = time.monotonic() + wait_s
     while time.monotonic() < deadline:
         manifest = archive.get_json(key)
@@ -275,7 +305,7 @@ def build_parser() -> argparse.ArgumentParser:
     up.set_defaults(func=cmd_up)
 
     simulate = sub.add_parser("simulate", help="act as a provider: serve a video and send its callback")
-    simulate.add_argument("provider", choices=("kie",))
+    simulate.add_argument("provider", choices=("kie", "apixo", "useapi", "evolink"))
     simulate.add_argument("--to", required=True, help="the receiver's callback URL")
     simulate.add_argument("--key", help="signing key (default: KIE_WEBHOOK_HMAC_KEYS, then the `up` dev key)")
     simulate.add_argument("--unsigned", action="store_true", help="send without signature headers")
