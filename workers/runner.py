@@ -68,7 +68,7 @@ class ArchiveWorker(HerokuWorker):
         return int(min(remaining, interval) if job.timeout and job.timeout > 0 else interval) + HEARTBEAT_SLACK_S
 
     def run_maintenance_tasks(self) -> None:
-        super().run_maintenance_tasks()
+        super().run_maintenance_tasks()  # type: ignore[no-untyped-call]
         for queue in self.queues:
             requeue_abandoned(queue)
         if self.settings is not None:
@@ -91,7 +91,8 @@ def requeue_abandoned(queue: Queue) -> list[str]:
         job = Job.fetch(job_id, connection=queue.connection, serializer=queue.serializer) if queue.connection else None
         if job is None or "dead_letter" in job.meta:
             continue  # a permanent failure the job itself decided: stays a dead letter
-        exc_info = job.latest_result().exc_string if job.latest_result() else (job.exc_info or "")
+        latest = job.latest_result()
+        exc_info = (latest.exc_string if latest is not None else None) or job.exc_info or ""
         if "AbandonedJobError" not in (exc_info or "") and "abandoned" not in (exc_info or "").lower():
             continue
         count = int(job.meta.get("crash_requeues", 0))

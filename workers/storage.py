@@ -83,7 +83,7 @@ class ObjectArchive:
                 self._store,
                 self._path(key),
                 iter(chunks),
-                attributes=self._attrs(key),  # type: ignore[arg-type]
+                attributes=self._attrs(key),
                 chunk_size=PART_BYTES,
                 max_concurrency=PARTS_IN_FLIGHT,
             )
@@ -92,13 +92,13 @@ class ObjectArchive:
 
     def put_bytes(self, key: str, data: bytes) -> None:
         try:
-            obstore.put(self._store, self._path(key), data, attributes=self._attrs(key))  # type: ignore[arg-type]
+            obstore.put(self._store, self._path(key), data, attributes=self._attrs(key))
         except (OSError, obstore.exceptions.BaseError) as exc:
             raise StorageUnavailable(f"writing {key}: {exc}") from exc
 
     def put_if_absent(self, key: str, data: bytes) -> bool:
         try:
-            obstore.put(self._store, self._path(key), data, mode="create", attributes=self._attrs(key))  # type: ignore[arg-type]
+            obstore.put(self._store, self._path(key), data, mode="create", attributes=self._attrs(key))
         except (AlreadyExistsError, PreconditionError, FileExistsError):
             return False
         except (OSError, obstore.exceptions.BaseError) as exc:
@@ -166,7 +166,7 @@ def open_archive(settings: StorageSettings) -> ObjectArchive:
     root = settings.local_root()
     try:
         root.mkdir(parents=True, exist_ok=True)
-        store = LocalStore(str(root), mkdir=True)
+        local = LocalStore(str(root), mkdir=True)
     except OSError as exc:
         raise ConfigError(f"ARCHIVE_URL={settings.archive_url}: cannot use {root}: {exc}") from exc
-    return ObjectArchive(store, prefix="", base_url=root.as_uri(), attributes=False, local_root=root)
+    return ObjectArchive(local, prefix="", base_url=root.as_uri(), attributes=False, local_root=root)
