@@ -85,17 +85,7 @@ def _json(value: Any) -> None:
     print(json.dumps(value, indent=2, sort_keys=True, default=str))
 
 
-def age(seconds: float | None) -> str:
-    if seconds is None:
-        return "?"
-    s = int(abs(seconds))
-    if s < 60:
-        return f"{s}s"
-    if s < 3600:
-        return f"{s // 60}m{s % 60:02d}s"
-    if s < 86400:
-        return f"{s // 3600}h{s % 3600 // 60:02d}m"
-    return f"{s // 86400}d{s % 86400 // 3600:02d}h"
+age = inspect.duration
 
 
 def when(stamp: str | None, now: float) -> str:

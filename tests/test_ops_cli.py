@@ -1,18 +1,25 @@
-"""The operator CLI (status, failed, retry, replay, show) against a real Redis holding real jobs in every state.
+"""The operator CLI (status, failed, retry, replay, show) on a real Redis holding real jobs in every state.
 
 Jobs are made the way production makes them: signed kie.ai callbacks posted through the app, then a real
-ArchiveWorker run in-process in burst mode against a local-directory archive, downloading from a loopback
-file host that answers 200, 404, 503 or HTML. The CLI is called through ``receiver.cli.main``.
+ArchiveWorker (``make_worker(settings, connection).work(burst=True)``) against a local-directory archive,
+downloading from a loopback file host that answers 200, 404, 503 or HTML. The CLI is called in-process
+through ``receiver.cli.main``.
+
+The worker runs in a freshly spawned interpreter, not in this one: RQ forks a work horse per job, and
+obstore's Tokio runtime does not survive a fork. Once this process has read the archive (``show`` does),
+a horse forked from it hangs forever in its first obstore call.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import logging
+import multiprocessing
 import shutil
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
@@ -20,11 +27,11 @@ from typing import Any
 import pytest
 import redis
 from rq.job import Job
-from rq.registry import FailedJobRegistry, FinishedJobRegistry, ScheduledJobRegistry
+from rq.registry import FailedJobRegistry, FinishedJobRegistry, ScheduledJobRegistry, StartedJobRegistry
 from rq.serializers import JSONSerializer
 from starlette.testclient import TestClient
 
-from receiver import keys
+from receiver import keys, standard_webhooks
 from receiver.app import create_app
 from receiver.cli import main
 from receiver.settings import Settings, StorageSettings
@@ -35,9 +42,17 @@ from workers import context
 from workers.inspect import queue_of
 from workers.runner import make_worker
 
+Capture = pytest.CaptureFixture[str]
 KEY = "ops-cli-kie-key"
 QUEUE = "veo-archiver"
 VIDEO = make_mp4(200_000, seed=7)
+
+
+def burst_worker(settings: Settings) -> None:
+    """The worker entry point's work, in a spawned interpreter: settings installed, one burst run."""
+    context.install(settings)
+    with redis.Redis.from_url(settings.redis_url) as connection:
+        make_worker(settings, connection).work(burst=True)
 
 
 def busy(request: BaseHTTPRequestHandler, hosted: HostedFile | None) -> bool:
@@ -65,7 +80,13 @@ class World:
         return response.headers["x-archiver-outcome"]
 
     def work(self) -> None:
-        make_worker(self.settings, self.rds).work(burst=True)
+        worker = multiprocessing.get_context("spawn").Process(target=burst_worker, args=(self.settings,))
+        worker.start()
+        worker.join(120)
+        if worker.is_alive():
+            worker.kill()
+            worker.join()
+        assert worker.exitcode == 0, f"burst worker exit code {worker.exitcode}"
 
     def fetch(self, job_id: str) -> Job:
         return Job.fetch(job_id, connection=self.rds, serializer=JSONSerializer)
@@ -87,7 +108,6 @@ def world(redis_server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iter
         monkeypatch.setenv("ARCHIVE_URL", str(archive))
         monkeypatch.setenv("KIE_WEBHOOK_HMAC_KEYS", KEY)
         monkeypatch.setenv("DOWNLOAD_ALLOW_HOSTS", f"127.0.0.1:{files.port}")
-        context.install(settings)
         rds = redis_server.client()
         try:
             yield World(settings=settings, rds=rds, files=files, archive=archive)
@@ -122,13 +142,18 @@ def populated(world: World) -> World:
     return world
 
 
-def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
-    code = main(["--log-format", "text", "--log-level", "WARNING", *argv])
+def run(capsys: Capture, *argv: str) -> tuple[int, str, str]:
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    try:  # main() points the root logger at this test's captured stderr: put pytest's handlers back after
+        code = main(["--log-format", "text", "--log-level", "WARNING", *argv])
+    finally:
+        root.handlers[:], root.level = handlers, level
     out, err = capsys.readouterr()
     return code, out, err
 
 
-def run_json(capsys: pytest.CaptureFixture[str], *argv: str) -> Any:
+def run_json(capsys: Capture, *argv: str) -> Any:
     code, out, err = run(capsys, *argv, "--json")
     assert code == 0, err
     return json.loads(out)
@@ -158,7 +183,7 @@ def redis_snapshot(rds: redis.Redis) -> dict[str, Any]:
 # --------------------------------------------------------------------------------------------- status
 
 
-def test_status_json_counts_every_state(populated: World, capsys: pytest.CaptureFixture[str]) -> None:
+def test_status_json_counts_every_state(populated: World, capsys: Capture) -> None:
     w = populated
     s = run_json(capsys, "status")
     assert s["queue"] == QUEUE
@@ -174,7 +199,7 @@ def test_status_json_counts_every_state(populated: World, capsys: pytest.Capture
     (retry,) = s["next_scheduled"]
     assert retry["job_id"] == w.job("veo_busy") and retry["task_id"] == "veo_busy"
     assert retry["attempts"] == 1 and retry["last_reason"] == "http_503"
-    assert 0 < retry["run_in_s"] <= w.settings.retry_base_s + 1
+    assert retry["run_in_s"] <= w.settings.retry_base_s + 1 and retry["run_at"].endswith("Z")
     assert s["tracked"] == 2 and s["tracked_overdue"] == 1
     assert s["oldest_tracked"]["task_id"] == "veo_lost" and s["oldest_tracked"]["age_s"] >= 7200
     assert s["events_last_hour"] == {"accepted": 6, "duplicate": 1, "recorded": 0, "replayed": 0}
@@ -182,11 +207,11 @@ def test_status_json_counts_every_state(populated: World, capsys: pytest.Capture
     problems = "\n".join(s["problems"])
     assert "2 dead letters (http_404 1, not_a_video 1)" in problems
     assert "1 job waiting and no worker alive" in problems
-    assert "1 tracked task without a terminal callback" in problems
+    assert "1 tracked task without a terminal callback for more than 30m00s" in problems
 
 
 def test_status_human_output_is_aligned_and_says_what_is_stuck(
-    populated: World, capsys: pytest.CaptureFixture[str]
+    populated: World, capsys: Capture
 ) -> None:
     code, out, _ = run(capsys, "status")
     assert code == 0
@@ -205,7 +230,7 @@ def test_status_human_output_is_aligned_and_says_what_is_stuck(
     assert "stuck:" in out and "nothing stuck" not in out
 
 
-def test_status_says_nothing_stuck_and_lists_live_workers(world: World, capsys: pytest.CaptureFixture[str]) -> None:
+def test_status_says_nothing_stuck_and_lists_live_workers(world: World, capsys: Capture) -> None:
     world.deliver("veo_fine", world.files.add("/v/fine.mp4", VIDEO))
     world.work()
     idle = make_worker(world.settings, world.rds, name="ops-test-worker")
@@ -227,7 +252,7 @@ def test_status_says_nothing_stuck_and_lists_live_workers(world: World, capsys: 
 # --------------------------------------------------------------------------------------------- failed
 
 
-def test_failed_lists_dead_letters_with_reason_and_error(populated: World, capsys: pytest.CaptureFixture[str]) -> None:
+def test_failed_lists_dead_letters_with_reason_and_error(populated: World, capsys: Capture) -> None:
     w = populated
     letters = run_json(capsys, "failed")
     assert {d["job_id"]: d["reason"] for d in letters} == {w.job("veo_gone"): "http_404",
@@ -241,18 +266,47 @@ def test_failed_lists_dead_letters_with_reason_and_error(populated: World, capsy
     assert run_json(capsys, "failed", "--provider", "apixo") == []
     assert len(run_json(capsys, "failed", "--limit", "1")) == 1
 
-    code, out, _ = run(capsys, "failed")
+    _, out, _ = run(capsys, "failed")
     header, *rows = out.splitlines()
     assert header.split() == ["JOB", "PROVIDER", "TASK", "REASON", "WHEN", "ATTEMPTS", "ERROR"]
     assert any(w.job("veo_gone") in row and "http_404" in row and "ago)" in row for row in rows)
     assert "2 dead letter(s)" in out
 
 
+def test_failures_without_a_verdict_are_abandoned_or_crashed(world: World, capsys: Capture) -> None:
+    w = world
+    queue = queue_of(w.rds, QUEUE)
+    # crashed: the job's code raised something unexpected (here it cannot read its envelope)
+    queue.enqueue(keys.ARCHIVE_JOB, kwargs={"envelope": {"event": {"provider": "kie"}}}, job_id="crash-job",
+                  meta={"provider": "kie", "task_id": "veo_crash"})
+    w.work()
+    # abandoned: a worker took the job, then died; its heartbeat lapsed
+    queue.enqueue(keys.ARCHIVE_JOB, kwargs={"envelope": {}}, job_id="lost-job",
+                  meta={"provider": "kie", "task_id": "veo_lost_worker"})
+    w.rds.lrem(queue.key, 0, "lost-job")
+    w.rds.zadd(StartedJobRegistry(queue=queue).key, {"lost-job:execution-1": time.time() - 5})
+    s = run_json(capsys, "status")
+    assert (s["started"], s["started_expired"]) == (1, 1)
+    assert any("1 started job with no worker heartbeat" in p for p in s["problems"])
+
+    StartedJobRegistry(queue=queue).cleanup()  # what a live worker's maintenance does
+    s = run_json(capsys, "status")
+    assert s["dead_letters"] == {"abandoned": 1, "crashed": 1} and s["started"] == 0
+    letters = {d["job_id"]: d for d in run_json(capsys, "failed")}
+    assert letters["crash-job"]["reason"] == "crashed" and "KeyError" in letters["crash-job"]["error"]
+    assert letters["crash-job"]["task_id"] == "veo_crash"
+    lost = letters["lost-job"]
+    assert lost["reason"] == "abandoned" and "AbandonedJobError" in lost["error"]
+    code, out, _ = run(capsys, "retry", "--reason", "abandoned")
+    assert code == 0 and "requeued lost-job  kie/veo_lost_worker  (abandoned)" in out
+    assert queue.get_job_ids() == ["lost-job"]
+
+
 # --------------------------------------------------------------------------------------------- retry
 
 
 def test_retry_requeues_a_dead_letter_which_archives_once_the_file_is_fixed(
-    populated: World, capsys: pytest.CaptureFixture[str]
+    populated: World, capsys: Capture
 ) -> None:
     w = populated
     job_id = w.job("veo_gone")
@@ -274,7 +328,8 @@ def test_retry_requeues_a_dead_letter_which_archives_once_the_file_is_fixed(
     w.work()
     assert w.fetch(job_id).get_status() == "finished"
     manifest = json.loads((w.archive / keys.manifest_key("kie", "veo_gone")).read_text())
-    assert manifest["status"] == "succeeded" and manifest["files"][0]["sha256"] == hashlib.sha256(VIDEO).hexdigest()
+    assert manifest["status"] == "succeeded"
+    assert manifest["files"][0]["sha256"] == hashlib.sha256(VIDEO).hexdigest()
     assert run_json(capsys, "status")["dead_letters"] == {"not_a_video": 1}
 
     code, out, _ = run(capsys, "retry", job_id)  # no longer a dead letter
@@ -282,7 +337,7 @@ def test_retry_requeues_a_dead_letter_which_archives_once_the_file_is_fixed(
 
 
 def test_retry_by_reason_shows_progress_and_leaves_other_reasons(
-    world: World, capsys: pytest.CaptureFixture[str]
+    world: World, capsys: Capture
 ) -> None:
     w = world
     html = w.files.add("/v/page.mp4", b"<html></html>", content_type="text/html")
@@ -298,7 +353,7 @@ def test_retry_by_reason_shows_progress_and_leaves_other_reasons(
     assert "requeued 12/12" in err and "\r" in err  # one counter line, rewritten in place
     assert out.count("requeued archive-kie-succeeded-") == 12 and "requeued 12 job(s)" in out
     assert set(queue_of(w.rds, QUEUE).get_job_ids()) == {w.job(t) for t in tasks}
-    assert run_json(capsys, "failed") [0]["task_id"] == "veo_html"
+    assert run_json(capsys, "failed")[0]["task_id"] == "veo_html"
 
     code, out, _ = run(capsys, "retry", "--reason", "http_404")
     assert code == 0 and "nothing to requeue" in out
@@ -308,7 +363,7 @@ def test_retry_by_reason_shows_progress_and_leaves_other_reasons(
     assert len(FinishedJobRegistry(queue=queue_of(w.rds, QUEUE)).get_job_ids(cleanup=False)) == 12
 
 
-def test_retry_needs_a_selection(world: World, capsys: pytest.CaptureFixture[str]) -> None:
+def test_retry_needs_a_selection(world: World, capsys: Capture) -> None:
     code, _, err = run(capsys, "retry")
     assert code == 2 and "--reason" in err
     code, _, err = run(capsys, "retry", "some-job", "--all")
@@ -321,7 +376,7 @@ def test_retry_needs_a_selection(world: World, capsys: pytest.CaptureFixture[str
 
 
 def test_replay_dry_run_prints_the_event_and_changes_nothing(
-    populated: World, capsys: pytest.CaptureFixture[str]
+    populated: World, capsys: Capture
 ) -> None:
     w = populated
     before = redis_snapshot(w.rds)
@@ -336,7 +391,7 @@ def test_replay_dry_run_prints_the_event_and_changes_nothing(
     assert redis_snapshot(w.rds) == before
 
 
-def test_replay_enqueues_a_new_job_that_archives_again(populated: World, capsys: pytest.CaptureFixture[str]) -> None:
+def test_replay_enqueues_a_new_job_that_archives_again(populated: World, capsys: Capture) -> None:
     w = populated
     shutil.rmtree(w.archive / "kie" / "veo_ok")  # the archive lost the task: replay brings it back
     code, out, _ = run(capsys, "replay", "kie", "veo_ok")
@@ -364,7 +419,31 @@ def test_replay_enqueues_a_new_job_that_archives_again(populated: World, capsys:
     assert run_json(capsys, "status")["events_last_hour"]["replayed"] == 1
 
 
-def test_replay_refuses_what_it_cannot_replay(populated: World, capsys: pytest.CaptureFixture[str]) -> None:
+def test_replay_of_a_standard_webhooks_source_keeps_its_webhook_id(
+    world: World, capsys: Capture
+) -> None:
+    secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"  # noqa: S105  # a test vector, not a credential
+    settings = replace(world.settings, standard_webhook_secrets={"acme": (secret,)})
+    url = world.files.add("/v/acme.mp4", VIDEO)
+    data = {"id": "vid_1", "status": "completed", "video_url": url}
+    body = json.dumps({"type": "video.completed", "data": data})
+    now = int(time.time())
+    headers = {"webhook-id": "msg_1", "webhook-timestamp": str(now),
+               "webhook-signature": standard_webhooks.sign(secret, "msg_1", now, body.encode())}
+    with TestClient(create_app(settings)) as client:
+        assert client.post("/callbacks/standard/acme", content=body, headers=headers).status_code == 200
+
+    plan = run_json(capsys, "replay", "standard-acme", "vid_1", "--dry-run")
+    assert plan["event"]["provider"] == "standard-acme" and plan["event"]["task_id"] == "vid_1"
+    assert plan["event"]["extra"]["webhook_id"] == "msg_1" and plan["event"]["verification"] == "operator"
+    done = run_json(capsys, "replay", "standard-acme", "vid_1")
+    assert done["outcome"] == "replayed"
+    assert done["job_id"].startswith(keys.job_id("standard-acme", "vid_1", "succeeded") + "-replay-")
+    assert queue_of(world.rds, QUEUE).get_job_ids() == [keys.job_id("standard-acme", "vid_1", "succeeded"),
+                                                        done["job_id"]]
+
+
+def test_replay_refuses_what_it_cannot_replay(populated: World, capsys: Capture) -> None:
     code, _, err = run(capsys, "replay", "kie", "veo_never_seen")
     assert code == 1 and "no stored delivery for kie/veo_never_seen" in err
     code, _, err = run(capsys, "replay", "kie", "veo_ok", "--delivery", "9")
@@ -377,7 +456,7 @@ def test_replay_refuses_what_it_cannot_replay(populated: World, capsys: pytest.C
 
 
 def test_show_tells_every_delivery_the_job_and_the_manifest(
-    populated: World, capsys: pytest.CaptureFixture[str]
+    populated: World, capsys: Capture
 ) -> None:
     w = populated
     story = run_json(capsys, "show", "kie", "veo_ok")
@@ -403,7 +482,7 @@ def test_show_tells_every_delivery_the_job_and_the_manifest(
 
 
 def test_show_explains_a_retry_a_dead_letter_and_a_tracked_task(
-    populated: World, capsys: pytest.CaptureFixture[str]
+    populated: World, capsys: Capture
 ) -> None:
     w = populated
     busy_story = run_json(capsys, "show", "kie", "veo_busy")
@@ -429,13 +508,13 @@ def test_show_explains_a_retry_a_dead_letter_and_a_tracked_task(
     assert code == 1 and "deliveries: 0" in out and "jobs: 0" in out
 
 
-def test_scheduled_registry_and_cli_agree(populated: World, capsys: pytest.CaptureFixture[str]) -> None:
+def test_scheduled_registry_and_cli_agree(populated: World, capsys: Capture) -> None:
     """The CLI reads RQ's own registries: the figures match what RQ itself reports."""
     w = populated
     queue = queue_of(w.rds, QUEUE)
     s = run_json(capsys, "status")
     scheduled = ScheduledJobRegistry(queue=queue)
     assert s["scheduled"] == scheduled.get_job_count(cleanup=False)
-    run_at = scheduled.get_scheduled_time(w.job("veo_busy")).isoformat(timespec="seconds").replace("+00:00", "Z")
-    assert s["next_scheduled"][0]["run_at"] == run_at
+    run_at = scheduled.get_scheduled_time(w.job("veo_busy")).isoformat(timespec="seconds")
+    assert s["next_scheduled"][0]["run_at"] == run_at.replace("+00:00", "Z")
     assert s["failed"] == len(FailedJobRegistry(queue=queue).get_job_ids(cleanup=False))

@@ -83,7 +83,7 @@ def select(
         if job is None:
             skipped.append((job_id, "no such job"))
         elif job_id not in failed:
-            skipped.append((job_id, f"not in the failed registry (state {job.get_status(refresh=False)})"))
+            skipped.append((job_id, f"not in the failed registry (state {inspect.state_of(job)})"))
         else:
             letters.append(inspect.dead_letter_of(job))
     return letters, skipped

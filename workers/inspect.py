@@ -70,6 +70,20 @@ def epoch(value: datetime | str | None) -> float | None:
     return value.timestamp()
 
 
+def duration(seconds: float | None) -> str:
+    """``45s``, ``3m05s``, ``2h07m``, ``3d04h``: the two leading units, for people."""
+    if seconds is None:
+        return "?"
+    s = int(abs(seconds))
+    if s < 60:
+        return f"{s}s"
+    if s < 3600:
+        return f"{s // 60}m{s % 60:02d}s"
+    if s < 86400:
+        return f"{s // 3600}h{s % 3600 // 60:02d}m"
+    return f"{s // 86400}d{s % 86400 // 3600:02d}h"
+
+
 def _text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
 
@@ -231,6 +245,12 @@ def fetch_jobs(connection: redis.Redis, job_ids: Iterable[str]) -> Iterator[tupl
         yield from zip(chunk, jobs, strict=True)
 
 
+def state_of(job: Job) -> str:
+    """RQ's state of the job as stored (``queued``, ``scheduled``, ``failed``…), without a refresh."""
+    status = job.get_status(refresh=False)
+    return str(getattr(status, "value", status) or "?")
+
+
 def task_status_of(job: Job) -> str | None:
     try:
         envelope = job.kwargs.get("envelope") or {}
@@ -294,7 +314,7 @@ def dead_letters(
         if provider is not None and letter.provider != provider:
             continue
         out.append(letter)
-    out.sort(key=lambda d: d.at or "", reverse=True)
+    out.sort(key=lambda d: epoch(d.at) or 0.0, reverse=True)
     return out[:limit] if limit is not None else out
 
 
@@ -446,8 +466,8 @@ def problems(s: Status, *, waiting_alert_s: float, tracked_overdue_s: float) -> 
     if s.queued and not s.workers:
         out.append(f"{_n(s.queued, 'job')} waiting and no worker alive: start `veo-archiver worker`")
     elif s.oldest_waiting and s.oldest_waiting.age_s is not None and s.oldest_waiting.age_s > waiting_alert_s:
-        age = int(s.oldest_waiting.age_s)
-        out.append(f"the oldest waiting job has waited {age} s: workers too few or stuck")
+        waited = duration(s.oldest_waiting.age_s)
+        out.append(f"the oldest waiting job has waited {waited}: workers too few or stuck")
     if s.started_expired:
         out.append(f"{_n(s.started_expired, 'started job')} with no worker heartbeat (abandoned): "
                    "a worker's maintenance will retry them")
@@ -455,7 +475,7 @@ def problems(s: Status, *, waiting_alert_s: float, tracked_overdue_s: float) -> 
         out.append(f"{_n(s.scheduled_late, 'scheduled retry')} overdue: no worker runs RQ's scheduler")
     if s.tracked_overdue:
         out.append(f"{_n(s.tracked_overdue, 'tracked task')} without a terminal callback for more than "
-                   f"{int(tracked_overdue_s)} s")
+                   f"{duration(tracked_overdue_s)} (the sweep polls the provider)")
     return out
 
 
@@ -501,7 +521,7 @@ def job_info(
     if job is None:
         return JobInfo(job_id=job_id, status=status, state="gone", replay=replay)
     meta = job.meta or {}
-    state = str(job.get_status(refresh=False) or "?")
+    state = state_of(job)
     next_run = None
     if state == "scheduled":
         next_run = iso(connection.zscore(scheduled_key(queue_name), job_id))
