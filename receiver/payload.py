@@ -28,7 +28,32 @@ def decode_json_object(body: bytes) -> dict[str, Any]:
         raise InvalidPayload(f"body is not valid JSON: {exc}") from None
     if not isinstance(value, dict):
         raise InvalidPayload(f"expected a JSON object, got {type(value).__name__}")
+    if nesting_depth(value) > MAX_DEPTH:
+        raise InvalidPayload(f"JSON nested deeper than {MAX_DEPTH} levels")
     return value
+
+
+#: no provider nests more than a handful of levels; a deeper body would only break re-serialisation later
+MAX_DEPTH = 64
+
+
+def nesting_depth(value: Any) -> int:
+    """Depth of nested lists/objects, walked iteratively (no recursion limit to hit)."""
+    deepest = 0
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if isinstance(node, dict):
+            children = list(node.values())
+        elif isinstance(node, list):
+            children = node
+        else:
+            continue
+        deepest = max(deepest, depth)
+        if deepest > MAX_DEPTH:
+            return deepest
+        stack.extend((child, depth + 1) for child in children)
+    return deepest
 
 
 def get_object(parent: Mapping[str, Any], key: str, *, path: str, required: bool = True) -> dict[str, Any] | None:

@@ -66,3 +66,8 @@ def test_retry_after_is_honoured_up_to_the_cap(retry_after: float) -> None:
     decision = next_retry(attempt=0, max_attempts=8, now=NOW, deadline=NOW + 10**6, base_s=15, cap_s=3600,
                           retry_after_s=retry_after)
     assert decision.delay_s == min(retry_after, 3600)
+
+
+def test_non_ascii_digits_in_an_expiry_are_ignored_not_a_crash() -> None:
+    assert expiry_in_url("https://x.example/a.mp4?Expires=%C2%B2") is None
+    assert expiry_in_url("https://x.example/a.mp4?X-Amz-Date=20270115T080000Z&X-Amz-Expires=%C2%B2") is None

@@ -24,18 +24,22 @@ def _parse_compact(value: str) -> float | None:
         return None
 
 
+def _digits(text: str) -> bool:
+    return text.isascii() and text.isdigit()  # str.isdigit alone accepts "²", which int() refuses
+
+
 def expiry_in_url(url: str) -> float | None:
     try:
         query = {k.lower(): v for k, v in parse_qsl(urlsplit(url).query)}
     except ValueError:
         return None
     for date_key, ttl_key in (("x-amz-date", "x-amz-expires"), ("x-goog-date", "x-goog-expires")):
-        if date_key in query and query.get(ttl_key, "").isdigit():
+        if date_key in query and _digits(query.get(ttl_key, "")):
             start = _parse_compact(query[date_key])
             if start is not None:
                 return start + int(query[ttl_key])
     expires = query.get("expires", "")
-    if expires.isdigit() and len(expires) <= 11:
+    if _digits(expires) and len(expires) <= 11:
         return float(expires)
     return None
 

@@ -13,7 +13,7 @@ from typing import Any
 
 from receiver.errors import InvalidPayload
 from receiver.event import TaskEvent, TaskStatus, Verification
-from receiver.payload import get_object
+from receiver.payload import get_object, task_id_value
 from receiver.urls import parse_url_list
 
 _SUCCEEDED = {"completed", "succeeded", "success", "done", "finished"}
@@ -36,8 +36,9 @@ def parse(body: Mapping[str, Any], *, source: str, webhook_id: str, verification
     data = get_object(body, "data", path="data")
     assert data is not None
     task_id: Any = next((data[k] for k in ("task_id", "taskId", "id") if data.get(k) is not None), webhook_id)
-    if not isinstance(task_id, str | int) or isinstance(task_id, bool) or not str(task_id).strip():
+    if not isinstance(task_id, str | int) or isinstance(task_id, bool):
         raise InvalidPayload("data.task_id: expected a non-empty string")
+    task_id = task_id_value(str(task_id), "data.task_id")
     raw_status = data.get("status")
     if raw_status is None and isinstance(body.get("type"), str):
         raw_status = str(body["type"]).rsplit(".", 1)[-1]
