@@ -120,8 +120,9 @@ def create_app(settings: Settings, *, clock: Clock = time.time, redis_client: ai
             with log_context(provider=provider, task_id=event.task_id):
                 return await accept(request, event, body, received_at, provider)
         except ArchiverError as exc:
-            fields = {"provider": provider, "task_id": event.task_id if event else None, "reason": exc.reason,
-                      "detail": exc.message}
+            fields = {"provider": provider, "reason": exc.reason, "detail": exc.message}
+            if event is not None:
+                fields["task_id"] = event.task_id
             if isinstance(exc, RequestError):
                 counters.rejected.labels(provider, exc.reason).inc()
                 log.info("callback refused", extra=fields)

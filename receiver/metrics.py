@@ -35,7 +35,6 @@ from prometheus_client.metrics_core import (
     Metric,
 )
 from prometheus_client.process_collector import ProcessCollector
-from prometheus_client.utils import floatToGoString
 from rq.utils import utcparse
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
@@ -65,11 +64,11 @@ WORKER_FIELDS = (
     "hostname",
     "pid",
 )
-MAX_WORKERS = 500  # worker hashes read per scrape
-DEAD_LETTER_SCAN = (
-    500  # newest failed jobs whose dead-letter reason is read per scrape; the rest: "not_scanned"
-)
-MAX_LABEL = 64
+#: bounded work per scrape: worker hashes read, and newest failed jobs whose dead-letter reason is read
+#: (older ones are counted under the reason ``not_scanned``)
+MAX_WORKERS = 500
+DEAD_LETTER_SCAN = 200  # a meta hash is ~0.5 KB (up to ~12 KB with 20 attempts)
+MAX_LABEL = 64  # label values that come from Redis are cut to this length
 
 
 class ReceiverMetrics:
@@ -311,7 +310,7 @@ def _bucketed(stats: dict[str, str], prefix: str, bounds: Iterable[float]) -> li
     running = 0
     for upper in sorted(per_bound):
         running += per_bound[upper]
-        out.append((floatToGoString(upper), float(running)))
+        out.append((repr(float(upper)), float(running)))
     out.append(("+Inf", float(running + overflow)))
     return out
 

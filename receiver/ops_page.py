@@ -198,8 +198,8 @@ h1{font-size:1.3rem;margin:0 0 .2rem}h2{font-size:1.05rem;margin:1.6rem 0 .4rem}
 table{border-collapse:collapse;width:100%;background:#fff;border:1px solid #e3e6ea}
 th,td{text-align:left;padding:.3rem .5rem;border-bottom:1px solid #eef0f3;vertical-align:top}
 th{background:#f0f2f5;font-weight:600;font-size:.8rem;text-transform:uppercase;color:#4b5563}
-td{font-family:ui-monospace,monospace;font-size:.8rem;word-break:break-all}
-td.err{color:#b42318;max-width:40rem}
+td{font-family:ui-monospace,monospace;font-size:.8rem;white-space:nowrap}
+td.wide{white-space:normal;word-break:break-all}td.err{white-space:normal;color:#b42318;min-width:16rem}
 """
 
 
@@ -209,6 +209,14 @@ def e(value: Any) -> str:
 
 def iso(ts: float) -> str:
     return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def when(text: str | None) -> str:
+    """An RQ or ISO-8601 UTC time as :func:`iso` shows it; anything unreadable as it is."""
+    try:
+        return iso(datetime.fromisoformat((text or "").replace("Z", "+00:00")).timestamp())
+    except ValueError:
+        return text or ""
 
 
 def stream_time(entry_id: str) -> str:
@@ -225,23 +233,17 @@ def size(n: str | int) -> str:
     return f"{value:.1f} TiB"
 
 
-def table(
-    ident: str,
-    headers: Sequence[str],
-    rows: Iterable[Sequence[Any]],
-    empty: str,
-    classes: dict[int, str] | None = None,
-) -> str:
-    """Every cell is escaped here: callers pass raw values, never markup."""
+def table(ident: str, columns: Sequence[str], rows: Iterable[Sequence[Any]], empty: str) -> str:
+    """Every cell is escaped here: callers pass raw values, never markup. A column named ``task id*`` is
+    wide (may wrap anywhere); ``error!`` is an error message."""
+    classes = ["wide" if c.endswith("*") else "err" if c.endswith("!") else "" for c in columns]
     body = []
     for row in rows:
-        cells = "".join(
-            f'<td class="{(classes or {}).get(i, "")}">{e(value)}</td>' for i, value in enumerate(row)
-        )
+        cells = "".join(f'<td class="{css}">{e(value)}</td>' for css, value in zip(classes, row, strict=True))
         body.append(f"<tr>{cells}</tr>")
     if not body:
-        body.append(f'<tr><td colspan="{len(headers)}" class="muted">{e(empty)}</td></tr>')
-    head = "".join(f"<th>{e(h)}</th>" for h in headers)
+        body.append(f'<tr><td colspan="{len(columns)}" class="muted">{e(empty)}</td></tr>')
+    head = "".join(f"<th>{e(c.rstrip('*!'))}</th>" for c in columns)
     return f'<table id="{e(ident)}"><thead><tr>{head}</tr></thead><tbody>{"".join(body)}</tbody></table>'
 
 
@@ -265,100 +267,44 @@ def _age(seconds: float | None) -> str:
 
 def render(data: OpsData, *, now: float) -> str:
     snap = data.snapshot
-    status = (
-        '<span class="ok">Redis up</span>'
-        if snap.redis_up
-        else f'<span class="bad">Redis unreachable: {e(snap.error)}</span>'
-    )
+    status = '<span class="ok">Redis up</span>'
+    if not snap.redis_up:
+        status = f'<span class="bad">Redis unreachable: {e(snap.error)}</span>'
     if data.error:
         status += f' <span class="bad">(partial read: {e(data.error)})</span>'
-    cards = [
-        ("queued", snap.queued),
-        *snap.registries.items(),
-        ("workers", len(snap.workers)),
-        ("oldest waiting", _age(snap.oldest_queued_age_s)),
-        ("tracked pending", snap.tracked_pending),
-    ]
-    card_html = "".join(
-        f'<div class="card" id="card-{e(name.replace(" ", "-"))}"><b>{e(value)}</b>'
-        f"<span>{e(name)}</span></div>"
-        for name, value in cards
-    )
+    cards = [("queued", snap.queued), *snap.registries.items(), ("workers", len(snap.workers)),
+             ("oldest waiting", _age(snap.oldest_queued_age_s)), ("tracked pending", snap.tracked_pending)]
+    card_html = "".join(f'<div class="card" id="card-{e(name.replace(" ", "-"))}"><b>{e(value)}</b>'
+                        f"<span>{e(name)}</span></div>" for name, value in cards)
     workers = table(
         "workers",
-        ["name", "host", "pid", "state", "current job", "last heartbeat", "born", "ok", "failed"],
-        [
-            (
-                w.name,
-                w.hostname,
-                w.pid,
-                w.state,
-                w.current_job or "",
-                w.last_heartbeat,
-                w.birth,
-                w.successful,
-                w.failed,
-            )
-            for w in snap.workers
-        ],
+        ["name*", "host", "pid", "state", "current job*", "last heartbeat", "born", "ok", "failed"],
+        [(w.name, w.hostname, w.pid, w.state, w.current_job, when(w.last_heartbeat), when(w.birth),
+          w.successful, w.failed) for w in snap.workers],
         "no live worker",
     )
     outcomes = table(
         "archives",
-        ["at", "outcome", "provider", "task id", "status", "files", "bytes", "manifest", "reason"],
-        [
-            (
-                stream_time(o["_id"]),
-                o.get("outcome"),
-                o.get("provider"),
-                o.get("task_id"),
-                o.get("status"),
-                _files(o.get("files", "")),
-                size(o.get("bytes") or 0),
-                o.get("location") or o.get("manifest"),
-                o.get("reason"),
-            )
-            for o in data.outcomes
-        ],
+        ["at", "outcome", "provider", "task id*", "status", "files", "bytes", "manifest*", "reason"],
+        [(stream_time(o["_id"]), o.get("outcome"), o.get("provider"), o.get("task_id"), o.get("status"),
+          _files(o.get("files", "")), size(o.get("bytes") or 0), o.get("location") or o.get("manifest"),
+          o.get("reason")) for o in data.outcomes],
         "nothing finished yet",
     )
     failures = table(
-        "failures",
-        ["at", "provider", "task id", "reason", "error", "attempts", "job id"],
-        [
-            (
-                f["at"],
-                f["provider"],
-                f["task_id"],
-                f["reason"],
-                str(f["error"])[:ERROR_CHARS],
-                f["attempts"],
-                f["job_id"],
-            )
-            for f in data.failures
-        ],
+        "failures", ["at", "provider", "task id*", "reason", "error!", "attempts", "job id*"],
+        [(when(f["at"]), f["provider"], f["task_id"], f["reason"], str(f["error"])[:ERROR_CHARS],
+          f["attempts"], f["job_id"]) for f in data.failures],
         "no dead letter",
-        {4: "err"},
     )
     events = table(
-        "deliveries",
-        ["at", "provider", "task id", "status", "outcome", "job id"],
-        [
-            (
-                stream_time(v["_id"]),
-                v.get("provider"),
-                v.get("task_id"),
-                v.get("status"),
-                v.get("outcome"),
-                v.get("job_id"),
-            )
-            for v in data.events
-        ],
+        "deliveries", ["at", "provider", "task id*", "status", "outcome", "job id*"],
+        [(stream_time(v["_id"]), v.get("provider"), v.get("task_id"), v.get("status"), v.get("outcome"),
+          v.get("job_id")) for v in data.events],
         "no delivery yet",
     )
     tracked = table(
-        "tracked",
-        ["registered", "provider", "task id", "waiting"],
+        "tracked", ["registered", "provider", "task id*", "waiting"],
         [(iso(score), provider, task_id, _age(now - score)) for provider, task_id, score in data.tracked],
         "no tracked task pending",
     )

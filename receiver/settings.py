@@ -186,7 +186,7 @@ class Settings:
     failure_ttl_s: int = 30 * 24 * 3600
     #: RQ-level retries for crashes, timeouts and bugs (transient download errors schedule their own)
     retry_intervals_s: tuple[int, ...] = (5, 60, 300)
-    download_attempts: int = 8
+    download_attempts: int = 12
     retry_base_s: int = 15
     retry_cap_s: int = 3600
     worker_shutdown_grace_s: int = 25
@@ -252,7 +252,7 @@ class Settings:
             dedupe_ttl_s=_int(env, "DEDUPE_TTL", 7 * 24 * 3600, minimum=72 * 3600),
             raw_callback_ttl_s=_int(env, "RAW_CALLBACK_TTL", 30 * 24 * 3600, minimum=3600),
             retry_intervals_s=intervals,
-            download_attempts=_int(env, "DOWNLOAD_ATTEMPTS", 8, minimum=1),
+            download_attempts=_int(env, "DOWNLOAD_ATTEMPTS", 12, minimum=1),
             retry_base_s=_int(env, "RETRY_BASE", 15, minimum=1),
             retry_cap_s=_int(env, "RETRY_CAP", 3600, minimum=1),
             worker_shutdown_grace_s=_int(env, "WORKER_SHUTDOWN_GRACE", 25, minimum=0),

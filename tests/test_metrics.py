@@ -17,12 +17,12 @@ from starlette.testclient import TestClient
 from receiver import keys, tokens
 from receiver.app import create_app
 from receiver.metrics import DEAD_LETTER_SCAN
-from receiver.settings import Settings, StorageSettings
+from receiver.settings import Settings
 from receiver.simulators import apixo as apixo_sim
 from receiver.simulators import kie as kie_sim
 from receiver.simulators.files import FileHost
 from receiver.simulators.media import make_mp4
-from workers import context
+from tests.procs import Service
 from workers.runner import make_worker
 
 KEY = "metrics-kie-key"
@@ -64,16 +64,38 @@ def rds(redis_server) -> Iterator[redis.Redis]:  # type: ignore[no-untyped-def]
     client.close()
 
 
-def settings_for(redis_server: Any, tmp_path: Path, files: FileHost | None = None, **overrides: Any) -> Settings:
-    base: dict[str, Any] = {
-        "redis_url": redis_server.url,
-        "kie_hmac_keys": (KEY,),
-        "callback_signing_keys": (SIGNING,),
-        "admin_token": ADMIN,
-        "storage": StorageSettings(archive_url=str(tmp_path / "archive")),
-        "download_allow_hosts": frozenset({("127.0.0.1", files.port)}) if files else frozenset(),
+def env_for(redis_server: Any, tmp_path: Path, files: FileHost | None = None) -> dict[str, str]:
+    """One environment for the in-process app and the worker process, as an operator would set it."""
+    env = {
+        "REDIS_URL": redis_server.url,
+        "KIE_WEBHOOK_HMAC_KEYS": KEY,
+        "CALLBACK_SIGNING_KEYS": SIGNING,
+        "ADMIN_TOKEN": ADMIN,
+        "ARCHIVE_URL": str(tmp_path / "archive"),
     }
-    return Settings(**{**base, **overrides})
+    if files is not None:
+        env["DOWNLOAD_ALLOW_HOSTS"] = f"127.0.0.1:{files.port}"
+    return env
+
+
+def settings_for(redis_server: Any, tmp_path: Path, **overrides: Any) -> Settings:
+    return Settings.from_env(env_for(redis_server, tmp_path), **overrides)
+
+
+def run_worker_burst(env: dict[str, str], log_dir: Path) -> None:
+    """A real ``veo-archiver worker --burst`` process: archives what is queued, then exits.
+
+    A separate process, not ``make_worker(...).work(burst=True)`` in pytest's: RQ forks a work horse per job,
+    and a horse forked from a process whose obstore runtime already ran (any earlier storage test in the
+    session) hangs on the runtime's dead threads.
+    """
+    worker = Service(["worker", "--burst"], env, log_dir / "worker-burst.log").start()
+    assert worker.process is not None
+    try:
+        code = worker.process.wait(timeout=120)
+    finally:
+        worker.kill_group()
+    assert code == 0, worker.log()[-3000:]
 
 
 def test_metrics_count_callbacks_and_worker_outcomes_exactly(redis_server, rds, tmp_path) -> None:  # type: ignore[no-untyped-def]
@@ -81,14 +103,16 @@ def test_metrics_count_callbacks_and_worker_outcomes_exactly(redis_server, rds, 
     with FileHost() as files:
         good = files.add("/cdn/good.mp4", video)
         gone = files.base_url + "/cdn/gone.mp4"  # 404: a dead letter
-        settings = settings_for(redis_server, tmp_path, files)
+        env = env_for(redis_server, tmp_path, files)
+        settings = Settings.from_env(env)
         with TestClient(create_app(settings)) as client:
             assert post_kie(client, "veo_good", [good]) == 200
             assert post_kie(client, "veo_gone", [gone]) == 200
             assert post_kie(client, "veo_good", [good]) == 200  # kie redelivers: a duplicate
             assert post_kie(client, "veo_forged", [good], key="not-the-key") == 401
-            malformed = client.post("/callbacks/kie", content=b"{not json",
-                                    headers=kie_sim.signed_headers(KEY, "veo_x"))
+            malformed = client.post(
+                "/callbacks/kie", content=b"{not json", headers=kie_sim.signed_headers(KEY, "veo_x")
+            )
             assert malformed.status_code == 400
             pending = json.dumps(apixo_sim.pending_body("apx_1")).encode()
             token = tokens.mint("apixo", [SIGNING], now=time.time(), ttl_s=3600)
@@ -102,10 +126,8 @@ def test_metrics_count_callbacks_and_worker_outcomes_exactly(redis_server, rds, 
             age = value(before, "veo_archiver_oldest_queued_job_age_seconds", queue="veo-archiver")
             assert age is not None and 0 <= age < 60
 
-            context.install(settings)
-            worker = make_worker(settings, rds, name="metrics-burst")
-            worker.work(burst=True)
-            probe = make_worker(settings, rds, name="metrics-probe")
+            run_worker_burst(env, tmp_path)
+            probe = make_worker(settings, rds, name="metrics-probe")  # registered, never forks
             probe.register_birth()
             probe.set_state("idle")
             try:
@@ -121,9 +143,16 @@ def test_metrics_count_callbacks_and_worker_outcomes_exactly(redis_server, rds, 
     assert value(after, "veo_archiver_callbacks_duplicate_total", provider="kie") == 1
     assert value(after, "veo_archiver_callbacks_recorded_total", provider="apixo") == 1
     assert value(after, "veo_archiver_callbacks_accepted_total", provider="apixo") is None
-    assert value(after, "veo_archiver_callbacks_rejected_total", provider="kie", reason="signature_mismatch") == 1
-    assert value(after, "veo_archiver_callbacks_rejected_total", provider="kie", reason="invalid_payload") == 1
-    assert value(after, "veo_archiver_callbacks_rejected_total", provider="apixo", reason="token_missing") == 1
+    assert (
+        value(after, "veo_archiver_callbacks_rejected_total", provider="kie", reason="signature_mismatch")
+        == 1
+    )
+    assert (
+        value(after, "veo_archiver_callbacks_rejected_total", provider="kie", reason="invalid_payload") == 1
+    )
+    assert (
+        value(after, "veo_archiver_callbacks_rejected_total", provider="apixo", reason="token_missing") == 1
+    )
     assert not [k for k in after if k[0] == "veo_archiver_callbacks_unavailable_total"]
     assert value(after, "veo_archiver_enqueue_seconds_count") == 4
     assert value(after, "veo_archiver_enqueue_seconds_bucket", le="+Inf") == 4
@@ -141,9 +170,14 @@ def test_metrics_count_callbacks_and_worker_outcomes_exactly(redis_server, rds, 
     ]
     outcomes = {k: v for k, v in after.items() if k[0] == "veo_archiver_job_outcomes_total"}
     assert outcomes == {
-        ("veo_archiver_job_outcomes_total", (("outcome", "archived"), ("provider", "kie"), ("reason", ""))): 1,
-        ("veo_archiver_job_outcomes_total", (("outcome", "dead_letter"), ("provider", "kie"),
-                                             ("reason", "http_404"))): 1,
+        (
+            "veo_archiver_job_outcomes_total",
+            (("outcome", "archived"), ("provider", "kie"), ("reason", "")),
+        ): 1,
+        (
+            "veo_archiver_job_outcomes_total",
+            (("outcome", "dead_letter"), ("provider", "kie"), ("reason", "http_404")),
+        ): 1,
     }
     assert value(after, "veo_archiver_archived_bytes_total", provider="kie") == len(video)
     assert value(after, "veo_archiver_job_duration_seconds_count") == 2
@@ -151,10 +185,10 @@ def test_metrics_count_callbacks_and_worker_outcomes_exactly(redis_server, rds, 
     assert value(after, "veo_archiver_job_duration_seconds_bucket", le="60.0") == 2
     duration_sum = value(after, "veo_archiver_job_duration_seconds_sum")
     assert duration_sum is not None and 0 < duration_sum < 60
-    # Settings() assumes a 24 h URL lifetime: the one download ended with a little under 24 h left
+    # kie keeps files 14 days: the one download ended with more than the largest bucket (7 days) left
     assert value(after, "veo_archiver_url_time_left_seconds_count") is None  # workers keep no sum for it
-    assert value(after, "veo_archiver_url_time_left_seconds_bucket", le="21600.0") == 0
-    assert value(after, "veo_archiver_url_time_left_seconds_bucket", le="86400.0") == 1
+    assert value(after, "veo_archiver_url_time_left_seconds_bucket", le="604800.0") == 0
+    assert value(after, "veo_archiver_url_time_left_seconds_bucket", le="+Inf") == 1
     assert value(after, "veo_archiver_url_time_left_seconds_bucket", le="+Inf") == 1
     assert value(after, "veo_archiver_tracked_tasks_pending") == 1
     assert files.completed["/cdn/good.mp4"] == 1
@@ -170,7 +204,10 @@ def test_redis_down_gives_redis_up_0_and_counts_503s(redis_server, tmp_path) -> 
     assert value(samples, "veo_archiver_redis_up") == 0
     assert value(samples, "veo_archiver_callbacks_received_total", provider="kie") == 2
     assert value(samples, "veo_archiver_callbacks_accepted_total", provider="kie") == 1
-    assert value(samples, "veo_archiver_callbacks_unavailable_total", provider="kie", reason="queue_unavailable") == 1
+    assert (
+        value(samples, "veo_archiver_callbacks_unavailable_total", provider="kie", reason="queue_unavailable")
+        == 1
+    )
     assert not [k for k in samples if k[0].startswith("veo_archiver_queue_depth")]
 
 
@@ -179,8 +216,14 @@ def test_dead_letters_past_the_scan_limit_are_counted_as_not_scanned(redis_serve
     rds.zadd(failed, {f"job-{n}": time.time() + n for n in range(DEAD_LETTER_SCAN + 3)})
     with TestClient(create_app(settings_for(redis_server, tmp_path))) as client:
         samples = scrape(client)
-    assert value(samples, "veo_archiver_registry_jobs", queue="veo-archiver", registry="failed") == DEAD_LETTER_SCAN + 3
-    assert value(samples, "veo_archiver_dead_letters", queue="veo-archiver", reason="missing") == DEAD_LETTER_SCAN
+    assert (
+        value(samples, "veo_archiver_registry_jobs", queue="veo-archiver", registry="failed")
+        == DEAD_LETTER_SCAN + 3
+    )
+    assert (
+        value(samples, "veo_archiver_dead_letters", queue="veo-archiver", reason="missing")
+        == DEAD_LETTER_SCAN
+    )
     assert value(samples, "veo_archiver_dead_letters", queue="veo-archiver", reason="not_scanned") == 3
 
 

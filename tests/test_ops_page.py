@@ -1,5 +1,5 @@
-"""``GET /ops`` in a real headless Chromium against the receiver under uvicorn, with real data in Redis: signed
-callbacks, one archived by a real RQ worker and one dead-lettered, under attacker-chosen task ids."""
+"""``GET /ops`` in a real headless Chromium against the receiver under uvicorn, with real data in Redis:
+signed callbacks, one archived by a real RQ worker and one dead-lettered, under attacker-chosen task ids."""
 
 from __future__ import annotations
 
@@ -22,8 +22,6 @@ from receiver.simulators.files import FileHost
 from receiver.simulators.media import make_mp4
 from tests.browser import Chromium, find_chromium
 from tests.procs import Service, start_receiver
-from workers import context
-from workers.runner import make_worker
 
 pytestmark = pytest.mark.slow
 KEY = "ops-kie-key"
@@ -87,7 +85,7 @@ class Stack:
 
 @pytest.fixture
 def stack(redis_server, tmp_path) -> Iterator[Stack]:  # type: ignore[no-untyped-def]
-    """The receiver under uvicorn; two callbacks archived/dead-lettered by a real worker (burst), one queued."""
+    """The receiver under uvicorn; two callbacks handled by a real worker (burst), one left queued."""
     find_chromium()  # fail first, and clearly, when the browser is missing
     video = make_mp4(400_000, seed=11)
     with FileHost() as files:
@@ -105,14 +103,19 @@ def stack(redis_server, tmp_path) -> Iterator[Stack]:  # type: ignore[no-untyped
                 body = kie_sim.success_body(task_id, urls)
                 response = kie_sim.send(base + "/callbacks/kie", body, kie_sim.signed_headers(KEY, task_id))
                 assert response.status_code == 200, response.text
-            settings = Settings.from_env(env)
-            context.install(settings)
-            rds = redis_server.client()
-            make_worker(settings, rds, name="ops-burst").work(burst=True)
-            rds.close()
+            # a real worker process in burst mode (not in pytest's process: see tests/test_metrics.py)
+            worker = Service(["worker", "--burst"], env, tmp_path / "worker-burst.log").start()
+            assert worker.process is not None
+            try:
+                assert worker.process.wait(timeout=120) == 0, worker.log()[-3000:]
+            finally:
+                worker.kill_group()
             # one more, left waiting in the queue: shows in deliveries and the queue depth
             body = kie_sim.success_body(IMG_ID, [good])
-            assert kie_sim.send(base + "/callbacks/kie", body, kie_sim.signed_headers(KEY, IMG_ID)).status_code == 200
+            assert (
+                kie_sim.send(base + "/callbacks/kie", body, kie_sim.signed_headers(KEY, IMG_ID)).status_code
+                == 200
+            )
             yield Stack(base=base, receiver=receiver, tmp=tmp_path)
         finally:
             receiver.stop()
@@ -156,13 +159,15 @@ def test_ops_page_in_a_real_browser(stack: Stack) -> None:
 
 
 def test_token_exchange_sets_a_strict_http_only_cookie_and_drops_the_token(stack: Stack) -> None:
-    with httpx.Client(base_url=stack.base) as client:
-        exchange = client.get(f"/ops?token={ADMIN}")
-        wrong = client.get("/ops?token=not-the-token")
-        bearer = client.get("/ops", headers={"Authorization": f"Bearer {ADMIN}"})
-        bad_bearer = client.get("/ops", headers={"Authorization": "Bearer nope"})
+    exchange = httpx.get(f"{stack.base}/ops?token={ADMIN}")  # each request from a fresh, cookie-less client
+    wrong = httpx.get(f"{stack.base}/ops?token=not-the-token")
+    bearer = httpx.get(f"{stack.base}/ops", headers={"Authorization": f"Bearer {ADMIN}"})
+    bad_bearer = httpx.get(f"{stack.base}/ops", headers={"Authorization": "Bearer nope"})
     with httpx.Client(base_url=stack.base, cookies={COOKIE: "v1.9999999999.AAAA"}) as client:
         forged = client.get("/ops")
+    with httpx.Client(base_url=stack.base, cookies={COOKIE: exchange.cookies[COOKIE]}) as client:
+        with_cookie = client.get("/ops")
+    assert with_cookie.status_code == 200 and "veo_ok_1" in with_cookie.text
     assert exchange.status_code == 303 and exchange.headers["location"] == "/ops"
     cookie = exchange.headers["set-cookie"]
     assert cookie.startswith(f"{COOKIE}=v1.") and ADMIN not in cookie
@@ -187,8 +192,11 @@ def app_settings(redis_server: Any, **overrides: Any) -> Settings:
 
 def test_without_an_admin_token_the_page_is_disabled(redis_server) -> None:  # type: ignore[no-untyped-def]
     with TestClient(create_app(app_settings(redis_server)), client=("127.0.0.1", 40000)) as client:
-        for response in (client.get("/ops"), client.get("/ops?token=anything"),
-                         client.get("/ops", headers={"Authorization": "Bearer anything"})):
+        for response in (
+            client.get("/ops"),
+            client.get("/ops?token=anything"),
+            client.get("/ops", headers={"Authorization": "Bearer anything"}),
+        ):
             assert response.status_code == 404
             assert "set ADMIN_TOKEN" in response.text
 
@@ -213,13 +221,29 @@ def test_redis_down_still_renders_and_says_so(redis_server) -> None:  # type: ig
 def test_every_value_is_escaped(redis_server) -> None:  # type: ignore[no-untyped-def]
     hostile = '</td><script>alert("x")</script><a href="javascript:alert(1)">'
     rds = redis_server.client()
-    rds.xadd("veo:outcomes", {"outcome": "archived", "provider": hostile, "task_id": hostile, "status": hostile,
-                              "reason": hostile, "manifest": hostile, "location": hostile, "files": "[]",
-                              "bytes": "0"})
-    rds.xadd("veo:events", {"provider": hostile, "task_id": hostile, "status": "x", "outcome": hostile,
-                            "job_id": hostile})
-    meta = {"provider": hostile, "task_id": hostile, "dead_letter": {"reason": hostile, "error": hostile,
-                                                                     "at": hostile}}
+    rds.xadd(
+        "veo:outcomes",
+        {
+            "outcome": "archived",
+            "provider": hostile,
+            "task_id": hostile,
+            "status": hostile,
+            "reason": hostile,
+            "manifest": hostile,
+            "location": hostile,
+            "files": "[]",
+            "bytes": "0",
+        },
+    )
+    rds.xadd(
+        "veo:events",
+        {"provider": hostile, "task_id": hostile, "status": "x", "outcome": hostile, "job_id": hostile},
+    )
+    meta = {
+        "provider": hostile,
+        "task_id": hostile,
+        "dead_letter": {"reason": hostile, "error": hostile, "at": hostile},
+    }
     rds.hset("rq:job:j1", mapping={"meta": json.dumps(meta), "description": hostile})
     rds.zadd("rq:failed:veo-archiver", {"j1": 1})
     rds.zadd("veo:tracked", {json.dumps(["kie", hostile]): 1})

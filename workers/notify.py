@@ -55,6 +55,7 @@ ENTRY_TTL_S = 30 * 24 * 3600
 READ_COUNT = 50
 USER_AGENT = "veo-archiver-notifier"
 DONE = frozenset({"done", "dead"})
+CONSUMER_IDLE_MS = 24 * 3600 * 1000
 
 
 def entry_key(entry_id: str) -> str:
@@ -214,27 +215,40 @@ class Notifier:
         sent = 0
         cursor = "0-0"
         for _ in range(20):  # bounded per step; the next step continues
+            # not JUSTID: redis-py then drops the cursor from the reply
             reply = self._redis.xautoclaim(self._stream, GROUP, self.consumer,
                                            int(self.policy.claim_after_s * 1000), start_id=cursor,
-                                           count=READ_COUNT, justid=True)
+                                           count=READ_COUNT)
             cursor = _text(reply[0])
-            for raw_id in reply[1]:
-                entry_id = _text(raw_id)
-                fields = self._entry(entry_id)
-                log.debug("claimed a pending outcome", extra={"entry_id": entry_id})
-                if fields is None:
-                    self._redis.xack(self._stream, GROUP, entry_id)
-                    self._redis.delete(entry_key(entry_id))
-                    log.warning("pending outcome no longer in the stream (trimmed); acknowledged",
-                                extra={"entry_id": entry_id})
-                    continue
-                resent = self.process(entry_id, fields)
-                if resent:
-                    log.info("took over an outcome left pending by another notifier",
-                             extra={"entry_id": entry_id, "consumer": self.consumer, "sent": resent})
-                sent += resent
+            # Redis >= 7 (and late 6.2) lists entries trimmed from the stream apart (already out of the PEL)
+            gone = [_text(i) for i in (reply[2] if len(reply) > 2 else [])]
+            for raw_id, fields in reply[1]:
+                if raw_id is not None and not fields:
+                    gone.append(_text(raw_id))
+                elif raw_id is not None:
+                    sent += self._take_over(_text(raw_id), {_text(k): _text(v) for k, v in fields.items()})
+            for entry_id in gone:
+                self._redis.xack(self._stream, GROUP, entry_id)
+                self._redis.delete(entry_key(entry_id))
+                log.warning("pending outcome no longer in the stream (trimmed); acknowledged",
+                            extra={"entry_id": entry_id})
             if cursor == "0-0":
                 break
+        self._prune_consumers()
+        return sent
+
+    def _prune_consumers(self) -> None:
+        """Forget consumers of dead notifiers: nothing pending and silent for a day (restarts add names)."""
+        for info in self._redis.xinfo_consumers(self._stream, GROUP):
+            name = _text(info["name"])
+            if name != self.consumer and int(info["pending"]) == 0 and int(info["idle"]) > CONSUMER_IDLE_MS:
+                self._redis.xgroup_delconsumer(self._stream, GROUP, name)
+
+    def _take_over(self, entry_id: str, fields: dict[str, str]) -> int:
+        sent = self.process(entry_id, fields)
+        if sent:
+            log.info("took over an outcome left pending by another notifier",
+                     extra={"entry_id": entry_id, "consumer": self.consumer, "sent": sent})
         return sent
 
     def _entry(self, entry_id: str) -> dict[str, str] | None:

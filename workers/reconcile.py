@@ -302,6 +302,9 @@ def run_sweep(connection: redis.Redis, settings: Settings, *, now: float | None 
 
 def run_scheduled(connection: redis.Redis, settings: Settings, *, owner: str) -> SweepReport | None:
     """From worker maintenance: sweep if no one else did this interval (and there is anything tracked)."""
-    if not connection.exists(keys.tracked_zset()) or not acquire(connection, settings, owner):
+    if not connection.exists(keys.tracked_zset()):
+        connection.delete(POLLED_ZSET)  # poll times of tasks archived since the last sweep
+        return None
+    if not acquire(connection, settings, owner):
         return None
     return run_sweep(connection, settings, budget_s=SCHEDULED_BUDGET_S)
