@@ -74,7 +74,9 @@ def startup_warnings(settings: Settings) -> list[str]:
     return out
 
 
-def create_app(settings: Settings, *, clock: Clock = time.time, redis_client: aioredis.Redis | None = None) -> Starlette:
+def create_app(
+    settings: Settings, *, clock: Clock = time.time, redis_client: aioredis.Redis | None = None
+) -> Starlette:
     """Build the receiver. ``redis_client`` and ``clock`` are injectable for tests; defaults come from settings."""
     keyrings = standard_keyrings(settings)
     counters = metrics.ReceiverMetrics()
@@ -82,7 +84,9 @@ def create_app(settings: Settings, *, clock: Clock = time.time, redis_client: ai
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Any]]:
         client = redis_client or aioredis.Redis.from_url(
-            settings.redis_url, socket_timeout=settings.enqueue_timeout_s, socket_connect_timeout=2.0,
+            settings.redis_url,
+            socket_timeout=settings.enqueue_timeout_s,
+            socket_connect_timeout=2.0,
             health_check_interval=30,
         )
         intake = Intake(settings, client)

@@ -207,16 +207,20 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     if provider != "kie" and "token=" not in (urlsplit(target).query or ""):
         key = _signing_key(args)
         if key is None:
-            raise ConfigError(f"{provider} callbacks need a callback-URL token: pass the URL printed by "
-                              f"`veo-archiver callback-url {provider}`, or set CALLBACK_SIGNING_KEYS")
-        target = tokens.callback_url(target.split("/callbacks/")[0], provider,
-                                     tokens.mint(provider, [key], now=time.time()))
+            raise ConfigError(
+                f"{provider} callbacks need a callback-URL token: pass the URL printed by "
+                f"`veo-archiver callback-url {provider}`, or set CALLBACK_SIGNING_KEYS"
+            )
+        target = tokens.callback_url(
+            target.split("/callbacks/")[0], provider, tokens.mint(provider, [key], now=time.time())
+        )
     hmac_key = None if (provider != "kie" or args.unsigned) else _kie_key(args)
     with ProviderCloud(port=args.serve_port) as cloud:
         task_id = args.task_id or cloud.new_task_id(provider)
         urls = [
-            cloud.add_video(f"/videos/{provider}/{n}-{uuid.uuid4().hex[:8]}.mp4",
-                            make_mp4(args.size_kib * 1024, seed=n))
+            cloud.add_video(
+                f"/videos/{provider}/{n}-{uuid.uuid4().hex[:8]}.mp4", make_mp4(args.size_kib * 1024, seed=n)
+            )
             for n in range(args.count)
         ]
         if args.fail:
@@ -262,8 +266,10 @@ def cmd_callback_url(args: argparse.Namespace) -> int:
 
     settings = _settings()
     if not settings.callback_signing_keys:
-        raise ConfigError("CALLBACK_SIGNING_KEYS is not set: generate one with `python3 -c 'import secrets; "
-                          "print(secrets.token_urlsafe(32))'` and give the same value to the receiver")
+        raise ConfigError(
+            "CALLBACK_SIGNING_KEYS is not set: generate one with `python3 -c 'import secrets; "
+            "print(secrets.token_urlsafe(32))'` and give the same value to the receiver"
+        )
     base = args.base or settings.public_base_url
     if not base:
         raise ConfigError("set PUBLIC_BASE_URL (e.g. https://archiver.example.com) or pass --base")
@@ -272,8 +278,11 @@ def cmd_callback_url(args: argparse.Namespace) -> int:
     url = tokens.callback_url(base, args.provider, token)
     print(url)
     if args.provider == "useapi":
-        print(f"# useapi.net: pass it as replyUrl; or pass {base.rstrip('/')}/callbacks/useapi as replyUrl and "
-              f"replyRef=token={token}", file=sys.stderr)
+        print(
+            f"# useapi.net: pass it as replyUrl; or pass {base.rstrip('/')}/callbacks/useapi as replyUrl and "
+            f"replyRef=token={token}",
+            file=sys.stderr,
+        )
     return 0
 
 

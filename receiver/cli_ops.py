@@ -52,8 +52,12 @@ def register(sub: Any) -> None:
     replay = sub.add_parser("replay", help="re-run a stored callback as a new job (operators only)")
     replay.add_argument("provider", help="kie, apixo, useapi, evolink or standard-<source>")
     replay.add_argument("task_id")
-    replay.add_argument("--delivery", type=int, metavar="N",
-                        help="delivery number as `show` prints it (default: the newest terminal one)")
+    replay.add_argument(
+        "--delivery",
+        type=int,
+        metavar="N",
+        help="delivery number as `show` prints it (default: the newest terminal one)",
+    )
     replay.add_argument("--dry-run", action="store_true", help="print the parsed event, enqueue nothing")
     replay.add_argument("--json", action="store_true")
     replay.set_defaults(func=cmd_replay)
@@ -100,8 +104,7 @@ def when(stamp: str | None, now: float) -> str:
 def table(header: Sequence[str], rows: Sequence[Sequence[object]], indent: str = "  ") -> list[str]:
     cells = [[str(c) for c in header], *[["-" if c is None else str(c) for c in row] for row in rows]]
     widths = [max(len(row[i]) for row in cells) for i in range(len(header))]
-    return [indent + "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip()
-            for row in cells]
+    return [indent + "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in cells]
 
 
 def _clip(text: str | None, width: int = ERROR_WIDTH) -> str:
@@ -115,8 +118,9 @@ def _clip(text: str | None, width: int = ERROR_WIDTH) -> str:
 def cmd_status(args: argparse.Namespace) -> int:
     settings = _settings()
     now = time.time()
-    report = inspect.status(_connect(settings), settings.queue_name,
-                            tracked_overdue_s=settings.reconcile_after_s, now=now)
+    report = inspect.status(
+        _connect(settings), settings.queue_name, tracked_overdue_s=settings.reconcile_after_s, now=now
+    )
     if args.json:
         _json({**report.to_json(), "stuck": report.stuck, "generated_at": inspect.iso(now)})
         return 0
@@ -140,18 +144,29 @@ def render_status(s: inspect.Status, now: float) -> list[str]:
     out += table(("", "", ""), [(name, n, note) for name, n, note in counts])[1:]
     out.append(f"workers: {len(s.workers)} alive")
     if s.workers:
-        out += table(("NAME", "STATE", "CURRENT JOB", "LAST HEARTBEAT"),
-                     [(w.name, w.state, w.current_job, f"{age(w.heartbeat_age_s)} ago") for w in s.workers])
+        out += table(
+            ("NAME", "STATE", "CURRENT JOB", "LAST HEARTBEAT"),
+            [(w.name, w.state, w.current_job, f"{age(w.heartbeat_age_s)} ago") for w in s.workers],
+        )
     total = sum(s.dead_letters.values())
     out.append(f"dead letters: {total}")
     if total:
         out += table(("REASON", "JOBS"), list(s.dead_letters.items()))
     if s.next_scheduled:
         out.append("scheduled retries (soonest first):")
-        out += table(("JOB", "TASK", "RUNS", "ATTEMPTS", "LAST ERROR"),
-                     [(r.job_id, f"{r.provider}/{r.task_id}", when(r.run_at, now), r.attempts,
-                       _clip(f"{r.last_reason}: {r.last_error}" if r.last_reason else "", 60))
-                      for r in s.next_scheduled])
+        out += table(
+            ("JOB", "TASK", "RUNS", "ATTEMPTS", "LAST ERROR"),
+            [
+                (
+                    r.job_id,
+                    f"{r.provider}/{r.task_id}",
+                    when(r.run_at, now),
+                    r.attempts,
+                    _clip(f"{r.last_reason}: {r.last_error}" if r.last_reason else "", 60),
+                )
+                for r in s.next_scheduled
+            ],
+        )
     tracked = f"tracked tasks: {s.tracked} not finished"
     if s.oldest_tracked:
         t = s.oldest_tracked
@@ -173,16 +188,18 @@ def render_status(s: inspect.Status, now: float) -> list[str]:
 def cmd_failed(args: argparse.Namespace) -> int:
     settings = _settings()
     now = time.time()
-    letters = inspect.dead_letters(_connect(settings), settings.queue_name, reason=args.reason,
-                                   provider=args.provider, limit=args.limit or None)
+    letters = inspect.dead_letters(
+        _connect(settings), settings.queue_name, reason=args.reason, provider=args.provider, limit=args.limit or None
+    )
     if args.json:
         _json([letter.to_json() for letter in letters])
         return 0
     if not letters:
         print("no dead letters" + (" match" if args.reason or args.provider else ""))
         return 0
-    rows = [(d.job_id, d.provider, d.task_id, d.reason, when(d.at, now), len(d.attempts), _clip(d.error))
-            for d in letters]
+    rows = [
+        (d.job_id, d.provider, d.task_id, d.reason, when(d.at, now), len(d.attempts), _clip(d.error)) for d in letters
+    ]
     for line in table(("JOB", "PROVIDER", "TASK", "REASON", "WHEN", "ATTEMPTS", "ERROR"), rows, indent=""):
         print(line)
     print(f"\n{len(letters)} dead letter(s); requeue with `veo-archiver retry JOB_ID` or `retry --reason R`")
@@ -199,17 +216,23 @@ def cmd_retry(args: argparse.Namespace) -> int:
         raise ConfigError("retry: name job ids, or choose with --reason R, --provider P or --all")
     settings = _settings()
     connection = _connect(settings)
-    letters, skipped = admin.select(connection, settings.queue_name, job_ids=args.job_ids,
-                                    reason=args.reason, provider=args.provider)
+    letters, skipped = admin.select(
+        connection, settings.queue_name, job_ids=args.job_ids, reason=args.reason, provider=args.provider
+    )
 
     def progress(done: int, total: int) -> None:
         if total >= PROGRESS_FROM:
             end = "\n" if done == total else ""
-            print(f"\r{'checked' if args.dry_run else 'requeued'} {done}/{total}", end=end, file=sys.stderr,
-                  flush=True)
+            print(f"\r{'checked' if args.dry_run else 'requeued'} {done}/{total}", end=end, file=sys.stderr, flush=True)
 
-    report = admin.retry(connection, settings.queue_name, letters, dry_run=args.dry_run, progress=progress,
-                         default_retries=len(settings.retry_intervals_s))
+    report = admin.retry(
+        connection,
+        settings.queue_name,
+        letters,
+        dry_run=args.dry_run,
+        progress=progress,
+        default_retries=len(settings.retry_intervals_s),
+    )
     report.skipped[:0] = skipped
     if args.json:
         _json(report.to_json())
@@ -222,8 +245,10 @@ def cmd_retry(args: argparse.Namespace) -> int:
         if not report.requeued and not report.skipped:
             print("no dead letter matches: nothing to requeue")
         else:
-            print(f"{verb} {len(report.requeued)} job(s) on {settings.queue_name}"
-                  + (f", skipped {len(report.skipped)}" if report.skipped else ""))
+            print(
+                f"{verb} {len(report.requeued)} job(s) on {settings.queue_name}"
+                + (f", skipped {len(report.skipped)}" if report.skipped else "")
+            )
     return 1 if report.skipped else 0
 
 
@@ -245,21 +270,32 @@ def cmd_replay(args: argparse.Namespace) -> int:
         if args.json:
             _json({**plan.to_json(), "dry_run": True, "queue": settings.queue_name})
             return 0
-        print(f"delivery #{plan.number} of {plan.provider}/{plan.task_id}: received "
-              f"{plan.record.get('callback', {}).get('received_at')}, outcome {plan.record.get('outcome')}")
+        print(
+            f"delivery #{plan.number} of {plan.provider}/{plan.task_id}: received "
+            f"{plan.record.get('callback', {}).get('received_at')}, outcome {plan.record.get('outcome')}"
+        )
         print("parsed event (verification operator):")
         print(json.dumps(plan.event.to_json(), indent=2, sort_keys=True))
-        print(f"dry run: would enqueue a new job {plan.job_id_pattern} on {settings.queue_name}; "
-              "nothing changed")
+        print(f"dry run: would enqueue a new job {plan.job_id_pattern} on {settings.queue_name}; nothing changed")
         return 0
     result = admin.replay(settings, plan)
     if args.json:
-        _json({**plan.to_json(), "dry_run": False, "queue": settings.queue_name, "outcome": result.outcome,
-               "job_id": result.job_id, "delivery_id": result.delivery_id})
+        _json(
+            {
+                **plan.to_json(),
+                "dry_run": False,
+                "queue": settings.queue_name,
+                "outcome": result.outcome,
+                "job_id": result.job_id,
+                "delivery_id": result.delivery_id,
+            }
+        )
         return 0
     print(f"replayed delivery #{plan.number} of {plan.provider}/{plan.task_id} ({plan.event.status.value})")
-    print(f"enqueued job {result.job_id} on {settings.queue_name}; follow it with "
-          f"`veo-archiver show {plan.provider} {plan.task_id}`")
+    print(
+        f"enqueued job {result.job_id} on {settings.queue_name}; follow it with "
+        f"`veo-archiver show {plan.provider} {plan.task_id}`"
+    )
     return 0
 
 
@@ -271,8 +307,9 @@ def cmd_show(args: argparse.Namespace) -> int:
 
     settings = _settings()
     connection = _connect(settings)
-    story = inspect.task_story(connection, settings.queue_name, args.provider, args.task_id,
-                               open_archive(settings.storage))
+    story = inspect.task_story(
+        connection, settings.queue_name, args.provider, args.task_id, open_archive(settings.storage)
+    )
     known = story.deliveries or story.jobs or story.manifest or story.tracked_since
     if args.json:
         _json(story.to_json())
@@ -287,10 +324,21 @@ def render_story(t: inspect.TaskStory, now: float) -> list[str]:
     out.append(f"  tracked: {'since ' + when(t.tracked_since, now) if t.tracked_since else 'no'}")
     out.append(f"deliveries: {len(t.deliveries)}")
     if t.deliveries:
-        out += table(("#", "RECEIVED", "REMOTE", "STATUS", "VERIFICATION", "OUTCOME", "JOB"),
-                     [(d.number, d.received_at, d.remote, d.status, d.verification,
-                       d.outcome + (f" at {d.replayed_at}" if d.replayed_at else "") if d.outcome else None,
-                       d.job_id) for d in t.deliveries])
+        out += table(
+            ("#", "RECEIVED", "REMOTE", "STATUS", "VERIFICATION", "OUTCOME", "JOB"),
+            [
+                (
+                    d.number,
+                    d.received_at,
+                    d.remote,
+                    d.status,
+                    d.verification,
+                    d.outcome + (f" at {d.replayed_at}" if d.replayed_at else "") if d.outcome else None,
+                    d.job_id,
+                )
+                for d in t.deliveries
+            ],
+        )
     out.append(f"jobs: {len(t.jobs)}")
     for j in t.jobs:
         label = f"{j.state}{' (replay)' if j.replay else ''}"
@@ -302,8 +350,7 @@ def render_story(t: inspect.TaskStory, now: float) -> list[str]:
             out.append(f"      result   {j.result.get('outcome')}")
         for n, a in enumerate(j.attempts, start=1):
             retry = f", retry in {age(a.get('retry_in_s'))}" if a.get("retry_in_s") is not None else ""
-            out.append(f"      attempt {n} failed {a.get('at')}: {a.get('reason')}: "
-                       f"{_clip(a.get('error'))}{retry}")
+            out.append(f"      attempt {n} failed {a.get('at')}: {a.get('reason')}: {_clip(a.get('error'))}{retry}")
         if j.next_run_at:
             out.append(f"      next run {when(j.next_run_at, now)}")
         if j.dead_letter:
@@ -319,13 +366,27 @@ def render_story(t: inspect.TaskStory, now: float) -> list[str]:
     else:
         m = t.manifest
         out.append(f"archive: {t.archive_location}")
-        out.append(f"  status {m.get('status')}, archived {m.get('archived_at')}, verification "
-                   f"{m.get('verification')}, job {m.get('job_id')}")
+        out.append(
+            f"  status {m.get('status')}, archived {m.get('archived_at')}, verification "
+            f"{m.get('verification')}, job {m.get('job_id')}"
+        )
         if m.get("failure"):
             out.append(f"  failure recorded: {json.dumps(m['failure'])}")
         if t.files:
-            out += table(("KEY", "SIZE", "SHA256", "IN ARCHIVE"),
-                         [(f.key, f.size, f.sha256,
-                           "yes" if f.stored_size == f.size else "MISSING" if f.stored_size is None
-                           else f"size {f.stored_size}") for f in t.files])
+            out += table(
+                ("KEY", "SIZE", "SHA256", "IN ARCHIVE"),
+                [
+                    (
+                        f.key,
+                        f.size,
+                        f.sha256,
+                        "yes"
+                        if f.stored_size == f.size
+                        else "MISSING"
+                        if f.stored_size is None
+                        else f"size {f.stored_size}",
+                    )
+                    for f in t.files
+                ],
+            )
     return out

@@ -72,8 +72,10 @@ def cmd_track(args: argparse.Namespace) -> int:
     tasks = [TaskRef(args.provider, check_task_id(t)) for t in dict.fromkeys(args.task_ids)]
     for r in register(_connect(settings), tasks, now=time.time()):
         note = "tracking" if r.new else "already tracked since"
-        print(f"{note} {r.provider} {r.task_id} ({iso(r.registered_at)}); polled if no terminal callback "
-              f"{settings.reconcile_after_s} s after that")
+        print(
+            f"{note} {r.provider} {r.task_id} ({iso(r.registered_at)}); polled if no terminal callback "
+            f"{settings.reconcile_after_s} s after that"
+        )
     return 0
 
 
@@ -85,18 +87,31 @@ def cmd_tracked(args: argparse.Namespace) -> int:
     entries: list[Any] = connection.zrange(keys.tracked_zset(), 0, args.limit - 1, withscores=True)
     members = [m.decode() if isinstance(m, bytes) else str(m) for m, _ in entries]
     polled: list[Any] = connection.zmscore(reconcile.POLLED_ZSET, members) if members else []
-    rows = [{"task": json.loads(member), "registered": float(score), "polled": last}
-            for (_, score), member, last in zip(entries, members, polled, strict=True)]
+    rows = [
+        {"task": json.loads(member), "registered": float(score), "polled": last}
+        for (_, score), member, last in zip(entries, members, polled, strict=True)
+    ]
     total = connection.zcard(keys.tracked_zset())
     if args.json:
-        print(json.dumps({
-            "total": total,
-            "tracked": [{"provider": r["task"][0], "task_id": r["task"][1],
-                         "registered_at": iso(r["registered"]),
-                         "polled_at": iso(r["polled"]) if r["polled"] else None} for r in rows],
-            "last_sweep": reconcile.last_report(connection),
-            "dropped": reconcile.dropped(connection, args.limit),
-        }, indent=2))
+        print(
+            json.dumps(
+                {
+                    "total": total,
+                    "tracked": [
+                        {
+                            "provider": r["task"][0],
+                            "task_id": r["task"][1],
+                            "registered_at": iso(r["registered"]),
+                            "polled_at": iso(r["polled"]) if r["polled"] else None,
+                        }
+                        for r in rows
+                    ],
+                    "last_sweep": reconcile.last_report(connection),
+                    "dropped": reconcile.dropped(connection, args.limit),
+                },
+                indent=2,
+            )
+        )
         return 0
     print(f"{total} tracked task(s)")
     for r in rows:
@@ -104,12 +119,15 @@ def cmd_tracked(args: argparse.Namespace) -> int:
         print(f"  {r['task'][0]:8} {r['task'][1]}  registered {now - r['registered']:.0f} s ago, {seen}")
     report = reconcile.last_report(connection)
     if report:
-        counts = ", ".join(f"{k} {report[k]}" for k in ("examined", "submitted", "in_progress", "dropped",
-                                                        "errors", "waiting", "finished", "deferred"))
+        counts = ", ".join(
+            f"{k} {report[k]}"
+            for k in ("examined", "submitted", "in_progress", "dropped", "errors", "waiting", "finished", "deferred")
+        )
         print(f"last sweep {report['at']}: {counts}")
     for item in reconcile.dropped(connection, args.limit):
-        print(f"  dropped {item['dropped_at']}: {item['provider']} {item['task_id']}: {item['reason']}: "
-              f"{item['detail']}")
+        print(
+            f"  dropped {item['dropped_at']}: {item['provider']} {item['task_id']}: {item['reason']}: {item['detail']}"
+        )
     return 0
 
 
@@ -147,8 +165,13 @@ def cmd_notify(args: argparse.Namespace) -> int:
     from workers.notify import Notifier, NotifyPolicy
 
     settings = _settings()
-    policy = NotifyPolicy(max_attempts=args.max_attempts, retry_base_s=args.retry_base,
-                          retry_cap_s=args.retry_cap, claim_after_s=args.claim_after, timeout_s=args.timeout)
+    policy = NotifyPolicy(
+        max_attempts=args.max_attempts,
+        retry_base_s=args.retry_base,
+        retry_cap_s=args.retry_cap,
+        claim_after_s=args.claim_after,
+        timeout_s=args.timeout,
+    )
     notifier = Notifier(_connect(settings), settings, policy=policy)  # ConfigError before anything runs
     notifier.ensure_group(from_start=args.from_start)
     stop = _StopFlag()
@@ -192,19 +215,29 @@ def register(sub: Any) -> None:
 
     sweep = sub.add_parser("sweep", help="poll the status API of tracked tasks whose callback never came")
     sweep.add_argument("--once", action="store_true", help="one sweep now, print its summary, exit")
-    sweep.add_argument("--after", type=_at_least_zero, default=None,
-                       help="seconds since registration before a task is polled (default RECONCILE_AFTER)")
+    sweep.add_argument(
+        "--after",
+        type=_at_least_zero,
+        default=None,
+        help="seconds since registration before a task is polled (default RECONCILE_AFTER)",
+    )
     sweep.add_argument("--json", action="store_true", help="print the report as JSON (with --once)")
     sweep.set_defaults(func=cmd_sweep)
 
     notify = sub.add_parser("notify", help="POST each outcome to NOTIFY_URLS (Standard Webhooks-signed)")
     notify.add_argument("--max-attempts", type=_positive(int), default=10)
-    notify.add_argument("--retry-base", type=_positive(float), default=10.0,
-                        help="first retry delay, seconds (doubles per attempt)")
+    notify.add_argument(
+        "--retry-base", type=_positive(float), default=10.0, help="first retry delay, seconds (doubles per attempt)"
+    )
     notify.add_argument("--retry-cap", type=_positive(float), default=3600.0, help="longest wait, seconds")
-    notify.add_argument("--claim-after", type=_positive(float), default=300.0,
-                        help="seconds an entry stays pending in a dead notifier before another takes it")
+    notify.add_argument(
+        "--claim-after",
+        type=_positive(float),
+        default=300.0,
+        help="seconds an entry stays pending in a dead notifier before another takes it",
+    )
     notify.add_argument("--timeout", type=_positive(float), default=10.0, help="per-POST timeout, seconds")
-    notify.add_argument("--from-start", action="store_true",
-                        help="when creating the consumer group, start at the stream's oldest entry")
+    notify.add_argument(
+        "--from-start", action="store_true", help="when creating the consumer group, start at the stream's oldest entry"
+    )
     notify.set_defaults(func=cmd_notify)

@@ -11,41 +11,32 @@ from dataclasses import dataclass, field
 from typing import Any
 
 
-class Provider(str, enum.Enum):
+class Provider(enum.StrEnum):
     KIE = "kie"
     APIXO = "apixo"
     USEAPI = "useapi"
     EVOLINK = "evolink"
 
-    def __str__(self) -> str:
-        return self.value
 
-
-class TaskStatus(str, enum.Enum):
+class TaskStatus(enum.StrEnum):
     SUCCEEDED = "succeeded"
     FAILED = "failed"
     IN_PROGRESS = "in_progress"
     UNKNOWN = "unknown"
-
-    def __str__(self) -> str:
-        return self.value
 
     @property
     def terminal(self) -> bool:
         return self in (TaskStatus.SUCCEEDED, TaskStatus.FAILED)
 
 
-class Verification(str, enum.Enum):
+class Verification(enum.StrEnum):
     """How the receiver convinced itself the callback is genuine."""
 
     SIGNATURE = "signature"  # provider HMAC headers (kie.ai)
-    TOKEN = "token"  # our own signed callback-URL token
+    TOKEN = "token"  # noqa: S105  (our own signed callback-URL token, not a password)
     UNSIGNED = "unsigned"  # the operator explicitly allowed unsigned callbacks
     OPERATOR = "operator"  # replayed by an operator
     PROVIDER_API = "provider_api"  # read from the provider's status API (confirmation, reconciliation)
-
-    def __str__(self) -> str:
-        return self.value
 
 
 @dataclass(frozen=True)

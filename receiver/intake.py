@@ -71,7 +71,7 @@ if outcome == 'accepted' or outcome == 'replayed' then
   redis.call('RPUSH', KEYS[3], ARGV[1])
 end
 return outcome
-""" % {"per_task": DELIVERIES_PER_TASK}
+""".replace("%(per_task)d", str(DELIVERIES_PER_TASK))
 
 
 @dataclass(frozen=True)
@@ -204,7 +204,9 @@ class Intake:
         delivery_id = uuid.uuid4().hex
         envelope = build_envelope(event, delivery, delivery_id)
         record: dict[str, Any] = {
-            "delivery_id": delivery_id, "event": event.to_json(), "callback": envelope["callback"],
+            "delivery_id": delivery_id,
+            "event": event.to_json(),
+            "callback": envelope["callback"],
         }
         if replay:
             record["replayed_at"] = iso(time.time())

@@ -77,9 +77,7 @@ class ReceiverMetrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
-        self.received = Counter(
-            f"{NS}_callbacks_received", "Callbacks received (any answer)", ["provider"], registry=r
-        )
+        self.received = Counter(f"{NS}_callbacks_received", "Callbacks received (any answer)", ["provider"], registry=r)
         self.accepted = Counter(
             f"{NS}_callbacks_accepted",
             "Terminal callbacks whose archive job was enqueued",
@@ -110,9 +108,7 @@ class ReceiverMetrics:
             ["provider", "reason"],
             registry=r,
         )
-        self.errors = Counter(
-            f"{NS}_callbacks_errors", "Callbacks answered 500", ["provider", "reason"], registry=r
-        )
+        self.errors = Counter(f"{NS}_callbacks_errors", "Callbacks answered 500", ["provider", "reason"], registry=r)
         self.enqueue_seconds = Histogram(
             f"{NS}_enqueue_seconds",
             "Time to record a callback and enqueue its job in Redis",
@@ -323,9 +319,7 @@ class SnapshotCollector:
 
     def collect(self) -> Iterator[Metric]:
         snap, q = self.snapshot, self.snapshot.queue
-        yield GaugeMetricFamily(
-            f"{NS}_redis_up", "1 when Redis answered this scrape", value=int(snap.redis_up)
-        )
+        yield GaugeMetricFamily(f"{NS}_redis_up", "1 when Redis answered this scrape", value=int(snap.redis_up))
         yield GaugeMetricFamily(
             f"{NS}_redis_read_seconds",
             "Time to read the Redis figures for this scrape",
@@ -336,9 +330,7 @@ class SnapshotCollector:
         depth = GaugeMetricFamily(f"{NS}_queue_depth", "Jobs waiting in the queue", labels=["queue"])
         depth.add_metric([q], snap.queued)
         yield depth
-        registries = GaugeMetricFamily(
-            f"{NS}_registry_jobs", "Jobs in each RQ registry", labels=["queue", "registry"]
-        )
+        registries = GaugeMetricFamily(f"{NS}_registry_jobs", "Jobs in each RQ registry", labels=["queue", "registry"])
         for name, count in snap.registries.items():
             registries.add_metric([q, name], count)
         yield registries
@@ -384,12 +376,8 @@ class SnapshotCollector:
                 archived.add_metric([parts[1][:MAX_LABEL]], _int(value))
         yield outcomes
         yield archived
-        duration = HistogramMetricFamily(
-            f"{NS}_job_duration_seconds", "Archive job duration (archived or dead letter)"
-        )
-        duration.add_metric(
-            [], _bucketed(stats, "duration", DURATION_BUCKETS_S), _float(stats.get("duration_sum"))
-        )
+        duration = HistogramMetricFamily(f"{NS}_job_duration_seconds", "Archive job duration (archived or dead letter)")
+        duration.add_metric([], _bucketed(stats, "duration", DURATION_BUCKETS_S), _float(stats.get("duration_sum")))
         yield duration
         time_left = HistogramMetricFamily(
             f"{NS}_url_time_left_seconds",

@@ -105,9 +105,7 @@ async def endpoint(settings: Settings, request: Request, *, now: float | None = 
             {"WWW-Authenticate": 'Bearer realm="veo-archiver"'},
         )
     data = await read_ops(request.state.redis, settings.queue_name, now=now)
-    return HTMLResponse(
-        render(data, now=now), status_code=200 if data.snapshot.redis_up else 503, headers=HEADERS
-    )
+    return HTMLResponse(render(data, now=now), status_code=200 if data.snapshot.redis_up else 503, headers=HEADERS)
 
 
 def route(settings: Settings) -> Route:
@@ -272,39 +270,91 @@ def render(data: OpsData, *, now: float) -> str:
         status = f'<span class="bad">Redis unreachable: {e(snap.error)}</span>'
     if data.error:
         status += f' <span class="bad">(partial read: {e(data.error)})</span>'
-    cards = [("queued", snap.queued), *snap.registries.items(), ("workers", len(snap.workers)),
-             ("oldest waiting", _age(snap.oldest_queued_age_s)), ("tracked pending", snap.tracked_pending)]
-    card_html = "".join(f'<div class="card" id="card-{e(name.replace(" ", "-"))}"><b>{e(value)}</b>'
-                        f"<span>{e(name)}</span></div>" for name, value in cards)
+    cards = [
+        ("queued", snap.queued),
+        *snap.registries.items(),
+        ("workers", len(snap.workers)),
+        ("oldest waiting", _age(snap.oldest_queued_age_s)),
+        ("tracked pending", snap.tracked_pending),
+    ]
+    card_html = "".join(
+        f'<div class="card" id="card-{e(name.replace(" ", "-"))}"><b>{e(value)}</b><span>{e(name)}</span></div>'
+        for name, value in cards
+    )
     workers = table(
         "workers",
         ["name*", "host", "pid", "state", "current job*", "last heartbeat", "born", "ok", "failed"],
-        [(w.name, w.hostname, w.pid, w.state, w.current_job, when(w.last_heartbeat), when(w.birth),
-          w.successful, w.failed) for w in snap.workers],
+        [
+            (
+                w.name,
+                w.hostname,
+                w.pid,
+                w.state,
+                w.current_job,
+                when(w.last_heartbeat),
+                when(w.birth),
+                w.successful,
+                w.failed,
+            )
+            for w in snap.workers
+        ],
         "no live worker",
     )
     outcomes = table(
         "archives",
         ["at", "outcome", "provider", "task id*", "status", "files", "bytes", "manifest*", "reason"],
-        [(stream_time(o["_id"]), o.get("outcome"), o.get("provider"), o.get("task_id"), o.get("status"),
-          _files(o.get("files", "")), size(o.get("bytes") or 0), o.get("location") or o.get("manifest"),
-          o.get("reason")) for o in data.outcomes],
+        [
+            (
+                stream_time(o["_id"]),
+                o.get("outcome"),
+                o.get("provider"),
+                o.get("task_id"),
+                o.get("status"),
+                _files(o.get("files", "")),
+                size(o.get("bytes") or 0),
+                o.get("location") or o.get("manifest"),
+                o.get("reason"),
+            )
+            for o in data.outcomes
+        ],
         "nothing finished yet",
     )
     failures = table(
-        "failures", ["at", "provider", "task id*", "reason", "error!", "attempts", "job id*"],
-        [(when(f["at"]), f["provider"], f["task_id"], f["reason"], str(f["error"])[:ERROR_CHARS],
-          f["attempts"], f["job_id"]) for f in data.failures],
+        "failures",
+        ["at", "provider", "task id*", "reason", "error!", "attempts", "job id*"],
+        [
+            (
+                when(f["at"]),
+                f["provider"],
+                f["task_id"],
+                f["reason"],
+                str(f["error"])[:ERROR_CHARS],
+                f["attempts"],
+                f["job_id"],
+            )
+            for f in data.failures
+        ],
         "no dead letter",
     )
     events = table(
-        "deliveries", ["at", "provider", "task id*", "status", "outcome", "job id*"],
-        [(stream_time(v["_id"]), v.get("provider"), v.get("task_id"), v.get("status"), v.get("outcome"),
-          v.get("job_id")) for v in data.events],
+        "deliveries",
+        ["at", "provider", "task id*", "status", "outcome", "job id*"],
+        [
+            (
+                stream_time(v["_id"]),
+                v.get("provider"),
+                v.get("task_id"),
+                v.get("status"),
+                v.get("outcome"),
+                v.get("job_id"),
+            )
+            for v in data.events
+        ],
         "no delivery yet",
     )
     tracked = table(
-        "tracked", ["registered", "provider", "task id*", "waiting"],
+        "tracked",
+        ["registered", "provider", "task id*", "waiting"],
         [(iso(score), provider, task_id, _age(now - score)) for provider, task_id, score in data.tracked],
         "no tracked task pending",
     )

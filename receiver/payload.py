@@ -87,12 +87,7 @@ def get_int(parent: Mapping[str, Any], key: str, *, path: str, required: bool = 
             raise InvalidPayload(f"{path}: required integer is missing")
         return None
     if isinstance(value, bool) or not isinstance(value, int):
-        if (
-            isinstance(value, str)
-            and value.isascii()
-            and value.strip().removeprefix("-").isdigit()
-            and len(value) < 64
-        ):
+        if isinstance(value, str) and value.isascii() and value.strip().removeprefix("-").isdigit() and len(value) < 64:
             return int(value.strip())
         raise InvalidPayload(f"{path}: expected an integer, got {type(value).__name__}")
     return value

@@ -92,7 +92,12 @@ class StorageSettings:
 
 
 PROVIDERS = ("kie", "apixo", "useapi", "evolink")
-_API_KEY_VARS = {"kie": "KIE_API_KEY", "apixo": "APIXO_API_KEY", "useapi": "USEAPI_API_TOKEN", "evolink": "EVOLINK_API_KEY"}
+_API_KEY_VARS = {
+    "kie": "KIE_API_KEY",
+    "apixo": "APIXO_API_KEY",
+    "useapi": "USEAPI_API_TOKEN",
+    "evolink": "EVOLINK_API_KEY",
+}
 _API_BASES = {
     "kie": "https://api.kie.ai",
     "apixo": "https://api.apixo.ai",
@@ -141,7 +146,9 @@ def _standard_secrets(raw: str | None) -> dict[str, tuple[str, ...]]:
     for entry in _split(raw):
         source, sep, secret = entry.partition(":")
         if not sep or not source.strip() or not secret.strip():
-            raise ConfigError(f"STANDARD_WEBHOOK_SECRETS entry {entry[:12]!r}…: expected source:whsec_… or source:whpk_…")
+            raise ConfigError(
+                f"STANDARD_WEBHOOK_SECRETS entry {entry[:12]!r}…: expected source:whsec_… or source:whpk_…"
+            )
         out.setdefault(source.strip().lower(), []).append(secret.strip())
     return {k: tuple(v) for k, v in out.items()}
 
@@ -230,11 +237,15 @@ class Settings:
         try:
             intervals = tuple(int(v) for v in intervals_raw) or cls.retry_intervals_s
         except ValueError:
-            raise ConfigError(f"RETRY_INTERVALS={env.get('RETRY_INTERVALS')!r}: expected seconds, comma-separated") from None
+            raise ConfigError(
+                f"RETRY_INTERVALS={env.get('RETRY_INTERVALS')!r}: expected seconds, comma-separated"
+            ) from None
         open_providers = _split((env.get("OPEN_PROVIDERS") or "").lower())
         unknown = [p for p in open_providers if p not in PROVIDERS]
         if unknown:
-            raise ConfigError(f"OPEN_PROVIDERS: unknown provider(s) {', '.join(unknown)}; known: {', '.join(PROVIDERS)}")
+            raise ConfigError(
+                f"OPEN_PROVIDERS: unknown provider(s) {', '.join(unknown)}; known: {', '.join(PROVIDERS)}"
+            )
         settings = cls(
             redis_url=env.get("REDIS_URL") or DEFAULT_REDIS_URL,
             queue_name=env.get("QUEUE_NAME") or "veo-archiver",

@@ -84,9 +84,7 @@ def _hmac_key(secret: str) -> bytes:
     if key is None:
         raise ConfigError("a v1 secret is not whsec_<base64>")
     if len(key) < MIN_SECRET_BYTES:
-        raise ConfigError(
-            f"a v1 secret holds {len(key)} bytes; the spec requires at least {MIN_SECRET_BYTES}"
-        )
+        raise ConfigError(f"a v1 secret holds {len(key)} bytes; the spec requires at least {MIN_SECRET_BYTES}")
     return key
 
 
@@ -122,9 +120,7 @@ def parse_secrets(secrets: Sequence[str]) -> Keyring:
             else:
                 hmac_keys.append(_hmac_key(text))
         except ConfigError as exc:
-            raise ConfigError(
-                f"Standard Webhooks secret #{position} of {len(secrets)}: {exc.message}"
-            ) from None
+            raise ConfigError(f"Standard Webhooks secret #{position} of {len(secrets)}: {exc.message}") from None
     return Keyring(hmac_keys=tuple(hmac_keys), public_keys=tuple(public_keys))
 
 
@@ -163,9 +159,7 @@ def _headers(headers: Mapping[str, str]) -> tuple[str, str, str, str]:
     values = [lowered.get(name, "").strip() for name in names]
     missing = [name for name, value in zip(names, values, strict=True) if not value]
     if missing:
-        raise Rejected(
-            f"missing Standard Webhooks header(s): {', '.join(missing)}", reason="signature_missing"
-        )
+        raise Rejected(f"missing Standard Webhooks header(s): {', '.join(missing)}", reason="signature_missing")
     return prefix, values[0], values[1], values[2]
 
 
@@ -191,9 +185,7 @@ def verify(
         raise Rejected(f"{prefix}timestamp is not a Unix time in seconds", reason="timestamp_malformed")
     ts = int(ts_text)
     if ts < now - tolerance_s:
-        raise Rejected(
-            f"stale timestamp: {now - ts:.0f} s old (tolerance {tolerance_s} s)", reason="timestamp_stale"
-        )
+        raise Rejected(f"stale timestamp: {now - ts:.0f} s old (tolerance {tolerance_s} s)", reason="timestamp_stale")
     if ts > now + tolerance_s:
         raise Rejected(
             f"timestamp {ts - now:.0f} s in the future (tolerance {tolerance_s} s)",

@@ -53,15 +53,20 @@ class Registration:
     new: bool
 
     def to_json(self) -> dict[str, Any]:
-        return {"provider": self.provider, "task_id": self.task_id,
-                "registered_at": iso(self.registered_at), "new": self.new}
+        return {
+            "provider": self.provider,
+            "task_id": self.task_id,
+            "registered_at": iso(self.registered_at),
+            "new": self.new,
+        }
 
 
 def check_provider(settings: Settings, provider: str) -> None:
     """The provider must be known and have a status API key: the sweep polls with it."""
     if provider not in PROVIDERS:
-        raise InvalidPayload(f"unknown provider {provider!r}; expected one of {', '.join(PROVIDERS)}",
-                             reason="unknown_provider")
+        raise InvalidPayload(
+            f"unknown provider {provider!r}; expected one of {', '.join(PROVIDERS)}", reason="unknown_provider"
+        )
     configured = settings.providers.get(provider)
     if configured is None or not configured.api_key:
         raise InvalidPayload(
@@ -95,12 +100,10 @@ def parse_tasks(settings: Settings, body: bytes) -> list[TaskRef]:
     for n, item in enumerate(items):
         where = f"[{n}]" if isinstance(data, list) else "body"
         if not isinstance(item, dict):
-            raise InvalidPayload(f"{where}: expected an object with provider and task_id",
-                                 reason="invalid_task")
+            raise InvalidPayload(f"{where}: expected an object with provider and task_id", reason="invalid_task")
         unknown = set(item) - {"provider", "task_id"}
         if unknown:
-            raise InvalidPayload(f"{where}: unknown field(s) {', '.join(sorted(unknown))}",
-                                 reason="invalid_task")
+            raise InvalidPayload(f"{where}: unknown field(s) {', '.join(sorted(unknown))}", reason="invalid_task")
         provider = item.get("provider")
         if not isinstance(provider, str):
             raise InvalidPayload(f"{where}.provider: expected a string", reason="unknown_provider")
@@ -130,15 +133,18 @@ def register(connection: redis.Redis, tasks: Sequence[TaskRef], *, now: float) -
 
 
 def _refusal(exc: RequestError, headers: dict[str, str] | None = None) -> Response:
-    return JSONResponse({"code": exc.status_code, "msg": exc.message, "reason": exc.reason},
-                        status_code=exc.status_code, headers=headers)
+    return JSONResponse(
+        {"code": exc.status_code, "msg": exc.message, "reason": exc.reason},
+        status_code=exc.status_code,
+        headers=headers,
+    )
 
 
 def authorized(settings: Settings, header: str | None) -> bool:
     scheme, _, token = (header or "").partition(" ")
     expected = settings.admin_token or ""
-    return bool(expected) and scheme.lower() == "bearer" and hmac.compare_digest(
-        token.strip().encode(), expected.encode()
+    return (
+        bool(expected) and scheme.lower() == "bearer" and hmac.compare_digest(token.strip().encode(), expected.encode())
     )
 
 
@@ -163,18 +169,23 @@ class TasksEndpoint:
     def _redis(self) -> redis.Redis:
         if self._connection is None:
             self._connection = redis.Redis.from_url(
-                self._settings.redis_url, socket_timeout=self._settings.enqueue_timeout_s,
+                self._settings.redis_url,
+                socket_timeout=self._settings.enqueue_timeout_s,
                 socket_connect_timeout=2.0,
             )
         return self._connection
 
     async def post(self, request: Request) -> Response:
         if not self._settings.admin_token:
-            return JSONResponse({"code": 404, "msg": "task registration is disabled: set ADMIN_TOKEN",
-                                 "reason": "disabled"}, status_code=404)
+            return JSONResponse(
+                {"code": 404, "msg": "task registration is disabled: set ADMIN_TOKEN", "reason": "disabled"},
+                status_code=404,
+            )
         if not authorized(self._settings, request.headers.get("authorization")):
-            return _refusal(Rejected("missing or wrong bearer token (Authorization: Bearer <ADMIN_TOKEN>)"),
-                            {"WWW-Authenticate": 'Bearer realm="veo-archiver"'})
+            return _refusal(
+                Rejected("missing or wrong bearer token (Authorization: Bearer <ADMIN_TOKEN>)"),
+                {"WWW-Authenticate": 'Bearer realm="veo-archiver"'},
+            )
         try:
             body = await _read_body(request)
             tasks = parse_tasks(self._settings, body)
@@ -185,8 +196,9 @@ class TasksEndpoint:
         except RequestError as exc:
             return _refusal(exc)
         except QueueUnavailable as exc:
-            return JSONResponse({"code": 503, "msg": exc.message, "reason": exc.reason}, status_code=503,
-                                headers={"Retry-After": "5"})
+            return JSONResponse(
+                {"code": 503, "msg": exc.message, "reason": exc.reason}, status_code=503, headers={"Retry-After": "5"}
+            )
         except ClientDisconnect:
             return Response(status_code=400)
         return JSONResponse({"tracked": [r.to_json() for r in registrations]})

@@ -59,9 +59,7 @@ class Chromium:
     def _run(self, *args: str) -> subprocess.CompletedProcess[str]:
         env = {**os.environ, "HOME": str(self.profile)}  # chromium writes caches under $HOME
         command = [self.binary, *FLAGS, f"--user-data-dir={self.profile}", *args]
-        result = subprocess.run(
-            command, capture_output=True, text=True, timeout=self.timeout_s, env=env, check=False
-        )
+        result = subprocess.run(command, capture_output=True, text=True, timeout=self.timeout_s, env=env, check=False)
         if result.returncode != 0:
             raise AssertionError(f"chromium exited {result.returncode}:\n{result.stderr[-3000:]}")
         return result

@@ -143,14 +143,10 @@ class DrillStack:
         return [v.decode() for v in self.rds.lrange(keys.rq_queue_key(QUEUE), 0, -1)]
 
     def outcomes(self) -> list[dict[str, str]]:
-        return [
-            {k.decode(): v.decode() for k, v in e.items()} for _, e in self.rds.xrange(keys.outcomes_stream())
-        ]
+        return [{k.decode(): v.decode() for k, v in e.items()} for _, e in self.rds.xrange(keys.outcomes_stream())]
 
     def events(self) -> list[dict[str, str]]:
-        return [
-            {k.decode(): v.decode() for k, v in e.items()} for _, e in self.rds.xrange(keys.events_stream())
-        ]
+        return [{k.decode(): v.decode() for k, v in e.items()} for _, e in self.rds.xrange(keys.events_stream())]
 
     # ----------------------------------------------------------------------------------------- S3 side
 

@@ -306,9 +306,7 @@ class MisbehavingServer:
                 time.sleep(trickle[1])
         return True
 
-    def _send_chunked(
-        self, conn: socket.socket, path: str, pieces: Iterable[bytes], limit: int | None
-    ) -> None:
+    def _send_chunked(self, conn: socket.socket, path: str, pieces: Iterable[bytes], limit: int | None) -> None:
         sent = 0
         for piece in pieces:
             if self._closing.is_set():
@@ -380,9 +378,7 @@ class LoopbackOnlyNetwork:
             ipaddress.ip_address(host)
         except ValueError:
             if self.resolver is None:
-                raise AssertionError(
-                    f"connect by name to {host}:{port}: nothing checked that address"
-                ) from None
+                raise AssertionError(f"connect by name to {host}:{port}: nothing checked that address") from None
             host = self.resolver(host, port)[0]
         if (host, port) in self.nat:
             return self._real(self.nat[(host, port)], *args, **kwargs)

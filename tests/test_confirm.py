@@ -34,7 +34,11 @@ def test_each_provider_states(cloud: ProviderCloud, provider: str) -> None:
     assert status.fetch(provider, task_id).status is TaskStatus.IN_PROGRESS
     cloud.set_task(provider, task_id, "succeeded", urls=[url])
     done = status.fetch(provider, task_id)
-    assert (done.status, done.result_urls, done.verification) == (TaskStatus.SUCCEEDED, (url,), Verification.PROVIDER_API)
+    assert (done.status, done.result_urls, done.verification) == (
+        TaskStatus.SUCCEEDED,
+        (url,),
+        Verification.PROVIDER_API,
+    )
     cloud.set_task(provider, task_id, "failed", failure_code="500", failure_message="boom")
     assert status.fetch(provider, task_id).status is TaskStatus.FAILED
 

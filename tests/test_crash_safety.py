@@ -96,16 +96,22 @@ class Stack:
 
     def assert_archived_once(self, task_id: str, files: FileHost, path: str, timeout: float) -> dict[str, Any]:
         manifest_key = keys.manifest_key("kie", task_id)
-        raw = wait_for(lambda: self.read(manifest_key), timeout,
-                       what="manifest\n" + "\n".join(w.log()[-2500:] for w in self.workers))
+        raw = wait_for(
+            lambda: self.read(manifest_key),
+            timeout,
+            what="manifest\n" + "\n".join(w.log()[-2500:] for w in self.workers),
+        )
         manifest = json.loads(raw)
         (entry,) = manifest["files"]
         assert entry["sha256"] == SHA and hashlib.sha256(self.read(entry["key"]) or b"").hexdigest() == SHA
         assert sorted(self.objects()) == sorted(
             f"a/{k}" for k in (entry["key"], manifest_key, keys.callback_key("kie", task_id, "succeeded"))
         )
-        archived = [e for _, e in self.rds.xrange(keys.outcomes_stream())
-                    if e[b"task_id"].decode() == task_id and e[b"outcome"] == b"archived"]
+        archived = [
+            e
+            for _, e in self.rds.xrange(keys.outcomes_stream())
+            if e[b"task_id"].decode() == task_id and e[b"outcome"] == b"archived"
+        ]
         assert len(archived) == 1, archived
         queue = Queue("veo-archiver", connection=self.rds, serializer=JSONSerializer)
         assert keys.job_id("kie", task_id, "succeeded") in FinishedJobRegistry(queue=queue).get_job_ids()
@@ -140,7 +146,11 @@ def files():  # type: ignore[no-untyped-def]
 
 
 def test_sigkill_of_the_whole_worker_mid_download_still_archives_exactly_once(
-    redis_server, seaweed, s3_bucket, files, tmp_path  # type: ignore[no-untyped-def]
+    redis_server,
+    seaweed,
+    s3_bucket,
+    files,
+    tmp_path,  # type: ignore[no-untyped-def]
 ) -> None:
     path = "/slow/0.mp4"
     url = files.add(path, VIDEO)
@@ -163,13 +173,16 @@ def test_sigkill_of_the_whole_worker_mid_download_still_archives_exactly_once(
         manifest = stack.assert_archived_once("veo_task_kill9", files, path, timeout=240)
     finally:
         stack.close()
-    job = Job.fetch(keys.job_id("kie", "veo_task_kill9", "succeeded"), connection=stack.rds,
-                    serializer=JSONSerializer)
+    job = Job.fetch(keys.job_id("kie", "veo_task_kill9", "succeeded"), connection=stack.rds, serializer=JSONSerializer)
     assert manifest["job_id"] == job.id
 
 
 def test_sigkill_of_the_work_horse_mid_download_is_retried_at_once(
-    redis_server, seaweed, s3_bucket, files, tmp_path  # type: ignore[no-untyped-def]
+    redis_server,
+    seaweed,
+    s3_bucket,
+    files,
+    tmp_path,  # type: ignore[no-untyped-def]
 ) -> None:
     path = "/slow/1.mp4"
     url = files.add(path, VIDEO)
@@ -193,7 +206,11 @@ def test_sigkill_of_the_work_horse_mid_download_is_retried_at_once(
 
 
 def test_sigterm_interrupts_a_long_download_and_another_worker_finishes_it(
-    redis_server, seaweed, s3_bucket, files, tmp_path  # type: ignore[no-untyped-def]
+    redis_server,
+    seaweed,
+    s3_bucket,
+    files,
+    tmp_path,  # type: ignore[no-untyped-def]
 ) -> None:
     path = "/slow/2.mp4"
     url = files.add(path, VIDEO)
@@ -214,7 +231,11 @@ def test_sigterm_interrupts_a_long_download_and_another_worker_finishes_it(
 
 
 def test_sigterm_lets_a_download_inside_the_grace_period_finish(
-    redis_server, seaweed, s3_bucket, files, tmp_path  # type: ignore[no-untyped-def]
+    redis_server,
+    seaweed,
+    s3_bucket,
+    files,
+    tmp_path,  # type: ignore[no-untyped-def]
 ) -> None:
     path = "/slow/3.mp4"
     url = files.add(path, VIDEO)

@@ -51,8 +51,9 @@ def test_retry_never_scheduled_past_the_deadline() -> None:
 
 
 def test_no_retry_once_the_url_is_about_to_expire() -> None:
-    decision = next_retry(attempt=0, max_attempts=20, now=NOW, deadline=NOW + SAFETY_MARGIN_S - 1, base_s=15,
-                          cap_s=3600)
+    decision = next_retry(
+        attempt=0, max_attempts=20, now=NOW, deadline=NOW + SAFETY_MARGIN_S - 1, base_s=15, cap_s=3600
+    )
     assert decision.delay_s is None and decision.reason == "url_expired"
 
 
@@ -63,8 +64,9 @@ def test_attempts_exhausted() -> None:
 
 @pytest.mark.parametrize("retry_after", [120.0, 10_000.0])
 def test_retry_after_is_honoured_up_to_the_cap(retry_after: float) -> None:
-    decision = next_retry(attempt=0, max_attempts=8, now=NOW, deadline=NOW + 10**6, base_s=15, cap_s=3600,
-                          retry_after_s=retry_after)
+    decision = next_retry(
+        attempt=0, max_attempts=8, now=NOW, deadline=NOW + 10**6, base_s=15, cap_s=3600, retry_after_s=retry_after
+    )
     assert decision.delay_s == min(retry_after, 3600)
 
 

@@ -169,9 +169,19 @@ def test_every_yaml_file_parses() -> None:
 def test_variable_discovery_sees_the_settings() -> None:
     """Guards the extraction the other tests rely on: if settings.py is refactored, this says so first."""
     names = settings_variables()
-    expected = {"REDIS_URL", "ARCHIVE_URL", "AWS_ENDPOINT_URL", "AWS_ALLOW_HTTP", "KIE_WEBHOOK_HMAC_KEYS",
-                "WORKER_SHUTDOWN_GRACE", "URL_LIFETIME_KIE", "DOWNLOAD_HOSTS_EVOLINK", "EVOLINK_API_BASE",
-                "USEAPI_API_TOKEN", "CALLBACK_SIGNING_KEYS"}
+    expected = {
+        "REDIS_URL",
+        "ARCHIVE_URL",
+        "AWS_ENDPOINT_URL",
+        "AWS_ALLOW_HTTP",
+        "KIE_WEBHOOK_HMAC_KEYS",
+        "WORKER_SHUTDOWN_GRACE",
+        "URL_LIFETIME_KIE",
+        "DOWNLOAD_HOSTS_EVOLINK",
+        "EVOLINK_API_BASE",
+        "USEAPI_API_TOKEN",
+        "CALLBACK_SIGNING_KEYS",
+    }
     assert expected <= names, expected - names
     assert {"LOG_LEVEL", "LOG_FORMAT", "FORWARDED_ALLOW_IPS"} <= set(cli_variables())
 
@@ -251,8 +261,13 @@ def test_compose_config_with_docker_when_available() -> None:
         # no compose plugin here: the structural tests below are the check
         assert COMPOSE.exists()
         return
-    result = subprocess.run(["docker", "compose", "-f", str(COMPOSE), "config", "--quiet"],
-                            capture_output=True, text=True, timeout=120, cwd=ROOT)
+    result = subprocess.run(
+        ["docker", "compose", "-f", str(COMPOSE), "config", "--quiet"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=ROOT,
+    )
     assert result.returncode == 0, result.stderr
 
 
@@ -340,8 +355,7 @@ def test_compose_environment_is_known_and_loads(compose: dict[str, Any]) -> None
 
 def run_sh(script: Path, env: Mapping[str, str], tmp_path: Path) -> subprocess.CompletedProcess[str]:
     full = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), **env}
-    return subprocess.run(["sh", str(script)], env=full, capture_output=True, text=True, timeout=60,
-                          cwd=tmp_path)
+    return subprocess.run(["sh", str(script)], env=full, capture_output=True, text=True, timeout=60, cwd=tmp_path)
 
 
 def test_seaweedfs_identity_template() -> None:
@@ -355,15 +369,20 @@ def test_seaweedfs_identity_template() -> None:
 def test_seaweedfs_entrypoint_renders_credentials(tmp_path: Path) -> None:
     rendered = tmp_path / "s3.json"
     base = {"S3_CONFIG_TEMPLATE": str(SEAWEED / "s3.json"), "S3_CONFIG": str(rendered), "RENDER_ONLY": "1"}
-    ok = run_sh(SEAWEED / "entrypoint.sh",
-                {**base, "AWS_ACCESS_KEY_ID": "archiver", "AWS_SECRET_ACCESS_KEY": "s3cr3t_-~+=/x"}, tmp_path)
+    ok = run_sh(
+        SEAWEED / "entrypoint.sh",
+        {**base, "AWS_ACCESS_KEY_ID": "archiver", "AWS_SECRET_ACCESS_KEY": "s3cr3t_-~+=/x"},
+        tmp_path,
+    )
     assert ok.returncode == 0, ok.stderr
     credential = json.loads(rendered.read_text())["identities"][0]["credentials"][0]
     assert credential == {"accessKey": "archiver", "secretKey": "s3cr3t_-~+=/x"}
     assert rendered.stat().st_mode & 0o077 == 0, "the rendered config holds a secret"
-    for bad in ({"AWS_ACCESS_KEY_ID": "archiver", "AWS_SECRET_ACCESS_KEY": ""},
-                {"AWS_ACCESS_KEY_ID": "archiver", "AWS_SECRET_ACCESS_KEY": 'a"b'},
-                {"AWS_ACCESS_KEY_ID": "a|b", "AWS_SECRET_ACCESS_KEY": "x"}):
+    for bad in (
+        {"AWS_ACCESS_KEY_ID": "archiver", "AWS_SECRET_ACCESS_KEY": ""},
+        {"AWS_ACCESS_KEY_ID": "archiver", "AWS_SECRET_ACCESS_KEY": 'a"b'},
+        {"AWS_ACCESS_KEY_ID": "a|b", "AWS_SECRET_ACCESS_KEY": "x"},
+    ):
         refused = run_sh(SEAWEED / "entrypoint.sh", {**base, **bad}, tmp_path)
         assert refused.returncode == 64, (bad, refused.stderr)
 
@@ -507,8 +526,11 @@ def test_receiver_deployment(manifests: list[dict[str, Any]]) -> None:
     assert service["spec"]["selector"].items() <= pod_labels.items()
     assert service["spec"]["ports"][0]["targetPort"] in (port, declared["name"])
     hpa = find(manifests, "HorizontalPodAutoscaler", "veo-archiver-receiver")
-    assert hpa["spec"]["scaleTargetRef"] == {"apiVersion": "apps/v1", "kind": "Deployment",
-                                             "name": "veo-archiver-receiver"}
+    assert hpa["spec"]["scaleTargetRef"] == {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "name": "veo-archiver-receiver",
+    }
     assert hpa["spec"]["minReplicas"] >= 2
     assert [m["resource"]["name"] for m in hpa["spec"]["metrics"]] == ["cpu"]
     assert "cpu" in container["resources"]["requests"], "a CPU HPA needs a CPU request"
@@ -557,8 +579,13 @@ def test_k8s_environment_is_known_and_loads(manifests: list[dict[str, Any]]) -> 
     assert not set(config) & set(secret), "a variable in both the ConfigMap and the Secret is confusing"
     secret_like = {n for n in known if re.search(r"KEY|SECRET|TOKEN", n)}
     assert not secret_like & set(config), "secrets belong in the Secret"
-    assert {"KIE_WEBHOOK_HMAC_KEYS", "CALLBACK_SIGNING_KEYS", "AWS_ACCESS_KEY_ID",
-            "AWS_SECRET_ACCESS_KEY", *_API_KEY_VARS.values()} <= set(secret)
+    assert {
+        "KIE_WEBHOOK_HMAC_KEYS",
+        "CALLBACK_SIGNING_KEYS",
+        "AWS_ACCESS_KEY_ID",
+        "AWS_SECRET_ACCESS_KEY",
+        *_API_KEY_VARS.values(),
+    } <= set(secret)
     settings = assert_loads({**config, **secret}, "configmap.yaml + secret.example.yaml")
     assert settings.storage.is_s3 and not settings.storage.allow_http
     assert (settings.public_base_url or "").startswith("https://"), "providers must call back over HTTPS"

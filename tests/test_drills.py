@@ -151,9 +151,7 @@ def test_redis_restart_between_ack_and_work_loses_nothing(
                 connection=stack.rds,
                 serializer=JSONSerializer,
             )
-            assert job.get_status() == "queued" and job.kwargs["envelope"]["event"]["result_urls"] == [
-                video.url
-            ]
+            assert job.get_status() == "queued" and job.kwargs["envelope"]["event"]["result_urls"] == [video.url]
 
         # only now does a worker run: every video archived exactly once
         started = time.monotonic()
@@ -161,9 +159,7 @@ def test_redis_restart_between_ack_and_work_loses_nothing(
         archive_s = stack.wait_archived(videos, timeout=240)
         wait_idle(stack, expected, timeout=60)
         stats = stack.assert_archived_exactly_once(videos)
-        assert all(files.completed[v.path] == 1 for v in videos), {
-            v.path: files.completed[v.path] for v in videos
-        }
+        assert all(files.completed[v.path] == 1 for v in videos), {v.path: files.completed[v.path] for v in videos}
         report(
             f"redis/{crash}",
             acked_before_crash=ACKED,
@@ -295,9 +291,7 @@ async def _storm(url: str, body: bytes, headers: dict[str, str]) -> list[dict[st
     limits = httpx.Limits(max_connections=per_client, max_keepalive_connections=per_client)
     async with contextlib.AsyncExitStack() as stack:
         clients = [
-            await stack.enter_async_context(
-                httpx.AsyncClient(limits=limits, timeout=httpx.Timeout(30, pool=120))
-            )
+            await stack.enter_async_context(httpx.AsyncClient(limits=limits, timeout=httpx.Timeout(30, pool=120)))
             for _ in range(CLIENTS)
         ]
 

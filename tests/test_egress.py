@@ -98,9 +98,7 @@ def test_refused_classes(address: str, why: str) -> None:
     assert reason is not None and why in reason, reason
 
 
-@pytest.mark.parametrize(
-    "address", ["93.184.216.34", "8.8.8.8", "1.1.1.1", "2606:4700:4700::1111", "64:ff9b::808:808"]
-)
+@pytest.mark.parametrize("address", ["93.184.216.34", "8.8.8.8", "1.1.1.1", "2606:4700:4700::1111", "64:ff9b::808:808"])
 def test_public_addresses_pass(address: str) -> None:
     assert refusal(ipaddress.ip_address(address)) is None
 
@@ -205,9 +203,7 @@ def test_only_http_and_https_urls(url: str, network: LoopbackOnlyNetwork) -> Non
     assert network.connects == []
 
 
-@pytest.mark.parametrize(
-    "url", ["http://cdn.example/v.mp4", "https://cdn.example:8443/a?b=c", "HTTPS://CDN.EXAMPLE/"]
-)
+@pytest.mark.parametrize("url", ["http://cdn.example/v.mp4", "https://cdn.example:8443/a?b=c", "HTTPS://CDN.EXAMPLE/"])
 def test_http_and_https_urls_pass(url: str) -> None:
     require_http_url(url)
 
@@ -225,14 +221,10 @@ def test_backend_refuses_before_any_connect(network: LoopbackOnlyNetwork) -> Non
     assert network.connects == []
 
 
-def test_backend_connects_to_the_checked_address(
-    server: MisbehavingServer, network: LoopbackOnlyNetwork
-) -> None:
+def test_backend_connects_to_the_checked_address(server: MisbehavingServer, network: LoopbackOnlyNetwork) -> None:
     network.nat[(PUBLIC, server.port)] = ("127.0.0.1", server.port)
     resolver = Resolver([PUBLIC], ["127.0.0.1"])
-    stream = GuardedBackend(EgressPolicy(resolver=resolver)).connect_tcp(
-        "cdn.example", server.port, timeout=5
-    )
+    stream = GuardedBackend(EgressPolicy(resolver=resolver)).connect_tcp("cdn.example", server.port, timeout=5)
     stream.close()
     assert resolver.calls == [("cdn.example", server.port)]
     assert network.connects == [(PUBLIC, server.port)]
@@ -257,9 +249,7 @@ def test_dns_rebinding_cannot_swap_the_address_after_the_check(
     assert network.connects == [(PUBLIC, server.port)]
 
 
-def test_every_new_connection_is_checked_again(
-    server: MisbehavingServer, network: LoopbackOnlyNetwork
-) -> None:
+def test_every_new_connection_is_checked_again(server: MisbehavingServer, network: LoopbackOnlyNetwork) -> None:
     """The first connection drops; the resume needs a new one, and by then the name points at 127.0.0.1."""
     server.add("/v.mp4", Route(body=VIDEO, drop_after=50_000))
     network.nat[(PUBLIC, server.port)] = ("127.0.0.1", server.port)
@@ -294,9 +284,7 @@ def test_proxy_environment_is_ignored(
         monkeypatch.setenv(name, f"http://127.0.0.1:{server.port}")
     resolver = Resolver(["10.9.8.7"])
     policy = FetchPolicy()
-    stream = VideoStream(
-        build_client(policy, EgressPolicy(resolver=resolver)), "http://intranet.example/v.mp4", policy
-    )
+    stream = VideoStream(build_client(policy, EgressPolicy(resolver=resolver)), "http://intranet.example/v.mp4", policy)
     with pytest.raises(DownloadRefused):
         b"".join(stream)
     assert sum(server.hits.values()) == 0 and network.connects == []

@@ -70,8 +70,12 @@ def run_archive_scenario(env: dict[str, str], tmp_path: Path, read_object, list_
             assert entry["size"] == len(data) and entry["content_type"] == "video/mp4"
         assert files.completed["/cdn/0.mp4"] == 1 and files.completed["/cdn/1.mp4"] == 1
         assert sorted(list_keys()) == sorted(
-            [keys.video_key("kie", task_id, 0), keys.video_key("kie", task_id, 1), manifest_key,
-             keys.callback_key("kie", task_id, "succeeded")]
+            [
+                keys.video_key("kie", task_id, 0),
+                keys.video_key("kie", task_id, 1),
+                manifest_key,
+                keys.callback_key("kie", task_id, "succeeded"),
+            ]
         )
 
 

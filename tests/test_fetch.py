@@ -146,9 +146,7 @@ class Fetcher:
         assert stream.error is None
         return stream
 
-    def fail(
-        self, target: Target, url: str, kind: type[ArchiverError], reason: str | None = None
-    ) -> ArchiverError:
+    def fail(self, target: Target, url: str, kind: type[ArchiverError], reason: str | None = None) -> ArchiverError:
         stream = VideoStream(self.client, url, self.policy)
         with pytest.raises(kind) as caught:
             target.archive.put_stream(KEY, stream)
@@ -216,9 +214,7 @@ def test_drop_without_range_support_is_transient(
     assert server.ranges("/v.mp4") == [None]  # no Range without Accept-Ranges
 
 
-def test_drop_after_parts_uploaded_aborts_the_multipart_upload(
-    server: MisbehavingServer, target: Target
-) -> None:
+def test_drop_after_parts_uploaded_aborts_the_multipart_upload(server: MisbehavingServer, target: Target) -> None:
     data = make_mp4(20 * MiB, seed=4)
     url = server.add("/big.mp4", Route(body=data, ranges=False, drop_after=18 * MiB))
     Fetcher(server).fail(target, url, DownloadTransient, "connection")
@@ -291,9 +287,7 @@ def test_content_length_smaller_than_body(server: MisbehavingServer, target: Tar
 
 @pytest.mark.parametrize("status", [403, 404, 410])
 def test_expired_link_is_permanent(server: MisbehavingServer, target: Target, status: int) -> None:
-    url = server.add(
-        "/v.mp4", Route(body=b"<Error>AccessDenied</Error>", status=status, content_type="text/xml")
-    )
+    url = server.add("/v.mp4", Route(body=b"<Error>AccessDenied</Error>", status=status, content_type="text/xml"))
     Fetcher(server).fail(target, url, DownloadFailed, f"http_{status}")
 
 
@@ -345,9 +339,7 @@ def test_redirect_to_allowed_host_is_followed(server: MisbehavingServer, target:
 def test_redirect_body_is_never_read(server: MisbehavingServer, target: Target) -> None:
     """httpx's own redirect following reads each redirect body whole: an endless one would never return."""
     server.add("/cdn/v.mp4", Route(body=VIDEO))
-    url = server.add(
-        "/signed", Route(status=302, location="/cdn/v.mp4", stream=endless(), content_type="text/html")
-    )
+    url = server.add("/signed", Route(status=302, location="/cdn/v.mp4", stream=endless(), content_type="text/html"))
     started = time.monotonic()
     assert_stored(target, Fetcher(server).archive(target, url))
     assert time.monotonic() - started < 10
@@ -379,12 +371,8 @@ def test_redirect_to_private_address_is_refused_before_connecting(
     assert ours == [("127.0.0.1", server.port)]  # the first hop only
 
 
-@pytest.mark.parametrize(
-    "location", ["file:///etc/passwd", "ftp://127.0.0.1/v.mp4", "gopher://127.0.0.1:70/_x"]
-)
-def test_redirect_to_other_scheme_is_refused(
-    server: MisbehavingServer, target: Target, location: str
-) -> None:
+@pytest.mark.parametrize("location", ["file:///etc/passwd", "ftp://127.0.0.1/v.mp4", "gopher://127.0.0.1:70/_x"])
+def test_redirect_to_other_scheme_is_refused(server: MisbehavingServer, target: Target, location: str) -> None:
     url = server.add("/signed", Route(status=302, location=location))
     Fetcher(server).fail(target, url, DownloadRefused, "scheme")
 
@@ -423,9 +411,7 @@ def test_html_labelled_as_video_is_not_a_video(server: MisbehavingServer, target
         ("application/json", False),
     ],
 )
-def test_allowed_types(
-    server: MisbehavingServer, tmp_path: Path, content_type: str | None, allowed: bool
-) -> None:
+def test_allowed_types(server: MisbehavingServer, tmp_path: Path, content_type: str | None, allowed: bool) -> None:
     archive = open_archive(StorageSettings(archive_url=str(tmp_path / "a")))
     target = Target("local", archive, lambda: [], lambda: [])
     url = server.add("/v", Route(body=VIDEO, content_type=content_type))
@@ -435,9 +421,7 @@ def test_allowed_types(
         Fetcher(server).fail(target, url, BadContent, "not_a_video")
 
 
-def test_content_length_over_the_cap_is_refused_before_the_body(
-    server: MisbehavingServer, target: Target
-) -> None:
+def test_content_length_over_the_cap_is_refused_before_the_body(server: MisbehavingServer, target: Target) -> None:
     url = server.add("/v.mp4", Route(body=VIDEO))
     Fetcher(server, max_bytes=len(VIDEO) - 1).fail(target, url, BadContent, "too_large")
 
@@ -454,17 +438,13 @@ def test_endless_body_stops_at_the_cap_with_flat_memory(server: MisbehavingServe
     fetcher = Fetcher(server, max_bytes=cap)
     with PeakRss() as peak:
         fetcher.fail(target, url, BadContent, "too_large")
-    assert peak.growth < 96 * MiB, (
-        f"memory grew by {peak.growth / MiB:.0f} MiB while streaming {cap // MiB} MiB"
-    )
+    assert peak.growth < 96 * MiB, f"memory grew by {peak.growth / MiB:.0f} MiB while streaming {cap // MiB} MiB"
     assert server.body_bytes_sent["/v.mp4"] < cap + 32 * MiB  # the client stopped reading
 
 
 def test_streamed_large_video_with_flat_memory(server: MisbehavingServer, target: Target) -> None:
     size = 128 * MiB
-    url = server.add(
-        "/v.mp4", Route(stream=lambda: iter_mp4(size, seed=5), declared_length=size, ranges=False)
-    )
+    url = server.add("/v.mp4", Route(stream=lambda: iter_mp4(size, seed=5), declared_length=size, ranges=False))
     with PeakRss() as peak:
         stream = Fetcher(server).archive(target, url)
     digest = hashlib.sha256()
@@ -472,9 +452,7 @@ def test_streamed_large_video_with_flat_memory(server: MisbehavingServer, target
         digest.update(chunk)
     assert (stream.size, stream.sha256) == (size, digest.hexdigest())
     assert target.sha_of(KEY) == (size, digest.hexdigest())
-    assert peak.growth < 96 * MiB, (
-        f"memory grew by {peak.growth / MiB:.0f} MiB while streaming {size // MiB} MiB"
-    )
+    assert peak.growth < 96 * MiB, f"memory grew by {peak.growth / MiB:.0f} MiB while streaming {size // MiB} MiB"
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -525,9 +503,7 @@ def test_job_reraises_the_download_error(server: MisbehavingServer, target: Targ
     target.assert_empty()
 
 
-def test_wrapped_iterator_error_is_recovered_from_stream_error(
-    server: MisbehavingServer, tmp_path: Path
-) -> None:
+def test_wrapped_iterator_error_is_recovered_from_stream_error(server: MisbehavingServer, tmp_path: Path) -> None:
     """If a storage library wraps the iterator's exception, ``stream.error`` still has the original."""
 
     class WrappingArchive:

@@ -140,9 +140,7 @@ class Harness:
             assert outcome in ("duplicate", "recorded"), outcome
         if req.expect is not None:
             provider, task_id, want = req.expect
-            assert status == 200, (
-                f"a well-formed, proven callback got {status} {response.text[:300]}: {describe(req)}"
-            )
+            assert status == 200, f"a well-formed, proven callback got {status} {response.text[:300]}: {describe(req)}"
             if want not in TERMINAL:
                 assert outcome == "recorded" and not new, (outcome, new)
             elif req.expect in self.callbacks and not new:
@@ -180,9 +178,7 @@ class Harness:
         assert job_id == keys.job_id(*callback)
         assert envelope["callback"]["body"] == req.body.decode("utf-8", errors="replace")
         if req.signed_task is not None:
-            assert event["task_id"] == req.signed_task, (
-                "a kie.ai signature for one task created another's job"
-            )
+            assert event["task_id"] == req.signed_task, "a kie.ai signature for one task created another's job"
         if req.expect is not None:
             assert callback == req.expect, (callback, req.expect)
         return callback
@@ -266,16 +262,12 @@ KEY_NAMES = (
 task_ids = st.one_of(st.sampled_from(POOL), st.text(min_size=1, max_size=12).filter(str.strip))
 odd_task_ids = st.one_of(
     task_ids,
-    st.builds(
-        lambda a, s, b: a + s + b, st.text(max_size=3), st.sampled_from(SURROGATES), st.text(max_size=3)
-    ),
+    st.builds(lambda a, s, b: a + s + b, st.text(max_size=3), st.sampled_from(SURROGATES), st.text(max_size=3)),
     st.sampled_from(["", " ", "\t"]),
 )
 texts = st.one_of(
     st.text(max_size=16),
-    st.sampled_from(
-        [*POOL, *URL_POOL, "200", "completed", "success", "failed", "video.completed", "token=garbage"]
-    ),
+    st.sampled_from([*POOL, *URL_POOL, "200", "completed", "success", "failed", "video.completed", "token=garbage"]),
 )
 scalars = st.one_of(st.none(), st.booleans(), st.integers(), st.floats(), texts)
 json_values = st.recursive(
@@ -464,9 +456,7 @@ def make(plan: Plan) -> Req:
 
     if proof.kind == "token":
         good = mint()
-        text = {0: good, 1: good[:-3], 2: good[:-1] + ("A" if good[-1] != "A" else "B"), 3: good.lower()}[
-            proof.garble
-        ]
+        text = {0: good, 1: good[:-3], 2: good[:-1] + ("A" if good[-1] != "A" else "B"), 3: good.lower()}[proof.garble]
         params["token"] = text
         valid = text == good and proof.good_key and not proof.expired and provider == proof.provider
     elif proof.kind == "reply_ref" and isinstance(body_obj, dict):
@@ -478,10 +468,7 @@ def make(plan: Plan) -> Req:
         else:
             body_obj["replyRef"] = good
         valid = (
-            provider == "useapi" == proof.provider
-            and proof.good_key
-            and not proof.expired
-            and not params.get("token")
+            provider == "useapi" == proof.provider and proof.good_key and not proof.expired and not params.get("token")
         )
     body = body_obj if isinstance(body_obj, bytes) else json.dumps(body_obj).encode()
 
@@ -502,19 +489,13 @@ def make(plan: Plan) -> Req:
                 if isinstance(body_obj, bytes)
                 else signed_task in _strings(body_obj)
             )
-            valid = (
-                provider == "kie" and proof.good_key and proof.fresh and not params.get("token") and appears
-            )
+            valid = provider == "kie" and proof.good_key and proof.fresh and not params.get("token") and appears
         else:
             signed_task = None
     elif proof.kind == "standard":
         ts = now + proof.ts_offset
         msg_id = f"msg_{secrets.token_hex(6)}"
-        secret = (
-            WHSEC
-            if proof.good_key
-            else "whsec_" + base64.b64encode(b"not-the-fuzz-secret-0123456789").decode()
-        )
+        secret = WHSEC if proof.good_key else "whsec_" + base64.b64encode(b"not-the-fuzz-secret-0123456789").decode()
         signed = body + b" " if proof.tamper else body
         drop(*(p + s for p in ("webhook-", "svix-") for s in ("id", "timestamp", "signature")))
         headers += [
@@ -604,9 +585,7 @@ def shaped_body(draw: st.DrawFn, shape: str, task_id: str) -> tuple[dict[str, An
         code = draw(st.sampled_from([400, 422, 500, 501]))
         body = kie_body(task_id, status, links, code)
         if status == "succeeded":
-            form = draw(
-                st.sampled_from(kie_sim.URL_FORMS if len(links) == 1 else ("list", "json", "bracket"))
-            )
+            form = draw(st.sampled_from(kie_sim.URL_FORMS if len(links) == 1 else ("list", "json", "bracket")))
             body["data"]["info"]["resultUrls"] = kie_sim.encode_urls(links, form)
         return body, status
     if shape == "apixo":
@@ -619,9 +598,7 @@ def shaped_body(draw: st.DrawFn, shape: str, task_id: str) -> tuple[dict[str, An
     if shape == "evolink":
         state = draw(st.sampled_from(sorted(EVOLINK_STATES)))
         # created= given: the simulator would otherwise read it out of the id (and choke on "a-b-²-c")
-        return evolink_sim.task_object(task_id, state, urls=links, created=1_760_000_000), EVOLINK_STATES[
-            state
-        ]
+        return evolink_sim.task_object(task_id, state, urls=links, created=1_760_000_000), EVOLINK_STATES[state]
     word = draw(st.sampled_from(sorted(STANDARD_STATES)))
     data: dict[str, Any] = {draw(st.sampled_from(["task_id", "taskId", "id"])): task_id, "status": word}
     if STANDARD_STATES[word] == "succeeded":
@@ -779,9 +756,7 @@ def well_formed_plans(draw: st.DrawFn) -> Plan:
         proof = draw(st.sampled_from([Proof(kind="kie_hmac"), Proof(kind="token", provider="kie")]))
     elif provider == "useapi":
         proof = draw(
-            st.sampled_from(
-                [Proof(kind="reply_ref", provider="useapi"), Proof(kind="token", provider="useapi")]
-            )
+            st.sampled_from([Proof(kind="reply_ref", provider="useapi"), Proof(kind="token", provider="useapi")])
         )
     elif provider.startswith("standard-"):
         proof = draw(st.sampled_from([Proof(kind="standard"), Proof(kind="standard", family="svix-")]))
@@ -848,9 +823,7 @@ def test_well_formed_proven_callbacks_are_accepted_once(harness: Harness) -> Non
 
 def test_standard_webhook_task_id_with_lone_surrogate_is_a_400(harness: Harness) -> None:
     body = b'{"type": "video.completed", "data": {"task_id": "abc\\ud800", "status": "completed"}}'
-    req = make(
-        Plan(path=f"/callbacks/standard/{SOURCE}", body=body, task_id=None, proof=Proof(kind="standard"))
-    )
+    req = make(Plan(path=f"/callbacks/standard/{SOURCE}", body=body, task_id=None, proof=Proof(kind="standard")))
     response = harness.send(req)
     harness.absorb()
     assert response.status_code == 400, response.status_code

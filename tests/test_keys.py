@@ -55,10 +55,7 @@ def test_useapi_style_ids(task_id: str) -> None:
 
 def test_useapi_id_encoding_is_stable() -> None:
     # Archive keys are persistent: the encoding of a given id must never change.
-    assert (
-        encode_task_id(USEAPI_ID)
-        == "j1731859234567v-u12345-email%3Ajo%2A%2A%2A%40gmail.com-bot%3Agoogle-flow"
-    )
+    assert encode_task_id(USEAPI_ID) == "j1731859234567v-u12345-email%3Ajo%2A%2A%2A%40gmail.com-bot%3Agoogle-flow"
 
 
 @pytest.mark.parametrize("task_id", [".", ".."])
@@ -70,9 +67,7 @@ def test_dot_segments_encoded(task_id: str) -> None:
     assert decode_task_id(encoded) == task_id
 
 
-@pytest.mark.parametrize(
-    "task_id", ["a/../b", "../etc/passwd", "/abs", "a/b", "..\\..\\x", "a\\b", "%2e%2e", "%"]
-)
+@pytest.mark.parametrize("task_id", ["a/../b", "../etc/passwd", "/abs", "a/b", "..\\..\\x", "a\\b", "%2e%2e", "%"])
 def test_path_like_ids_have_no_separator(task_id: str) -> None:
     encoded = encode_task_id(task_id)
     assert "/" not in encoded

@@ -113,9 +113,7 @@ def test_generate_success_does_not_mutate_body() -> None:
 
 
 def test_verification_is_carried_through() -> None:
-    assert (
-        kie.parse(GENERATE_SUCCESS, verification=Verification.UNSIGNED).verification is Verification.UNSIGNED
-    )
+    assert kie.parse(GENERATE_SUCCESS, verification=Verification.UNSIGNED).verification is Verification.UNSIGNED
 
 
 def test_event_round_trips_through_json() -> None:

@@ -76,9 +76,7 @@ def test_known_vector_is_the_documented_formula() -> None:
     assert len(base64.b64decode(expected_signature("secret", "veo_task_abc", 1750000000))) == 32
 
 
-@pytest.mark.parametrize(
-    ("key", "task_id", "ts"), [(KEY, TASK, NOW), ("k", "t", 0), ("ключ", "veo_task_é", "17")]
-)
+@pytest.mark.parametrize(("key", "task_id", "ts"), [(KEY, TASK, NOW), ("k", "t", 0), ("ключ", "veo_task_é", "17")])
 def test_kie_sign_matches_independent_computation(key: str, task_id: str, ts: int | str) -> None:
     assert kie.sign(key, task_id, ts) == expected_signature(key, task_id, ts)
 
@@ -186,12 +184,10 @@ def test_timestamp_within_tolerance_accepted(offset: int) -> None:
 
 def test_fractional_now_at_exact_tolerance() -> None:
     # now is a float in production (time.time()): the window is inclusive on both sides.
-    assert verify_kie(
-        signed_settings(), signed_headers(ts=NOW - 300), encode(success_body()), now=NOW + 0.0
-    ).task_id
-    assert reject_reason(
-        signed_settings(), signed_headers(ts=NOW - 300), encode(success_body()), now=NOW + 0.5
-    ) == ("timestamp_stale")
+    assert verify_kie(signed_settings(), signed_headers(ts=NOW - 300), encode(success_body()), now=NOW + 0.0).task_id
+    assert reject_reason(signed_settings(), signed_headers(ts=NOW - 300), encode(success_body()), now=NOW + 0.5) == (
+        "timestamp_stale"
+    )
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -279,10 +275,7 @@ def test_wrong_key_rejected() -> None:
 
 
 def test_stale_timestamp_rejected() -> None:
-    assert (
-        reject_reason(signed_settings(), signed_headers(ts=NOW - 301), encode(success_body()))
-        == "timestamp_stale"
-    )
+    assert reject_reason(signed_settings(), signed_headers(ts=NOW - 301), encode(success_body())) == "timestamp_stale"
 
 
 def test_future_timestamp_rejected() -> None:
@@ -392,9 +385,7 @@ def test_keys_configured_ignores_allow_unsigned() -> None:
     # Once a key is configured, kie_allow_unsigned must not open a way around the signature.
     settings = Settings(kie_hmac_keys=(KEY,), kie_allow_unsigned=True)
     assert reject_reason(settings, {}, encode(success_body())) == "signature_missing"
-    assert (
-        reject_reason(settings, signed_headers(key="wrong"), encode(success_body())) == "signature_mismatch"
-    )
+    assert reject_reason(settings, signed_headers(key="wrong"), encode(success_body())) == "signature_mismatch"
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -523,9 +514,7 @@ json_leaf = st.one_of(
 )
 json_value = st.recursive(
     json_leaf,
-    lambda inner: st.one_of(
-        st.lists(inner, max_size=3), st.dictionaries(st.text(max_size=8), inner, max_size=3)
-    ),
+    lambda inner: st.one_of(st.lists(inner, max_size=3), st.dictionaries(st.text(max_size=8), inner, max_size=3)),
     max_leaves=10,
 )
 kie_like_body = st.fixed_dictionaries(
@@ -597,8 +586,6 @@ def test_random_kie_like_bodies_raise_only_request_errors(
 def test_validly_signed_random_bodies_raise_only_request_errors(body: dict[str, Any], ts: int) -> None:
     # The body is not covered by the signature: a replayed valid signature can carry any body.
     data = body.get("data")
-    task_id = body.get("taskId") or (
-        data.get("taskId") or data.get("task_id") if isinstance(data, dict) else None
-    )
+    task_id = body.get("taskId") or (data.get("taskId") or data.get("task_id") if isinstance(data, dict) else None)
     headers = signed_headers(task_id=task_id if isinstance(task_id, str) else TASK, ts=ts)
     _only_request_errors(signed_settings(), headers, json.dumps(body).encode(), NOW)

@@ -57,9 +57,7 @@ def test_no_secret_in_receiver_or_worker_logs_and_ids_on_every_job_line(redis_se
                 headers = {**signed, "Authorization": "Bearer hunter2-bearer-secret"}
                 assert client.post("/callbacks/kie", content=body, headers=headers).status_code == 200
                 forged_body = json.dumps(kie_sim.success_body("veo_forged", [url])).encode()
-                assert (
-                    client.post("/callbacks/kie", content=forged_body, headers=forged_sig).status_code == 401
-                )
+                assert client.post("/callbacks/kie", content=forged_body, headers=forged_sig).status_code == 401
                 apixo = json.dumps(apixo_sim.success_body("apx_logged", [url])).encode()
                 assert client.post(f"/callbacks/apixo?token={token}", content=apixo).status_code == 200
                 assert client.post(f"/callbacks/apixo?token={forged_token}", content=apixo).status_code == 401
@@ -95,9 +93,7 @@ def test_no_secret_in_receiver_or_worker_logs_and_ids_on_every_job_line(redis_se
     for secret in secrets:
         assert secret not in output, f"a secret reached the logs: {secret[:6]}…"
 
-    lines = [
-        json.loads(line) for line in output.splitlines() if line.strip()
-    ]  # every line is one JSON object
+    lines = [json.loads(line) for line in output.splitlines() if line.strip()]  # every line is one JSON object
     assert not [line for line in lines if "color_message" in line]
     accepted = [line for line in lines if line["msg"] == "callback accepted"]
     assert {(line["provider"], line["task_id"]) for line in accepted} == {
@@ -140,9 +136,7 @@ def test_formatter_scrubs_messages_fields_and_tracebacks() -> None:
                 },
             )
             try:
-                raise ValueError(
-                    "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw in v1.apixo.0." + "A" * 43
-                )
+                raise ValueError("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw in v1.apixo.0." + "A" * 43)
             except ValueError:
                 logger.exception("failed")
         logger.info("outside")

@@ -143,16 +143,9 @@ def test_metrics_count_callbacks_and_worker_outcomes_exactly(redis_server, rds, 
     assert value(after, "veo_archiver_callbacks_duplicate_total", provider="kie") == 1
     assert value(after, "veo_archiver_callbacks_recorded_total", provider="apixo") == 1
     assert value(after, "veo_archiver_callbacks_accepted_total", provider="apixo") is None
-    assert (
-        value(after, "veo_archiver_callbacks_rejected_total", provider="kie", reason="signature_mismatch")
-        == 1
-    )
-    assert (
-        value(after, "veo_archiver_callbacks_rejected_total", provider="kie", reason="invalid_payload") == 1
-    )
-    assert (
-        value(after, "veo_archiver_callbacks_rejected_total", provider="apixo", reason="token_missing") == 1
-    )
+    assert value(after, "veo_archiver_callbacks_rejected_total", provider="kie", reason="signature_mismatch") == 1
+    assert value(after, "veo_archiver_callbacks_rejected_total", provider="kie", reason="invalid_payload") == 1
+    assert value(after, "veo_archiver_callbacks_rejected_total", provider="apixo", reason="token_missing") == 1
     assert not [k for k in after if k[0] == "veo_archiver_callbacks_unavailable_total"]
     assert value(after, "veo_archiver_enqueue_seconds_count") == 4
     assert value(after, "veo_archiver_enqueue_seconds_bucket", le="+Inf") == 4
@@ -204,10 +197,7 @@ def test_redis_down_gives_redis_up_0_and_counts_503s(redis_server, tmp_path) -> 
     assert value(samples, "veo_archiver_redis_up") == 0
     assert value(samples, "veo_archiver_callbacks_received_total", provider="kie") == 2
     assert value(samples, "veo_archiver_callbacks_accepted_total", provider="kie") == 1
-    assert (
-        value(samples, "veo_archiver_callbacks_unavailable_total", provider="kie", reason="queue_unavailable")
-        == 1
-    )
+    assert value(samples, "veo_archiver_callbacks_unavailable_total", provider="kie", reason="queue_unavailable") == 1
     assert not [k for k in samples if k[0].startswith("veo_archiver_queue_depth")]
 
 
@@ -216,14 +206,8 @@ def test_dead_letters_past_the_scan_limit_are_counted_as_not_scanned(redis_serve
     rds.zadd(failed, {f"job-{n}": time.time() + n for n in range(DEAD_LETTER_SCAN + 3)})
     with TestClient(create_app(settings_for(redis_server, tmp_path))) as client:
         samples = scrape(client)
-    assert (
-        value(samples, "veo_archiver_registry_jobs", queue="veo-archiver", registry="failed")
-        == DEAD_LETTER_SCAN + 3
-    )
-    assert (
-        value(samples, "veo_archiver_dead_letters", queue="veo-archiver", reason="missing")
-        == DEAD_LETTER_SCAN
-    )
+    assert value(samples, "veo_archiver_registry_jobs", queue="veo-archiver", registry="failed") == DEAD_LETTER_SCAN + 3
+    assert value(samples, "veo_archiver_dead_letters", queue="veo-archiver", reason="missing") == DEAD_LETTER_SCAN
     assert value(samples, "veo_archiver_dead_letters", queue="veo-archiver", reason="not_scanned") == 3
 
 

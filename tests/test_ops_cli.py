@@ -74,8 +74,9 @@ class World:
     def deliver(self, task_id: str, url: str | None = None, *, fail: int | None = None) -> str:
         body = kie_sim.failure_body(task_id, fail) if fail else kie_sim.success_body(task_id, [url or ""])
         with TestClient(create_app(self.settings)) as client:
-            response = client.post("/callbacks/kie", content=json.dumps(body).encode(),
-                                   headers=kie_sim.signed_headers(KEY, task_id))
+            response = client.post(
+                "/callbacks/kie", content=json.dumps(body).encode(), headers=kie_sim.signed_headers(KEY, task_id)
+            )
         assert response.status_code == 200, response.text
         return response.headers["x-archiver-outcome"]
 
@@ -137,8 +138,10 @@ def populated(world: World) -> World:
     world.work()
     world.deliver("veo_late", world.urls["late"])  # after the worker ran: stays queued
     now = time.time()
-    world.rds.zadd(keys.tracked_zset(), {keys.tracked_member("kie", "veo_lost"): now - 7200,
-                                         keys.tracked_member("kie", "veo_late"): now - 60})
+    world.rds.zadd(
+        keys.tracked_zset(),
+        {keys.tracked_member("kie", "veo_lost"): now - 7200, keys.tracked_member("kie", "veo_late"): now - 60},
+    )
     return world
 
 
@@ -210,9 +213,7 @@ def test_status_json_counts_every_state(populated: World, capsys: Capture) -> No
     assert "1 tracked task without a terminal callback for more than 30m00s" in problems
 
 
-def test_status_human_output_is_aligned_and_says_what_is_stuck(
-    populated: World, capsys: Capture
-) -> None:
+def test_status_human_output_is_aligned_and_says_what_is_stuck(populated: World, capsys: Capture) -> None:
     code, out, _ = run(capsys, "status")
     assert code == 0
     lines = out.splitlines()
@@ -255,8 +256,10 @@ def test_status_says_nothing_stuck_and_lists_live_workers(world: World, capsys: 
 def test_failed_lists_dead_letters_with_reason_and_error(populated: World, capsys: Capture) -> None:
     w = populated
     letters = run_json(capsys, "failed")
-    assert {d["job_id"]: d["reason"] for d in letters} == {w.job("veo_gone"): "http_404",
-                                                         w.job("veo_html"): "not_a_video"}
+    assert {d["job_id"]: d["reason"] for d in letters} == {
+        w.job("veo_gone"): "http_404",
+        w.job("veo_html"): "not_a_video",
+    }
     gone = next(d for d in letters if d["reason"] == "http_404")
     assert (gone["provider"], gone["task_id"], gone["status"]) == ("kie", "veo_gone", "succeeded")
     assert "HTTP 404" in gone["error"] and gone["at"].endswith("Z") and gone["attempts"] == []
@@ -277,12 +280,20 @@ def test_failures_without_a_verdict_are_abandoned_or_crashed(world: World, capsy
     w = world
     queue = queue_of(w.rds, QUEUE)
     # crashed: the job's code raised something unexpected (here it cannot read its envelope)
-    queue.enqueue(keys.ARCHIVE_JOB, kwargs={"envelope": {"event": {"provider": "kie"}}}, job_id="crash-job",
-                  meta={"provider": "kie", "task_id": "veo_crash"})
+    queue.enqueue(
+        keys.ARCHIVE_JOB,
+        kwargs={"envelope": {"event": {"provider": "kie"}}},
+        job_id="crash-job",
+        meta={"provider": "kie", "task_id": "veo_crash"},
+    )
     w.work()
     # abandoned: a worker took the job, then died; its heartbeat lapsed
-    queue.enqueue(keys.ARCHIVE_JOB, kwargs={"envelope": {}}, job_id="lost-job",
-                  meta={"provider": "kie", "task_id": "veo_lost_worker"})
+    queue.enqueue(
+        keys.ARCHIVE_JOB,
+        kwargs={"envelope": {}},
+        job_id="lost-job",
+        meta={"provider": "kie", "task_id": "veo_lost_worker"},
+    )
     w.rds.lrem(queue.key, 0, "lost-job")
     w.rds.zadd(StartedJobRegistry(queue=queue).key, {"lost-job:execution-1": time.time() - 5})
     s = run_json(capsys, "status")
@@ -305,9 +316,7 @@ def test_failures_without_a_verdict_are_abandoned_or_crashed(world: World, capsy
 # --------------------------------------------------------------------------------------------- retry
 
 
-def test_retry_requeues_a_dead_letter_which_archives_once_the_file_is_fixed(
-    populated: World, capsys: Capture
-) -> None:
+def test_retry_requeues_a_dead_letter_which_archives_once_the_file_is_fixed(populated: World, capsys: Capture) -> None:
     w = populated
     job_id = w.job("veo_gone")
     before = redis_snapshot(w.rds)
@@ -336,9 +345,7 @@ def test_retry_requeues_a_dead_letter_which_archives_once_the_file_is_fixed(
     assert code == 1 and "not in the failed registry (state finished)" in out
 
 
-def test_retry_by_reason_shows_progress_and_leaves_other_reasons(
-    world: World, capsys: Capture
-) -> None:
+def test_retry_by_reason_shows_progress_and_leaves_other_reasons(world: World, capsys: Capture) -> None:
     w = world
     html = w.files.add("/v/page.mp4", b"<html></html>", content_type="text/html")
     tasks = [f"veo_missing_{n:02d}" for n in range(12)]
@@ -375,9 +382,7 @@ def test_retry_needs_a_selection(world: World, capsys: Capture) -> None:
 # --------------------------------------------------------------------------------------------- replay
 
 
-def test_replay_dry_run_prints_the_event_and_changes_nothing(
-    populated: World, capsys: Capture
-) -> None:
+def test_replay_dry_run_prints_the_event_and_changes_nothing(populated: World, capsys: Capture) -> None:
     w = populated
     before = redis_snapshot(w.rds)
     code, out, _ = run(capsys, "replay", "kie", "veo_ok", "--dry-run")
@@ -415,21 +420,24 @@ def test_replay_enqueues_a_new_job_that_archives_again(populated: World, capsys:
 
     story = run_json(capsys, "show", "kie", "veo_ok")
     assert [(j["job_id"], j["state"], j["replay"]) for j in story["jobs"]] == [
-        (w.job("veo_ok"), "finished", False), (replay_id, "finished", True)]
+        (w.job("veo_ok"), "finished", False),
+        (replay_id, "finished", True),
+    ]
     assert run_json(capsys, "status")["events_last_hour"]["replayed"] == 1
 
 
-def test_replay_of_a_standard_webhooks_source_keeps_its_webhook_id(
-    world: World, capsys: Capture
-) -> None:
+def test_replay_of_a_standard_webhooks_source_keeps_its_webhook_id(world: World, capsys: Capture) -> None:
     secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"  # noqa: S105  # a test vector, not a credential
     settings = replace(world.settings, standard_webhook_secrets={"acme": (secret,)})
     url = world.files.add("/v/acme.mp4", VIDEO)
     data = {"id": "vid_1", "status": "completed", "video_url": url}
     body = json.dumps({"type": "video.completed", "data": data})
     now = int(time.time())
-    headers = {"webhook-id": "msg_1", "webhook-timestamp": str(now),
-               "webhook-signature": standard_webhooks.sign(secret, "msg_1", now, body.encode())}
+    headers = {
+        "webhook-id": "msg_1",
+        "webhook-timestamp": str(now),
+        "webhook-signature": standard_webhooks.sign(secret, "msg_1", now, body.encode()),
+    }
     with TestClient(create_app(settings)) as client:
         assert client.post("/callbacks/standard/acme", content=body, headers=headers).status_code == 200
 
@@ -439,8 +447,10 @@ def test_replay_of_a_standard_webhooks_source_keeps_its_webhook_id(
     done = run_json(capsys, "replay", "standard-acme", "vid_1")
     assert done["outcome"] == "replayed"
     assert done["job_id"].startswith(keys.job_id("standard-acme", "vid_1", "succeeded") + "-replay-")
-    assert queue_of(world.rds, QUEUE).get_job_ids() == [keys.job_id("standard-acme", "vid_1", "succeeded"),
-                                                        done["job_id"]]
+    assert queue_of(world.rds, QUEUE).get_job_ids() == [
+        keys.job_id("standard-acme", "vid_1", "succeeded"),
+        done["job_id"],
+    ]
 
 
 def test_replay_refuses_what_it_cannot_replay(populated: World, capsys: Capture) -> None:
@@ -455,13 +465,13 @@ def test_replay_refuses_what_it_cannot_replay(populated: World, capsys: Capture)
 # --------------------------------------------------------------------------------------------- show
 
 
-def test_show_tells_every_delivery_the_job_and_the_manifest(
-    populated: World, capsys: Capture
-) -> None:
+def test_show_tells_every_delivery_the_job_and_the_manifest(populated: World, capsys: Capture) -> None:
     w = populated
     story = run_json(capsys, "show", "kie", "veo_ok")
     assert [(d["number"], d["outcome"], d["status"], d["verification"]) for d in story["deliveries"]] == [
-        (1, "accepted", "succeeded", "signature"), (2, "duplicate", "succeeded", "signature")]
+        (1, "accepted", "succeeded", "signature"),
+        (2, "duplicate", "succeeded", "signature"),
+    ]
     assert all(d["remote"] == "testclient" and d["received_at"].endswith("Z") for d in story["deliveries"])
     assert json.loads(story["deliveries"][0]["body"])["data"]["taskId"] == "veo_ok"
     (job,) = story["jobs"]
@@ -481,9 +491,7 @@ def test_show_tells_every_delivery_the_job_and_the_manifest(
     assert f"{file['key']}  {len(VIDEO)}  {file['sha256']}  yes" in out
 
 
-def test_show_explains_a_retry_a_dead_letter_and_a_tracked_task(
-    populated: World, capsys: Capture
-) -> None:
+def test_show_explains_a_retry_a_dead_letter_and_a_tracked_task(populated: World, capsys: Capture) -> None:
     w = populated
     busy_story = run_json(capsys, "show", "kie", "veo_busy")
     (job,) = busy_story["jobs"]

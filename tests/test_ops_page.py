@@ -112,10 +112,7 @@ def stack(redis_server, tmp_path) -> Iterator[Stack]:  # type: ignore[no-untyped
                 worker.kill_group()
             # one more, left waiting in the queue: shows in deliveries and the queue depth
             body = kie_sim.success_body(IMG_ID, [good])
-            assert (
-                kie_sim.send(base + "/callbacks/kie", body, kie_sim.signed_headers(KEY, IMG_ID)).status_code
-                == 200
-            )
+            assert kie_sim.send(base + "/callbacks/kie", body, kie_sim.signed_headers(KEY, IMG_ID)).status_code == 200
             yield Stack(base=base, receiver=receiver, tmp=tmp_path)
         finally:
             receiver.stop()

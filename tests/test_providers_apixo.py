@@ -251,9 +251,7 @@ def test_result_urls_inside_result_json_as_json_string() -> None:
     assert apixo.parse(body, verification=TOKEN).result_urls == (URL,)
 
 
-@pytest.mark.parametrize(
-    "value", [..., None, "", "  ", "{}", {}, '{"resultUrls": []}', '{"resultUrls": null}']
-)
+@pytest.mark.parametrize("value", [..., None, "", "  ", "{}", {}, '{"resultUrls": []}', '{"resultUrls": null}'])
 def test_success_without_urls_gives_empty_list(value: Any) -> None:
     parsed = apixo.parse(with_data(resultJson=value), verification=TOKEN)
     assert parsed.status is TaskStatus.SUCCEEDED
@@ -388,9 +386,7 @@ def test_times_wrong_type_invalid(field: str, value: Any) -> None:
 
 JSON = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=30),
-    lambda children: (
-        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=10), children, max_size=4)
-    ),
+    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=10), children, max_size=4),
     max_leaves=20,
 )
 NEAR_VALUES = (

@@ -111,15 +111,17 @@ def assert_archived(stack: Stack, manifest: dict[str, Any], videos: list[bytes])
         ("evolink", "output", 1),
     ],
 )
-def test_callback_becomes_a_confirmed_archived_video(stack: Stack, provider: str, variant: str | None,
-                                                     count: int) -> None:
+def test_callback_becomes_a_confirmed_archived_video(
+    stack: Stack, provider: str, variant: str | None, count: int
+) -> None:
     seed = hash((provider, variant)) % 10_000
     task_id, videos, urls = publish(stack, provider, count, seed)
     stack.cloud.set_task(provider, task_id, "succeeded", urls=urls)
     calls_before = stack.cloud.status_calls[provider]
     target = stack.url(provider) if provider != "kie" else stack.base + "/callbacks/kie"
-    response = stack.cloud.send_callback(provider, task_id, target, variant=variant,
-                                         hmac_key=KIE_HMAC if provider == "kie" else None)
+    response = stack.cloud.send_callback(
+        provider, task_id, target, variant=variant, hmac_key=KIE_HMAC if provider == "kie" else None
+    )
     assert response.status_code == 200, response.text
     manifest = stack.manifest(provider, task_id)
     assert_archived(stack, manifest, videos)
@@ -195,8 +197,11 @@ def test_in_progress_at_confirmation_retries_until_done(stack: Stack) -> None:
 
     assert evolink_sim.send(stack.url("evolink"), body).status_code == 200
     job_id = keys.job_id("evolink", task_id, "succeeded")
-    wait_for(lambda: (Job.fetch(job_id, connection=stack.rds, serializer=JSONSerializer).meta.get("attempts")), 30,
-             what="a scheduled retry")
+    wait_for(
+        lambda: Job.fetch(job_id, connection=stack.rds, serializer=JSONSerializer).meta.get("attempts"),
+        30,
+        what="a scheduled retry",
+    )
     stack.cloud.set_task("evolink", task_id, "succeeded", urls=urls)
     manifest = stack.manifest("evolink", task_id, timeout=90)
     assert_archived(stack, manifest, videos)

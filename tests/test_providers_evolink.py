@@ -157,9 +157,7 @@ CORPUS: list[tuple[str, dict[str, Any], TaskEvent]] = [
     ),
     (
         "cancelled with error.code",
-        with_fields(
-            FAILED, status="cancelled", error={"code": "user_cancelled", "message": "cancelled by user"}
-        ),
+        with_fields(FAILED, status="cancelled", error={"code": "user_cancelled", "message": "cancelled by user"}),
         event(
             status=TaskStatus.FAILED,
             failure_code="user_cancelled",
@@ -333,9 +331,7 @@ WRONG: list[tuple[dict[str, Any], str, Any, str]] = [
 ]
 
 
-@pytest.mark.parametrize(
-    ("base", "key", "value", "field"), WRONG, ids=[f"{w[1]}={w[2]!r}"[:60] for w in WRONG]
-)
+@pytest.mark.parametrize(("base", "key", "value", "field"), WRONG, ids=[f"{w[1]}={w[2]!r}"[:60] for w in WRONG])
 def test_wrong_field_invalid(base: dict[str, Any], key: str, value: Any, field: str) -> None:
     with pytest.raises(InvalidPayload, match=field):
         evolink.parse(with_fields(base, **{key: value}), verification=TOKEN)
@@ -346,16 +342,12 @@ def test_wrong_field_invalid(base: dict[str, Any], key: str, value: Any, field: 
 
 JSON = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=30),
-    lambda children: (
-        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=10), children, max_size=4)
-    ),
+    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=10), children, max_size=4),
     max_leaves=20,
 )
 NEAR_VALUES = (
     JSON
-    | st.sampled_from(
-        ["completed", "failed", "cancelled", "pending", "processing", "", TASK, URL, "ftp://x", "["]
-    )
+    | st.sampled_from(["completed", "failed", "cancelled", "pending", "processing", "", TASK, URL, "ftp://x", "["])
     | st.fixed_dictionaries({"video_url": JSON | st.just(URL)})
     | st.fixed_dictionaries({}, optional={"code": JSON, "message": JSON})
 )

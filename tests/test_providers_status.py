@@ -128,9 +128,7 @@ def test_status_request_bad_key_is_config_error(module: ModuleType, key: str) ->
 
 
 @pytest.mark.parametrize("module", MODULES, ids=MODULE_IDS)
-@pytest.mark.parametrize(
-    "base", ["", "api.example", "ftp://api.example", "https://", "https://api.example?x=1"]
-)
+@pytest.mark.parametrize("base", ["", "api.example", "ftp://api.example", "https://", "https://api.example?x=1"])
 def test_status_request_bad_base_is_config_error(module: ModuleType, base: str) -> None:
     with pytest.raises(ConfigError):
         module.status_request(base, "t1", "k")
@@ -221,9 +219,7 @@ KIE_CASES: list[tuple[str, dict[str, Any], TaskEvent]] = [
     ),
     (
         "2 failed",
-        kie_record(
-            2, errorCode=400, errorMessage="Your prompt was flagged by Website as violating content policies."
-        ),
+        kie_record(2, errorCode=400, errorMessage="Your prompt was flagged by Website as violating content policies."),
         kie_event(
             status=TaskStatus.FAILED,
             failure_code="400",
@@ -246,16 +242,12 @@ KIE_CASES: list[tuple[str, dict[str, Any], TaskEvent]] = [
     (
         "failed without errorCode",
         kie_record(2),
-        kie_event(
-            status=TaskStatus.FAILED, extra={**KIE_PENDING_EXTRA, "successFlag": 2}, provider_status="2"
-        ),
+        kie_event(status=TaskStatus.FAILED, extra={**KIE_PENDING_EXTRA, "successFlag": 2}, provider_status="2"),
     ),
     (
         "undocumented flag",
         kie_record(7),
-        kie_event(
-            status=TaskStatus.UNKNOWN, extra={**KIE_PENDING_EXTRA, "successFlag": 7}, provider_status="7"
-        ),
+        kie_event(status=TaskStatus.UNKNOWN, extra={**KIE_PENDING_EXTRA, "successFlag": 7}, provider_status="7"),
     ),
     (
         "4K record",
@@ -595,9 +587,7 @@ USEAPI_CASES: list[tuple[str, dict[str, Any], TaskEvent]] = [
     ),
     (
         "completed (media[])",
-        useapi_job(
-            "completed", response={"media": [{"mediaGenerationId": "user:1-video:a1", "videoUrl": FLOW_URL}]}
-        ),
+        useapi_job("completed", response={"media": [{"mediaGenerationId": "user:1-video:a1", "videoUrl": FLOW_URL}]}),
         useapi_event(
             status=TaskStatus.SUCCEEDED,
             result_urls=(FLOW_URL,),
@@ -831,9 +821,7 @@ STATUS_PARSERS: list[tuple[str, Callable[[Any, str], TaskEvent], dict[str, Any],
 ]
 
 
-@pytest.mark.parametrize(
-    ("name", "parse", "good", "task_id"), STATUS_PARSERS, ids=[p[0] for p in STATUS_PARSERS]
-)
+@pytest.mark.parametrize(("name", "parse", "good", "task_id"), STATUS_PARSERS, ids=[p[0] for p in STATUS_PARSERS])
 @pytest.mark.parametrize("body", [[], "x", 5, None])
 def test_status_answer_not_an_object_invalid(
     name: str, parse: Callable[[Any, str], TaskEvent], good: dict[str, Any], task_id: str, body: Any
@@ -842,9 +830,7 @@ def test_status_answer_not_an_object_invalid(
         parse(body, task_id)
 
 
-@pytest.mark.parametrize(
-    ("name", "parse", "good", "task_id"), STATUS_PARSERS, ids=[p[0] for p in STATUS_PARSERS]
-)
+@pytest.mark.parametrize(("name", "parse", "good", "task_id"), STATUS_PARSERS, ids=[p[0] for p in STATUS_PARSERS])
 def test_status_events_are_provider_api_verified(
     name: str, parse: Callable[[Any, str], TaskEvent], good: dict[str, Any], task_id: str
 ) -> None:
@@ -856,9 +842,7 @@ def test_status_events_are_provider_api_verified(
 
 JSON = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=30),
-    lambda children: (
-        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=10), children, max_size=4)
-    ),
+    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=10), children, max_size=4),
     max_leaves=20,
 )
 TOP_KEYS = [
@@ -906,9 +890,7 @@ def _only_expected_errors(parse: Callable[[Any, str], TaskEvent], body: Any, tas
 @hsettings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     st.sampled_from(STATUS_PARSERS),
-    st.dictionaries(
-        st.sampled_from(TOP_KEYS), JSON | st.sampled_from([200, 404, 422, "completed"]), max_size=6
-    ),
+    st.dictionaries(st.sampled_from(TOP_KEYS), JSON | st.sampled_from([200, 404, 422, "completed"]), max_size=6),
 )
 def test_random_answers_raise_only_expected_errors(
     parser: tuple[str, Callable[[Any, str], TaskEvent], dict[str, Any], str], body: dict[str, Any]

@@ -266,9 +266,7 @@ CORPUS: list[tuple[str, dict[str, Any], TaskEvent]] = [
                     "code": 429,
                     "message": "Resource exhausted",
                     "status": "RESOURCE_EXHAUSTED",
-                    "details": [
-                        {"@type": "type.googleapis.com/x", "reason": "PUBLIC_ERROR_USER_QUOTA_REACHED"}
-                    ],
+                    "details": [{"@type": "type.googleapis.com/x", "reason": "PUBLIC_ERROR_USER_QUOTA_REACHED"}],
                 }
             },
         ),
@@ -361,9 +359,7 @@ def test_reply_ref_at_top_level() -> None:
 
 
 def test_reply_ref_in_both_places_agreeing() -> None:
-    assert (
-        useapi.parse(job("completed", replyRef="ref-42"), verification=TOKEN).extra["reply_ref"] == "ref-42"
-    )
+    assert useapi.parse(job("completed", replyRef="ref-42"), verification=TOKEN).extra["reply_ref"] == "ref-42"
 
 
 def test_no_reply_ref_no_key() -> None:
@@ -430,9 +426,7 @@ def test_status_case_insensitive_kept_verbatim() -> None:
 
 
 def test_error_object_status_used_when_no_code() -> None:
-    parsed = useapi.parse(
-        job("failed", error={"status": "UNAVAILABLE", "message": "down"}), verification=TOKEN
-    )
+    parsed = useapi.parse(job("failed", error={"status": "UNAVAILABLE", "message": "down"}), verification=TOKEN)
     assert (parsed.failure_code, parsed.failure_message) == ("UNAVAILABLE", "down")
 
 
@@ -612,9 +606,7 @@ WRONG: list[tuple[Any, tuple[str | int, ...], Any, str]] = [
 ]
 
 
-@pytest.mark.parametrize(
-    ("base", "path", "value", "field"), WRONG, ids=[f"{w[1]}={w[2]!r}"[:60] for w in WRONG]
-)
+@pytest.mark.parametrize(("base", "path", "value", "field"), WRONG, ids=[f"{w[1]}={w[2]!r}"[:60] for w in WRONG])
 def test_wrong_field_invalid(base: Any, path: tuple[str | int, ...], value: Any, field: str) -> None:
     body = put(base(), path, value)
     with pytest.raises(InvalidPayload, match=field):
@@ -642,9 +634,7 @@ def test_metadata_fife_url_fallback() -> None:
 
 JSON = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=30),
-    lambda children: (
-        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=10), children, max_size=4)
-    ),
+    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=10), children, max_size=4),
     max_leaves=20,
 )
 NEAR_VALUES = JSON | st.sampled_from(
@@ -710,9 +700,7 @@ def test_random_objects_raise_only_invalid_payload(body: dict[str, Any]) -> None
 
 
 @hsettings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(
-    st.sampled_from(BASES), st.lists(st.tuples(st.sampled_from(PATHS), NEAR_VALUES), min_size=1, max_size=4)
-)
+@given(st.sampled_from(BASES), st.lists(st.tuples(st.sampled_from(PATHS), NEAR_VALUES), min_size=1, max_size=4))
 def test_random_values_at_documented_paths_raise_only_invalid_payload(
     base: Any, changes: list[tuple[tuple[str | int, ...], Any]]
 ) -> None:

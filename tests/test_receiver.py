@@ -105,7 +105,10 @@ def test_failure_callback_is_queued_as_a_failed_task(redis_server, rds) -> None:
         (lambda h: h.pop("X-Webhook-Signature"), "signature_missing"),
         (lambda h: h.pop("X-Webhook-Timestamp"), "signature_missing"),
         (lambda h: h.update({"X-Webhook-Signature": "%%%not-base64"}), "signature_malformed"),
-        (lambda h: h.update({"X-Webhook-Signature": kie_sim.sign_for_test("other-key", "veo_t")}), "signature_mismatch"),
+        (
+            lambda h: h.update({"X-Webhook-Signature": kie_sim.sign_for_test("other-key", "veo_t")}),
+            "signature_mismatch",
+        ),
         (lambda h: h.update({"X-Webhook-Timestamp": str(int(time.time()) - 301)}), "timestamp_stale"),
         (lambda h: h.update({"X-Webhook-Timestamp": str(int(time.time()) + 301)}), "timestamp_future"),
     ],
@@ -131,8 +134,14 @@ def test_tampered_task_id_is_refused(redis_server, rds) -> None:  # type: ignore
 
 @pytest.mark.parametrize(
     "raw",
-    [b"", b"not json", b"[1,2]", b'{"code":200}', b'{"code":200,"data":{"taskId":"veo_t","info":{"resultUrls":5}}}',
-     b"\xff\xfe\x00garbage"],
+    [
+        b"",
+        b"not json",
+        b"[1,2]",
+        b'{"code":200}',
+        b'{"code":200,"data":{"taskId":"veo_t","info":{"resultUrls":5}}}',
+        b"\xff\xfe\x00garbage",
+    ],
 )
 def test_malformed_bodies_get_400_and_enqueue_nothing(redis_server, rds, raw) -> None:  # type: ignore[no-untyped-def]
     with make_client(redis_server) as client:

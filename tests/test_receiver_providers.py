@@ -70,8 +70,9 @@ TASK_IDS = {
 def test_token_in_callback_url_lets_an_unsigned_provider_in(redis_server, rds, provider: str) -> None:  # type: ignore[no-untyped-def]
     task_id = TASK_IDS[provider]
     with TestClient(create_app(settings_for(redis_server))) as client:
-        response = client.post(f"/callbacks/{provider}?token={token(provider, ttl=3600)}",
-                               content=json.dumps(BODIES[provider](task_id)))
+        response = client.post(
+            f"/callbacks/{provider}?token={token(provider, ttl=3600)}", content=json.dumps(BODIES[provider](task_id))
+        )
     assert response.status_code == 200, response.text
     (job_id,) = queued(rds)
     assert job_id == keys.job_id(provider, task_id, "succeeded")
@@ -123,8 +124,9 @@ def test_opened_provider_accepts_without_token(redis_server, rds) -> None:  # ty
 def test_useapi_token_may_travel_in_reply_ref(redis_server, rds) -> None:  # type: ignore[no-untyped-def]
     tid = TASK_IDS["useapi"]
     for where in ("request", "top"):
-        body = useapi_sim.job_record(tid, "completed", urls=URLS[:1], reply_ref=f"token={token('useapi')}",
-                                     reply_ref_at=where)
+        body = useapi_sim.job_record(
+            tid, "completed", urls=URLS[:1], reply_ref=f"token={token('useapi')}", reply_ref_at=where
+        )
         with TestClient(create_app(settings_for(redis_server))) as client:
             response = client.post("/callbacks/useapi", content=json.dumps(body))
         assert response.status_code == 200, (where, response.text)
@@ -146,8 +148,9 @@ def test_useapi_status_changes_are_recorded_but_only_terminal_ones_enqueued(redi
     with TestClient(create_app(settings_for(redis_server))) as client:
         outcomes = []
         for status in ("created", "started", "completed", "completed"):
-            body = useapi_sim.job_record(tid, status, urls=URLS if status == "completed" else None,
-                                         count=2 if status == "completed" else None)
+            body = useapi_sim.job_record(
+                tid, status, urls=URLS if status == "completed" else None, count=2 if status == "completed" else None
+            )
             response = client.post(url, content=json.dumps(body))
             assert response.status_code == 200
             outcomes.append(response.headers["x-archiver-outcome"])
@@ -176,8 +179,11 @@ def test_failures_are_enqueued_once_per_terminal_status(redis_server, rds) -> No
     tid = "task_fail_then_ok"
     with TestClient(create_app(settings_for(redis_server))) as client:
         url = f"/callbacks/apixo?token={token('apixo')}"
-        for body in (apixo_sim.failure_body(tid, "NSFW"), apixo_sim.failure_body(tid, "NSFW"),
-                     apixo_sim.success_body(tid, URLS[:1])):
+        for body in (
+            apixo_sim.failure_body(tid, "NSFW"),
+            apixo_sim.failure_body(tid, "NSFW"),
+            apixo_sim.success_body(tid, URLS[:1]),
+        ):
             assert client.post(url, content=json.dumps(body)).status_code == 200
     ids = queued(rds)
     assert ids == [keys.job_id("apixo", tid, "failed"), keys.job_id("apixo", tid, "succeeded")]
@@ -191,18 +197,32 @@ def test_unknown_provider_is_404(redis_server) -> None:  # type: ignore[no-untyp
 
 def test_standard_webhooks_source(redis_server, rds) -> None:  # type: ignore[no-untyped-def]
     settings = settings_for(redis_server, standard_webhook_secrets={"acme": ("whsec_" + "A" * 32, WHSEC)})
-    body = json.dumps({"type": "video.completed", "timestamp": "2026-11-21T00:00:00Z",
-                       "data": {"id": "vid_1", "status": "completed", "video_url": URLS[0]}}).encode()
+    body = json.dumps(
+        {
+            "type": "video.completed",
+            "timestamp": "2026-11-21T00:00:00Z",
+            "data": {"id": "vid_1", "status": "completed", "video_url": URLS[0]},
+        }
+    ).encode()
     now = int(time.time())
-    good = {"webhook-id": "msg_1", "webhook-timestamp": str(now),
-            "webhook-signature": "v1,bm90LWEtc2lnbmF0dXJlLWF0LWFsbC4uLi4uLi4uLi4= "
-                                 + standard_webhooks.sign(WHSEC, "msg_1", now, body)}
+    good = {
+        "webhook-id": "msg_1",
+        "webhook-timestamp": str(now),
+        "webhook-signature": "v1,bm90LWEtc2lnbmF0dXJlLWF0LWFsbC4uLi4uLi4uLi4= "
+        + standard_webhooks.sign(WHSEC, "msg_1", now, body),
+    }
     with TestClient(create_app(settings)) as client:
         ok = client.post("/callbacks/standard/acme", content=body, headers=good)
         tampered = client.post("/callbacks/standard/acme", content=body.replace(b"vid_1", b"vid_2"), headers=good)
-        stale = client.post("/callbacks/standard/acme", content=body, headers={
-            **good, "webhook-timestamp": str(now - 1000),
-            "webhook-signature": standard_webhooks.sign(WHSEC, "msg_1", now - 1000, body)})
+        stale = client.post(
+            "/callbacks/standard/acme",
+            content=body,
+            headers={
+                **good,
+                "webhook-timestamp": str(now - 1000),
+                "webhook-signature": standard_webhooks.sign(WHSEC, "msg_1", now - 1000, body),
+            },
+        )
         unknown = client.post("/callbacks/standard/other", content=body, headers=good)
     assert ok.status_code == 200, ok.text
     assert (tampered.status_code, tampered.json()["reason"]) == (401, "signature_mismatch")

@@ -74,9 +74,14 @@ class Stack:
         return self.rds.zscore(keys.tracked_zset(), keys.tracked_member(provider, task_id))
 
     def cli(self, *argv: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([sys.executable, "-m", "receiver.cli", "--log-format", "text", *argv],
-                              env={**os.environ, **self.env}, cwd=REPO, capture_output=True,
-                              text=True, timeout=60)
+        return subprocess.run(
+            [sys.executable, "-m", "receiver.cli", "--log-format", "text", *argv],
+            env={**os.environ, **self.env},
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
 
 
 @pytest.fixture(scope="module")
@@ -153,8 +158,7 @@ def test_post_tasks_is_disabled_without_an_admin_token(stack: Stack) -> None:
         ({"provider": "kie", "task_id": "x", "extra": 1}, "invalid_task", "extra"),
         ([], "no_tasks", "empty"),
         ("kie:x", "invalid_task", "object"),
-        ([{"provider": "kie", "task_id": "veo_task_batch_ok"}, {"provider": "apixo"}], "invalid_task_id",
-         "[1]"),
+        ([{"provider": "kie", "task_id": "veo_task_batch_ok"}, {"provider": "apixo"}], "invalid_task_id", "[1]"),
     ],
 )
 def test_post_tasks_refuses_bad_input_with_a_reason(stack: Stack, body: Any, reason: str, words: str) -> None:
@@ -195,8 +199,11 @@ def test_a_task_whose_callback_never_comes_is_archived_by_the_sweep(stack: Stack
     member = keys.tracked_member("kie", task_id)
 
     # still generating when the sweep first looks: polled, left tracked, nothing archived
-    wait_for(lambda: stack.rds.zscore(reconcile.POLLED_ZSET, member), 40,
-             what=f"a sweep polling the task\n{stack.worker.log()[-3000:]}")
+    wait_for(
+        lambda: stack.rds.zscore(reconcile.POLLED_ZSET, member),
+        40,
+        what=f"a sweep polling the task\n{stack.worker.log()[-3000:]}",
+    )
     assert stack.tracked("kie", task_id) is not None
     assert stack.read(keys.manifest_key("kie", task_id)) is None
 
@@ -226,8 +233,11 @@ def test_a_task_the_provider_does_not_know_is_dropped_and_reported(stack: Stack)
     def dropped() -> dict[tuple[str, str], dict[str, Any]]:
         return {(d["provider"], d["task_id"]): d for d in reconcile.dropped(stack.rds)}
 
-    found = wait_for(lambda: all(u in dropped() for u in unknown) and dropped(), 40,
-                     what=f"both tasks dropped\n{stack.worker.log()[-3000:]}")
+    found = wait_for(
+        lambda: all(u in dropped() for u in unknown) and dropped(),
+        40,
+        what=f"both tasks dropped\n{stack.worker.log()[-3000:]}",
+    )
     for provider, task_id in unknown:
         record = found[(provider, task_id)]
         assert record["reason"] == "unknown_task"
@@ -241,8 +251,9 @@ def test_a_task_the_provider_does_not_know_is_dropped_and_reported(stack: Stack)
 
 def test_track_and_sweep_once_from_the_cli(stack: Stack) -> None:
     task_id = stack.cloud.new_task_id("apixo")
-    stack.cloud.set_task("apixo", task_id, "failed", failure_code="CONTENT_VIOLATION",
-                         failure_message="Content violates usage policy")
+    stack.cloud.set_task(
+        "apixo", task_id, "failed", failure_code="CONTENT_VIOLATION", failure_message="Content violates usage policy"
+    )
     first = stack.cli("track", "apixo", task_id)
     assert first.returncode == 0, first.stderr
     assert f"tracking apixo {task_id}" in first.stdout
@@ -278,12 +289,16 @@ def _submit_callback(settings: Settings, event: TaskEvent) -> None:
     asyncio.run(run())
 
 
-def test_sweep_polls_only_tasks_without_a_terminal_delivery(redis_server: RedisServer,
-                                                            tmp_path: Path) -> None:
+def test_sweep_polls_only_tasks_without_a_terminal_delivery(redis_server: RedisServer, tmp_path: Path) -> None:
     with ProviderCloud(api_keys={"kie": "kie-key"}) as cloud:
-        env = {"REDIS_URL": redis_server.url, "KIE_API_KEY": "kie-key", "KIE_API_BASE": cloud.base_url,
-               "ARCHIVE_URL": str(tmp_path / "archive"), "DOWNLOAD_ALLOW_HOSTS": f"127.0.0.1:{cloud.port}",
-               "RECONCILE_INTERVAL": "60"}
+        env = {
+            "REDIS_URL": redis_server.url,
+            "KIE_API_KEY": "kie-key",
+            "KIE_API_BASE": cloud.base_url,
+            "ARCHIVE_URL": str(tmp_path / "archive"),
+            "DOWNLOAD_ALLOW_HOSTS": f"127.0.0.1:{cloud.port}",
+            "RECONCILE_INTERVAL": "60",
+        }
         settings = Settings.from_env(env)
         rds = redis_server.client()
         now = time.time()
@@ -295,15 +310,17 @@ def test_sweep_polls_only_tasks_without_a_terminal_delivery(redis_server: RedisS
         for task_id in (lost, called_back, running):
             rds.zadd(keys.tracked_zset(), {keys.tracked_member("kie", task_id): now - 3600})
         rds.zadd(keys.tracked_zset(), {keys.tracked_member("kie", young): now})
-        _submit_callback(settings, TaskEvent("kie", called_back, TaskStatus.SUCCEEDED,
-                                             verification=Verification.SIGNATURE))
+        _submit_callback(
+            settings, TaskEvent("kie", called_back, TaskStatus.SUCCEEDED, verification=Verification.SIGNATURE)
+        )
 
         client = StatusClient(settings.providers)
         try:
             report = reconcile.sweep(rds, settings, client, now=now)
             assert report.examined == 3 and report.waiting == 1
             assert [(s["task_id"], s["status"], s["outcome"]) for s in report.submitted] == [
-                (lost, "succeeded", "accepted")]
+                (lost, "succeeded", "accepted")
+            ]
             assert [s["task_id"] for s in report.in_progress] == [running]
             assert cloud.status_calls["kie"] == 2
 

@@ -17,10 +17,15 @@ def test_defaults() -> None:
 
 
 def test_provider_options() -> None:
-    s = Settings.from_env({
-        "OPEN_PROVIDERS": "apixo", "EVOLINK_API_KEY": "k", "EVOLINK_API_BASE": "http://127.0.0.1:9/",
-        "DOWNLOAD_HOSTS_KIE": "tempfile.aiquickdraw.com,.aiquickdraw.com", "URL_LIFETIME_USEAPI": "3600",
-    })
+    s = Settings.from_env(
+        {
+            "OPEN_PROVIDERS": "apixo",
+            "EVOLINK_API_KEY": "k",
+            "EVOLINK_API_BASE": "http://127.0.0.1:9/",
+            "DOWNLOAD_HOSTS_KIE": "tempfile.aiquickdraw.com,.aiquickdraw.com",
+            "URL_LIFETIME_USEAPI": "3600",
+        }
+    )
     assert s.providers["apixo"].open and not s.providers["evolink"].open
     assert s.providers["evolink"].api_key == "k" and s.providers["evolink"].api_base == "http://127.0.0.1:9"
     kie = s.providers["kie"]

@@ -117,13 +117,9 @@ def test_status_api_failed(cloud: ProviderCloud) -> None:
     )
     data = get_status(cloud, "apixo", ids["apixo"]).json()["data"]
     assert data["state"] == "failed" and data["failCode"] == "SensitiveContentDetected"
-    assert (
-        data["failMsg"] == apixo.FAIL_CODES_PROVIDER["SensitiveContentDetected"] and "resultJson" not in data
-    )
+    assert data["failMsg"] == apixo.FAIL_CODES_PROVIDER["SensitiveContentDetected"] and "resultJson" not in data
     job = get_status(cloud, "useapi", ids["useapi"]).json()
-    assert (job["status"], job["error"], job["code"]) == ("failed", "unsafe", 400) and "media" not in job[
-        "response"
-    ]
+    assert (job["status"], job["error"], job["code"]) == ("failed", "unsafe", 400) and "media" not in job["response"]
     task = get_status(cloud, "evolink", ids["evolink"]).json()
     assert task["status"] == "failed" and task["error"] == {"code": "content_policy", "message": "no"}
     assert "results" not in task
@@ -139,11 +135,7 @@ def test_status_api_in_progress_and_native_statuses(cloud: ProviderCloud) -> Non
     assert data["state"] == "processing" and set(data) == {"taskId", "state", "createTime"}
     assert get_status(cloud, "useapi", ids["useapi"]).json()["status"] == "started"
     task = get_status(cloud, "evolink", ids["evolink"]).json()
-    assert (
-        task["status"] == "processing"
-        and 0 < task["progress"] < 100
-        and task["task_info"]["can_cancel"] is True
-    )
+    assert task["status"] == "processing" and 0 < task["progress"] < 100 and task["task_info"]["can_cancel"] is True
 
     cloud.set_task("kie", ids["kie"], "failed", native_status=3)
     cloud.set_task("apixo", ids["apixo"], "in_progress", native_status="pending")
@@ -189,9 +181,7 @@ def test_provider_without_configured_key_refuses_everything() -> None:
 def test_status_api_unknown_task(cloud: ProviderCloud) -> None:
     kie = get_status(cloud, "kie", "veo_task_missing")
     assert kie.status_code == 200 and kie.json()["code"] == 422 and kie.json()["msg"] == "record is null"
-    missing_param = httpx.get(
-        cloud.base_url + "/api/v1/veo/record-info", headers={"Authorization": "Bearer kie-key"}
-    )
+    missing_param = httpx.get(cloud.base_url + "/api/v1/veo/record-info", headers={"Authorization": "Bearer kie-key"})
     assert missing_param.json()["code"] == 422
     ap = get_status(cloud, "apixo", "task_missing")
     assert ap.status_code == 404 and ap.json()["code"] == 404 and ap.json()["data"] is None
@@ -330,9 +320,7 @@ def test_evolink_bodies() -> None:
     alt = evolink.success_body(task_id, ["https://cdn/x.mp4"], shape="output")
     assert alt["output"] == {"video_url": "https://cdn/x.mp4"} and "results" not in alt
     failed = evolink.failure_body(task_id, "quota_exceeded", "out of credits")
-    assert (
-        failed["error"] == {"code": "quota_exceeded", "message": "out of credits"} and failed["progress"] == 0
-    )
+    assert failed["error"] == {"code": "quota_exceeded", "message": "out of credits"} and failed["progress"] == 0
     assert evolink.cancelled_body(task_id)["status"] == "cancelled"
     assert evolink.pending_body(task_id, "pending")["progress"] == 0
     with pytest.raises(ValueError):
@@ -342,9 +330,7 @@ def test_evolink_bodies() -> None:
 def test_cloud_callback_bodies(cloud: ProviderCloud) -> None:
     url = cloud.add_video("/v/x.mp4", VIDEO)
     cloud.set_task("kie", "veo_task_1", "succeeded", urls=[url], resolution="720p")
-    assert cloud.callback_body("kie", "veo_task_1", variant="json")["data"]["info"][
-        "resultUrls"
-    ] == json.dumps([url])
+    assert cloud.callback_body("kie", "veo_task_1", variant="json")["data"]["info"]["resultUrls"] == json.dumps([url])
     assert cloud.callback_body("kie", "veo_task_1", variant="bare")["data"]["info"]["resolution"] == "720p"
     cloud.set_task("kie", "veo_task_2", "failed", failure_code="422")
     body = cloud.callback_body("kie", "veo_task_2")
@@ -357,9 +343,7 @@ def test_cloud_callback_bodies(cloud: ProviderCloud) -> None:
     assert cloud.callback_body("apixo", "task_a") == cloud.status_body("apixo", "task_a")
     cloud.set_task("useapi", JOBID, "succeeded", urls=[url], reply_ref="ref-1", reply_url="https://me/hook")
     job = cloud.callback_body("useapi", JOBID, variant="operations")
-    assert (
-        job["request"]["replyRef"] == "ref-1" and job["response"]["operations"][0]["video"]["fifeUrl"] == url
-    )
+    assert job["request"]["replyRef"] == "ref-1" and job["response"]["operations"][0]["video"]["fifeUrl"] == url
     assert cloud.callback_body("useapi", JOBID) == cloud.status_body("useapi", JOBID)  # "matches GET /jobs"
     evo = evolink.make_task_id()
     cloud.set_task("evolink", evo, "succeeded", urls=[url])
@@ -401,18 +385,14 @@ def test_send_posts_json_like_each_provider(cloud: ProviderCloud) -> None:
             assert cloud.send_callback(provider, task_id, sink.url, hmac_key="secret").status_code == 200
         headers = [{k.lower(): v for k, v in h.items()} for h, _ in sink.received]
         assert all(h["content-type"] == "application/json" for h in headers)
-        assert "x-webhook-signature" in headers[0] and all(
-            "x-webhook-signature" not in h for h in headers[1:]
-        )
+        assert "x-webhook-signature" in headers[0] and all("x-webhook-signature" not in h for h in headers[1:])
         assert sink.received[2][1]["request"]["replyUrl"] == sink.url
         assert evolink.send(sink.url, evolink.cancelled_body(evolink.make_task_id())).status_code == 200
         assert sink.received[-1][1]["status"] == "cancelled"
     finally:
         sink.server.shutdown()
         sink.server.server_close()
-    timeouts = {
-        m.__name__: inspect.signature(m.send).parameters["timeout"].default for m in (apixo, useapi, evolink)
-    }
+    timeouts = {m.__name__: inspect.signature(m.send).parameters["timeout"].default for m in (apixo, useapi, evolink)}
     assert timeouts == {
         "receiver.simulators.apixo": 30.0,
         "receiver.simulators.useapi": 30.0,

@@ -40,9 +40,7 @@ MSG_ID = "msg_2KWPBgLlAfxdpx2AI54pPJ85f4W"
 
 def public_key_of(seed_b64: str) -> str:
     private = Ed25519PrivateKey.from_private_bytes(base64.b64decode(seed_b64))
-    return (
-        "whpk_" + base64.b64encode(private.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)).decode()
-    )
+    return "whpk_" + base64.b64encode(private.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)).decode()
 
 
 def expected_v1(secret: str, msg_id: str, ts: int, body: bytes) -> str:
@@ -149,10 +147,7 @@ def test_ed25519_round_trip_and_tampering() -> None:
     assert signature.startswith("v1a,")
     assert sw.verify(headers_for(signature), BODY, [public], now=NOW) == MSG_ID
     assert reason_of(headers_for(signature), BODY + b" ", (public,)) == "signature_mismatch"
-    assert (
-        reason_of(headers_for(signature), BODY.replace(b"task_1", b"task_2"), (public,))
-        == "signature_mismatch"
-    )
+    assert reason_of(headers_for(signature), BODY.replace(b"task_1", b"task_2"), (public,)) == "signature_mismatch"
     assert reason_of(headers_for(signature, msg_id="msg_other"), BODY, (public,)) == "signature_mismatch"
     assert reason_of(headers_for(signature, ts=NOW + 1), BODY, (public,)) == "signature_mismatch"
     _, other_public = sw.generate_ed25519_keypair()
@@ -272,9 +267,7 @@ def test_freshness_is_checked_before_the_signature() -> None:
         "v1,Ceo5qEr07ixe2NLpvHk3FH9bwy_WavXrAFQ_9tdO6mc=",  # URL-safe alphabet is not the spec's
         "v1,Ceo5qEr07ixe2NLpvHk3FH9bwy/WavXrAFQ/9tdO6mc\u00e9",
         "v2,abc v3,def nocomma",
-        " ".join(
-            [sw.sign(SECRET, MSG_ID, NOW, BODY)] * (sw.MAX_SIGNATURES + 1)
-        ),  # even with a valid one inside
+        " ".join([sw.sign(SECRET, MSG_ID, NOW, BODY)] * (sw.MAX_SIGNATURES + 1)),  # even with a valid one inside
     ],
 )
 def test_signature_malformed(signature: str) -> None:
@@ -385,9 +378,7 @@ _name = st.sampled_from(
     ]
 )
 _b64ish = st.from_regex(r"[A-Za-z0-9+/=_-]{0,100}", fullmatch=True)
-_entry = st.builds(
-    lambda v, s: f"{v},{s}", st.sampled_from(["v1", "v1a", "v2", ""]) | st.text(max_size=4), _b64ish
-)
+_entry = st.builds(lambda v, s: f"{v},{s}", st.sampled_from(["v1", "v1a", "v2", ""]) | st.text(max_size=4), _b64ish)
 _value = (
     st.text(max_size=200)
     | st.integers(min_value=NOW - 1000, max_value=NOW + 1000).map(str)
@@ -400,9 +391,7 @@ _value = (
     body=st.binary(max_size=300),
     now=st.floats(min_value=-1e12, max_value=1e13),
 )
-def test_random_headers_and_bodies_only_raise_rejected(
-    headers: dict[str, str], body: bytes, now: float
-) -> None:
+def test_random_headers_and_bodies_only_raise_rejected(headers: dict[str, str], body: bytes, now: float) -> None:
     with pytest.raises(Rejected) as info:
         sw.verify(headers, body, _KEYRING, now=now)
     assert info.value.reason in {
@@ -415,9 +404,7 @@ def test_random_headers_and_bodies_only_raise_rejected(
     }
 
 
-@given(
-    signature=st.lists(_entry | st.text(max_size=30), min_size=1, max_size=8).map(" ".join), body=st.binary()
-)
+@given(signature=st.lists(_entry | st.text(max_size=30), min_size=1, max_size=8).map(" ".join), body=st.binary())
 def test_random_signatures_on_a_fresh_request_only_raise_rejected(signature: str, body: bytes) -> None:
     with pytest.raises(Rejected) as info:
         sw.verify(headers_for(signature), body, _KEYRING, now=NOW)
@@ -425,8 +412,7 @@ def test_random_signatures_on_a_fresh_request_only_raise_rejected(signature: str
 
 
 @given(
-    secret=st.text(max_size=80)
-    | st.builds(lambda p, b: p + b, st.sampled_from(["whsec_", "whpk_", "whsk_"]), _b64ish)
+    secret=st.text(max_size=80) | st.builds(lambda p, b: p + b, st.sampled_from(["whsec_", "whpk_", "whsk_"]), _b64ish)
 )
 def test_random_secrets_only_raise_config_error(secret: str) -> None:
     try:

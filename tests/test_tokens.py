@@ -31,9 +31,7 @@ def expected_token(key: str, provider: str, expiry: int) -> str:
     return f"{signed}.{base64.urlsafe_b64encode(mac).rstrip(b'=').decode()}"
 
 
-def reason_of(
-    token: str | None, provider: str = "apixo", keys: tuple[str, ...] = (KEY,), now: float = NOW
-) -> str:
+def reason_of(token: str | None, provider: str = "apixo", keys: tuple[str, ...] = (KEY,), now: float = NOW) -> str:
     with pytest.raises(Rejected) as info:
         tokens.verify(token, provider, keys, now=now)
     return info.value.reason
@@ -44,9 +42,7 @@ def reason_of(
 
 def test_mint_matches_the_documented_format() -> None:
     assert tokens.mint("apixo", [KEY], now=NOW) == expected_token(KEY, "apixo", 0)
-    assert tokens.mint("useapi", [KEY], now=NOW + 0.9, ttl_s=3600) == expected_token(
-        KEY, "useapi", NOW + 3600
-    )
+    assert tokens.mint("useapi", [KEY], now=NOW + 0.9, ttl_s=3600) == expected_token(KEY, "useapi", NOW + 3600)
 
 
 @pytest.mark.parametrize("provider", ["apixo", "useapi", "evolink"])
@@ -165,9 +161,7 @@ def test_mismatch_when_a_field_is_changed() -> None:
 def test_mismatch_with_no_usable_key() -> None:
     assert reason_of(GOOD, keys=()) == "token_mismatch"
     assert reason_of(GOOD, keys=("",)) == "token_mismatch"
-    assert (
-        reason_of(expected_token("", "apixo", 0), keys=("",)) == "token_mismatch"
-    )  # an empty key never verifies
+    assert reason_of(expected_token("", "apixo", 0), keys=("",)) == "token_mismatch"  # an empty key never verifies
 
 
 def test_expiry_boundary() -> None:
@@ -222,9 +216,7 @@ def test_verify_refuses_one_string_as_the_key_list() -> None:
 # --- URLs
 
 
-@pytest.mark.parametrize(
-    "base", ["https://archiver.example.com", "https://archiver.example.com/", "http://h:8080/x//"]
-)
+@pytest.mark.parametrize("base", ["https://archiver.example.com", "https://archiver.example.com/", "http://h:8080/x//"])
 def test_callback_url(base: str) -> None:
     token = tokens.mint("useapi", [KEY], now=NOW, ttl_s=60)
     url = tokens.callback_url(base, "useapi", token)

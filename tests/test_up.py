@@ -19,21 +19,48 @@ pytestmark = pytest.mark.slow
 
 def test_up_then_simulate_every_provider_then_ctrl_c(tmp_path: Path) -> None:
     port = free_tcp_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("REDIS_URL", "ARCHIVE_URL", "AWS_", "KIE_",
-                                                                  "CALLBACK_", "DOWNLOAD_"))}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("REDIS_URL", "ARCHIVE_URL", "AWS_", "KIE_", "CALLBACK_", "DOWNLOAD_"))
+    }
     env["PYTHONPATH"] = str(REPO)
     log = (tmp_path / "up.log").open("wb")
-    up = subprocess.Popen([sys.executable, "-m", "receiver.cli", "up", "--port", str(port)], cwd=tmp_path, env=env,
-                          stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    up = subprocess.Popen(
+        [sys.executable, "-m", "receiver.cli", "up", "--port", str(port)],
+        cwd=tmp_path,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     try:
         wait_for(lambda: b"veo-archiver is up" in (tmp_path / "up.log").read_bytes(), 60, what="up to start")
         wait_for(lambda: b"Listening on" in (tmp_path / "up.log").read_bytes(), 60, what="the worker")
         for provider in ("kie", "evolink"):
             to = f"http://127.0.0.1:{port}" + ("/callbacks/kie" if provider == "kie" else "")
             done = subprocess.run(
-                [sys.executable, "-m", "receiver.cli", "--log-level", "WARNING", "simulate", provider, "--to", to,
-                 "--wait", "60", "--size-kib", "300"],
-                cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120, check=False,
+                [
+                    sys.executable,
+                    "-m",
+                    "receiver.cli",
+                    "--log-level",
+                    "WARNING",
+                    "simulate",
+                    provider,
+                    "--to",
+                    to,
+                    "--wait",
+                    "60",
+                    "--size-kib",
+                    "300",
+                ],
+                cwd=tmp_path,
+                env=env,
+                capture_output=True,
+                text=True,
+                timeout=120,
+                check=False,
             )
             assert done.returncode == 0, done.stdout + done.stderr + (tmp_path / "up.log").read_text()
             assert "archived:" in done.stdout
@@ -50,5 +77,6 @@ def test_up_then_simulate_every_provider_then_ctrl_c(tmp_path: Path) -> None:
     assert code == 0, output
     assert "veo-archiver: stopped" in output
     assert (tmp_path / ".veo-archiver" / "redis" / "appendonlydir").is_dir() or list(
-        (tmp_path / ".veo-archiver" / "redis").glob("appendonly*"))
+        (tmp_path / ".veo-archiver" / "redis").glob("appendonly*")
+    )
     assert not any(p.name == "redis.sock" for p in (tmp_path / ".veo-archiver" / "redis").iterdir())

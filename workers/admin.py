@@ -166,8 +166,12 @@ def parse_stored(provider: str, record: dict[str, Any]) -> TaskEvent:
         headers = {k.lower(): str(v) for k, v in (callback.get("headers") or {}).items()}
         extra = (record.get("event") or {}).get("extra") or {}
         webhook_id = headers.get("webhook-id") or str(extra.get("webhook_id") or "")
-        return standard.parse(decoded, source=provider.removeprefix("standard-"), webhook_id=webhook_id,
-                              verification=Verification.OPERATOR)
+        return standard.parse(
+            decoded,
+            source=provider.removeprefix("standard-"),
+            webhook_id=webhook_id,
+            verification=Verification.OPERATOR,
+        )
     module = PROVIDER_MODULES.get(provider)
     if module is None:
         known = ", ".join(PROVIDER_MODULES)
@@ -176,17 +180,18 @@ def parse_stored(provider: str, record: dict[str, Any]) -> TaskEvent:
     return event
 
 
-def plan_replay(
-    connection: redis.Redis, provider: str, task_id: str, number: int | None = None
-) -> ReplayPlan:
+def plan_replay(connection: redis.Redis, provider: str, task_id: str, number: int | None = None) -> ReplayPlan:
     """Pick the delivery (``number`` as ``show`` prints it, default the newest terminal one) and parse it."""
     records = inspect.stored_deliveries(connection, provider, task_id)
     if not records:
-        raise NothingToDo(f"no stored delivery for {provider}/{task_id}: wrong id, or its record "
-                          f"({keys.deliveries_key(provider, task_id)}) expired")
+        raise NothingToDo(
+            f"no stored delivery for {provider}/{task_id}: wrong id, or its record "
+            f"({keys.deliveries_key(provider, task_id)}) expired"
+        )
     if number is None:
-        terminal = [n for n, r in enumerate(records, start=1)
-                    if (r.get("event") or {}).get("status") in ("succeeded", "failed")]
+        terminal = [
+            n for n, r in enumerate(records, start=1) if (r.get("event") or {}).get("status") in ("succeeded", "failed")
+        ]
         if not terminal:
             raise NothingToDo(f"{provider}/{task_id} has no succeeded or failed delivery to replay")
         number = terminal[-1]
@@ -195,8 +200,7 @@ def plan_replay(
     record = records[number - 1]
     event = parse_stored(provider, record)
     if event.task_id != task_id or event.provider != provider:
-        raise NothingToDo(f"delivery {number} parses as {event.provider}/{event.task_id}, "
-                          f"not {provider}/{task_id}")
+        raise NothingToDo(f"delivery {number} parses as {event.provider}/{event.task_id}, not {provider}/{task_id}")
     if not event.status.terminal:
         raise NothingToDo(f"delivery {number} reports status {event.status.value}: nothing to archive")
     callback = record.get("callback") or {}
@@ -209,13 +213,13 @@ def plan_replay(
         remote=callback.get("remote"),
         path=str(callback.get("path") or ""),
     )
-    return ReplayPlan(provider=provider, task_id=task_id, number=number, record=record, event=event,
-                      delivery=delivery)
+    return ReplayPlan(provider=provider, task_id=task_id, number=number, record=record, event=event, delivery=delivery)
 
 
 async def _submit(settings: Settings, plan: ReplayPlan) -> IntakeResult:
-    client = aioredis.Redis.from_url(settings.redis_url, socket_timeout=settings.enqueue_timeout_s,
-                                     socket_connect_timeout=2.0)
+    client = aioredis.Redis.from_url(
+        settings.redis_url, socket_timeout=settings.enqueue_timeout_s, socket_connect_timeout=2.0
+    )
     try:
         intake = Intake(settings, client)
         await intake.start()
@@ -227,6 +231,8 @@ async def _submit(settings: Settings, plan: ReplayPlan) -> IntakeResult:
 def replay(settings: Settings, plan: ReplayPlan) -> IntakeResult:
     """Enqueue the planned delivery as a new job (the intake is async; the CLI is not)."""
     result = asyncio.run(_submit(settings, plan))
-    log.info("callback replayed by an operator",
-             extra={"provider": plan.provider, "task_id": plan.task_id, "job_id": result.job_id})
+    log.info(
+        "callback replayed by an operator",
+        extra={"provider": plan.provider, "task_id": plan.task_id, "job_id": result.job_id},
+    )
     return result

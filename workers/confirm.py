@@ -80,7 +80,9 @@ class StatusClient:
         try:
             return module.parse_status(body, task_id)  # type: ignore[no-any-return]
         except InvalidPayload as exc:
-            raise PermanentError(f"{provider} status API answer unreadable: {exc.message}", reason="status_api") from exc
+            raise PermanentError(
+                f"{provider} status API answer unreadable: {exc.message}", reason="status_api"
+            ) from exc
 
     def close(self) -> None:
         self._client.close()

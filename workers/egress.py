@@ -80,9 +80,7 @@ def require_http_url(url: str) -> None:
 
 
 class EgressPolicy:
-    def __init__(
-        self, allow_hosts: Iterable[tuple[str, int]] = (), resolver: Resolver = system_resolver
-    ) -> None:
+    def __init__(self, allow_hosts: Iterable[tuple[str, int]] = (), resolver: Resolver = system_resolver) -> None:
         self.allow_hosts = frozenset((h.lower(), p) for h, p in allow_hosts)
         self._resolver = resolver
 
@@ -111,9 +109,7 @@ class EgressPolicy:
             try:
                 address = ipaddress.ip_address(text.split("%", 1)[0])
             except ValueError:
-                raise DownloadRefused(
-                    f"{host} resolved to unparsable address {text!r}", reason="ssrf"
-                ) from None
+                raise DownloadRefused(f"{host} resolved to unparsable address {text!r}", reason="ssrf") from None
             why = refusal(address)
             if why is not None:
                 raise DownloadRefused(

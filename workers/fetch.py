@@ -68,7 +68,7 @@ class FetchPolicy:
 
 
 #: kept for callers that name it; the retry hint now lives on DownloadTransient itself
-FetchTransient = DownloadTransient  # noqa: N816
+FetchTransient = DownloadTransient
 
 
 def build_client(policy: FetchPolicy, egress: EgressPolicy) -> httpx.Client:
@@ -163,8 +163,7 @@ class VideoStream:
                             continue
                         if not looks_like_video(head[:HEAD_BYTES]):
                             raise BadContent(
-                                f"not a video: first bytes {head[:HEAD_BYTES]!r}, "
-                                f"content-type {self.content_type}",
+                                f"not a video: first bytes {head[:HEAD_BYTES]!r}, content-type {self.content_type}",
                                 reason="not_a_video",
                             )
                         chunk, head = head, None
@@ -178,8 +177,7 @@ class VideoStream:
                 cause = exc
             if time.monotonic() >= deadline - DEADLINE_SLACK_S:  # a read timeout capped at the deadline
                 raise DownloadTransient(
-                    f"download exceeded its {self.policy.deadline_s:g} s deadline "
-                    f"after {self.size} bytes ({problem})",
+                    f"download exceeded its {self.policy.deadline_s:g} s deadline after {self.size} bytes ({problem})",
                     reason="deadline",
                 ) from cause
             stalled = 0 if self.size > before else stalled + 1
@@ -193,9 +191,7 @@ class VideoStream:
                     f"no progress after {stalled} resumes at byte {self.size}: {problem}", reason="connection"
                 ) from cause
             self.resumes += 1
-            log.info(
-                "resuming download", extra={"offset": self.size, "resume": self.resumes, "problem": problem}
-            )
+            log.info("resuming download", extra={"offset": self.size, "resume": self.resumes, "problem": problem})
         if head is not None:
             raise BadContent(f"body of {self.size} bytes is too short to be a video", reason="not_a_video")
         if self.declared_length is not None and self.size != self.declared_length:
@@ -205,17 +201,14 @@ class VideoStream:
             )
         if not self._boxes.complete:
             raise DownloadTransient(
-                f"truncated: the body ends at byte {self.size} "
-                f"inside a box that runs to byte {self._boxes.next_box}",
+                f"truncated: the body ends at byte {self.size} inside a box that runs to byte {self._boxes.next_box}",
                 reason="truncated",
             )
 
     def _timeout(self, deadline: float) -> httpx.Timeout:
         remaining = deadline - time.monotonic()
         if remaining <= 0:
-            raise DownloadTransient(
-                f"download exceeded its {self.policy.deadline_s:g} s deadline", reason="deadline"
-            )
+            raise DownloadTransient(f"download exceeded its {self.policy.deadline_s:g} s deadline", reason="deadline")
         return httpx.Timeout(
             min(self.policy.read_timeout_s, remaining), connect=min(self.policy.connect_timeout_s, remaining)
         )
@@ -261,9 +254,7 @@ class VideoStream:
                         reason="deadline",
                     )
                 if self.size + len(piece) > self.policy.max_bytes:
-                    raise BadContent(
-                        f"video is over the {self.policy.max_bytes}-byte cap", reason="too_large"
-                    )
+                    raise BadContent(f"video is over the {self.policy.max_bytes}-byte cap", reason="too_large")
                 self.size += len(piece)
                 self._sha.update(piece)
                 self._boxes.feed(piece)
@@ -295,12 +286,8 @@ class VideoStream:
         status = response.status_code
         host = response.url.host
         if status in TRANSIENT_STATUS or status >= 500:
-            retry_after = retry_after_seconds(
-                response.headers.get("retry-after"), cap=self.policy.retry_after_cap_s
-            )
-            raise DownloadTransient(
-                f"HTTP {status} from {host}", reason=f"http_{status}", retry_after=retry_after
-            )
+            retry_after = retry_after_seconds(response.headers.get("retry-after"), cap=self.policy.retry_after_cap_s)
+            raise DownloadTransient(f"HTTP {status} from {host}", reason=f"http_{status}", retry_after=retry_after)
         if offset:
             self._check_resumed(response, offset)
             return

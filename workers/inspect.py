@@ -345,9 +345,7 @@ def scheduled_retries(
     return out
 
 
-def oldest_waiting(
-    connection: redis.Redis, queue_name: str, *, now: float | None = None
-) -> WaitingJob | None:
+def oldest_waiting(connection: redis.Redis, queue_name: str, *, now: float | None = None) -> WaitingJob | None:
     """The head of the queue: the next job a worker will take, and how long it has waited."""
     now = time.time() if now is None else now
     head = connection.lindex(keys.rq_queue_key(queue_name), 0)
@@ -402,9 +400,7 @@ def tracked_task(member: Any, score: float, now: float) -> TrackedTask:
         provider, task_id = json.loads(member)
     except (ValueError, TypeError):
         provider, task_id = "?", _text(member)
-    return TrackedTask(
-        provider=str(provider), task_id=str(task_id), since=iso(score), age_s=round(now - score, 1)
-    )
+    return TrackedTask(provider=str(provider), task_id=str(task_id), since=iso(score), age_s=round(now - score, 1))
 
 
 # --------------------------------------------------------------------------------------------- status
@@ -447,8 +443,9 @@ def status(
         events_last_hour=recent_events(connection, now=now),
         problems=[],
     )
-    return replace(result, problems=problems(result, waiting_alert_s=waiting_alert_s,
-                                             tracked_overdue_s=tracked_overdue_s))
+    return replace(
+        result, problems=problems(result, waiting_alert_s=waiting_alert_s, tracked_overdue_s=tracked_overdue_s)
+    )
 
 
 def _n(count: int, noun: str) -> str:
@@ -461,21 +458,26 @@ def problems(s: Status, *, waiting_alert_s: float, tracked_overdue_s: float) -> 
     total = sum(s.dead_letters.values())
     if total:
         reasons = ", ".join(f"{reason} {count}" for reason, count in s.dead_letters.items())
-        out.append(f"{_n(total, 'dead letter')} ({reasons}): see `veo-archiver failed`, requeue with "
-                   "`veo-archiver retry`")
+        out.append(
+            f"{_n(total, 'dead letter')} ({reasons}): see `veo-archiver failed`, requeue with `veo-archiver retry`"
+        )
     if s.queued and not s.workers:
         out.append(f"{_n(s.queued, 'job')} waiting and no worker alive: start `veo-archiver worker`")
     elif s.oldest_waiting and s.oldest_waiting.age_s is not None and s.oldest_waiting.age_s > waiting_alert_s:
         waited = duration(s.oldest_waiting.age_s)
         out.append(f"the oldest waiting job has waited {waited}: workers too few or stuck")
     if s.started_expired:
-        out.append(f"{_n(s.started_expired, 'started job')} with no worker heartbeat (abandoned): "
-                   "a worker's maintenance will retry them")
+        out.append(
+            f"{_n(s.started_expired, 'started job')} with no worker heartbeat (abandoned): "
+            "a worker's maintenance will retry them"
+        )
     if s.scheduled_late:
         out.append(f"{_n(s.scheduled_late, 'scheduled retry')} overdue: no worker runs RQ's scheduler")
     if s.tracked_overdue:
-        out.append(f"{_n(s.tracked_overdue, 'tracked task')} without a terminal callback for more than "
-                   f"{duration(tracked_overdue_s)} (the sweep polls the provider)")
+        out.append(
+            f"{_n(s.tracked_overdue, 'tracked task')} without a terminal callback for more than "
+            f"{duration(tracked_overdue_s)} (the sweep polls the provider)"
+        )
     return out
 
 
@@ -514,9 +516,7 @@ def delivery_info(number: int, record: dict[str, Any]) -> DeliveryInfo:
     )
 
 
-def job_info(
-    connection: redis.Redis, queue_name: str, job_id: str, job: Job | None, status: str | None
-) -> JobInfo:
+def job_info(connection: redis.Redis, queue_name: str, job_id: str, job: Job | None, status: str | None) -> JobInfo:
     replay = "-replay-" in job_id
     if job is None:
         return JobInfo(job_id=job_id, status=status, state="gone", replay=replay)
@@ -552,8 +552,9 @@ def job_info(
     )
 
 
-def task_jobs(connection: redis.Redis, queue_name: str, provider: str, task_id: str,
-              records: list[dict[str, Any]]) -> list[JobInfo]:
+def task_jobs(
+    connection: redis.Redis, queue_name: str, provider: str, task_id: str, records: list[dict[str, Any]]
+) -> list[JobInfo]:
     """One entry per terminal status the task reached, plus every operator replay, in order of appearance."""
     wanted: dict[str, str | None] = {}
     for record in records:
@@ -563,25 +564,32 @@ def task_jobs(connection: redis.Redis, queue_name: str, provider: str, task_id: 
         job_id = keys.job_id(provider, task_id, terminal)
         if job_id not in wanted and connection.exists(keys.rq_job_key(job_id)):
             wanted[job_id] = terminal
-    return [job_info(connection, queue_name, job_id, job, wanted[job_id])
-            for job_id, job in fetch_jobs(connection, list(wanted))]
+    return [
+        job_info(connection, queue_name, job_id, job, wanted[job_id])
+        for job_id, job in fetch_jobs(connection, list(wanted))
+    ]
 
 
-def archived(
-    archive: ObjectArchive, provider: str, task_id: str
-) -> tuple[dict[str, Any] | None, list[ArchivedFile]]:
+def archived(archive: ObjectArchive, provider: str, task_id: str) -> tuple[dict[str, Any] | None, list[ArchivedFile]]:
     """The task's manifest and, for each file it lists, whether the object is really there."""
     manifest = archive.get_json(keys.manifest_key(provider, task_id))
     files = []
     for entry in (manifest or {}).get("files") or []:
         stored = archive.head(str(entry.get("key")))
-        files.append(ArchivedFile(key=str(entry.get("key")), size=entry.get("size"),
-                                  sha256=entry.get("sha256"), stored_size=stored.size if stored else None))
+        files.append(
+            ArchivedFile(
+                key=str(entry.get("key")),
+                size=entry.get("size"),
+                sha256=entry.get("sha256"),
+                stored_size=stored.size if stored else None,
+            )
+        )
     return manifest, files
 
 
-def task_story(connection: redis.Redis, queue_name: str, provider: str, task_id: str,
-               archive: ObjectArchive | None) -> TaskStory:
+def task_story(
+    connection: redis.Redis, queue_name: str, provider: str, task_id: str, archive: ObjectArchive | None
+) -> TaskStory:
     records = stored_deliveries(connection, provider, task_id)
     score = connection.zscore(keys.tracked_zset(), keys.tracked_member(provider, task_id))
     manifest_key = keys.manifest_key(provider, task_id)

@@ -78,8 +78,15 @@ def archive_task(envelope: dict[str, Any]) -> dict[str, Any] | Retry:
         if decision.delay_s is None:
             final = PermanentError(f"{decision.reason}; last error: {exc.message}", reason=decision.reason)
             _dead_letter(job, final, fields)
-            outcomes.publish(connection, outcome="dead_letter", provider=event.provider, task_id=event.task_id,
-                             status=event.status.value, reason=final.reason, duration_s=time.monotonic() - started)
+            outcomes.publish(
+                connection,
+                outcome="dead_letter",
+                provider=event.provider,
+                task_id=event.task_id,
+                status=event.status.value,
+                reason=final.reason,
+                duration_s=time.monotonic() - started,
+            )
             raise final from exc
         log.warning(
             "transient failure, retry scheduled: %s",
@@ -89,8 +96,15 @@ def archive_task(envelope: dict[str, Any]) -> dict[str, Any] | Retry:
         return Retry(max=_RQ_RETRY_CEILING, interval=[math.ceil(decision.delay_s)])
     except PermanentError as exc:
         _dead_letter(job, exc, fields)
-        outcomes.publish(connection, outcome="dead_letter", provider=event.provider, task_id=event.task_id,
-                         status=event.status.value, reason=exc.reason, duration_s=time.monotonic() - started)
+        outcomes.publish(
+            connection,
+            outcome="dead_letter",
+            provider=event.provider,
+            task_id=event.task_id,
+            status=event.status.value,
+            reason=exc.reason,
+            duration_s=time.monotonic() - started,
+        )
         raise
     log.info("task %s", result["outcome"], extra=fields)
     if result["outcome"] == "archived":
@@ -111,8 +125,9 @@ def archive_task(envelope: dict[str, Any]) -> dict[str, Any] | Retry:
 
 def _deadline(ctx: WorkerContext, event: TaskEvent, envelope: dict[str, Any]) -> float:
     received = float(envelope.get("received_ts") or time.time())
-    lifetime = ctx.settings.providers[event.provider].url_lifetime_s if event.provider in ctx.settings.providers \
-        else 24 * 3600
+    lifetime = (
+        ctx.settings.providers[event.provider].url_lifetime_s if event.provider in ctx.settings.providers else 24 * 3600
+    )
     urls = event.result_urls or ("",)
     return min(url_deadline(url, received, lifetime) for url in urls)
 
@@ -172,8 +187,12 @@ def _archive(ctx: WorkerContext, event: TaskEvent, envelope: dict[str, Any], job
         archive.put_bytes(manifest_key, manifest.encode(body))  # a success replaces an earlier failure manifest
     elif not archive.put_if_absent(manifest_key, manifest.encode(body)):
         return {"outcome": "already_archived", "manifest": manifest_key}
-    return {"outcome": "archived", "manifest": manifest_key, "status": event.status.value,
-            "files": [f.to_json() for f in files]}
+    return {
+        "outcome": "archived",
+        "manifest": manifest_key,
+        "status": event.status.value,
+        "files": [f.to_json() for f in files],
+    }
 
 
 def _confirm(ctx: WorkerContext, event: TaskEvent) -> TaskEvent:
@@ -185,8 +204,12 @@ def _confirm(ctx: WorkerContext, event: TaskEvent) -> TaskEvent:
     if confirmed.status is not event.status or confirmed.result_urls != event.result_urls:
         log.warning(
             "provider status API disagrees with the callback; using the provider's answer",
-            extra={"provider": event.provider, "task_id": event.task_id, "claimed": event.status.value,
-                   "confirmed": confirmed.status.value},
+            extra={
+                "provider": event.provider,
+                "task_id": event.task_id,
+                "claimed": event.status.value,
+                "confirmed": confirmed.status.value,
+            },
         )
     return replace(
         confirmed,
@@ -214,8 +237,9 @@ def _reuse(ctx: WorkerContext, event: TaskEvent, index: int, url: str, record: F
         size += len(chunk)
     if size != stored.size or not looks_like_video(head):
         raise BadContent(f"object at {key} is not the video it should be ({size} bytes)", reason="archive_conflict")
-    log.info("video already in the archive; reused", extra={"provider": event.provider, "task_id": event.task_id,
-                                                              "key": key})
+    log.info(
+        "video already in the archive; reused", extra={"provider": event.provider, "task_id": event.task_id, "key": key}
+    )
     return FileRecord(index=index, source_url=url, key=key, size=size, sha256=digest.hexdigest(), content_type=None)
 
 
@@ -229,8 +253,10 @@ def _download(ctx: WorkerContext, event: TaskEvent, index: int, url: str) -> tup
         if len(fresh.result_urls) <= index or fresh.result_urls[index] == url:
             raise DownloadFailed(f"{exc.message}; the provider has no fresher URL", reason=exc.reason) from exc
         new_url = fresh.result_urls[index]
-        log.info("link expired; provider gave a fresh URL", extra={"provider": event.provider,
-                                                                    "task_id": event.task_id, "index": index})
+        log.info(
+            "link expired; provider gave a fresh URL",
+            extra={"provider": event.provider, "task_id": event.task_id, "index": index},
+        )
         return _stream(ctx, fresh, index, new_url), fresh
 
 
@@ -238,9 +264,7 @@ def _stream(ctx: WorkerContext, event: TaskEvent, index: int, url: str) -> FileR
     host = urlsplit(url).hostname or ""
     provider = ctx.settings.providers.get(event.provider)
     if provider is not None and not provider.host_allowed(host):
-        raise DownloadRefused(
-            f"{host} is not in DOWNLOAD_HOSTS_{event.provider.upper()}", reason="host_not_allowed"
-        )
+        raise DownloadRefused(f"{host} is not in DOWNLOAD_HOSTS_{event.provider.upper()}", reason="host_not_allowed")
     key = keys.video_key(event.provider, event.task_id, index)
     stream = VideoStream(ctx.client, url, ctx.fetch_policy)
     started = time.monotonic()
@@ -279,8 +303,14 @@ def _dead_letter(job: Job | None, exc: PermanentError, fields: dict[str, Any]) -
 
 def _record_attempt(job: Job, exc: TransientError, delay: float | None) -> None:
     attempts = job.meta.setdefault("attempts", [])
-    attempts.append({"at": iso(time.time()), "reason": exc.reason, "error": exc.message[:500],
-                     "retry_in_s": None if delay is None else round(delay, 1)})
+    attempts.append(
+        {
+            "at": iso(time.time()),
+            "reason": exc.reason,
+            "error": exc.message[:500],
+            "retry_in_s": None if delay is None else round(delay, 1),
+        }
+    )
     del attempts[:-20]
     job.save_meta()
 

@@ -101,9 +101,11 @@ def check_config(settings: Settings) -> tuple[tuple[Target, ...], str]:
         targets.append(Target(url, url_hash(url)))
     secret = (settings.notify_secret or "").strip()
     if not secret.startswith(SECRET_PREFIX):
-        raise ConfigError("NOTIFY_SECRET must be a Standard Webhooks secret whsec_<base64 of >= 24 bytes>; "
-                          "generate one with: python3 -c 'import base64, os; "
-                          "print(\"whsec_\" + base64.b64encode(os.urandom(32)).decode())'")
+        raise ConfigError(
+            "NOTIFY_SECRET must be a Standard Webhooks secret whsec_<base64 of >= 24 bytes>; "
+            "generate one with: python3 -c 'import base64, os; "
+            'print("whsec_" + base64.b64encode(os.urandom(32)).decode())\''
+        )
     try:
         parse_secrets([secret])
     except ConfigError as exc:
@@ -138,7 +140,8 @@ class Notifier:
         self._redis = connection
         self.policy = policy or NotifyPolicy()
         self._client = client or httpx.Client(
-            timeout=httpx.Timeout(self.policy.timeout_s), follow_redirects=False,
+            timeout=httpx.Timeout(self.policy.timeout_s),
+            follow_redirects=False,
             headers={"User-Agent": USER_AGENT},
         )
         self.consumer = consumer or f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
@@ -197,8 +200,12 @@ class Notifier:
             sent += self.claim()
         wait = self._next_due_ms(block_ms)
         # RESP2 (the client's default): a list of [stream, entries]
-        reply = cast(list[Any], self._redis.xreadgroup(GROUP, self.consumer, {self._stream: ">"},
-                                                       count=READ_COUNT, block=wait if wait > 0 else None))
+        reply = cast(
+            list[Any],
+            self._redis.xreadgroup(
+                GROUP, self.consumer, {self._stream: ">"}, count=READ_COUNT, block=wait if wait > 0 else None
+            ),
+        )
         for _stream, entries in reply or []:
             for raw_id, fields in entries:
                 sent += self.process(_text(raw_id), {_text(k): _text(v) for k, v in fields.items()})
@@ -216,9 +223,14 @@ class Notifier:
         cursor = "0-0"
         for _ in range(20):  # bounded per step; the next step continues
             # not JUSTID: redis-py then drops the cursor from the reply
-            reply = self._redis.xautoclaim(self._stream, GROUP, self.consumer,
-                                           int(self.policy.claim_after_s * 1000), start_id=cursor,
-                                           count=READ_COUNT)
+            reply = self._redis.xautoclaim(
+                self._stream,
+                GROUP,
+                self.consumer,
+                int(self.policy.claim_after_s * 1000),
+                start_id=cursor,
+                count=READ_COUNT,
+            )
             cursor = _text(reply[0])
             # Redis >= 7 (and late 6.2) lists entries trimmed from the stream apart (already out of the PEL)
             gone = [_text(i) for i in (reply[2] if len(reply) > 2 else [])]
@@ -230,8 +242,9 @@ class Notifier:
             for entry_id in gone:
                 self._redis.xack(self._stream, GROUP, entry_id)
                 self._redis.delete(entry_key(entry_id))
-                log.warning("pending outcome no longer in the stream (trimmed); acknowledged",
-                            extra={"entry_id": entry_id})
+                log.warning(
+                    "pending outcome no longer in the stream (trimmed); acknowledged", extra={"entry_id": entry_id}
+                )
             if cursor == "0-0":
                 break
         self._prune_consumers()
@@ -247,8 +260,10 @@ class Notifier:
     def _take_over(self, entry_id: str, fields: dict[str, str]) -> int:
         sent = self.process(entry_id, fields)
         if sent:
-            log.info("took over an outcome left pending by another notifier",
-                     extra={"entry_id": entry_id, "consumer": self.consumer, "sent": sent})
+            log.info(
+                "took over an outcome left pending by another notifier",
+                extra={"entry_id": entry_id, "consumer": self.consumer, "sent": sent},
+            )
         return sent
 
     def _entry(self, entry_id: str) -> dict[str, str] | None:
@@ -298,8 +313,7 @@ class Notifier:
         raw = self._redis.hgetall(entry_key(entry_id))
         return {_text(k): json.loads(v) for k, v in raw.items()}
 
-    def _record(self, entry_id: str, hashed: str, state: dict[str, Any], *,
-                retry_at: float | None = None) -> None:
+    def _record(self, entry_id: str, hashed: str, state: dict[str, Any], *, retry_at: float | None = None) -> None:
         pipe = self._redis.pipeline(transaction=True)
         pipe.hset(entry_key(entry_id), hashed, json.dumps(state))
         pipe.expire(entry_key(entry_id), ENTRY_TTL_S)
@@ -316,8 +330,15 @@ class Notifier:
             log.info("notification delivered", extra=extra)
             return
         if attempts >= self.policy.max_attempts:
-            record = {"entry_id": entry_id, "url": target.url, "webhook_id": f"{entry_id}-{target.hash}",
-                      "attempts": attempts, "error": error, "at": iso(self._clock()), "entry": dict(fields)}
+            record = {
+                "entry_id": entry_id,
+                "url": target.url,
+                "webhook_id": f"{entry_id}-{target.hash}",
+                "attempts": attempts,
+                "error": error,
+                "at": iso(self._clock()),
+                "entry": dict(fields),
+            }
             pipe = self._redis.pipeline(transaction=True)
             pipe.lpush(DEAD_LIST, json.dumps(record))
             pipe.ltrim(DEAD_LIST, 0, DEAD_MAXLEN - 1)
@@ -326,12 +347,15 @@ class Notifier:
             log.error("notification dead-lettered after %d attempts: %s", attempts, error, extra=extra)
             return
         delay = self.policy.delay(attempts, retry_after)
-        self._record(entry_id, target.hash, {"state": "retrying", "attempts": attempts, "error": error},
-                     retry_at=self._clock() + delay)
+        self._record(
+            entry_id,
+            target.hash,
+            {"state": "retrying", "attempts": attempts, "error": error},
+            retry_at=self._clock() + delay,
+        )
         log.warning("notification failed, retry in %.1f s: %s", delay, error, extra=extra)
 
-    def _post(self, entry_id: str, fields: Mapping[str, str],
-              target: Target) -> tuple[bool, str, float | None]:
+    def _post(self, entry_id: str, fields: Mapping[str, str], target: Target) -> tuple[bool, str, float | None]:
         now = self._clock()
         body = payload(entry_id, fields, now)
         msg_id = f"{entry_id}-{target.hash}"

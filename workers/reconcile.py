@@ -74,30 +74,47 @@ class SweepReport:
     duration_s: float = 0.0
 
     def counts(self) -> dict[str, int]:
-        return {"examined": self.examined, "submitted": len(self.submitted),
-                "in_progress": len(self.in_progress), "dropped": len(self.dropped),
-                "errors": len(self.errors), "waiting": self.waiting, "finished": self.finished,
-                "deferred": self.deferred}
+        return {
+            "examined": self.examined,
+            "submitted": len(self.submitted),
+            "in_progress": len(self.in_progress),
+            "dropped": len(self.dropped),
+            "errors": len(self.errors),
+            "waiting": self.waiting,
+            "finished": self.finished,
+            "deferred": self.deferred,
+        }
 
     def to_json(self) -> dict[str, Any]:
-        return {"at": iso(self.started_at), "after_s": self.after_s, "duration_s": round(self.duration_s, 3),
-                **self.counts(), "submitted_tasks": self.submitted, "in_progress_tasks": self.in_progress,
-                "dropped_tasks": self.dropped, "error_tasks": self.errors}
+        return {
+            "at": iso(self.started_at),
+            "after_s": self.after_s,
+            "duration_s": round(self.duration_s, 3),
+            **self.counts(),
+            "submitted_tasks": self.submitted,
+            "in_progress_tasks": self.in_progress,
+            "dropped_tasks": self.dropped,
+            "error_tasks": self.errors,
+        }
 
     def summary(self) -> str:
-        lines = [f"swept {self.examined} tracked task(s) registered over {self.after_s} s ago "
-                 f"in {self.duration_s:.1f} s"]
+        lines = [
+            f"swept {self.examined} tracked task(s) registered over {self.after_s} s ago in {self.duration_s:.1f} s"
+        ]
         for item in self.submitted:
-            lines.append(f"  submitted    {item['provider']} {item['task_id']}: {item['status']} "
-                         f"({item['outcome']}{', job ' + item['job_id'] if item.get('job_id') else ''})")
+            lines.append(
+                f"  submitted    {item['provider']} {item['task_id']}: {item['status']} "
+                f"({item['outcome']}{', job ' + item['job_id'] if item.get('job_id') else ''})"
+            )
         for item in self.in_progress:
             lines.append(f"  in progress  {item['provider']} {item['task_id']} ({item['provider_status']})")
         for label, items in (("dropped", self.dropped), ("kept", self.errors)):
             for item in items:
-                lines.append(f"  {label:12} {item['provider']} {item['task_id']}: {item['reason']}: "
-                             f"{item['detail']}")
-        lines.append(f"  waiting for a worker: {self.waiting}; finished and untracked: {self.finished}; "
-                     f"left for the next sweep: {self.deferred}")
+                lines.append(f"  {label:12} {item['provider']} {item['task_id']}: {item['reason']}: {item['detail']}")
+        lines.append(
+            f"  waiting for a worker: {self.waiting}; finished and untracked: {self.finished}; "
+            f"left for the next sweep: {self.deferred}"
+        )
         return "\n".join(lines)
 
 
@@ -133,8 +150,9 @@ def callback_state(connection: redis.Redis, provider: str, task_id: str) -> str:
 def reconciled_delivery(event: TaskEvent, now: float) -> Delivery:
     """What the intake records for an event read by the sweep (there was no HTTP delivery)."""
     body = json.dumps({"source": "reconcile", "status_api": event.to_json()}, separators=(",", ":")).encode()
-    return Delivery(body=body, headers={"x-veo-archiver-source": "reconcile"}, received_at=now, remote=None,
-                    path="reconcile")
+    return Delivery(
+        body=body, headers={"x-veo-archiver-source": "reconcile"}, received_at=now, remote=None, path="reconcile"
+    )
 
 
 def intake_submitter(settings: Settings, *, now: float) -> Submit:
@@ -142,8 +160,9 @@ def intake_submitter(settings: Settings, *, now: float) -> Submit:
 
     def submit(events: Sequence[TaskEvent]) -> list[IntakeResult | ArchiverError]:
         async def run() -> list[IntakeResult | ArchiverError]:
-            client = aioredis.Redis.from_url(settings.redis_url, socket_timeout=settings.enqueue_timeout_s,
-                                             socket_connect_timeout=2.0)
+            client = aioredis.Redis.from_url(
+                settings.redis_url, socket_timeout=settings.enqueue_timeout_s, socket_connect_timeout=2.0
+            )
             try:
                 intake = Intake(settings, client)
                 await intake.start()
@@ -192,8 +211,7 @@ def sweep(
         report.examined += 1
         ref = _ref(member)
         if ref is None:
-            _drop(connection, report, member, ("?", member), registered, now, "malformed",
-                  "not [provider, task_id]")
+            _drop(connection, report, member, ("?", member), registered, now, "malformed", "not [provider, task_id]")
             continue
         provider, task_id = ref
         state = callback_state(connection, provider, task_id)
@@ -209,8 +227,9 @@ def sweep(
             continue
         item = {"provider": provider, "task_id": task_id}
         if not status_client.can_confirm(provider):
-            report.errors.append({**item, "reason": "no_api_key",
-                                  "detail": f"no status API key configured for {provider}"})
+            report.errors.append(
+                {**item, "reason": "no_api_key", "detail": f"no status API key configured for {provider}"}
+            )
             continue
         connection.zadd(POLLED_ZSET, {member: now})
         try:
@@ -235,17 +254,32 @@ def sweep(
             if isinstance(result, ArchiverError):
                 report.errors.append({**item, "reason": result.reason, "detail": result.message})
             else:
-                report.submitted.append({**item, "status": event.status.value, "outcome": result.outcome,
-                                         "job_id": result.job_id})
+                report.submitted.append(
+                    {**item, "status": event.status.value, "outcome": result.outcome, "job_id": result.job_id}
+                )
     _forget_untracked(connection)
     report.duration_s = clock() - started
     return report
 
 
-def _drop(connection: redis.Redis, report: SweepReport, member: str, ref: tuple[str, str], registered: float,
-          now: float, reason: str, detail: str) -> None:
-    record = {"provider": ref[0], "task_id": ref[1], "reason": reason, "detail": detail[:500],
-              "registered_at": iso(registered), "dropped_at": iso(now)}
+def _drop(
+    connection: redis.Redis,
+    report: SweepReport,
+    member: str,
+    ref: tuple[str, str],
+    registered: float,
+    now: float,
+    reason: str,
+    detail: str,
+) -> None:
+    record = {
+        "provider": ref[0],
+        "task_id": ref[1],
+        "reason": reason,
+        "detail": detail[:500],
+        "registered_at": iso(registered),
+        "dropped_at": iso(now),
+    }
     pipe = connection.pipeline(transaction=True)
     pipe.zrem(keys.tracked_zset(), member)
     pipe.zrem(POLLED_ZSET, member)
@@ -253,8 +287,7 @@ def _drop(connection: redis.Redis, report: SweepReport, member: str, ref: tuple[
     pipe.ltrim(DROPPED_LIST, 0, DROPPED_MAXLEN - 1)
     pipe.execute()
     report.dropped.append(record)
-    log.warning("tracked task dropped: %s", detail,
-                extra={"provider": ref[0], "task_id": ref[1], "reason": reason})
+    log.warning("tracked task dropped: %s", detail, extra={"provider": ref[0], "task_id": ref[1], "reason": reason})
 
 
 def _forget_untracked(connection: redis.Redis) -> None:
@@ -283,13 +316,20 @@ def acquire(connection: redis.Redis, settings: Settings, owner: str) -> bool:
     return bool(connection.set(LOCK_KEY, owner, nx=True, ex=settings.reconcile_interval_s))
 
 
-def run_sweep(connection: redis.Redis, settings: Settings, *, now: float | None = None,
-              after_s: int | None = None, budget_s: float | None = None) -> SweepReport:
+def run_sweep(
+    connection: redis.Redis,
+    settings: Settings,
+    *,
+    now: float | None = None,
+    after_s: int | None = None,
+    budget_s: float | None = None,
+) -> SweepReport:
     """One sweep with its own status client; the report is kept at ``veo:reconcile:last`` for operators."""
     client = StatusClient(settings.providers)
     try:
-        report = sweep(connection, settings, client, now=time.time() if now is None else now, after_s=after_s,
-                       budget_s=budget_s)
+        report = sweep(
+            connection, settings, client, now=time.time() if now is None else now, after_s=after_s, budget_s=budget_s
+        )
     finally:
         client.close()
     connection.set(LAST_REPORT_KEY, json.dumps(report.to_json()))

@@ -102,10 +102,15 @@ def requeue_abandoned(queue: Queue) -> list[str]:
         job.save_meta()
         registry.requeue(job_id)
         requeued.append(job_id)
-        log.warning("requeued a job abandoned by a dead worker", extra={
-            "job_id": job_id, "provider": job.meta.get("provider"), "task_id": job.meta.get("task_id"),
-            "requeues": count + 1,
-        })
+        log.warning(
+            "requeued a job abandoned by a dead worker",
+            extra={
+                "job_id": job_id,
+                "provider": job.meta.get("provider"),
+                "task_id": job.meta.get("task_id"),
+                "requeues": count + 1,
+            },
+        )
     return requeued
 
 

@@ -54,9 +54,7 @@ def parse(body: Mapping[str, Any], *, verification: Verification) -> TaskEvent:
     return _event(data, verification)
 
 
-def status_request(
-    base_url: str, task_id: str, api_key: str, *, model: str = "veo-3-1"
-) -> tuple[str, dict[str, str]]:
+def status_request(base_url: str, task_id: str, api_key: str, *, model: str = "veo-3-1") -> tuple[str, dict[str, str]]:
     """URL and headers of ``GET {base}/api/v1/statusTask/{model}?taskId=…``."""
     if model not in STATUS_MODELS:
         raise ConfigError(f"APIXO status model must be one of {', '.join(STATUS_MODELS)}, not {model!r}")
@@ -80,9 +78,7 @@ def parse_status(body: Mapping[str, Any], task_id: str) -> TaskEvent:
             and "model" not in lowered
             and "key" not in lowered
         ):
-            raise PermanentError(
-                f"APIXO knows no task {task_id!r}: {code} {text[:200]!r}", reason=UNKNOWN_TASK
-            )
+            raise PermanentError(f"APIXO knows no task {task_id!r}: {code} {text[:200]!r}", reason=UNKNOWN_TASK)
         raise InvalidPayload(f"code: statusTask answered {code} {text[:200]!r}")
     data = get_object(body, "data", path="data")
     assert data is not None

@@ -72,9 +72,7 @@ def verify_signature(
         raise Rejected("X-Webhook-Timestamp is not a Unix time in seconds", reason="timestamp_malformed")
     ts = int(ts_text)
     if ts < now - tolerance_s:
-        raise Rejected(
-            f"stale timestamp: {int(now - ts)} s old (tolerance {tolerance_s} s)", reason="timestamp_stale"
-        )
+        raise Rejected(f"stale timestamp: {int(now - ts)} s old (tolerance {tolerance_s} s)", reason="timestamp_stale")
     if ts > now + tolerance_s:
         raise Rejected(
             f"timestamp {int(ts - now)} s in the future (tolerance {tolerance_s} s)",
@@ -85,9 +83,7 @@ def verify_signature(
     except (binascii.Error, ValueError):
         raise Rejected("X-Webhook-Signature is not valid base64", reason="signature_malformed") from None
     if len(given) != hashlib.sha256().digest_size:
-        raise Rejected(
-            "X-Webhook-Signature has the wrong length for HMAC-SHA256", reason="signature_malformed"
-        )
+        raise Rejected("X-Webhook-Signature has the wrong length for HMAC-SHA256", reason="signature_malformed")
     message = f"{task_id}.{ts_text}".encode()
     matched = False
     for key in keys:  # every key is tried (rotation); no early exit, to keep timing independent of which

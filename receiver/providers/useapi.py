@@ -69,9 +69,7 @@ def parse_status(body: Mapping[str, Any], task_id: str) -> TaskEvent:
         if isinstance(error, dict) and isinstance(error.get("message"), str):
             text = error["message"]
         if (body.get("code") == 404 or _NOT_FOUND_TEXT.search(text)) and "account" not in text.lower():
-            raise PermanentError(
-                f"useapi.net knows no job {task_id!r}: {text[:200]!r}", reason="unknown_task"
-            )
+            raise PermanentError(f"useapi.net knows no job {task_id!r}: {text[:200]!r}", reason="unknown_task")
         raise InvalidPayload(f"status: the answer is not a job record (error: {text[:200]!r})")
     got = task_id_of(body)
     if got != task_id:
@@ -149,9 +147,7 @@ def _media(response: Mapping[str, Any]) -> _Found:
         if media_id:
             found.ids.append(media_id)
         meta = get_object(item, "mediaMetadata", path=f"{path}.mediaMetadata", required=False) or {}
-        state = (
-            get_object(meta, "mediaStatus", path=f"{path}.mediaMetadata.mediaStatus", required=False) or {}
-        )
+        state = get_object(meta, "mediaStatus", path=f"{path}.mediaMetadata.mediaStatus", required=False) or {}
         epath = f"{path}.mediaMetadata.mediaStatus.error"
         error = get_object(state, "error", path=epath, required=False)
         if error:

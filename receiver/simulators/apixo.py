@@ -111,9 +111,7 @@ def failure_body(
     )
 
 
-def pending_body(
-    task_id: str, state: str = "processing", *, create_time_ms: int | None = None
-) -> dict[str, Any]:
+def pending_body(task_id: str, state: str = "processing", *, create_time_ms: int | None = None) -> dict[str, Any]:
     """A non-terminal record (what ``statusTask`` shows; the webhook itself fires on completion)."""
     if state not in ("pending", "processing"):
         raise ValueError("pending_body is for the pending and processing states")
@@ -138,6 +136,4 @@ def result_urls(body: dict[str, Any]) -> list[str]:
 def send(url: str, body: dict[str, Any], *, timeout: float = 30.0) -> httpx.Response:
     """POST as APIXO does: plain JSON, no signature headers; it waits 30 s for an HTTP 200."""
     with httpx.Client(timeout=timeout) as client:
-        return client.post(
-            url, content=json.dumps(body).encode(), headers={"Content-Type": "application/json"}
-        )
+        return client.post(url, content=json.dumps(body).encode(), headers={"Content-Type": "application/json"})

@@ -31,9 +31,7 @@ def make_task_id(created: int | None = None, *, rng: random.Random | None = None
     """``task-unified-<unix seconds>-<8 lowercase letters/digits>``, as in the docs' examples."""
     secs = int(time.time()) if created is None else created
     pick = rng or random.Random()
-    return f"task-unified-{secs}-" + "".join(
-        pick.choice(string.ascii_lowercase + string.digits) for _ in range(8)
-    )
+    return f"task-unified-{secs}-" + "".join(pick.choice(string.ascii_lowercase + string.digits) for _ in range(8))
 
 
 def created_of(task_id: str) -> int | None:
@@ -117,6 +115,4 @@ def error_body(code: str, message: str) -> dict[str, Any]:
 def send(url: str, body: dict[str, Any], *, timeout: float = 10.0) -> httpx.Response:
     """POST as EvoLink does: plain JSON, no signature; any 2xx counts as delivered."""
     with httpx.Client(timeout=timeout) as client:
-        return client.post(
-            url, content=json.dumps(body).encode(), headers={"Content-Type": "application/json"}
-        )
+        return client.post(url, content=json.dumps(body).encode(), headers={"Content-Type": "application/json"})

@@ -28,7 +28,9 @@ def encode_urls(urls: list[str], form: str) -> Any:
     raise ValueError(f"unknown URL form {form!r}; one of {URL_FORMS}")
 
 
-def success_body(task_id: str, urls: list[str], *, form: str = "list", task_id_at: str = "data.taskId") -> dict[str, Any]:
+def success_body(
+    task_id: str, urls: list[str], *, form: str = "list", task_id_at: str = "data.taskId"
+) -> dict[str, Any]:
     body: dict[str, Any] = {
         "code": 200,
         "msg": "Veo3.1 video generated successfully.",

@@ -180,8 +180,7 @@ def job_record(
         names = [str(uuid.uuid5(uuid.NAMESPACE_URL, f"{jobid}#{i}")) for i in range(len(links))]
         if schema == "media":
             response["media"] = [
-                _media(nm, first_seed + i, prompt, u, when)
-                for i, (nm, u) in enumerate(zip(names, links, strict=True))
+                _media(nm, first_seed + i, prompt, u, when) for i, (nm, u) in enumerate(zip(names, links, strict=True))
             ]
         else:
             response["operations"] = [
@@ -218,6 +217,4 @@ def video_urls(record: dict[str, Any]) -> list[str]:
 def send(url: str, body: dict[str, Any], *, timeout: float = 30.0) -> httpx.Response:
     """POST the job record to ``replyUrl``; useapi.net documents no timeout, 30 s is assumed."""
     with httpx.Client(timeout=timeout) as client:
-        return client.post(
-            url, content=json.dumps(body).encode(), headers={"Content-Type": "application/json"}
-        )
+        return client.post(url, content=json.dumps(body).encode(), headers={"Content-Type": "application/json"})
