@@ -1,0 +1,22 @@
+"""The one check command is the test command: lint and strict typing run with the tests."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+from tests.procs import REPO
+
+
+def run(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", *args], cwd=REPO, capture_output=True, text=True, check=False)
+
+
+def test_ruff_lint_is_clean() -> None:
+    done = run("ruff", "check", "receiver", "workers", "tests", "bench")
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_mypy_strict_is_clean() -> None:
+    done = run("mypy")
+    assert done.returncode == 0, done.stdout + done.stderr
