@@ -83,11 +83,18 @@ def create_app(
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Any]]:
-        client = redis_client or aioredis.Redis.from_url(
-            settings.redis_url,
-            socket_timeout=settings.enqueue_timeout_s,
-            socket_connect_timeout=2.0,
-            health_check_interval=30,
+        # A blocking pool: past max_connections in flight a callback waits (up to enqueue_timeout_s) for a
+        # connection instead of failing with "Too many connections" (redis-py's default async pool caps at
+        # 100 and raises at once, which turned half of a 200-callback burst into 503s)
+        client = redis_client or aioredis.Redis(
+            connection_pool=aioredis.BlockingConnectionPool.from_url(
+                settings.redis_url,
+                max_connections=32,
+                timeout=settings.enqueue_timeout_s,
+                socket_timeout=settings.enqueue_timeout_s,
+                socket_connect_timeout=2.0,
+                health_check_interval=30,
+            )
         )
         intake = Intake(settings, client)
         await intake.start()

@@ -242,11 +242,12 @@ class Intake:
         ]
         started = time.perf_counter()
         try:
-            async with self._redis.pipeline(transaction=False) as pipe:
-                await self._script(keys=script_keys, args=args, client=pipe)
-                if self._wait_aof:
-                    pipe.execute_command("WAITAOF", 1, 0, int(self._settings.enqueue_timeout_s * 1000))
-                replies = await pipe.execute()
+            if self._wait_aof:
+                replies = await self._evalsha_then_waitaof(script_keys, args)
+            else:
+                # one round trip: EVALSHA (redis-py's Script reloads the script once on NOSCRIPT); a pipeline
+                # holding a Script would first send SCRIPT EXISTS on a round trip of its own, every time
+                replies = [await self._script(keys=script_keys, args=args)]
         except redis.RedisError as exc:
             raise QueueUnavailable(f"redis could not take the job: {exc}") from exc
         outcome = replies[0].decode() if isinstance(replies[0], bytes) else str(replies[0])
@@ -264,6 +265,22 @@ class Intake:
             },
         )
         return IntakeResult(outcome=outcome, job_id=job_id or None, delivery_id=delivery_id)
+
+    async def _evalsha_then_waitaof(self, script_keys: list[str], args: list[Any]) -> list[Any]:
+        timeout_ms = int(self._settings.enqueue_timeout_s * 1000)
+        for attempt in (1, 2):
+            async with self._redis.pipeline(transaction=False) as pipe:
+                pipe.execute_command("EVALSHA", self._script.sha, len(script_keys), *script_keys, *args)
+                pipe.execute_command("WAITAOF", 1, 0, timeout_ms)
+                replies = await pipe.execute(raise_on_error=False)
+            if isinstance(replies[0], redis.exceptions.NoScriptError) and attempt == 1:
+                await self._redis.script_load(_INTAKE_LUA)  # the server lost its script cache (a restart)
+                continue
+            for reply in replies:
+                if isinstance(reply, Exception):
+                    raise reply
+            return list(replies)
+        raise AssertionError("unreachable")
 
     async def ping(self) -> bool:
         try:

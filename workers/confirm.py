@@ -10,6 +10,7 @@ never came.
 from __future__ import annotations
 
 import logging
+import ssl
 from typing import Any
 
 import httpx
@@ -27,9 +28,14 @@ TRANSIENT_STATUS = frozenset({408, 425, 429, 500, 502, 503, 504})
 class StatusClient:
     """Reads task state from the providers' status APIs (base URLs configurable, for simulators)."""
 
-    def __init__(self, providers: dict[str, ProviderSettings], client: httpx.Client | None = None) -> None:
+    def __init__(
+        self,
+        providers: dict[str, ProviderSettings],
+        client: httpx.Client | None = None,
+        ssl_context: ssl.SSLContext | None = None,
+    ) -> None:
         self._providers = providers
-        self._client = client or httpx.Client(timeout=httpx.Timeout(20.0, connect=10.0))
+        self._client = client or httpx.Client(timeout=httpx.Timeout(20.0, connect=10.0), verify=ssl_context or True)
 
     def can_confirm(self, provider: str) -> bool:
         settings = self._providers.get(provider)

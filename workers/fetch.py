@@ -28,6 +28,7 @@ import email.utils
 import hashlib
 import logging
 import re
+import ssl
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -71,11 +72,12 @@ class FetchPolicy:
 FetchTransient = DownloadTransient
 
 
-def build_client(policy: FetchPolicy, egress: EgressPolicy) -> httpx.Client:
-    transport = httpx.HTTPTransport(retries=0)
+def build_client(policy: FetchPolicy, egress: EgressPolicy, ssl_context: ssl.SSLContext | None = None) -> httpx.Client:
+    ssl_context = ssl_context or httpx.create_ssl_context()
+    transport = httpx.HTTPTransport(retries=0, verify=ssl_context)  # given a context, httpx builds none
     # httpx does not expose the network backend: swap the pool for one whose every TCP connect is guarded
     transport._pool = httpcore.ConnectionPool(
-        ssl_context=httpx.create_ssl_context(),
+        ssl_context=ssl_context,
         max_connections=4,
         network_backend=GuardedBackend(egress),
         retries=0,
