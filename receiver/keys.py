@@ -69,6 +69,22 @@ def tracked_member(provider: str, task_id: str) -> str:
     return json.dumps([provider, task_id], separators=(",", ":"))
 
 
+#: the reconciliation sweep: its lock (one sweeper per interval across machines), its last report, when each
+#: tracked task was last polled, and the tasks the provider did not know (dropped from the tracked set)
+RECONCILE_LOCK = f"{_PREFIX}reconcile:lock"
+RECONCILE_LAST_REPORT = f"{_PREFIX}reconcile:last"
+TRACKED_POLLED_ZSET = f"{_PREFIX}tracked:polled"
+TRACKED_DROPPED_LIST = f"{_PREFIX}tracked:dropped"
+
+#: downstream notifications: the retry schedule, the dead letters, and one state hash per outcome entry
+NOTIFY_RETRY_ZSET = f"{_PREFIX}notify:retry"
+NOTIFY_DEAD_LIST = f"{_PREFIX}notify:dead"
+
+
+def notify_entry_key(entry_id: str) -> str:
+    return f"{_PREFIX}notify:entry:{entry_id}"
+
+
 # ---------------------------------------------------------------------------------------------------------
 # archive keys
 

@@ -92,7 +92,7 @@ class StorageSettings:
 
 
 PROVIDERS = ("kie", "apixo", "useapi", "evolink")
-_API_KEY_VARS = {
+API_KEY_VARS = {
     "kie": "KIE_API_KEY",
     "apixo": "APIXO_API_KEY",
     "useapi": "USEAPI_API_TOKEN",
@@ -126,7 +126,7 @@ class ProviderSettings:
         upper = name.upper()
         return cls(
             name=name,
-            api_key=env.get(_API_KEY_VARS[name]) or None,
+            api_key=env.get(API_KEY_VARS[name]) or None,
             api_base=(env.get(f"{upper}_API_BASE") or _API_BASES[name]).rstrip("/"),
             url_lifetime_s=_int(env, f"URL_LIFETIME_{upper}", _URL_LIFETIMES[name], minimum=60),
             download_hosts=tuple(h.lower() for h in _split(env.get(f"DOWNLOAD_HOSTS_{upper}"))),

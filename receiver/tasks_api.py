@@ -32,7 +32,7 @@ from starlette.routing import Route
 from receiver import keys
 from receiver.errors import InvalidPayload, PayloadTooLarge, QueueUnavailable, Rejected, RequestError
 from receiver.intake import iso
-from receiver.settings import _API_KEY_VARS, PROVIDERS, Settings
+from receiver.settings import API_KEY_VARS, PROVIDERS, Settings
 
 MAX_BODY_BYTES = 256 * 1024
 MAX_TASKS = 1000
@@ -70,7 +70,7 @@ def check_provider(settings: Settings, provider: str) -> None:
     configured = settings.providers.get(provider)
     if configured is None or not configured.api_key:
         raise InvalidPayload(
-            f"{provider} has no status API key, so its tasks cannot be polled: set {_API_KEY_VARS[provider]}",
+            f"{provider} has no status API key, so its tasks cannot be polled: set {API_KEY_VARS[provider]}",
             reason="no_api_key",
         )
 

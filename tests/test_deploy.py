@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 
 from receiver.errors import ConfigError
-from receiver.settings import _API_KEY_VARS, PROVIDERS, Settings
+from receiver.settings import API_KEY_VARS, PROVIDERS, Settings
 
 yaml = pytest.importorskip("yaml", reason="PyYAML reads deploy/ (the test extra should list pyyaml)")
 
@@ -74,7 +74,7 @@ def settings_variables() -> set[str]:
     names |= set(re.findall(rf'_(?:int|bool)\(\s*env,\s*"({VAR})"', source))
     for template in re.findall(r'f"([A-Z0-9_]*\{upper\}[A-Z0-9_]*)"', source):
         names |= {template.replace("{upper}", provider.upper()) for provider in PROVIDERS}
-    names |= set(_API_KEY_VARS.values())
+    names |= set(API_KEY_VARS.values())
     return names
 
 
@@ -584,7 +584,7 @@ def test_k8s_environment_is_known_and_loads(manifests: list[dict[str, Any]]) -> 
         "CALLBACK_SIGNING_KEYS",
         "AWS_ACCESS_KEY_ID",
         "AWS_SECRET_ACCESS_KEY",
-        *_API_KEY_VARS.values(),
+        *API_KEY_VARS.values(),
     } <= set(secret)
     settings = assert_loads({**config, **secret}, "configmap.yaml + secret.example.yaml")
     assert settings.storage.is_s3 and not settings.storage.allow_http

@@ -48,8 +48,8 @@ from receiver.standard_webhooks import SECRET_PREFIX, parse_secrets, sign
 log = logging.getLogger(__name__)
 
 GROUP = "notifier"
-RETRY_ZSET = "veo:notify:retry"
-DEAD_LIST = "veo:notify:dead"
+RETRY_ZSET = keys.NOTIFY_RETRY_ZSET
+DEAD_LIST = keys.NOTIFY_DEAD_LIST
 DEAD_MAXLEN = 10_000
 ENTRY_TTL_S = 30 * 24 * 3600
 READ_COUNT = 50
@@ -59,7 +59,7 @@ CONSUMER_IDLE_MS = 24 * 3600 * 1000
 
 
 def entry_key(entry_id: str) -> str:
-    return f"veo:notify:entry:{entry_id}"
+    return keys.notify_entry_key(entry_id)
 
 
 @dataclass(frozen=True)

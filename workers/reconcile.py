@@ -44,10 +44,10 @@ from workers.confirm import StatusClient
 
 log = logging.getLogger(__name__)
 
-LOCK_KEY = "veo:reconcile:lock"
-LAST_REPORT_KEY = "veo:reconcile:last"
-POLLED_ZSET = "veo:tracked:polled"
-DROPPED_LIST = "veo:tracked:dropped"
+LOCK_KEY = keys.RECONCILE_LOCK
+LAST_REPORT_KEY = keys.RECONCILE_LAST_REPORT
+POLLED_ZSET = keys.TRACKED_POLLED_ZSET
+DROPPED_LIST = keys.TRACKED_DROPPED_LIST
 DROPPED_MAXLEN = 10_000
 #: a sweep from worker maintenance blocks that worker's loop: keep it well under the worker TTL (60 s)
 SCHEDULED_BUDGET_S = 20.0
