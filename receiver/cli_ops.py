@@ -19,7 +19,7 @@ import redis
 
 from receiver.errors import ConfigError, RequestError
 from receiver.settings import Settings
-from workers import admin, inspect
+from workers import admin, inspect, story
 
 #: ``retry`` shows a progress counter on stderr from this many jobs on
 PROGRESS_FROM = 10
@@ -307,19 +307,19 @@ def cmd_show(args: argparse.Namespace) -> int:
 
     settings = _settings()
     connection = _connect(settings)
-    story = inspect.task_story(
+    told = story.task_story(
         connection, settings.queue_name, args.provider, args.task_id, open_archive(settings.storage)
     )
-    known = story.deliveries or story.jobs or story.manifest or story.tracked_since
+    known = told.deliveries or told.jobs or told.manifest or told.tracked_since
     if args.json:
-        _json(story.to_json())
+        _json(told.to_json())
     else:
-        for line in render_story(story, time.time()):
+        for line in render_story(told, time.time()):
             print(line)
     return 0 if known else 1
 
 
-def render_story(t: inspect.TaskStory, now: float) -> list[str]:
+def render_story(t: story.TaskStory, now: float) -> list[str]:
     out = [f"{t.provider}/{t.task_id}"]
     out.append(f"  tracked: {'since ' + when(t.tracked_since, now) if t.tracked_since else 'no'}")
     out.append(f"deliveries: {len(t.deliveries)}")

@@ -2,6 +2,7 @@
 
     ArchiverError
     ├── ConfigError            operator misconfiguration: refuse to start, say which variable
+    ├── NothingToDo            an operator command named something that is not there
     ├── RequestError           the caller sent something we will never accept (4xx, never retried by us)
     │   ├── Rejected           401: missing/failed signature or token, stale timestamp
     │   ├── InvalidPayload     400: malformed body or a field of the wrong type
@@ -40,6 +41,12 @@ class ArchiverError(Exception):
 
 class ConfigError(ArchiverError):
     reason = "config"
+
+
+class NothingToDo(ArchiverError):
+    """An operator named something that is not there (no such dead letter, no stored delivery)."""
+
+    reason = "not_found"
 
 
 class RequestError(ArchiverError):

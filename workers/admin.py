@@ -24,15 +24,14 @@ from rq.job import Job
 from rq.registry import FailedJobRegistry
 from rq.serializers import JSONSerializer
 
-from receiver import keys
-from receiver.errors import ArchiverError
+from receiver import errors, keys
 from receiver.event import TaskEvent, Verification
 from receiver.intake import Delivery, Intake, IntakeResult
 from receiver.payload import decode_json_object
 from receiver.providers import standard
 from receiver.settings import Settings
 from receiver.verify import PROVIDER_MODULES
-from workers import inspect
+from workers import inspect, story
 from workers.inspect import DeadLetter
 
 log = logging.getLogger(__name__)
@@ -41,10 +40,7 @@ log = logging.getLogger(__name__)
 CLEARED_META = ("dead_letter", "attempts", "crash_requeues")
 
 
-class NothingToDo(ArchiverError):
-    """The operator named something that is not there (no such dead letter, no stored delivery)."""
-
-    reason = "not_found"
+NothingToDo = errors.NothingToDo  # re-exported for the CLI
 
 
 # --------------------------------------------------------------------------------------------- requeue
@@ -182,7 +178,7 @@ def parse_stored(provider: str, record: dict[str, Any]) -> TaskEvent:
 
 def plan_replay(connection: redis.Redis, provider: str, task_id: str, number: int | None = None) -> ReplayPlan:
     """Pick the delivery (``number`` as ``show`` prints it, default the newest terminal one) and parse it."""
-    records = inspect.stored_deliveries(connection, provider, task_id)
+    records = story.stored_deliveries(connection, provider, task_id)
     if not records:
         raise NothingToDo(
             f"no stored delivery for {provider}/{task_id}: wrong id, or its record "
