@@ -4,6 +4,7 @@
 FROM python:3.11-slim AS build
 WORKDIR /src
 COPY pyproject.toml README.md ./
+COPY veo_archiver ./veo_archiver
 COPY receiver ./receiver
 COPY workers ./workers
 RUN pip wheel --no-cache-dir --wheel-dir /wheels .

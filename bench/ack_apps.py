@@ -29,13 +29,13 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from receiver import keys
 from receiver.app import ACK, error_response, read_bounded
-from receiver.errors import ArchiverError
-from receiver.intake import Delivery, build_envelope
-from receiver.logs import configure as configure_logging
-from receiver.settings import Settings
 from receiver.verify import verify_provider
+from veo_archiver import keys
+from veo_archiver.errors import ArchiverError
+from veo_archiver.intake import Delivery, build_envelope
+from veo_archiver.logs import configure as configure_logging
+from veo_archiver.settings import Settings
 
 
 async def _healthz(request: Request) -> Response:
@@ -98,7 +98,7 @@ def rq_sync_app(settings: Settings) -> Starlette:
 
 
 def serve(app: Any, host: str, port: int) -> None:
-    """uvicorn exactly as ``receiver.cli.cmd_serve`` configures it."""
+    """uvicorn exactly as ``veo_archiver.cli.main.cmd_serve`` configures it."""
     config = uvicorn.Config(
         app,
         host=host,

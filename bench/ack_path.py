@@ -10,7 +10,7 @@ process on 127.0.0.1, then drives it with ``wrk`` (Debian package; ``apt-get ins
                     request): the load generator's own ceiling
   bare              the same bare Starlette POST handler (reads the body, answers the ACK), wrk cycling
                     through pre-signed requests: THE REFERENCE (same generator as the receiver runs)
-  receiver-info     ``veo-archiver serve`` (receiver.cli, uvicorn): verify the HMAC, dedupe and enqueue with
+  receiver-info     ``veo-archiver serve`` (veo_archiver.cli.main, uvicorn): verify the HMAC, dedupe and enqueue with
                     the intake's Lua script (receiver/intake.py), 200 after that; LOG_LEVEL=INFO (one JSON
                     line per callback)
   receiver-warning  the same with LOG_LEVEL=WARNING
@@ -138,7 +138,7 @@ def lua_static(body: bytes, headers: dict[str, str]) -> str:
 
 
 def signed_request(task_id: str, port: int, ts: int) -> bytes:
-    from receiver.simulators import kie as kie_sim
+    from veo_archiver.sim import kie as kie_sim
 
     url = f"https://tempfile.aiquickdraw.com/v/{task_id}.mp4"
     body = json.dumps(kie_sim.success_body(task_id, [url])).encode()
@@ -194,7 +194,7 @@ class Server:
         }
         repo = Path(CANDIDATE if variant.startswith("candidate") else REPO_UNDER_TEST)
         if variant.startswith(("receiver", "candidate")):
-            cmd = [sys.executable, "-m", "receiver.cli", "serve", "--host", "127.0.0.1", "--port", str(self.port)]
+            cmd = [sys.executable, "-m", "veo_archiver", "serve", "--host", "127.0.0.1", "--port", str(self.port)]
         else:
             app = "bare" if variant.startswith("bare") else "rq-sync"
             cmd = [sys.executable, str(REPO_ROOT / "bench" / "ack_apps.py"), app, "--port", str(self.port)]
@@ -267,7 +267,7 @@ def one_run(variant: str, run: str, redis: Any, tmp: Path, opts: argparse.Namesp
         run_wrk(cycle, server.url, [str(warm), str(opts.threads), "0"], connections=opts.connections,
                 threads=opts.threads, seconds=2, out=tmp / "wrk-warm.out")
         if variant == "bare-static":
-            from receiver.simulators import kie as kie_sim
+            from veo_archiver.sim import kie as kie_sim
 
             body = json.dumps(kie_sim.success_body("static-task", ["https://x.example/v.mp4"])).encode()
             script = tmp / "static.lua"

@@ -3,7 +3,7 @@
     /work/venv/bin/python bench/archive_throughput.py --sizes 100M,1G --repeat 3
 
 The parent starts SeaweedFS (tests/servers.py, ``weed mini``) and a redis-server, writes each source video
-with ``receiver.simulators.media.iter_mp4`` to a temp file and serves it from disk on 127.0.0.1
+with ``veo_archiver.sim.media.iter_mp4`` to a temp file and serves it from disk on 127.0.0.1
 (bench/benchlib.py ``DiskFileServer``: sendfile, Content-Length, strong ETag, ranges: a CDN stand-in).
 Every run of every variant is a fresh process:
 
@@ -11,7 +11,7 @@ Every run of every variant is a fresh process:
            chunk_size=8 MiB, max_concurrency=4)``: the same library and part settings as workers/storage.py,
            with nothing else (no hashing, no checks)
   job      ``workers.jobs.archive_task(envelope)`` called in a fresh process with the envelope the receiver
-           builds (``receiver.intake.build_envelope``): the real job code (SSRF-guarded client, VideoStream
+           builds (``veo_archiver.intake.build_envelope``): the real job code (SSRF-guarded client, VideoStream
            with sha256 + MP4 box walk + size checks, callback JSON, manifest last), outside RQ
   worker   a real ``veo-archiver worker --burst`` process, the job enqueued by the receiver's own
            ``Intake.submit``; RQ forks a work horse for it. Time = the job's started_at..ended_at in Redis;
@@ -92,7 +92,7 @@ def child_plain(url: str, key: str) -> dict[str, Any]:
 
 
 def child_job(envelope_path: str) -> dict[str, Any]:
-    from receiver.settings import Settings
+    from veo_archiver.settings import Settings
     from workers import context, jobs
 
     envelope = json.loads(Path(envelope_path).read_text())
@@ -124,10 +124,10 @@ def spawn(args: list[str], env: dict[str, str]) -> dict[str, Any]:
 
 
 def make_envelope(task_id: str, url: str) -> tuple[Any, Any, dict[str, Any]]:
-    from receiver.event import Verification
-    from receiver.intake import Delivery, build_envelope
-    from receiver.providers import kie
-    from receiver.simulators import kie as kie_sim
+    from veo_archiver.event import Verification
+    from veo_archiver.intake import Delivery, build_envelope
+    from veo_archiver.providers import kie
+    from veo_archiver.sim import kie as kie_sim
 
     body = kie_sim.success_body(task_id, [url])
     raw = json.dumps(body).encode()
@@ -144,8 +144,8 @@ def run_worker_variant(task_id: str, url: str, env: dict[str, str], redis_url: s
     from rq.job import Job
     from rq.serializers import JSONSerializer
 
-    from receiver.intake import Intake
-    from receiver.settings import Settings
+    from veo_archiver.intake import Intake
+    from veo_archiver.settings import Settings
 
     settings = Settings.from_env(env)
     event, delivery, _ = make_envelope(task_id, url)
@@ -164,7 +164,7 @@ def run_worker_variant(task_id: str, url: str, env: dict[str, str], redis_url: s
     job_id = asyncio.run(enqueue())
     log_path = tmp / f"worker-{task_id}.log"
     with log_path.open("wb") as log:
-        proc = subprocess.Popen([sys.executable, "-m", "receiver.cli", "worker", "--burst"], env=env,
+        proc = subprocess.Popen([sys.executable, "-m", "veo_archiver", "worker", "--burst"], env=env,
                                 cwd=env.get("BENCH_REPO", CODE_ROOT), stdout=log, stderr=subprocess.STDOUT,
                                 start_new_session=True)
         worker = psutil.Process(proc.pid)
@@ -232,7 +232,7 @@ def verify(s3: Any, bucket: str, key: str, size: int, sha256: str) -> None:
 
 
 def one_run(variant: str, size: int, source: dict[str, Any], ctx: dict[str, Any]) -> dict[str, Any]:
-    from receiver import keys
+    from veo_archiver import keys
 
     s3, bucket, prefix, env = ctx["s3"], ctx["bucket"], ctx["prefix"], ctx["env"]
     task_id = f"bench-{variant}-{uuid.uuid4().hex[:10]}"

@@ -4,7 +4,7 @@
 - :class:`DiskFileServer`: a threaded HTTP/1.1 file host on 127.0.0.1 that streams files from disk with
   ``sendfile`` (Content-Length, a precomputed strong ETag, Accept-Ranges and ``Range`` requests), so the
   stand-in CDN costs the machine as little CPU as possible;
-- :func:`write_mp4`: a generated MP4 (``receiver.simulators.media.iter_mp4``) written to disk, with its sha256;
+- :func:`write_mp4`: a generated MP4 (``veo_archiver.sim.media.iter_mp4``) written to disk, with its sha256;
 - :func:`vm_status_mib`: VmHWM/VmRSS of a process from /proc;
 - :func:`pct`: a percentile of a list of numbers.
 """
@@ -85,7 +85,7 @@ def pct(values: list[float], q: float) -> float:
 
 def write_mp4(path: Path, size: int, *, seed: int = 0) -> str:
     """Write a valid MP4 of exactly ``size`` bytes (ftyp + moov + one mdat) and return its sha256."""
-    from receiver.simulators.media import iter_mp4
+    from veo_archiver.sim.media import iter_mp4
 
     digest = hashlib.sha256()
     with path.open("wb") as f:

@@ -134,7 +134,7 @@ class Harness:
     async def post(self, client: Any, task_id: str, url: str) -> tuple[str, float, str]:
         import httpx
 
-        from receiver.simulators import kie as kie_sim
+        from veo_archiver.sim import kie as kie_sim
 
         body = json.dumps(kie_sim.success_body(task_id, [url])).encode()
         for _attempt in range(20):
@@ -197,7 +197,7 @@ class Harness:
         from rq.job import Job
         from rq.serializers import JSONSerializer
 
-        from receiver import keys
+        from veo_archiver import keys
 
         rows: list[dict[str, Any]] = []
         index = {task: n for n, (task, _, _) in enumerate(acks)}

@@ -1,6 +1,6 @@
 """The Starlette app factory: routes, bounded body reading, and the one place errors become HTTP answers.
 
-The handler reads a bounded body, verifies, parses, and hands the event to :class:`receiver.intake.Intake`;
+The handler reads a bounded body, verifies, parses, and hands the event to :class:`veo_archiver.intake.Intake`;
 it never downloads anything and never answers 200 before Redis has the job.
 """
 
@@ -19,13 +19,14 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from receiver import metrics, ops_page
-from receiver.errors import ArchiverError, PayloadTooLarge, RequestError, TransientError
-from receiver.event import TaskEvent
-from receiver.intake import Delivery, Intake
-from receiver.logs import log_context
-from receiver.settings import Settings
-from receiver.tasks_api import tasks_route
-from receiver.verify import PROVIDER_MODULES, standard_keyrings, verify_provider, verify_standard
+from receiver.tracking import tasks_route
+from receiver.verify import standard_keyrings, verify_provider, verify_standard
+from veo_archiver.errors import ArchiverError, PayloadTooLarge, RequestError, TransientError
+from veo_archiver.event import TaskEvent
+from veo_archiver.intake import Delivery, Intake
+from veo_archiver.logs import log_context
+from veo_archiver.providers import REGISTRY
+from veo_archiver.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -149,7 +150,7 @@ def create_app(
 
     async def provider_callback(request: Request) -> Response:
         provider = request.path_params["provider"]
-        if provider not in PROVIDER_MODULES:
+        if provider not in REGISTRY:
             return JSONResponse(
                 {"code": 404, "msg": f"unknown provider {provider!r}", "reason": "unknown_provider"}, status_code=404
             )

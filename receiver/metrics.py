@@ -5,7 +5,7 @@ Two sources, one exposition:
 - :class:`ReceiverMetrics`: counters and a histogram kept *per receiver process*, in a registry the app
   owns (never prometheus_client's global one, so two apps in one process never share counts);
 - :class:`Snapshot`: what every worker on every machine wrote to Redis (RQ's queue, registries and worker
-  hashes; our ``veo:stats`` counters from :mod:`workers.outcomes`; the tracked-task set), read by
+  hashes; our ``veo:stats`` counters from :mod:`veo_archiver.records.outcome`; the tracked-task set), read by
   :func:`read_snapshot` in two pipelined round trips with bounded work. The Redis client is async and
   prometheus_client collectors are synchronous, so a scrape awaits the snapshot first and then renders it
   through :class:`SnapshotCollector`. When Redis does not answer, the snapshot is empty and
@@ -40,9 +40,9 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 
-from receiver import keys
-from receiver.settings import Settings, is_loopback_host
-from workers.outcomes import DURATION_BUCKETS_S, TIME_LEFT_BUCKETS_S
+from veo_archiver import keys
+from veo_archiver.records.outcome import DURATION_BUCKETS_S, TIME_LEFT_BUCKETS_S
+from veo_archiver.settings import Settings, is_loopback_host
 
 NS = "veo_archiver"
 ENQUEUE_BUCKETS_S = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)

@@ -31,9 +31,9 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import Route
 
-from receiver import keys
 from receiver.metrics import Snapshot, as_text, bearer_matches, job_meta, read_snapshot, registry_key
-from receiver.settings import Settings
+from veo_archiver import keys
+from veo_archiver.settings import Settings
 
 COOKIE = "veo_ops"
 COOKIE_TTL_S = 12 * 3600

@@ -23,7 +23,7 @@ import re
 from collections.abc import Mapping, Sequence
 from urllib.parse import parse_qsl, quote
 
-from receiver.errors import ConfigError, Rejected
+from veo_archiver.errors import ConfigError, Rejected
 
 VERSION = "v1"
 QUERY_PARAM = "token"

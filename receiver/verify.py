@@ -15,17 +15,16 @@ matched.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from types import ModuleType
 from typing import Any
 
-from receiver import standard_webhooks, tokens
-from receiver.errors import ConfigError, Rejected
-from receiver.event import TaskEvent, Verification
-from receiver.payload import decode_json_object
-from receiver.providers import apixo, evolink, kie, standard, useapi
-from receiver.settings import Settings
-
-PROVIDER_MODULES: dict[str, ModuleType] = {"kie": kie, "apixo": apixo, "useapi": useapi, "evolink": evolink}
+from receiver import tokens
+from veo_archiver import standard_webhooks
+from veo_archiver.errors import ConfigError, Rejected
+from veo_archiver.event import TaskEvent, Verification
+from veo_archiver.payload import decode_json_object
+from veo_archiver.providers import REGISTRY, kie, standard
+from veo_archiver.providers.base import no_body_proof
+from veo_archiver.settings import Settings
 
 
 def _require_token(settings: Settings, provider: str, token: str | None, *, now: float) -> None:
@@ -74,22 +73,19 @@ def verify_unsigned_provider(
     now: float,
     query: Mapping[str, str],
 ) -> TaskEvent:
-    module = PROVIDER_MODULES[provider]
+    spec = REGISTRY[provider]
     token = query.get("token")
     if token:
         _require_token(settings, provider, token, now=now)
-        return module.parse(decode_json_object(body), verification=Verification.TOKEN)  # type: ignore[no-any-return]
-    if provider == "useapi":
+        return spec.parse(decode_json_object(body), verification=Verification.TOKEN)
+    if spec.body_proof is not no_body_proof:  # the token may be echoed in the body (useapi.net's replyRef)
         decoded = decode_json_object(body)
-        request = decoded.get("request")
-        refs = [decoded.get("replyRef"), request.get("replyRef") if isinstance(request, dict) else None]
-        ref = next((r for r in refs if isinstance(r, str) and r), None)
-        ref_token = tokens.token_from({}, ref)
+        ref_token = tokens.token_from({}, spec.body_proof(decoded))
         if ref_token:
             _require_token(settings, provider, ref_token, now=now)
-            return useapi.parse(decoded, verification=Verification.TOKEN)
+            return spec.parse(decoded, verification=Verification.TOKEN)
     if settings.providers[provider].open:
-        return module.parse(decode_json_object(body), verification=Verification.UNSIGNED)  # type: ignore[no-any-return]
+        return spec.parse(decode_json_object(body), verification=Verification.UNSIGNED)
     _require_token(settings, provider, None, now=now)
     raise AssertionError("unreachable: _require_token raises for a missing token")
 

@@ -20,11 +20,11 @@ from typing import Any
 import httpx
 import redis
 
-from receiver import keys
-from receiver.simulators import kie as kie_sim
-from receiver.simulators.files import FileHost
-from receiver.simulators.media import make_mp4
 from tests.procs import Service, start_receiver, start_worker, wait_for
+from veo_archiver import keys
+from veo_archiver.sim import kie as kie_sim
+from veo_archiver.sim.files import FileHost
+from veo_archiver.sim.media import make_mp4
 
 KIE_KEY = "drill-kie-key"
 QUEUE = "veo-archiver"

@@ -23,7 +23,7 @@ def free_tcp_port() -> int:
 
 
 class Service:
-    """One ``python -m receiver.cli ...`` child, its output captured to a log file."""
+    """One ``python -m veo_archiver.cli.main ...`` child, its output captured to a log file."""
 
     def __init__(self, argv: list[str], env: Mapping[str, str], log_path: Path) -> None:
         self.argv = argv
@@ -34,7 +34,7 @@ class Service:
     def start(self) -> Service:
         log = self.log_path.open("ab")
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "receiver.cli", *self.argv],
+            [sys.executable, "-m", "veo_archiver", *self.argv],
             env=self.env,
             cwd=str(REPO),
             stdout=log,

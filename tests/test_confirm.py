@@ -6,11 +6,11 @@ from collections.abc import Iterator
 
 import pytest
 
-from receiver.errors import DownloadTransient, PermanentError
-from receiver.event import TaskStatus, Verification
-from receiver.settings import ProviderSettings
-from receiver.simulators.cloud import ProviderCloud
-from workers.confirm import StatusClient
+from veo_archiver.errors import DownloadTransient, PermanentError
+from veo_archiver.event import TaskStatus, Verification
+from veo_archiver.settings import ProviderSettings
+from veo_archiver.sim.cloud import ProviderCloud
+from workers.status_client import StatusClient
 
 KEYS = {"kie": "k1", "apixo": "k2", "useapi": "k3", "evolink": "k4"}
 

@@ -22,11 +22,11 @@ from rq.job import Job
 from rq.registry import FinishedJobRegistry
 from rq.serializers import JSONSerializer
 
-from receiver import keys
-from receiver.simulators import kie as kie_sim
-from receiver.simulators.files import FileHost, HostedFile
-from receiver.simulators.media import make_mp4
 from tests.procs import Service, start_receiver, start_worker, wait_for
+from veo_archiver import keys
+from veo_archiver.sim import kie as kie_sim
+from veo_archiver.sim.files import FileHost, HostedFile
+from veo_archiver.sim.media import make_mp4
 
 pytestmark = pytest.mark.slow
 KEY = "crash-kie-key"

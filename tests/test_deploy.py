@@ -21,8 +21,12 @@ from typing import Any
 
 import pytest
 
-from receiver.errors import ConfigError
-from receiver.settings import API_KEY_VARS, PROVIDERS, Settings
+from veo_archiver.errors import ConfigError
+from veo_archiver.providers import NAMES as PROVIDERS
+from veo_archiver.providers import REGISTRY
+from veo_archiver.settings import Settings
+
+API_KEY_VARS = {name: spec.api_key_var for name, spec in REGISTRY.items()}
 
 yaml = pytest.importorskip("yaml", reason="PyYAML reads deploy/ (the test extra should list pyyaml)")
 
@@ -69,7 +73,7 @@ def settings_variables() -> set[str]:
     recorder = _Recorder()
     Settings.from_env(recorder)
     names = set(recorder.seen)
-    source = (ROOT / "receiver" / "settings.py").read_text()
+    source = (ROOT / "veo_archiver" / "settings.py").read_text()
     names |= set(re.findall(rf'env\.get\(\s*"({VAR})"', source))
     names |= set(re.findall(rf'_(?:int|bool)\(\s*env,\s*"({VAR})"', source))
     for template in re.findall(r'f"([A-Z0-9_]*\{upper\}[A-Z0-9_]*)"', source):
@@ -80,7 +84,7 @@ def settings_variables() -> set[str]:
 
 def cli_variables() -> dict[str, str | None]:
     """Variables the entry point reads itself (logging, proxy headers), with their defaults."""
-    source = (ROOT / "receiver" / "cli.py").read_text()
+    source = (ROOT / "veo_archiver" / "cli" / "main.py").read_text()
     found: dict[str, str | None] = {}
     for name, default in re.findall(rf'os\.environ\.get\(\s*"({VAR})"(?:,\s*"([^"]*)")?\)', source):
         found[name] = default or None
@@ -222,7 +226,7 @@ def test_env_example_commented_values_are_the_defaults() -> None:
     cli = cli_variables()
     for name, value in shown.items():
         if name in cli:
-            assert value == (cli[name] or ""), f"# {name}={value}: receiver/cli.py defaults to {cli[name]!r}"
+            assert value == (cli[name] or ""), f"# {name}={value}: veo_archiver/cli/main.py defaults to {cli[name]!r}"
         else:
             assert Settings.from_env({name: value}) == baseline, f"# {name}={value} is not the default"
 

@@ -30,11 +30,11 @@ import pytest
 from rq.job import Job
 from rq.serializers import JSONSerializer
 
-from receiver import keys
-from receiver.simulators.files import FileHost
 from tests.drills_support import QUEUE, Answer, DrillStack, Video, callback, host_videos, post
 from tests.procs import wait_for
 from tests.servers import RedisServer
+from veo_archiver import keys
+from veo_archiver.sim.files import FileHost
 
 pytestmark = pytest.mark.slow
 

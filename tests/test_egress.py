@@ -13,9 +13,9 @@ from collections.abc import Iterator
 import httpcore
 import pytest
 
-from receiver.errors import DownloadRefused
-from receiver.simulators.media import make_mp4
 from tests.misbehaving import LoopbackOnlyNetwork, MisbehavingServer, Route
+from veo_archiver.errors import DownloadRefused
+from veo_archiver.sim.media import make_mp4
 from workers.egress import EgressPolicy, GuardedBackend, refusal, require_http_url, system_resolver
 from workers.fetch import FetchPolicy, VideoStream, build_client
 

@@ -13,11 +13,11 @@ from rq import Queue
 from rq.registry import FinishedJobRegistry
 from rq.serializers import JSONSerializer
 
-from receiver import keys
-from receiver.simulators import kie as kie_sim
-from receiver.simulators.files import FileHost
-from receiver.simulators.media import make_mp4
 from tests.procs import start_receiver, start_worker, wait_for
+from veo_archiver import keys
+from veo_archiver.sim import kie as kie_sim
+from veo_archiver.sim.files import FileHost
+from veo_archiver.sim.media import make_mp4
 
 pytestmark = pytest.mark.slow
 KEY = "e2e-kie-key"

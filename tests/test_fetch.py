@@ -23,7 +23,9 @@ from typing import Any
 import psutil
 import pytest
 
-from receiver.errors import (
+from tests.misbehaving import LoopbackOnlyNetwork, MisbehavingServer, Route, endless
+from tests.servers import SeaweedS3
+from veo_archiver.errors import (
     ArchiverError,
     BadContent,
     DownloadFailed,
@@ -31,10 +33,8 @@ from receiver.errors import (
     DownloadTransient,
     StorageUnavailable,
 )
-from receiver.settings import StorageSettings
-from receiver.simulators.media import iter_mp4, make_mp4
-from tests.misbehaving import LoopbackOnlyNetwork, MisbehavingServer, Route, endless
-from tests.servers import SeaweedS3
+from veo_archiver.settings import StorageSettings
+from veo_archiver.sim.media import iter_mp4, make_mp4
 from workers.egress import EgressPolicy
 from workers.fetch import (
     BoxWalker,
@@ -487,7 +487,7 @@ def test_trickle_within_the_deadline_succeeds(server: MisbehavingServer, target:
 def test_job_reraises_the_download_error(server: MisbehavingServer, target: Target) -> None:
     """workers.jobs streams with ``put_stream`` and re-raises ``stream.error``: the caller sees the
     download's own exception (reason intact), whatever the storage layer did with it."""
-    from receiver.event import TaskEvent, TaskStatus
+    from veo_archiver.event import TaskEvent, TaskStatus
     from workers import jobs
 
     url = server.add("/v.mp4", Route(body=VIDEO, status=403))
@@ -591,7 +591,7 @@ class PeakRss:
 
 
 def test_stale_local_staging_file_from_a_killed_writer_is_removed_before_the_next_write(tmp_path) -> None:  # type: ignore[no-untyped-def]
-    from receiver.settings import StorageSettings
+    from veo_archiver.settings import StorageSettings
     from workers.storage import open_archive
 
     archive = open_archive(StorageSettings(archive_url=str(tmp_path)))

@@ -41,15 +41,16 @@ from rq.job import Job
 from rq.serializers import JSONSerializer
 from starlette.testclient import TestClient
 
-from receiver import keys, standard_webhooks, tokens
+from receiver import tokens
 from receiver.app import create_app
-from receiver.providers.kie import sign as kie_sign
-from receiver.settings import Settings
-from receiver.simulators import apixo as apixo_sim
-from receiver.simulators import evolink as evolink_sim
-from receiver.simulators import kie as kie_sim
-from receiver.simulators import useapi as useapi_sim
 from tests.servers import RedisServer
+from veo_archiver import keys, standard_webhooks
+from veo_archiver.providers.kie import sign as kie_sign
+from veo_archiver.settings import Settings
+from veo_archiver.sim import apixo as apixo_sim
+from veo_archiver.sim import evolink as evolink_sim
+from veo_archiver.sim import kie as kie_sim
+from veo_archiver.sim import useapi as useapi_sim
 
 KIE_KEY = "fuzz-kie-hmac-key"
 SIGNING = "fuzz-callback-signing-key"
@@ -818,7 +819,7 @@ def test_well_formed_proven_callbacks_are_accepted_once(harness: Harness) -> Non
 
 # ---------------------------------------------------------------------------------------------------------
 # regressions: two 500s this fuzzer found (fixed: task ids are checked for lone surrogates everywhere, and
-# bodies nested deeper than receiver.payload.MAX_DEPTH are refused with 400)
+# bodies nested deeper than veo_archiver.payload.MAX_DEPTH are refused with 400)
 
 
 def test_standard_webhook_task_id_with_lone_surrogate_is_a_400(harness: Harness) -> None:

@@ -7,9 +7,9 @@ from typing import Any
 
 import pytest
 
-from receiver.errors import InvalidPayload
-from receiver.event import Provider, TaskEvent, TaskStatus, Verification
-from receiver.providers import kie
+from veo_archiver.errors import InvalidPayload
+from veo_archiver.event import TaskEvent, TaskStatus, Verification
+from veo_archiver.providers import kie
 
 SIG = Verification.SIGNATURE
 
@@ -88,7 +88,7 @@ def with_info(**info: Any) -> dict[str, Any]:
 def test_generate_success() -> None:
     event = kie.parse(GENERATE_SUCCESS, verification=SIG)
     assert isinstance(event, TaskEvent)
-    assert event.provider == Provider.KIE.value
+    assert event.provider == "kie"
     assert event.task_id == "veo_task_abc"
     assert event.status is TaskStatus.SUCCEEDED
     assert event.verification is SIG

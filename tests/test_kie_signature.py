@@ -18,11 +18,11 @@ from hypothesis import HealthCheck, given
 from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 
-from receiver.errors import InvalidPayload, Rejected, RequestError
-from receiver.event import Provider, TaskStatus, Verification
-from receiver.providers import kie
-from receiver.settings import Settings
 from receiver.verify import verify_kie
+from veo_archiver.errors import InvalidPayload, Rejected, RequestError
+from veo_archiver.event import TaskStatus, Verification
+from veo_archiver.providers import kie
+from veo_archiver.settings import Settings
 
 NOW = 1_750_000_000
 KEY = "whk_live_0123456789abcdef"
@@ -88,7 +88,7 @@ def test_kie_sign_matches_independent_computation(key: str, task_id: str, ts: in
 def test_valid_signature_accepted() -> None:
     event = verify_kie(signed_settings(), signed_headers(), encode(success_body()), now=NOW)
     assert event.task_id == TASK
-    assert event.provider == Provider.KIE.value
+    assert event.provider == "kie"
     assert event.verification is Verification.SIGNATURE
     assert event.status is TaskStatus.SUCCEEDED
     assert event.result_urls == ("https://tempfile.aiquickdraw.com/v/video1.mp4",)

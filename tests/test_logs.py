@@ -15,13 +15,14 @@ import time
 import httpx
 import redis
 
-from receiver import keys, tokens
-from receiver.logs import JsonFormatter, log_context, scrub
-from receiver.simulators import apixo as apixo_sim
-from receiver.simulators import kie as kie_sim
-from receiver.simulators.files import FileHost
-from receiver.simulators.media import make_mp4
+from receiver import tokens
 from tests.procs import start_receiver, start_worker, wait_for
+from veo_archiver import keys
+from veo_archiver.logs import JsonFormatter, log_context, scrub
+from veo_archiver.sim import apixo as apixo_sim
+from veo_archiver.sim import kie as kie_sim
+from veo_archiver.sim.files import FileHost
+from veo_archiver.sim.media import make_mp4
 
 KEY = "kie-hmac-secret-Zq81"
 SIGNING = "callback-signing-secret-Wm27"

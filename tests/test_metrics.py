@@ -14,15 +14,16 @@ import redis
 from prometheus_client.parser import text_string_to_metric_families
 from starlette.testclient import TestClient
 
-from receiver import keys, tokens
+from receiver import tokens
 from receiver.app import create_app
 from receiver.metrics import DEAD_LETTER_SCAN
-from receiver.settings import Settings
-from receiver.simulators import apixo as apixo_sim
-from receiver.simulators import kie as kie_sim
-from receiver.simulators.files import FileHost
-from receiver.simulators.media import make_mp4
 from tests.procs import Service
+from veo_archiver import keys
+from veo_archiver.settings import Settings
+from veo_archiver.sim import apixo as apixo_sim
+from veo_archiver.sim import kie as kie_sim
+from veo_archiver.sim.files import FileHost
+from veo_archiver.sim.media import make_mp4
 from workers.runner import make_worker
 
 KEY = "metrics-kie-key"

@@ -1,7 +1,7 @@
 """Downstream notifications with real components: redis-server, ``veo-archiver notify`` processes (and
-``veo-archiver up``), outcomes published by the worker's own :func:`workers.outcomes.publish`, and a real
+``veo-archiver up``), outcomes published by the worker's own :func:`veo_archiver.records.outcome.publish`, and a real
 downstream HTTP server on loopback that checks every notification's Standard Webhooks signature with
-:func:`receiver.standard_webhooks.verify`."""
+:func:`veo_archiver.standard_webhooks.verify`."""
 
 from __future__ import annotations
 
@@ -21,11 +21,12 @@ from typing import Any
 import pytest
 import redis
 
-from receiver import keys, standard_webhooks
-from receiver.errors import Rejected
 from tests.procs import REPO, Service, free_tcp_port, wait_for
 from tests.servers import RedisServer
-from workers import notify, outcomes
+from veo_archiver import keys, standard_webhooks
+from veo_archiver.errors import Rejected
+from veo_archiver.records import outcome as outcomes
+from workers import notify
 
 pytestmark = pytest.mark.slow
 SECRET = "whsec_" + base64.b64encode(b"downstream-test-secret-32-bytes!").decode()
@@ -238,7 +239,7 @@ def test_a_killed_notifier_s_pending_entry_is_delivered_by_the_next(
 def test_notify_secret_must_be_a_whsec_secret(redis_server: RedisServer, secret: str, words: str) -> None:
     env = {**os.environ, "REDIS_URL": redis_server.url, "NOTIFY_URLS": "http://127.0.0.1:9/x", "NOTIFY_SECRET": secret}
     done = subprocess.run(
-        [sys.executable, "-m", "receiver.cli", "notify"], env=env, cwd=REPO, capture_output=True, text=True, timeout=60
+        [sys.executable, "-m", "veo_archiver", "notify"], env=env, cwd=REPO, capture_output=True, text=True, timeout=60
     )
     assert done.returncode == 2
     assert "NOTIFY_SECRET" in done.stderr and words in done.stderr

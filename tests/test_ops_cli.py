@@ -3,7 +3,7 @@
 Jobs are made the way production makes them: signed kie.ai callbacks posted through the app, then a real
 ArchiveWorker (``make_worker(settings, connection).work(burst=True)``) against a local-directory archive,
 downloading from a loopback file host that answers 200, 404, 503 or HTML. The CLI is called in-process
-through ``receiver.cli.main``.
+through ``veo_archiver.cli.main.main``.
 
 The worker runs in a freshly spawned interpreter, not in this one: RQ forks a work horse per job, and
 obstore's Tokio runtime does not survive a fork. Once this process has read the archive (``show`` does),
@@ -31,15 +31,15 @@ from rq.registry import FailedJobRegistry, FinishedJobRegistry, ScheduledJobRegi
 from rq.serializers import JSONSerializer
 from starlette.testclient import TestClient
 
-from receiver import keys, standard_webhooks
 from receiver.app import create_app
-from receiver.cli import main
-from receiver.settings import Settings, StorageSettings
-from receiver.simulators import kie as kie_sim
-from receiver.simulators.files import FileHost, HostedFile
-from receiver.simulators.media import make_mp4
+from veo_archiver import keys, standard_webhooks
+from veo_archiver.cli.main import main
+from veo_archiver.queue_view import queue_of
+from veo_archiver.settings import Settings, StorageSettings
+from veo_archiver.sim import kie as kie_sim
+from veo_archiver.sim.files import FileHost, HostedFile
+from veo_archiver.sim.media import make_mp4
 from workers import context
-from workers.inspect import queue_of
 from workers.runner import make_worker
 
 Capture = pytest.CaptureFixture[str]

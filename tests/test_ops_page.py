@@ -16,12 +16,12 @@ from starlette.testclient import TestClient
 
 from receiver.app import create_app
 from receiver.ops_page import COOKIE, cookie_value
-from receiver.settings import Settings, StorageSettings
-from receiver.simulators import kie as kie_sim
-from receiver.simulators.files import FileHost
-from receiver.simulators.media import make_mp4
 from tests.browser import Chromium, find_chromium
 from tests.procs import Service, start_receiver
+from veo_archiver.settings import Settings, StorageSettings
+from veo_archiver.sim import kie as kie_sim
+from veo_archiver.sim.files import FileHost
+from veo_archiver.sim.media import make_mp4
 
 pytestmark = pytest.mark.slow
 KEY = "ops-kie-key"

@@ -11,9 +11,9 @@ from hypothesis import HealthCheck, given
 from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 
-from receiver.errors import InvalidPayload
-from receiver.event import Provider, TaskEvent, TaskStatus, Verification
-from receiver.providers import apixo
+from veo_archiver.errors import InvalidPayload
+from veo_archiver.event import TaskEvent, TaskStatus, Verification
+from veo_archiver.providers import apixo
 
 TOKEN = Verification.TOKEN
 URL = "https://cdn.apixo.ai/output/abc.mp4"
@@ -89,7 +89,7 @@ def with_data(base: dict[str, Any] = CALLBACK_SUCCESS, **changes: Any) -> dict[s
 
 
 def event(**fields: Any) -> TaskEvent:
-    values: dict[str, Any] = {"provider": Provider.APIXO.value, "verification": TOKEN}
+    values: dict[str, Any] = {"provider": "apixo", "verification": TOKEN}
     values.update(fields)
     return TaskEvent(**values)
 

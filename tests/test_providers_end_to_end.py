@@ -18,10 +18,11 @@ from rq.job import Job
 from rq.registry import FailedJobRegistry
 from rq.serializers import JSONSerializer
 
-from receiver import keys, tokens
-from receiver.simulators.cloud import ProviderCloud
-from receiver.simulators.media import make_mp4
+from receiver import tokens
 from tests.procs import Service, start_receiver, start_worker, wait_for
+from veo_archiver import keys
+from veo_archiver.sim.cloud import ProviderCloud
+from veo_archiver.sim.media import make_mp4
 
 pytestmark = pytest.mark.slow
 SIGNING = "e2e-callback-signing-key"
@@ -137,7 +138,7 @@ def test_tampered_kie_body_archives_what_the_provider_confirms(stack: Stack) -> 
     stack.cloud.set_task("kie", task_id, "succeeded", urls=urls)
     body = stack.cloud.callback_body("kie", task_id)
     body["data"]["info"]["resultUrls"] = [evil]  # kie signs the task id and time, not the body
-    from receiver.simulators import kie as kie_sim
+    from veo_archiver.sim import kie as kie_sim
 
     response = kie_sim.send(stack.base + "/callbacks/kie", body, kie_sim.signed_headers(KIE_HMAC, task_id))
     assert response.status_code == 200
@@ -149,7 +150,7 @@ def test_tampered_kie_body_archives_what_the_provider_confirms(stack: Stack) -> 
 
 def test_forged_callback_for_an_unknown_task_is_dead_lettered(stack: Stack) -> None:
     evil = stack.cloud.add_video("/evil/forged.mp4", make_mp4(200_000, seed=667))
-    from receiver.simulators import evolink as evolink_sim
+    from veo_archiver.sim import evolink as evolink_sim
 
     body = evolink_sim.success_body("task-unified-1700000000-forged00", [evil])
     response = evolink_sim.send(stack.url("evolink"), body)  # a leaked callback URL
@@ -175,7 +176,7 @@ def test_link_expiring_at_download_is_refreshed_through_the_status_api(stack: St
         return stack.cloud.behaviours[old_path](handler, hosted)
 
     stack.cloud.behaviours[old_path] = expire_now
-    from receiver.simulators import apixo as apixo_sim
+    from veo_archiver.sim import apixo as apixo_sim
 
     calls_before = stack.cloud.status_calls["apixo"]
     response = apixo_sim.send(stack.url("apixo"), stack.cloud.callback_body("apixo", task_id))
@@ -193,7 +194,7 @@ def test_in_progress_at_confirmation_retries_until_done(stack: Stack) -> None:
     stack.cloud.set_task("evolink", task_id, "succeeded", urls=urls)
     body = stack.cloud.callback_body("evolink", task_id)
     stack.cloud.set_task("evolink", task_id, "in_progress")  # the API lags behind the callback
-    from receiver.simulators import evolink as evolink_sim
+    from veo_archiver.sim import evolink as evolink_sim
 
     assert evolink_sim.send(stack.url("evolink"), body).status_code == 200
     job_id = keys.job_id("evolink", task_id, "succeeded")

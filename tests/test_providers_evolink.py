@@ -11,9 +11,9 @@ from hypothesis import HealthCheck, given
 from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 
-from receiver.errors import InvalidPayload
-from receiver.event import Provider, TaskEvent, TaskStatus, Verification
-from receiver.providers import evolink
+from veo_archiver.errors import InvalidPayload
+from veo_archiver.event import TaskEvent, TaskStatus, Verification
+from veo_archiver.providers import evolink
 
 TOKEN = Verification.TOKEN
 TASK = "task-unified-1756817821-4x3rx6ny"
@@ -82,7 +82,7 @@ def with_fields(base: dict[str, Any] = COMPLETED, **changes: Any) -> dict[str, A
 
 
 def event(**fields: Any) -> TaskEvent:
-    values: dict[str, Any] = {"provider": Provider.EVOLINK.value, "verification": TOKEN, "task_id": TASK}
+    values: dict[str, Any] = {"provider": "evolink", "verification": TOKEN, "task_id": TASK}
     values.update(fields)
     return TaskEvent(**values)
 

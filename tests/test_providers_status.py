@@ -18,9 +18,9 @@ from hypothesis import HealthCheck, given
 from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 
-from receiver.errors import ConfigError, InvalidPayload, PermanentError
-from receiver.event import Provider, TaskEvent, TaskStatus, Verification
-from receiver.providers import apixo, evolink, kie, useapi
+from veo_archiver.errors import ConfigError, InvalidPayload, PermanentError
+from veo_archiver.event import TaskEvent, TaskStatus, Verification
+from veo_archiver.providers import apixo, evolink, kie, useapi
 
 API = Verification.PROVIDER_API
 HEADERS = {"Authorization": "Bearer sk-test-123", "Accept": "application/json"}
@@ -181,7 +181,7 @@ def kie_record(flag: int, **data: Any) -> dict[str, Any]:
 
 
 def kie_event(**fields: Any) -> TaskEvent:
-    values: dict[str, Any] = {"provider": Provider.KIE.value, "task_id": "veo_task_abc", "verification": API}
+    values: dict[str, Any] = {"provider": "kie", "task_id": "veo_task_abc", "verification": API}
     values.update(fields)
     return TaskEvent(**values)
 
@@ -423,7 +423,7 @@ def apixo_answer(**data: Any) -> dict[str, Any]:
 
 
 def apixo_event(**fields: Any) -> TaskEvent:
-    values: dict[str, Any] = {"provider": Provider.APIXO.value, "task_id": APIXO_TASK, "verification": API}
+    values: dict[str, Any] = {"provider": "apixo", "task_id": APIXO_TASK, "verification": API}
     values.update(fields)
     return TaskEvent(**values)
 
@@ -560,7 +560,7 @@ def useapi_job(status: str, **fields: Any) -> dict[str, Any]:
 
 
 def useapi_event(**fields: Any) -> TaskEvent:
-    values: dict[str, Any] = {"provider": Provider.USEAPI.value, "task_id": USEAPI_JOB, "verification": API}
+    values: dict[str, Any] = {"provider": "useapi", "task_id": USEAPI_JOB, "verification": API}
     values.update(fields)
     return TaskEvent(**values)
 
@@ -695,7 +695,7 @@ def evolink_task(status: str, **fields: Any) -> dict[str, Any]:
 
 def evolink_event(progress: int = 30, **fields: Any) -> TaskEvent:
     values: dict[str, Any] = {
-        "provider": Provider.EVOLINK.value,
+        "provider": "evolink",
         "task_id": EVOLINK_TASK,
         "verification": API,
         "extra": {

@@ -12,9 +12,9 @@ from hypothesis import HealthCheck, given
 from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 
-from receiver.errors import InvalidPayload
-from receiver.event import Provider, TaskEvent, TaskStatus, Verification
-from receiver.providers import useapi
+from veo_archiver.errors import InvalidPayload
+from veo_archiver.event import TaskEvent, TaskStatus, Verification
+from veo_archiver.providers import useapi
 
 TOKEN = Verification.TOKEN
 JOB = "j1731859234567v-u12345-email:jo***@gmail.com-bot:google-flow"
@@ -135,7 +135,7 @@ SEED_ASYNC_CREATED: dict[str, Any] = {  # seed 003, "201 Created" (an extend job
 
 
 def event(**fields: Any) -> TaskEvent:
-    values: dict[str, Any] = {"provider": Provider.USEAPI.value, "verification": TOKEN, "task_id": JOB}
+    values: dict[str, Any] = {"provider": "useapi", "verification": TOKEN, "task_id": JOB}
     values.update(fields)
     return TaskEvent(**values)
 

@@ -13,7 +13,7 @@ def run(*args: str) -> subprocess.CompletedProcess[str]:
 
 
 def test_ruff_lint_is_clean() -> None:
-    done = run("ruff", "check", "receiver", "workers", "tests", "bench")
+    done = run("ruff", "check", "veo_archiver", "receiver", "workers", "tests", "bench")
     assert done.returncode == 0, done.stdout + done.stderr
 
 

@@ -13,10 +13,10 @@ from rq.job import Job
 from rq.serializers import JSONSerializer
 from starlette.testclient import TestClient
 
-from receiver import keys
 from receiver.app import create_app
-from receiver.settings import Settings
-from receiver.simulators import kie as kie_sim
+from veo_archiver import keys
+from veo_archiver.settings import Settings
+from veo_archiver.sim import kie as kie_sim
 
 KEY = "test-hmac-key"
 QUEUE = "veo-archiver"

@@ -8,9 +8,9 @@ import json
 import httpx
 import pytest
 
-from receiver import keys
-from receiver.simulators import kie as kie_sim
 from tests.procs import start_receiver
+from veo_archiver import keys
+from veo_archiver.sim import kie as kie_sim
 
 pytestmark = pytest.mark.slow
 KEY = "burst-key"

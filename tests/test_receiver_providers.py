@@ -15,13 +15,14 @@ from rq.job import Job
 from rq.serializers import JSONSerializer
 from starlette.testclient import TestClient
 
-from receiver import keys, standard_webhooks, tokens
+from receiver import tokens
 from receiver.app import create_app
-from receiver.settings import ProviderSettings, Settings
-from receiver.simulators import apixo as apixo_sim
-from receiver.simulators import evolink as evolink_sim
-from receiver.simulators import kie as kie_sim
-from receiver.simulators import useapi as useapi_sim
+from veo_archiver import keys, standard_webhooks
+from veo_archiver.settings import ProviderSettings, Settings
+from veo_archiver.sim import apixo as apixo_sim
+from veo_archiver.sim import evolink as evolink_sim
+from veo_archiver.sim import kie as kie_sim
+from veo_archiver.sim import useapi as useapi_sim
 
 SIGNING = "callback-signing-key"
 QUEUE = "veo-archiver"

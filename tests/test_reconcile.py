@@ -25,16 +25,16 @@ from rq import Queue
 from rq.job import Job
 from rq.serializers import JSONSerializer
 
-from receiver import keys
-from receiver.event import TaskEvent, TaskStatus, Verification
-from receiver.intake import Delivery, Intake
-from receiver.settings import Settings
-from receiver.simulators.cloud import ProviderCloud
-from receiver.simulators.media import make_mp4
 from tests.procs import REPO, Service, start_receiver, start_worker, wait_for
 from tests.servers import RedisServer
+from veo_archiver import keys
+from veo_archiver.event import TaskEvent, TaskStatus, Verification
+from veo_archiver.intake import Delivery, Intake
+from veo_archiver.settings import Settings
+from veo_archiver.sim.cloud import ProviderCloud
+from veo_archiver.sim.media import make_mp4
 from workers import reconcile
-from workers.confirm import StatusClient
+from workers.status_client import StatusClient
 
 pytestmark = pytest.mark.slow
 ADMIN = "admin-token-for-tests"
@@ -75,7 +75,7 @@ class Stack:
 
     def cli(self, *argv: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
-            [sys.executable, "-m", "receiver.cli", "--log-format", "text", *argv],
+            [sys.executable, "-m", "veo_archiver", "--log-format", "text", *argv],
             env={**os.environ, **self.env},
             cwd=REPO,
             capture_output=True,

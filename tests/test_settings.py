@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from receiver.errors import ConfigError
-from receiver.settings import Settings
+from veo_archiver.errors import ConfigError
+from veo_archiver.settings import Settings
 
 
 def test_defaults() -> None:

@@ -15,9 +15,9 @@ from urllib.parse import quote
 import httpx
 import pytest
 
-from receiver.simulators import apixo, evolink, useapi
-from receiver.simulators.cloud import ProviderCloud
-from receiver.simulators.media import make_mp4
+from veo_archiver.sim import apixo, evolink, useapi
+from veo_archiver.sim.cloud import ProviderCloud
+from veo_archiver.sim.media import make_mp4
 
 KEYS = {"kie": "kie-key", "apixo": "apixo-key", "useapi": "useapi-key", "evolink": "evolink-key"}
 JOBID = "j1731859234567v-u12345-email:jo***@gmail.com-bot:google-flow"
@@ -394,7 +394,7 @@ def test_send_posts_json_like_each_provider(cloud: ProviderCloud) -> None:
         sink.server.server_close()
     timeouts = {m.__name__: inspect.signature(m.send).parameters["timeout"].default for m in (apixo, useapi, evolink)}
     assert timeouts == {
-        "receiver.simulators.apixo": 30.0,
-        "receiver.simulators.useapi": 30.0,
-        "receiver.simulators.evolink": 10.0,
+        "veo_archiver.sim.apixo": 30.0,
+        "veo_archiver.sim.useapi": 30.0,
+        "veo_archiver.sim.evolink": 10.0,
     }

@@ -1,4 +1,4 @@
-"""Standard Webhooks verification (``receiver.standard_webhooks``): pure, clock injected.
+"""Standard Webhooks verification (``veo_archiver.standard_webhooks``): pure, clock injected.
 
 The pinned vectors are the reference libraries' own (github.com/standard-webhooks/standard-webhooks):
 ``libraries/python/tests/test_webhooks.py::test_sign_function`` and ``libraries/go/webhook_symmetric_test.go``
@@ -17,8 +17,8 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from hypothesis import given
 from hypothesis import strategies as st
 
-from receiver import standard_webhooks as sw
-from receiver.errors import ConfigError, Rejected
+from veo_archiver import standard_webhooks as sw
+from veo_archiver.errors import ConfigError, Rejected
 
 # --- the reference vectors
 VECTOR_SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"  # noqa: S105 (published test vector)

@@ -17,7 +17,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from receiver import tokens
-from receiver.errors import ConfigError, Rejected
+from veo_archiver.errors import ConfigError, Rejected
 
 NOW = 1_750_000_000
 KEY = "tok_key_new_0123456789abcdef"

@@ -27,7 +27,7 @@ def test_up_then_simulate_every_provider_then_ctrl_c(tmp_path: Path) -> None:
     env["PYTHONPATH"] = str(REPO)
     log = (tmp_path / "up.log").open("wb")
     up = subprocess.Popen(
-        [sys.executable, "-m", "receiver.cli", "up", "--port", str(port)],
+        [sys.executable, "-m", "veo_archiver", "up", "--port", str(port)],
         cwd=tmp_path,
         env=env,
         stdout=log,
@@ -43,7 +43,7 @@ def test_up_then_simulate_every_provider_then_ctrl_c(tmp_path: Path) -> None:
                 [
                     sys.executable,
                     "-m",
-                    "receiver.cli",
+                    "veo_archiver.cli.main",
                     "--log-level",
                     "WARNING",
                     "simulate",

@@ -1,4 +1,4 @@
-"""``receiver.urls.parse_url_list``: every form kie.ai documents for a URL list, and what is refused."""
+"""``veo_archiver.urls.parse_url_list``: every form kie.ai documents for a URL list, and what is refused."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
-from receiver.errors import InvalidPayload
-from receiver.urls import is_http_url, parse_url_list
+from veo_archiver.errors import InvalidPayload
+from veo_archiver.urls import is_http_url, parse_url_list
 
 F = "data.info.resultUrls"
 U1 = "https://a.example/1.mp4"

@@ -13,10 +13,10 @@ from dataclasses import dataclass
 
 import httpx
 
-from receiver.settings import Settings
-from workers.confirm import StatusClient
+from veo_archiver.settings import Settings
 from workers.egress import EgressPolicy
 from workers.fetch import FetchPolicy, build_client
+from workers.status_client import StatusClient
 from workers.storage import ObjectArchive, open_archive
 
 

@@ -19,7 +19,7 @@ from urllib.parse import urlsplit
 
 import httpcore
 
-from receiver.errors import DownloadRefused
+from veo_archiver.errors import DownloadRefused
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 Resolver = Callable[[str, int], Sequence[str]]

@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 import httpcore
 import httpx
 
-from receiver.errors import BadContent, DownloadFailed, DownloadTransient
+from veo_archiver.errors import BadContent, DownloadFailed, DownloadTransient
 from workers.egress import EgressPolicy, GuardedBackend, require_http_url
 from workers.mp4 import BoxWalker, looks_like_video
 

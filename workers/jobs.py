@@ -27,8 +27,8 @@ from urllib.parse import urlsplit
 
 from rq.job import Job, Retry, get_current_job
 
-from receiver import keys
-from receiver.errors import (
+from veo_archiver import keys
+from veo_archiver.errors import (
     BadContent,
     DownloadFailed,
     DownloadRefused,
@@ -37,9 +37,10 @@ from receiver.errors import (
     StorageUnavailable,
     TransientError,
 )
-from receiver.event import TaskEvent, TaskStatus, Verification
-from receiver.intake import iso
-from workers import manifest, outcomes
+from veo_archiver.event import TaskEvent, TaskStatus, Verification
+from veo_archiver.intake import iso
+from veo_archiver.records import outcome as outcomes
+from workers import manifest
 from workers.context import WorkerContext, current
 from workers.deadline import next_retry, url_deadline
 from workers.fetch import VideoStream

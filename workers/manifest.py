@@ -17,7 +17,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from receiver.event import TaskEvent
+from veo_archiver.event import TaskEvent
 
 SCHEMA = 1
 

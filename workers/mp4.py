@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from receiver.errors import BadContent
+from veo_archiver.errors import BadContent
 
 VIDEO_BRANDS_OFFSET = 4
 

@@ -39,11 +39,11 @@ from urllib.parse import urlsplit
 import httpx
 import redis
 
-from receiver import keys
-from receiver.errors import ConfigError
-from receiver.intake import iso
-from receiver.settings import Settings
-from receiver.standard_webhooks import SECRET_PREFIX, parse_secrets, sign
+from veo_archiver import keys
+from veo_archiver.errors import ConfigError
+from veo_archiver.intake import iso
+from veo_archiver.settings import Settings
+from veo_archiver.standard_webhooks import SECRET_PREFIX, parse_secrets, sign
 
 log = logging.getLogger(__name__)
 

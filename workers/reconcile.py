@@ -5,8 +5,8 @@ Every provider gives up after about three delivery attempts (PROVIDERS.md), so a
 registration is read through its provider's status API by :func:`sweep`:
 
 - terminal (succeeded/failed): the provider's answer (verification ``provider_api``) goes through the same
-  :class:`receiver.intake.Intake` as a callback, so the same deduplicated job archives it. The task stays
-  tracked until the worker archives it (:func:`workers.outcomes.publish` removes it);
+  :class:`veo_archiver.intake.Intake` as a callback, so the same deduplicated job archives it. The task stays
+  tracked until the worker archives it (:func:`veo_archiver.records.outcome.publish` removes it);
 - in progress: left for the next sweep;
 - unknown to the provider: dropped from the tracked set and recorded on ``veo:tracked:dropped``;
 - status API errors (unreachable, busy, refused key, unreadable answer): kept, polled again next sweep.
@@ -35,12 +35,12 @@ from typing import Any
 import redis
 import redis.asyncio as aioredis
 
-from receiver import keys
-from receiver.errors import ArchiverError, PermanentError
-from receiver.event import TaskEvent
-from receiver.intake import Delivery, Intake, IntakeResult, iso
-from receiver.settings import Settings
-from workers.confirm import StatusClient
+from veo_archiver import keys
+from veo_archiver.errors import ArchiverError, PermanentError
+from veo_archiver.event import TaskEvent
+from veo_archiver.intake import Delivery, Intake, IntakeResult, iso
+from veo_archiver.settings import Settings
+from workers.status_client import StatusClient
 
 log = logging.getLogger(__name__)
 

@@ -21,9 +21,9 @@ from rq.registry import FailedJobRegistry
 from rq.serializers import JSONSerializer
 from rq.worker import HerokuWorker
 
-from receiver.errors import ArchiverError, ConfigError
-from receiver.logs import log_context
-from receiver.settings import Settings
+from veo_archiver.errors import ArchiverError, ConfigError
+from veo_archiver.logs import log_context
+from veo_archiver.settings import Settings
 from workers import context, reconcile
 
 log = logging.getLogger(__name__)
@@ -160,7 +160,9 @@ def run_many(count: int, argv: list[str]) -> int:
     stopping = False
 
     def spawn(slot: int) -> None:
-        children[slot] = subprocess.Popen([sys.executable, "-m", "receiver.cli", "worker", "--count", "1", *argv])
+        children[slot] = subprocess.Popen(
+            [sys.executable, "-m", "veo_archiver", "worker", "--count", "1", *argv]
+        )
 
     def forward(signum: int, frame: FrameType | None) -> None:
         nonlocal stopping

@@ -19,8 +19,8 @@ import obstore
 from obstore.exceptions import AlreadyExistsError, NotFoundError, PreconditionError
 from obstore.store import LocalStore, S3Store
 
-from receiver.errors import ConfigError, StorageUnavailable
-from receiver.settings import StorageSettings
+from veo_archiver.errors import ConfigError, StorageUnavailable
+from veo_archiver.settings import StorageSettings
 
 MiB = 1024 * 1024
 PART_BYTES = 8 * MiB

@@ -1,0 +1,352 @@
+"""``veo-archiver``: serve the receiver, run workers, run everything embedded, simulate a provider.
+
+Settings come from the environment (README, "Configuration"), built once here and passed down.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+from types import FrameType
+
+from veo_archiver import keys
+from veo_archiver.errors import ArchiverError, ConfigError
+from veo_archiver.logs import configure as configure_logging
+from veo_archiver.settings import Settings
+
+log = logging.getLogger("veo_archiver")
+
+DEV_ENV_FILE = "dev.env"
+DEFAULT_DATA_DIR = ".veo-archiver"
+SIMULATOR_PORT = 8765
+
+
+def _settings(**overrides: object) -> Settings:
+    return Settings.from_env(os.environ, **overrides)
+
+
+# --------------------------------------------------------------------------------------------- serve / worker
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from receiver.app import create_app
+
+    settings = _settings()
+    app = create_app(settings)
+    config = uvicorn.Config(
+        app,
+        host=args.host,
+        port=args.port,
+        log_config=None,
+        access_log=False,
+        proxy_headers=True,
+        forwarded_allow_ips=os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1"),
+        timeout_graceful_shutdown=10,
+        h11_max_incomplete_event_size=64 * 1024,
+    )
+    log.info("receiver listening", extra={"host": args.host, "port": args.port})
+    uvicorn.Server(config).run()
+    return 0
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    from workers import runner
+
+    settings = _settings()
+    if args.count > 1:
+        return runner.run_many(args.count, ["--burst"] if args.burst else [])
+    return runner.run_one(settings, burst=args.burst)
+
+
+# --------------------------------------------------------------------------------------------- up
+
+
+def _dev_env(data_dir: Path) -> dict[str, str]:
+    """Development secrets kept in the data dir, generated once, so ``simulate`` can sign what ``up`` checks."""
+    path = data_dir / DEV_ENV_FILE
+    values: dict[str, str] = {}
+    if path.exists():
+        for line in path.read_text().splitlines():
+            name, sep, value = line.partition("=")
+            if sep and not name.startswith("#"):
+                values[name.strip()] = value.strip()
+    missing = [name for name in ("KIE_WEBHOOK_HMAC_KEYS", "CALLBACK_SIGNING_KEYS") if name not in values]
+    if missing:
+        for name in missing:
+            values[name] = secrets.token_urlsafe(32)
+        data_dir.mkdir(parents=True, exist_ok=True)
+        path.write_text("".join(f"{k}={v}\n" for k, v in values.items()))
+        path.chmod(0o600)
+    return values
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    from veo_archiver.cli.embedded import EmbeddedRedis
+
+    data_dir = Path(args.data_dir).resolve()
+    env = dict(os.environ)
+    embedded: EmbeddedRedis | None = None
+    if not env.get("REDIS_URL"):
+        embedded = EmbeddedRedis(data_dir / "redis")
+        embedded.start()
+        env["REDIS_URL"] = embedded.url
+    if not env.get("KIE_WEBHOOK_HMAC_KEYS"):
+        env["KIE_WEBHOOK_HMAC_KEYS"] = _dev_env(data_dir)["KIE_WEBHOOK_HMAC_KEYS"]
+        key_note = f"a development key kept in {data_dir / DEV_ENV_FILE} (set KIE_WEBHOOK_HMAC_KEYS for kie.ai's)"
+    else:
+        key_note = "from KIE_WEBHOOK_HMAC_KEYS"
+    if not env.get("CALLBACK_SIGNING_KEYS"):
+        env["CALLBACK_SIGNING_KEYS"] = _dev_env(data_dir)["CALLBACK_SIGNING_KEYS"]
+    env.setdefault("DOWNLOAD_ALLOW_HOSTS", f"127.0.0.1:{SIMULATOR_PORT}")
+    settings = Settings.from_env(env)  # validate before starting anything else
+    if settings.notify_urls:
+        from workers.notify import check_config
+
+        check_config(settings)  # a bad NOTIFY_SECRET stops `up` here, not in a child
+    python = [sys.executable, "-m", "veo_archiver"]
+    children: list[tuple[str, subprocess.Popen[bytes]]] = []
+
+    def start(name: str, argv: list[str]) -> None:
+        children.append((name, subprocess.Popen(python + argv, env=env, start_new_session=True)))
+
+    start("receiver", ["serve", "--host", args.host, "--port", str(args.port)])
+    start("worker", ["worker", "--count", str(args.workers)])
+    if settings.notify_urls:
+        start("notifier", ["notify"])
+    base = (settings.public_base_url or f"http://{args.host}:{args.port}").rstrip("/")
+    print(
+        "\nveo-archiver is up\n"
+        f"  register as callBackUrl:  {base}/callbacks/kie\n"
+        f"  kie.ai signing key:       {key_note}\n"
+        f"  archive:                  {settings.storage.describe()}\n"
+        f"  redis:                    {'embedded, data in ' + str(data_dir / 'redis') if embedded else 'REDIS_URL'}\n"
+        f"  other providers:          veo-archiver callback-url apixo|useapi|evolink --base {base}\n"
+        f"  see a video archived:     veo-archiver simulate kie --to http://127.0.0.1:{args.port}/callbacks/kie\n"
+        f"                            (or apixo, useapi, evolink with --to http://127.0.0.1:{args.port})\n"
+        "  Ctrl-C stops everything (the worker finishes its current download first).\n",
+        flush=True,
+    )
+    stop_requested = False
+
+    def request_stop(signum: int, frame: FrameType | None) -> None:
+        nonlocal stop_requested
+        stop_requested = True
+
+    signal.signal(signal.SIGINT, request_stop)
+    signal.signal(signal.SIGTERM, request_stop)
+    exit_code = 0
+    try:
+        while not stop_requested:
+            for name, child in children:
+                if child.poll() is not None:
+                    print(f"veo-archiver: the {name} exited with code {child.returncode}; stopping", file=sys.stderr)
+                    stop_requested, exit_code = True, 1
+            time.sleep(0.3)
+    finally:
+        # receiver first (stop taking callbacks), then workers (warm shutdown), then Redis (flush to disk)
+        for name, child in children:
+            if child.poll() is None:
+                child.send_signal(signal.SIGTERM)
+                try:
+                    child.wait(timeout=args.stop_timeout)
+                except subprocess.TimeoutExpired:
+                    print(f"veo-archiver: the {name} did not stop in {args.stop_timeout} s; killing", file=sys.stderr)
+                    child.kill()
+                    child.wait()
+        if embedded is not None:
+            embedded.stop()
+        print("veo-archiver: stopped", flush=True)
+    return exit_code
+
+
+# --------------------------------------------------------------------------------------------- simulate
+
+
+def _kie_key(args: argparse.Namespace) -> str:
+    if args.key:
+        return str(args.key)
+    configured = os.environ.get("KIE_WEBHOOK_HMAC_KEYS", "").split(",")[0].strip()
+    if configured:
+        return configured
+    dev = Path(args.data_dir) / DEV_ENV_FILE
+    if dev.exists():
+        return _dev_env(Path(args.data_dir))["KIE_WEBHOOK_HMAC_KEYS"].split(",")[0]
+    raise ConfigError("no signing key: pass --key, set KIE_WEBHOOK_HMAC_KEYS, or run `veo-archiver up` first")
+
+
+def _signing_key(args: argparse.Namespace) -> str | None:
+    configured = os.environ.get("CALLBACK_SIGNING_KEYS", "").split(",")[0].strip()
+    if configured:
+        return configured
+    dev = Path(args.data_dir) / DEV_ENV_FILE
+    if dev.exists():
+        return _dev_env(Path(args.data_dir)).get("CALLBACK_SIGNING_KEYS", "").split(",")[0] or None
+    return None
+
+
+def cmd_simulate(args: argparse.Namespace) -> int:
+    from urllib.parse import urlsplit
+
+    from receiver import tokens
+    from veo_archiver.sim.cloud import ProviderCloud
+    from veo_archiver.sim.media import make_mp4
+
+    provider = args.provider
+    target = args.to
+    if provider != "kie" and "token=" not in (urlsplit(target).query or ""):
+        key = _signing_key(args)
+        if key is None:
+            raise ConfigError(
+                f"{provider} callbacks need a callback-URL token: pass the URL printed by "
+                f"`veo-archiver callback-url {provider}`, or set CALLBACK_SIGNING_KEYS"
+            )
+        target = tokens.callback_url(
+            target.split("/callbacks/")[0], provider, tokens.mint(provider, [key], now=time.time())
+        )
+    hmac_key = None if (provider != "kie" or args.unsigned) else _kie_key(args)
+    with ProviderCloud(port=args.serve_port) as cloud:
+        task_id = args.task_id or cloud.new_task_id(provider)
+        urls = [
+            cloud.add_video(
+                f"/videos/{provider}/{n}-{uuid.uuid4().hex[:8]}.mp4", make_mp4(args.size_kib * 1024, seed=n)
+            )
+            for n in range(args.count)
+        ]
+        if args.fail:
+            cloud.set_task(provider, task_id, "failed", failure_code=str(args.fail), failure_message=None)
+        else:
+            cloud.set_task(provider, task_id, "succeeded", urls=urls)
+        variant = args.form if provider == "kie" else None
+        response = cloud.send_callback(provider, task_id, target, variant=variant, hmac_key=hmac_key)
+        shown = target.split("?")[0]
+        print(f"POST {shown} -> {response.status_code} {response.text.strip()[:200]}")
+        if response.status_code != 200:
+            return 1
+        print(f"{provider} task {task_id}: {0 if args.fail else len(urls)} video(s) served from {cloud.base_url}")
+        return _await_manifest(provider, task_id, args.wait)
+
+
+def _await_manifest(provider: str, task_id: str, wait_s: float) -> int:
+    from workers.storage import open_archive
+
+    settings = _settings()
+    archive = open_archive(settings.storage)
+    key = keys.manifest_key(provider, task_id)
+    deadline = time.monotonic() + wait_s
+    while time.monotonic() < deadline:
+        manifest = archive.get_json(key)
+        if manifest is not None:
+            print(f"archived: {archive.location(key)}")
+            for f in manifest.get("files", []):
+                print(f"  {f['key']}  {f['size']} bytes  sha256 {f['sha256']}")
+            if manifest.get("failure"):
+                print(f"  failure recorded: {json.dumps(manifest['failure'])}")
+            return 0
+        time.sleep(0.25)
+    print(f"not archived within {wait_s:.0f} s: is a worker running against {settings.storage.describe()}?")
+    return 1
+
+
+# --------------------------------------------------------------------------------------------- callback-url
+
+
+def cmd_callback_url(args: argparse.Namespace) -> int:
+    from receiver import tokens
+
+    settings = _settings()
+    if not settings.callback_signing_keys:
+        raise ConfigError(
+            "CALLBACK_SIGNING_KEYS is not set: generate one with `python3 -c 'import secrets; "
+            "print(secrets.token_urlsafe(32))'` and give the same value to the receiver"
+        )
+    base = args.base or settings.public_base_url
+    if not base:
+        raise ConfigError("set PUBLIC_BASE_URL (e.g. https://archiver.example.com) or pass --base")
+    ttl = int(args.ttl_days * 86400) if args.ttl_days else None
+    token = tokens.mint(args.provider, settings.callback_signing_keys, now=time.time(), ttl_s=ttl)
+    url = tokens.callback_url(base, args.provider, token)
+    print(url)
+    if args.provider == "useapi":
+        print(
+            f"# useapi.net: pass it as replyUrl; or pass {base.rstrip('/')}/callbacks/useapi as replyUrl and "
+            f"replyRef=token={token}",
+            file=sys.stderr,
+        )
+    return 0
+
+
+# --------------------------------------------------------------------------------------------- main
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="veo-archiver", description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--log-level", default=os.environ.get("LOG_LEVEL", "INFO"))
+    parser.add_argument("--log-format", choices=("json", "text"), default=os.environ.get("LOG_FORMAT", "json"))
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser("serve", help="run the receiver (Starlette on uvicorn)")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.set_defaults(func=cmd_serve)
+
+    worker = sub.add_parser("worker", help="run RQ workers that download and archive videos")
+    worker.add_argument("--count", type=int, default=1, help="worker processes (default 1)")
+    worker.add_argument("--burst", action="store_true", help="exit when the queue is empty")
+    worker.set_defaults(func=cmd_worker)
+
+    up = sub.add_parser("up", help="all in one: embedded Redis (unless REDIS_URL is set), receiver and worker")
+    up.add_argument("--host", default="127.0.0.1")
+    up.add_argument("--port", type=int, default=8000)
+    up.add_argument("--workers", type=int, default=1)
+    up.add_argument("--data-dir", default=DEFAULT_DATA_DIR)
+    up.add_argument("--stop-timeout", type=float, default=120.0, help="seconds to wait for each part to stop")
+    up.set_defaults(func=cmd_up)
+
+    simulate = sub.add_parser("simulate", help="act as a provider: serve a video and send its callback")
+    simulate.add_argument("provider", choices=("kie", "apixo", "useapi", "evolink"))
+    simulate.add_argument("--to", required=True, help="the receiver's callback URL")
+    simulate.add_argument("--key", help="signing key (default: KIE_WEBHOOK_HMAC_KEYS, then the `up` dev key)")
+    simulate.add_argument("--unsigned", action="store_true", help="send without signature headers")
+    simulate.add_argument("--task-id")
+    simulate.add_argument("--count", type=int, default=1, help="videos in the result (default 1)")
+    simulate.add_argument("--form", choices=("list", "json", "bracket", "bare"), default="list")
+    simulate.add_argument("--fail", type=int, choices=(400, 422, 500, 501), help="send a failure callback")
+    simulate.add_argument("--size-kib", type=int, default=512)
+    simulate.add_argument("--serve-port", type=int, default=SIMULATOR_PORT)
+    simulate.add_argument("--wait", type=float, default=60.0, help="seconds to wait for the manifest")
+    simulate.add_argument("--data-dir", default=DEFAULT_DATA_DIR)
+    simulate.set_defaults(func=cmd_simulate)
+    cb = sub.add_parser("callback-url", help="print the signed callback URL to register with a provider")
+    cb.add_argument("provider", choices=("kie", "apixo", "useapi", "evolink"))
+    cb.add_argument("--ttl-days", type=float, default=0, help="token lifetime in days (default: no expiry)")
+    cb.add_argument("--base", help="public base URL (default PUBLIC_BASE_URL)")
+    cb.set_defaults(func=cmd_callback_url)
+    __import__("veo_archiver.cli.ops").cli_ops.register(sub)
+    __import__("veo_archiver.cli.reconcile").cli_reconcile.register(sub)  # track, tracked, sweep, notify
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    configure_logging(args.log_level, json_lines=args.log_format == "json")
+    try:
+        return int(args.func(args))
+    except ArchiverError as exc:
+        print(f"veo-archiver: error: {exc.message}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

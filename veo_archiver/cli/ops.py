@@ -1,0 +1,393 @@
+"""``veo-archiver status | failed | retry | replay | show``: what is stuck, why, and fixing it, from a shell.
+
+This module only parses arguments and prints: the queries are :mod:`veo_archiver.queue_view` (read-only), the
+writes :mod:`veo_archiver.cli.admin`. Every command takes ``--json`` for scripts except ``retry``'s progress line,
+which goes to stderr. Exit codes: 0 done, 1 nothing matched / not found, 2 configuration error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import redis
+
+from veo_archiver import queue_view
+from veo_archiver.cli import admin, story
+from veo_archiver.errors import ConfigError, RequestError
+from veo_archiver.settings import Settings
+
+#: ``retry`` shows a progress counter on stderr from this many jobs on
+PROGRESS_FROM = 10
+#: how many leading characters of a long error are shown in tables
+ERROR_WIDTH = 90
+
+
+def register(sub: Any) -> None:
+    """Add the operator subcommands to ``veo-archiver``'s subparsers."""
+    status = sub.add_parser("status", help="what is queued, running, retrying, dead and stuck")
+    status.add_argument("--json", action="store_true", help="one JSON object, for scripts")
+    status.set_defaults(func=cmd_status)
+
+    failed = sub.add_parser("failed", help="list dead letters (jobs in the failed registry) and why")
+    failed.add_argument("--reason", help="only this reason (http_404, not_a_video, abandoned, crashed…)")
+    failed.add_argument("--provider", help="only this provider")
+    failed.add_argument("--limit", type=int, default=50, help="at most N, newest first (default 50; 0 = all)")
+    failed.add_argument("--json", action="store_true")
+    failed.set_defaults(func=cmd_failed)
+
+    retry = sub.add_parser("retry", help="requeue dead letters with a fresh retry budget")
+    retry.add_argument("job_ids", nargs="*", metavar="JOB_ID", help="dead letters to requeue")
+    retry.add_argument("--reason", help="every dead letter with this reason")
+    retry.add_argument("--provider", help="every dead letter of this provider")
+    retry.add_argument("--all", action="store_true", help="every dead letter")
+    retry.add_argument("--dry-run", action="store_true", help="say what would be requeued, change nothing")
+    retry.add_argument("--json", action="store_true")
+    retry.set_defaults(func=cmd_retry)
+
+    replay = sub.add_parser("replay", help="re-run a stored callback as a new job (operators only)")
+    replay.add_argument("provider", help="kie, apixo, useapi, evolink or standard-<source>")
+    replay.add_argument("task_id")
+    replay.add_argument(
+        "--delivery",
+        type=int,
+        metavar="N",
+        help="delivery number as `show` prints it (default: the newest terminal one)",
+    )
+    replay.add_argument("--dry-run", action="store_true", help="print the parsed event, enqueue nothing")
+    replay.add_argument("--json", action="store_true")
+    replay.set_defaults(func=cmd_replay)
+
+    show = sub.add_parser("show", help="the whole story of one task: deliveries, jobs, archive")
+    show.add_argument("provider")
+    show.add_argument("task_id")
+    show.add_argument("--json", action="store_true")
+    show.set_defaults(func=cmd_show)
+
+
+# --------------------------------------------------------------------------------------------- helpers
+
+
+def _settings() -> Settings:
+    return Settings.from_env(os.environ)
+
+
+def _connect(settings: Settings) -> redis.Redis:
+    connection = redis.Redis.from_url(settings.redis_url, socket_timeout=10.0, socket_connect_timeout=2.0)
+    try:
+        connection.ping()
+    except redis.RedisError as exc:
+        raise ConfigError(f"cannot reach Redis at REDIS_URL ({exc}); is it running?") from exc
+    return connection
+
+
+def _json(value: Any) -> None:
+    print(json.dumps(value, indent=2, sort_keys=True, default=str))
+
+
+age = queue_view.duration
+
+
+def when(stamp: str | None, now: float) -> str:
+    """``2026-11-21T10:00:00Z (3m05s ago)`` or ``(in 14s)``."""
+    ts = queue_view.epoch(stamp)
+    if stamp is None or ts is None:
+        return "-"
+    delta = now - ts
+    return f"{stamp} ({age(delta)} ago)" if delta >= 0 else f"{stamp} (in {age(delta)})"
+
+
+def table(header: Sequence[str], rows: Sequence[Sequence[object]], indent: str = "  ") -> list[str]:
+    cells = [[str(c) for c in header], *[["-" if c is None else str(c) for c in row] for row in rows]]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(header))]
+    return [indent + "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in cells]
+
+
+def _clip(text: str | None, width: int = ERROR_WIDTH) -> str:
+    text = " ".join((text or "").split())
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+# --------------------------------------------------------------------------------------------- status
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    settings = _settings()
+    now = time.time()
+    report = queue_view.status(
+        _connect(settings), settings.queue_name, tracked_overdue_s=settings.reconcile_after_s, now=now
+    )
+    if args.json:
+        _json({**report.to_json(), "stuck": report.stuck, "generated_at": queue_view.iso(now)})
+        return 0
+    for line in render_status(report, now):
+        print(line)
+    return 0
+
+
+def render_status(s: queue_view.Status, now: float) -> list[str]:
+    head = s.oldest_waiting
+    nxt = s.next_scheduled[0] if s.next_scheduled else None
+    counts = [
+        ("waiting", s.queued, f"oldest since {when(head.enqueued_at, now)}: {head.job_id}" if head else ""),
+        ("started", s.started, f"{s.started_expired} with no worker heartbeat" if s.started_expired else ""),
+        ("scheduled", s.scheduled, f"next retry {when(nxt.run_at, now)}" if nxt else ""),
+        ("failed", s.failed, "dead letters, see below" if s.failed else ""),
+        ("deferred", s.deferred, ""),
+        ("finished", s.finished, "kept for the result TTL"),
+    ]
+    out = [f"queue {s.queue}"]
+    out += table(("", "", ""), [(name, n, note) for name, n, note in counts])[1:]
+    out.append(f"workers: {len(s.workers)} alive")
+    if s.workers:
+        out += table(
+            ("NAME", "STATE", "CURRENT JOB", "LAST HEARTBEAT"),
+            [(w.name, w.state, w.current_job, f"{age(w.heartbeat_age_s)} ago") for w in s.workers],
+        )
+    total = sum(s.dead_letters.values())
+    out.append(f"dead letters: {total}")
+    if total:
+        out += table(("REASON", "JOBS"), list(s.dead_letters.items()))
+    if s.next_scheduled:
+        out.append("scheduled retries (soonest first):")
+        out += table(
+            ("JOB", "TASK", "RUNS", "ATTEMPTS", "LAST ERROR"),
+            [
+                (
+                    r.job_id,
+                    f"{r.provider}/{r.task_id}",
+                    when(r.run_at, now),
+                    r.attempts,
+                    _clip(f"{r.last_reason}: {r.last_error}" if r.last_reason else "", 60),
+                )
+                for r in s.next_scheduled
+            ],
+        )
+    tracked = f"tracked tasks: {s.tracked} not finished"
+    if s.oldest_tracked:
+        t = s.oldest_tracked
+        tracked += f", oldest {t.provider}/{t.task_id} since {when(t.since, now)}"
+    out.append(tracked)
+    out.append("last hour: " + "  ".join(f"{k} {v}" for k, v in s.events_last_hour.items()))
+    out.append("")
+    if s.problems:
+        out.append("stuck:")
+        out += [f"  ! {problem}" for problem in s.problems]
+    else:
+        out.append("nothing stuck")
+    return out
+
+
+# --------------------------------------------------------------------------------------------- failed
+
+
+def cmd_failed(args: argparse.Namespace) -> int:
+    settings = _settings()
+    now = time.time()
+    letters = queue_view.dead_letters(
+        _connect(settings), settings.queue_name, reason=args.reason, provider=args.provider, limit=args.limit or None
+    )
+    if args.json:
+        _json([letter.to_json() for letter in letters])
+        return 0
+    if not letters:
+        print("no dead letters" + (" match" if args.reason or args.provider else ""))
+        return 0
+    rows = [
+        (d.job_id, d.provider, d.task_id, d.reason, when(d.at, now), len(d.attempts), _clip(d.error)) for d in letters
+    ]
+    for line in table(("JOB", "PROVIDER", "TASK", "REASON", "WHEN", "ATTEMPTS", "ERROR"), rows, indent=""):
+        print(line)
+    print(f"\n{len(letters)} dead letter(s); requeue with `veo-archiver retry JOB_ID` or `retry --reason R`")
+    return 0
+
+
+# --------------------------------------------------------------------------------------------- retry
+
+
+def cmd_retry(args: argparse.Namespace) -> int:
+    if args.job_ids and (args.reason or args.provider or args.all):
+        raise ConfigError("retry: give job ids, or --reason/--provider/--all, not both")
+    if not (args.job_ids or args.reason or args.provider or args.all):
+        raise ConfigError("retry: name job ids, or choose with --reason R, --provider P or --all")
+    settings = _settings()
+    connection = _connect(settings)
+    letters, skipped = admin.select(
+        connection, settings.queue_name, job_ids=args.job_ids, reason=args.reason, provider=args.provider
+    )
+
+    def progress(done: int, total: int) -> None:
+        if total >= PROGRESS_FROM:
+            end = "\n" if done == total else ""
+            print(f"\r{'checked' if args.dry_run else 'requeued'} {done}/{total}", end=end, file=sys.stderr, flush=True)
+
+    report = admin.retry(
+        connection,
+        settings.queue_name,
+        letters,
+        dry_run=args.dry_run,
+        progress=progress,
+        default_retries=len(settings.retry_intervals_s),
+    )
+    report.skipped[:0] = skipped
+    if args.json:
+        _json(report.to_json())
+    else:
+        verb = "would requeue" if args.dry_run else "requeued"
+        for d in report.requeued:
+            print(f"{verb} {d.job_id}  {d.provider}/{d.task_id}  ({d.reason})")
+        for job_id, why in report.skipped:
+            print(f"skipped {job_id}: {why}")
+        if not report.requeued and not report.skipped:
+            print("no dead letter matches: nothing to requeue")
+        else:
+            print(
+                f"{verb} {len(report.requeued)} job(s) on {settings.queue_name}"
+                + (f", skipped {len(report.skipped)}" if report.skipped else "")
+            )
+    return 1 if report.skipped else 0
+
+
+# --------------------------------------------------------------------------------------------- replay
+
+
+def cmd_replay(args: argparse.Namespace) -> int:
+    settings = _settings()
+    connection = _connect(settings)
+    try:
+        plan = admin.plan_replay(connection, args.provider, args.task_id, args.delivery)
+    except admin.NothingToDo as exc:
+        print(f"veo-archiver: {exc.message}", file=sys.stderr)
+        return 1
+    except RequestError as exc:
+        print(f"veo-archiver: the stored callback no longer parses: {exc.message}", file=sys.stderr)
+        return 1
+    if args.dry_run:
+        if args.json:
+            _json({**plan.to_json(), "dry_run": True, "queue": settings.queue_name})
+            return 0
+        print(
+            f"delivery #{plan.number} of {plan.provider}/{plan.task_id}: received "
+            f"{plan.record.get('callback', {}).get('received_at')}, outcome {plan.record.get('outcome')}"
+        )
+        print("parsed event (verification operator):")
+        print(json.dumps(plan.event.to_json(), indent=2, sort_keys=True))
+        print(f"dry run: would enqueue a new job {plan.job_id_pattern} on {settings.queue_name}; nothing changed")
+        return 0
+    result = admin.replay(settings, plan)
+    if args.json:
+        _json(
+            {
+                **plan.to_json(),
+                "dry_run": False,
+                "queue": settings.queue_name,
+                "outcome": result.outcome,
+                "job_id": result.job_id,
+                "delivery_id": result.delivery_id,
+            }
+        )
+        return 0
+    print(f"replayed delivery #{plan.number} of {plan.provider}/{plan.task_id} ({plan.event.status.value})")
+    print(
+        f"enqueued job {result.job_id} on {settings.queue_name}; follow it with "
+        f"`veo-archiver show {plan.provider} {plan.task_id}`"
+    )
+    return 0
+
+
+# --------------------------------------------------------------------------------------------- show
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    from workers.storage import open_archive
+
+    settings = _settings()
+    connection = _connect(settings)
+    told = story.task_story(
+        connection, settings.queue_name, args.provider, args.task_id, open_archive(settings.storage)
+    )
+    known = told.deliveries or told.jobs or told.manifest or told.tracked_since
+    if args.json:
+        _json(told.to_json())
+    else:
+        for line in render_story(told, time.time()):
+            print(line)
+    return 0 if known else 1
+
+
+def render_story(t: story.TaskStory, now: float) -> list[str]:
+    out = [f"{t.provider}/{t.task_id}"]
+    out.append(f"  tracked: {'since ' + when(t.tracked_since, now) if t.tracked_since else 'no'}")
+    out.append(f"deliveries: {len(t.deliveries)}")
+    if t.deliveries:
+        out += table(
+            ("#", "RECEIVED", "REMOTE", "STATUS", "VERIFICATION", "OUTCOME", "JOB"),
+            [
+                (
+                    d.number,
+                    d.received_at,
+                    d.remote,
+                    d.status,
+                    d.verification,
+                    d.outcome + (f" at {d.replayed_at}" if d.replayed_at else "") if d.outcome else None,
+                    d.job_id,
+                )
+                for d in t.deliveries
+            ],
+        )
+    out.append(f"jobs: {len(t.jobs)}")
+    for j in t.jobs:
+        label = f"{j.state}{' (replay)' if j.replay else ''}"
+        out.append(f"  {j.job_id}  [{j.status}]  {label}")
+        for name, stamp in (("enqueued", j.enqueued_at), ("started", j.started_at), ("ended", j.ended_at)):
+            if stamp:
+                out.append(f"      {name:<9}{when(stamp, now)}")
+        if j.result:
+            out.append(f"      result   {j.result.get('outcome')}")
+        for n, a in enumerate(j.attempts, start=1):
+            retry = f", retry in {age(a.get('retry_in_s'))}" if a.get("retry_in_s") is not None else ""
+            out.append(f"      attempt {n} failed {a.get('at')}: {a.get('reason')}: {_clip(a.get('error'))}{retry}")
+        if j.next_run_at:
+            out.append(f"      next run {when(j.next_run_at, now)}")
+        if j.dead_letter:
+            d = j.dead_letter
+            out.append(f"      DEAD LETTER {d.get('reason')} at {d.get('at')}: {_clip(d.get('error'))}")
+            out.append(f"      requeue with `veo-archiver retry {j.job_id}`")
+        elif j.error and j.state != "finished":
+            out.append(f"      error    {_clip(j.error)}")
+    if t.archive_error:
+        out.append(f"archive: cannot read {t.manifest_key}: {t.archive_error}")
+    elif t.manifest is None:
+        out.append(f"archive: no manifest at {t.archive_location or t.manifest_key}")
+    else:
+        m = t.manifest
+        out.append(f"archive: {t.archive_location}")
+        out.append(
+            f"  status {m.get('status')}, archived {m.get('archived_at')}, verification "
+            f"{m.get('verification')}, job {m.get('job_id')}"
+        )
+        if m.get("failure"):
+            out.append(f"  failure recorded: {json.dumps(m['failure'])}")
+        if t.files:
+            out += table(
+                ("KEY", "SIZE", "SHA256", "IN ARCHIVE"),
+                [
+                    (
+                        f.key,
+                        f.size,
+                        f.sha256,
+                        "yes"
+                        if f.stored_size == f.size
+                        else "MISSING"
+                        if f.stored_size is None
+                        else f"size {f.stored_size}",
+                    )
+                    for f in t.files
+                ],
+            )
+    return out

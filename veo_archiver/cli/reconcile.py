@@ -1,0 +1,244 @@
+"""Operator commands for missing callbacks and downstream notifications.
+
+- ``veo-archiver track PROVIDER TASK_ID...``: register tasks to watch (the CLI twin of ``POST /tasks``);
+- ``veo-archiver tracked``: what is tracked, the last sweep, and recently dropped tasks;
+- ``veo-archiver sweep [--once]``: poll tracked tasks whose callback never came (workers do it on their own
+  every ``RECONCILE_INTERVAL``; ``--once`` runs one sweep now and prints its summary);
+- ``veo-archiver notify``: POST every outcome to ``NOTIFY_URLS`` (SIGTERM stops it cleanly).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import signal
+import socket
+import time
+from typing import Any
+
+import redis
+
+from veo_archiver import keys
+from veo_archiver.errors import ConfigError
+from veo_archiver.intake import iso
+from veo_archiver.providers import NAMES as PROVIDERS
+from veo_archiver.settings import Settings
+
+log = logging.getLogger("veo_archiver")
+
+
+def _settings() -> Settings:
+    return Settings.from_env(os.environ)
+
+
+def _connect(settings: Settings) -> redis.Redis:
+    connection = redis.Redis.from_url(settings.redis_url)
+    try:
+        connection.ping()
+    except redis.RedisError as exc:
+        raise ConfigError(f"cannot reach Redis at REDIS_URL ({exc}); is it running?") from exc
+    return connection
+
+
+class _StopFlag:
+    """SIGTERM/SIGINT set the flag; loops check it between steps."""
+
+    def __init__(self) -> None:
+        self.stopped = False
+        signal.signal(signal.SIGTERM, self._set)
+        signal.signal(signal.SIGINT, self._set)
+
+    def _set(self, signum: int, frame: Any) -> None:
+        self.stopped = True
+
+    def __call__(self) -> bool:
+        return self.stopped
+
+    def sleep(self, seconds: float) -> None:
+        deadline = time.monotonic() + seconds
+        while not self.stopped and time.monotonic() < deadline:
+            time.sleep(min(0.2, max(0.0, deadline - time.monotonic())))
+
+
+# --------------------------------------------------------------------------------------------- track
+
+
+def cmd_track(args: argparse.Namespace) -> int:
+    from receiver.tracking import TaskRef, check_provider, check_task_id, register
+
+    settings = _settings()
+    check_provider(settings, args.provider)  # InvalidPayload is an ArchiverError: main prints it
+    tasks = [TaskRef(args.provider, check_task_id(t)) for t in dict.fromkeys(args.task_ids)]
+    for r in register(_connect(settings), tasks, now=time.time()):
+        note = "tracking" if r.new else "already tracked since"
+        print(
+            f"{note} {r.provider} {r.task_id} ({iso(r.registered_at)}); polled if no terminal callback "
+            f"{settings.reconcile_after_s} s after that"
+        )
+    return 0
+
+
+def cmd_tracked(args: argparse.Namespace) -> int:
+    from workers import reconcile
+
+    connection = _connect(_settings())
+    now = time.time()
+    entries: list[Any] = connection.zrange(keys.tracked_zset(), 0, args.limit - 1, withscores=True)
+    members = [m.decode() if isinstance(m, bytes) else str(m) for m, _ in entries]
+    polled: list[Any] = connection.zmscore(reconcile.POLLED_ZSET, members) if members else []
+    rows = [
+        {"task": json.loads(member), "registered": float(score), "polled": last}
+        for (_, score), member, last in zip(entries, members, polled, strict=True)
+    ]
+    total = connection.zcard(keys.tracked_zset())
+    if args.json:
+        print(
+            json.dumps(
+                {
+                    "total": total,
+                    "tracked": [
+                        {
+                            "provider": r["task"][0],
+                            "task_id": r["task"][1],
+                            "registered_at": iso(r["registered"]),
+                            "polled_at": iso(r["polled"]) if r["polled"] else None,
+                        }
+                        for r in rows
+                    ],
+                    "last_sweep": reconcile.last_report(connection),
+                    "dropped": reconcile.dropped(connection, args.limit),
+                },
+                indent=2,
+            )
+        )
+        return 0
+    print(f"{total} tracked task(s)")
+    for r in rows:
+        seen = f"last polled {now - r['polled']:.0f} s ago" if r["polled"] else "not polled yet"
+        print(f"  {r['task'][0]:8} {r['task'][1]}  registered {now - r['registered']:.0f} s ago, {seen}")
+    report = reconcile.last_report(connection)
+    if report:
+        counts = ", ".join(
+            f"{k} {report[k]}"
+            for k in ("examined", "submitted", "in_progress", "dropped", "errors", "waiting", "finished", "deferred")
+        )
+        print(f"last sweep {report['at']}: {counts}")
+    for item in reconcile.dropped(connection, args.limit):
+        print(
+            f"  dropped {item['dropped_at']}: {item['provider']} {item['task_id']}: {item['reason']}: {item['detail']}"
+        )
+    return 0
+
+
+# --------------------------------------------------------------------------------------------- sweep
+
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+    from workers import reconcile
+
+    settings = _settings()
+    connection = _connect(settings)
+    if args.once:
+        # the lock is taken too (when free), so the workers do not sweep again right after
+        reconcile.acquire(connection, settings, owner=f"cli-{socket.gethostname()}-{os.getpid()}")
+        report = reconcile.run_sweep(connection, settings, after_s=args.after)
+        print(json.dumps(report.to_json(), indent=2) if args.json else report.summary(), flush=True)
+        return 1 if report.errors else 0
+    stop = _StopFlag()
+    owner = f"sweeper-{socket.gethostname()}-{os.getpid()}"
+    log.info("sweeper running", extra={"interval_s": settings.reconcile_interval_s})
+    while not stop():
+        try:
+            if reconcile.acquire(connection, settings, owner):
+                print(reconcile.run_sweep(connection, settings, after_s=args.after).summary(), flush=True)
+        except redis.RedisError as exc:
+            log.warning("sweep failed; retrying next interval: %s", exc)
+        stop.sleep(min(5.0, settings.reconcile_interval_s))
+    return 0
+
+
+# --------------------------------------------------------------------------------------------- notify
+
+
+def cmd_notify(args: argparse.Namespace) -> int:
+    from workers.notify import Notifier, NotifyPolicy
+
+    settings = _settings()
+    policy = NotifyPolicy(
+        max_attempts=args.max_attempts,
+        retry_base_s=args.retry_base,
+        retry_cap_s=args.retry_cap,
+        claim_after_s=args.claim_after,
+        timeout_s=args.timeout,
+    )
+    notifier = Notifier(_connect(settings), settings, policy=policy)  # ConfigError before anything runs
+    notifier.ensure_group(from_start=args.from_start)
+    stop = _StopFlag()
+    log.info("notifier running", extra={"consumer": notifier.consumer, "urls": len(notifier.targets)})
+    try:
+        notifier.run(stop)
+    finally:
+        notifier.close()
+    log.info("notifier stopped", extra={"consumer": notifier.consumer})
+    return 0
+
+
+def _positive(kind: type[int] | type[float]) -> Any:
+    def parse(text: str) -> int | float:
+        value = kind(text)
+        if value <= 0:
+            raise argparse.ArgumentTypeError(f"{text}: must be > 0")
+        return value
+
+    return parse
+
+
+def _at_least_zero(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{text}: must be >= 0")
+    return value
+
+
+def register(sub: Any) -> None:
+    """Add ``track``, ``tracked``, ``sweep`` and ``notify`` to the ``veo-archiver`` sub-commands."""
+    track = sub.add_parser("track", help="register tasks whose callback is expected (polled if none comes)")
+    track.add_argument("provider", choices=PROVIDERS)
+    track.add_argument("task_ids", metavar="TASK_ID", nargs="+")
+    track.set_defaults(func=cmd_track)
+
+    tracked = sub.add_parser("tracked", help="list tracked tasks, the last sweep and dropped tasks")
+    tracked.add_argument("--limit", type=_positive(int), default=50)
+    tracked.add_argument("--json", action="store_true")
+    tracked.set_defaults(func=cmd_tracked)
+
+    sweep = sub.add_parser("sweep", help="poll the status API of tracked tasks whose callback never came")
+    sweep.add_argument("--once", action="store_true", help="one sweep now, print its summary, exit")
+    sweep.add_argument(
+        "--after",
+        type=_at_least_zero,
+        default=None,
+        help="seconds since registration before a task is polled (default RECONCILE_AFTER)",
+    )
+    sweep.add_argument("--json", action="store_true", help="print the report as JSON (with --once)")
+    sweep.set_defaults(func=cmd_sweep)
+
+    notify = sub.add_parser("notify", help="POST each outcome to NOTIFY_URLS (Standard Webhooks-signed)")
+    notify.add_argument("--max-attempts", type=_positive(int), default=10)
+    notify.add_argument(
+        "--retry-base", type=_positive(float), default=10.0, help="first retry delay, seconds (doubles per attempt)"
+    )
+    notify.add_argument("--retry-cap", type=_positive(float), default=3600.0, help="longest wait, seconds")
+    notify.add_argument(
+        "--claim-after",
+        type=_positive(float),
+        default=300.0,
+        help="seconds an entry stays pending in a dead notifier before another takes it",
+    )
+    notify.add_argument("--timeout", type=_positive(float), default=10.0, help="per-POST timeout, seconds")
+    notify.add_argument(
+        "--from-start", action="store_true", help="when creating the consumer group, start at the stream's oldest entry"
+    )
+    notify.set_defaults(func=cmd_notify)

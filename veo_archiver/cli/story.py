@@ -1,0 +1,218 @@
+"""The whole story of one task, for ``veo-archiver show``: deliveries, verification, jobs, attempts, next
+retry, dead letter, and what is in the archive. Read-only, like :mod:`veo_archiver.queue_view`, whose helpers it uses.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import redis
+from rq.job import Job
+
+from veo_archiver import keys
+from veo_archiver.errors import StorageUnavailable
+from veo_archiver.event import TaskStatus
+
+#: jobs fetched per Redis round trip when walking a registry
+from veo_archiver.queue_view import (
+    _Json,
+    _last_line,
+    dead_letter_of,
+    epoch,
+    fetch_jobs,
+    iso,
+    scheduled_key,
+    state_of,
+    task_status_of,
+)
+from workers.storage import ObjectArchive
+
+
+@dataclass(frozen=True)
+class DeliveryInfo(_Json):
+    number: int  # 1 = the oldest delivery still kept
+    delivery_id: str | None
+    received_at: str | None
+    remote: str | None
+    path: str | None
+    outcome: str | None
+    verification: str | None
+    status: str | None
+    job_id: str | None
+    replayed_at: str | None
+    headers: dict[str, str]
+    body: str
+
+
+@dataclass(frozen=True)
+class JobInfo(_Json):
+    job_id: str
+    status: str | None  # the task's terminal status this job archives
+    state: str  # RQ's state, or "gone" once the job's record expired
+    replay: bool
+    enqueued_at: str | None = None
+    started_at: str | None = None
+    ended_at: str | None = None
+    attempts: list[dict[str, Any]] = field(default_factory=list)
+    next_run_at: str | None = None
+    dead_letter: dict[str, Any] | None = None
+    error: str | None = None
+    result: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class ArchivedFile(_Json):
+    key: str
+    size: int | None
+    sha256: str | None
+    stored_size: int | None  # None: the object is missing from the archive
+
+
+@dataclass(frozen=True)
+class TaskStory(_Json):
+    provider: str
+    task_id: str
+    tracked_since: str | None
+    deliveries: list[DeliveryInfo]
+    jobs: list[JobInfo]
+    manifest_key: str
+    archive_location: str | None
+    manifest: dict[str, Any] | None
+    files: list[ArchivedFile]
+    archive_error: str | None
+
+
+# --------------------------------------------------------------------------------------------- jobs
+
+
+def stored_deliveries(connection: redis.Redis, provider: str, task_id: str) -> list[dict[str, Any]]:
+    """The raw delivery records of one task (oldest first), as the intake wrote them."""
+    out = []
+    for raw in connection.lrange(keys.deliveries_key(provider, task_id), 0, -1):
+        try:
+            record = json.loads(raw)
+        except ValueError:
+            continue
+        if isinstance(record, dict):
+            out.append(record)
+    return out
+
+
+def delivery_info(number: int, record: dict[str, Any]) -> DeliveryInfo:
+    callback = record.get("callback") or {}
+    event = record.get("event") or {}
+    return DeliveryInfo(
+        number=number,
+        delivery_id=record.get("delivery_id"),
+        received_at=callback.get("received_at"),
+        remote=callback.get("remote"),
+        path=callback.get("path"),
+        outcome=record.get("outcome"),
+        verification=event.get("verification"),
+        status=event.get("status"),
+        job_id=record.get("job_id"),
+        replayed_at=record.get("replayed_at"),
+        headers=dict(callback.get("headers") or {}),
+        body=str(callback.get("body") or ""),
+    )
+
+
+def job_info(connection: redis.Redis, queue_name: str, job_id: str, job: Job | None, status: str | None) -> JobInfo:
+    replay = "-replay-" in job_id
+    if job is None:
+        return JobInfo(job_id=job_id, status=status, state="gone", replay=replay)
+    meta = job.meta or {}
+    state = state_of(job)
+    next_run = None
+    if state == "scheduled":
+        next_run = iso(connection.zscore(scheduled_key(queue_name), job_id))
+    error = None
+    result = None
+    latest = job.latest_result()
+    if latest is not None:
+        if latest.exc_string:
+            error = _last_line(latest.exc_string)
+        if isinstance(latest.return_value, dict):
+            result = latest.return_value
+    letter = meta.get("dead_letter")
+    if state == "failed" and not isinstance(letter, dict):
+        letter = {k: v for k, v in asdict(dead_letter_of(job)).items() if k in ("reason", "error", "at")}
+    return JobInfo(
+        job_id=job_id,
+        status=task_status_of(job) or status,
+        state=state,
+        replay=replay,
+        enqueued_at=iso(epoch(job.enqueued_at)),
+        started_at=iso(epoch(job.started_at)),
+        ended_at=iso(epoch(job.ended_at)),
+        attempts=list(meta.get("attempts") or []),
+        next_run_at=next_run,
+        dead_letter=letter if isinstance(letter, dict) else None,
+        error=error,
+        result=result,
+    )
+
+
+def task_jobs(
+    connection: redis.Redis, queue_name: str, provider: str, task_id: str, records: list[dict[str, Any]]
+) -> list[JobInfo]:
+    """One entry per terminal status the task reached, plus every operator replay, in order of appearance."""
+    wanted: dict[str, str | None] = {}
+    for record in records:
+        if record.get("job_id"):
+            wanted.setdefault(str(record["job_id"]), (record.get("event") or {}).get("status"))
+    for terminal in (TaskStatus.SUCCEEDED.value, TaskStatus.FAILED.value):
+        job_id = keys.job_id(provider, task_id, terminal)
+        if job_id not in wanted and connection.exists(keys.rq_job_key(job_id)):
+            wanted[job_id] = terminal
+    return [
+        job_info(connection, queue_name, job_id, job, wanted[job_id])
+        for job_id, job in fetch_jobs(connection, list(wanted))
+    ]
+
+
+def archived(archive: ObjectArchive, provider: str, task_id: str) -> tuple[dict[str, Any] | None, list[ArchivedFile]]:
+    """The task's manifest and, for each file it lists, whether the object is really there."""
+    manifest = archive.get_json(keys.manifest_key(provider, task_id))
+    files = []
+    for entry in (manifest or {}).get("files") or []:
+        stored = archive.head(str(entry.get("key")))
+        files.append(
+            ArchivedFile(
+                key=str(entry.get("key")),
+                size=entry.get("size"),
+                sha256=entry.get("sha256"),
+                stored_size=stored.size if stored else None,
+            )
+        )
+    return manifest, files
+
+
+def task_story(
+    connection: redis.Redis, queue_name: str, provider: str, task_id: str, archive: ObjectArchive | None
+) -> TaskStory:
+    records = stored_deliveries(connection, provider, task_id)
+    score = connection.zscore(keys.tracked_zset(), keys.tracked_member(provider, task_id))
+    manifest_key = keys.manifest_key(provider, task_id)
+    manifest: dict[str, Any] | None = None
+    files: list[ArchivedFile] = []
+    archive_error = None
+    if archive is not None:
+        try:
+            manifest, files = archived(archive, provider, task_id)
+        except (StorageUnavailable, ValueError) as exc:
+            archive_error = str(exc)
+    return TaskStory(
+        provider=provider,
+        task_id=task_id,
+        tracked_since=iso(score),
+        deliveries=[delivery_info(n, record) for n, record in enumerate(records, start=1)],
+        jobs=task_jobs(connection, queue_name, provider, task_id, records),
+        manifest_key=manifest_key,
+        archive_location=archive.location(manifest_key) if archive is not None else None,
+        manifest=manifest,
+        files=files,
+        archive_error=archive_error,
+    )

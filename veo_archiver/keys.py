@@ -1,0 +1,127 @@
+"""Every Redis key, queue name and archive key veo-archiver uses, on one screen.
+
+RQ's own keys (``rq:job:<id>``, ``rq:queue:<name>``, ``rq:queues``) are written in RQ's format by
+:mod:`veo_archiver.intake`; ours all start with ``veo:``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from urllib.parse import quote, unquote
+
+#: the dotted path of the job function: the only code-level contract between receiver and workers
+ARCHIVE_JOB = "workers.jobs.archive_task"
+
+RQ_QUEUES_SET = "rq:queues"
+_PREFIX = "veo:"
+
+
+def rq_job_key(job_id: str) -> str:
+    return f"rq:job:{job_id}"
+
+
+def rq_queue_key(queue_name: str) -> str:
+    return f"rq:queue:{queue_name}"
+
+
+def _digest(*parts: str) -> str:
+    return hashlib.sha256("\x1f".join(parts).encode()).hexdigest()
+
+
+def job_id(provider: str, task_id: str, status: str) -> str:
+    """Deterministic RQ job id for one (provider, task, terminal status): RQ allows only [A-Za-z0-9_-]."""
+    return f"archive-{provider}-{status}-{_digest(provider, task_id, status)[:40]}"
+
+
+def dedupe_key(provider: str, task_id: str, status: str) -> str:
+    return f"{_PREFIX}dedupe:{provider}:{status}:{_digest(provider, task_id)[:40]}"
+
+
+def deliveries_key(provider: str, task_id: str) -> str:
+    """List of every delivery we accepted for one task (raw body + non-secret headers), newest last."""
+    return f"{_PREFIX}deliveries:{provider}:{_digest(provider, task_id)[:40]}"
+
+
+def events_stream() -> str:
+    """A capped stream of every accepted delivery, for operators (``status``, ``show``)."""
+    return f"{_PREFIX}events"
+
+
+def outcomes_stream() -> str:
+    """One entry per finished task (archived, failed, dead letter): what downstream pipelines consume."""
+    return f"{_PREFIX}outcomes"
+
+
+def stats_hash() -> str:
+    """Counters the workers increment (outcomes, bytes, duration buckets); read by /metrics."""
+    return f"{_PREFIX}stats"
+
+
+def tracked_zset() -> str:
+    """Tasks users registered (``track``, ``POST /tasks``), scored by registration time; a member is the JSON
+    array ``[provider, task_id]``. Removed once the task is archived or failed; the sweep polls the rest."""
+    return f"{_PREFIX}tracked"
+
+
+def tracked_member(provider: str, task_id: str) -> str:
+    import json
+
+    return json.dumps([provider, task_id], separators=(",", ":"))
+
+
+#: the reconciliation sweep: its lock (one sweeper per interval across machines), its last report, when each
+#: tracked task was last polled, and the tasks the provider did not know (dropped from the tracked set)
+RECONCILE_LOCK = f"{_PREFIX}reconcile:lock"
+RECONCILE_LAST_REPORT = f"{_PREFIX}reconcile:last"
+TRACKED_POLLED_ZSET = f"{_PREFIX}tracked:polled"
+TRACKED_DROPPED_LIST = f"{_PREFIX}tracked:dropped"
+
+#: downstream notifications: the retry schedule, the dead letters, and one state hash per outcome entry
+NOTIFY_RETRY_ZSET = f"{_PREFIX}notify:retry"
+NOTIFY_DEAD_LIST = f"{_PREFIX}notify:dead"
+
+
+def notify_entry_key(entry_id: str) -> str:
+    return f"{_PREFIX}notify:entry:{entry_id}"
+
+
+# ---------------------------------------------------------------------------------------------------------
+# archive keys
+
+_SAFE = "-_."
+
+
+def encode_task_id(task_id: str) -> str:
+    """Encode a provider task id as one safe, reversible path segment.
+
+    Letters, digits, ``-``, ``_`` and ``.`` stay as they are; every other byte is percent-encoded (useapi ids
+    carry ``:``, ``@`` and ``*``). The segments ``.`` and ``..`` are encoded in full so no id can climb
+    out of its directory on a local archive.
+    """
+    if not task_id:
+        raise ValueError("empty task id")
+    encoded = quote(task_id, safe=_SAFE)
+    encoded = encoded.replace("~", "%7E")
+    if encoded in (".", ".."):
+        encoded = encoded.replace(".", "%2E")
+    return encoded
+
+
+def decode_task_id(segment: str) -> str:
+    return unquote(segment)
+
+
+def task_prefix(provider: str, task_id: str) -> str:
+    return f"{provider}/{encode_task_id(task_id)}"
+
+
+def video_key(provider: str, task_id: str, index: int) -> str:
+    return f"{task_prefix(provider, task_id)}/{index}.mp4"
+
+
+def manifest_key(provider: str, task_id: str) -> str:
+    return f"{task_prefix(provider, task_id)}/manifest.json"
+
+
+def callback_key(provider: str, task_id: str, status: str) -> str:
+    return f"{task_prefix(provider, task_id)}/callback-{status}.json"

@@ -1,0 +1,172 @@
+"""APIXO Veo 3.1 callbacks and ``statusTask`` answers: payload parsing and the status request. Pure.
+
+APIXO POSTs ``{"code": 200, "message": "success", "data": {...task record...}}`` to ``callback_url`` when a
+task finishes (https://apixo.ai/docs/api-reference/webhooks). The outer ``code`` is 200 even for a failed
+task, so ``data.state`` alone decides; ``data.resultJson`` is a JSON *string* holding ``resultUrls``. No
+signature is documented: a worker confirms through ``GET /api/v1/statusTask/{model}?taskId=``, whose answer
+wraps the same record in the same envelope (https://apixo.ai/docs/api-reference/status-task, seed 002).
+There, ``code`` is the HTTP status, and 404 means "task or model not found".
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from urllib.parse import quote
+
+from veo_archiver.errors import ConfigError, InvalidPayload, PermanentError
+from veo_archiver.event import TaskEvent, TaskStatus, Verification
+from veo_archiver.payload import as_object, get_int, get_object, get_str, task_id_value
+from veo_archiver.providers.base import ProviderSpec
+from veo_archiver.providers.status_api import api_base, bearer_headers
+from veo_archiver.urls import parse_url_list
+
+#: the statusTask path segment is the model the task was submitted to (extend tasks have their own)
+STATUS_MODELS = ("veo-3-1", "veo-3-1-extend")
+SUCCESS_CODE = 200
+UNKNOWN_TASK = "unknown_task"
+
+_STATES = {
+    "success": TaskStatus.SUCCEEDED,
+    "failed": TaskStatus.FAILED,
+    "pending": TaskStatus.IN_PROGRESS,
+    "processing": TaskStatus.IN_PROGRESS,
+}
+# Answers that say the task does not exist. Undocumented beyond "404 = task or model not found"; the texts
+# are those of kie.ai's record APIs, whose "market" record APIXO's mirrors.
+_UNKNOWN_TASK_CODES = (400, 404, 422)
+_UNKNOWN_TASK_TEXT = re.compile(r"not\s*found|not\s*exist|no\s+such|is\s+null|unknown\s+task", re.IGNORECASE)
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def task_id_of(body: Mapping[str, Any]) -> str:
+    data = get_object(as_object(body), "data", path="data")
+    assert data is not None
+    return task_id_value(data.get("taskId"), "data.taskId")
+
+
+def parse(body: Mapping[str, Any], *, verification: Verification) -> TaskEvent:
+    """Turn a decoded APIXO callback body into a :class:`TaskEvent` (the outer ``code`` is not consulted)."""
+    data = get_object(as_object(body), "data", path="data")
+    assert data is not None
+    return _event(data, verification)
+
+
+def status_request(base_url: str, task_id: str, api_key: str, *, model: str = "veo-3-1") -> tuple[str, dict[str, str]]:
+    """URL and headers of ``GET {base}/api/v1/statusTask/{model}?taskId=…``."""
+    if model not in STATUS_MODELS:
+        raise ConfigError(f"APIXO status model must be one of {', '.join(STATUS_MODELS)}, not {model!r}")
+    tid = task_id_value(task_id, "taskId")
+    url = f"{api_base('APIXO', base_url)}/api/v1/statusTask/{model}?taskId={quote(tid, safe='')}"
+    return url, bearer_headers("APIXO", api_key)
+
+
+def parse_status(body: Mapping[str, Any], task_id: str) -> TaskEvent:
+    """Turn a ``statusTask`` answer for ``task_id`` into a :class:`TaskEvent` verified by the provider API."""
+    body = as_object(body)
+    code = get_int(body, "code", path="code")
+    assert code is not None
+    message = body.get("message")
+    text = message if isinstance(message, str) else ""
+    if code != SUCCESS_CODE:
+        lowered = text.lower()
+        if (
+            code in _UNKNOWN_TASK_CODES
+            and (code == 404 or _UNKNOWN_TASK_TEXT.search(text))
+            and "model" not in lowered
+            and "key" not in lowered
+        ):
+            raise PermanentError(f"APIXO knows no task {task_id!r}: {code} {text[:200]!r}", reason=UNKNOWN_TASK)
+        raise InvalidPayload(f"code: statusTask answered {code} {text[:200]!r}")
+    data = get_object(body, "data", path="data")
+    assert data is not None
+    got = task_id_value(data.get("taskId"), "data.taskId")
+    if got != task_id:
+        raise InvalidPayload(f"data.taskId: the answer is for task {got!r}, not {task_id!r}")
+    return _event(data, Verification.PROVIDER_API)
+
+
+def _event(data: Mapping[str, Any], verification: Verification) -> TaskEvent:
+    task_id = task_id_value(data.get("taskId"), "data.taskId")
+    state = get_str(data, "state", path="data.state")
+    assert state is not None
+    status = _STATES.get(state.strip().lower(), TaskStatus.UNKNOWN)
+    result = _result_json(data.get("resultJson"))
+    urls = parse_url_list(result.get("resultUrls"), field="data.resultJson.resultUrls")
+    fail_code = _opaque_code(data, "failCode", "data.failCode")
+    fail_msg = get_str(data, "failMsg", path="data.failMsg", required=False) or None
+    extra: dict[str, Any] = {}
+    cost = get_int(data, "costTime", path="data.costTime", required=False)
+    if cost is not None:
+        extra["costTime"] = cost
+    for name, iso_name in (("createTime", "created_at"), ("completeTime", "completed_at")):
+        ms = get_int(data, name, path=f"data.{name}", required=False)
+        if ms is not None:
+            extra[name] = ms
+            stamp = _iso_from_ms(ms)
+            if stamp is not None:
+                extra[iso_name] = stamp
+    failed = status is TaskStatus.FAILED
+    return TaskEvent(
+        provider="apixo",
+        task_id=task_id,
+        status=status,
+        result_urls=tuple(urls) if status is TaskStatus.SUCCEEDED else (),
+        failure_code=fail_code if failed else None,
+        failure_message=fail_msg if failed else None,
+        extra=extra,
+        verification=verification,
+        provider_status=state,
+    )
+
+
+def _result_json(value: Any) -> dict[str, Any]:
+    """``resultJson`` as documented (a JSON string of an object), or an object already decoded."""
+    if value is None:
+        return {}
+    if isinstance(value, dict):
+        return value
+    if not isinstance(value, str):
+        raise InvalidPayload(f"data.resultJson: expected a JSON string, got {type(value).__name__}")
+    if not value.strip():
+        return {}
+    try:
+        decoded = json.loads(value)
+    except (ValueError, RecursionError):
+        raise InvalidPayload(f"data.resultJson: not valid JSON: {value[:80]!r}") from None
+    if not isinstance(decoded, dict):
+        raise InvalidPayload(f"data.resultJson: expected a JSON object, got {type(decoded).__name__}")
+    return decoded
+
+
+def _opaque_code(parent: Mapping[str, Any], key: str, path: str) -> str | None:
+    value = parent.get(key)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, str | int):
+        raise InvalidPayload(f"{path}: expected a string, got {type(value).__name__}")
+    return str(value) if str(value).strip() else None
+
+
+def _iso_from_ms(ms: int) -> str | None:
+    try:
+        moment = _EPOCH + timedelta(milliseconds=ms)
+    except OverflowError:  # out of datetime's range: the raw number is kept, the ISO form dropped
+        return None
+    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+SPEC = ProviderSpec(
+    name="apixo",
+    label="APIXO",
+    api_key_var="APIXO_API_KEY",
+    default_api_base="https://api.apixo.ai",
+    url_lifetime_s=24 * 3600,  # silent: 24 h assumed
+    parse=parse,
+    # one status endpoint per model, and a callback does not say which model ran it
+    status_requests=lambda base, task_id, key: [status_request(base, task_id, key, model=m) for m in STATUS_MODELS],
+    parse_status=parse_status,
+)

@@ -1,0 +1,262 @@
+"""One frozen Settings object per process, built once from the environment by the entry point.
+
+Every knob has an environment variable, documented in the README's configuration table. Nothing reads
+``os.environ`` at import time: ``Settings.from_env(os.environ)`` is called by the CLI and handed down.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from veo_archiver.errors import ConfigError
+from veo_archiver.providers import NAMES, REGISTRY
+
+DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
+MiB = 1024 * 1024
+
+
+def _split(value: str | None) -> tuple[str, ...]:
+    if not value:
+        return ()
+    return tuple(part.strip() for part in value.split(",") if part.strip())
+
+
+def _bool(env: Mapping[str, str], name: str, default: bool) -> bool:
+    raw = env.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    value = raw.strip().lower()
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off"):
+        return False
+    raise ConfigError(f"{name}={raw!r}: expected true or false")
+
+
+def _int(env: Mapping[str, str], name: str, default: int, *, minimum: int = 0) -> int:
+    raw = env.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    try:
+        value = int(raw.strip())
+    except ValueError:
+        raise ConfigError(f"{name}={raw!r}: expected a whole number") from None
+    if value < minimum:
+        raise ConfigError(f"{name}={value}: must be at least {minimum}")
+    return value
+
+
+def _host_port(entry: str) -> tuple[str, int]:
+    host, sep, port = entry.rpartition(":")
+    if not sep or not host or not port.isdigit():
+        raise ConfigError(f"DOWNLOAD_ALLOW_HOSTS entry {entry!r}: expected host:port")
+    return host.strip("[]").lower(), int(port)
+
+
+def is_loopback_host(host: str) -> bool:
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+@dataclass(frozen=True)
+class StorageSettings:
+    archive_url: str = "./archive"
+    endpoint_url: str | None = None
+    access_key_id: str | None = None
+    secret_access_key: str | None = None
+    region: str = "us-east-1"
+    allow_http: bool = False
+
+    @property
+    def is_s3(self) -> bool:
+        return self.archive_url.startswith("s3://")
+
+    def local_root(self) -> Path:
+        parts = urlsplit(self.archive_url)
+        if parts.scheme == "file":
+            return Path(parts.path)
+        return Path(self.archive_url).expanduser().resolve()
+
+    def describe(self) -> str:
+        if self.is_s3:
+            return f"{self.archive_url} at {self.endpoint_url or 'AWS'}"
+        return str(self.local_root())
+
+
+@dataclass(frozen=True)
+class ProviderSettings:
+    name: str
+    api_key: str | None = None
+    api_base: str = ""
+    url_lifetime_s: int = 24 * 3600
+    #: hosts (exact, or ``.suffix``) that result URLs must be on; empty = any public host
+    download_hosts: tuple[str, ...] = ()
+    #: accept callbacks without a callback-URL token (unsigned providers only; explicit operator choice)
+    open: bool = False
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str], name: str) -> ProviderSettings:
+        upper = name.upper()
+        spec = REGISTRY[name]
+        return cls(
+            name=name,
+            api_key=env.get(spec.api_key_var) or None,
+            api_base=(env.get(f"{upper}_API_BASE") or spec.default_api_base).rstrip("/"),
+            url_lifetime_s=_int(env, f"URL_LIFETIME_{upper}", spec.url_lifetime_s, minimum=60),
+            download_hosts=tuple(h.lower() for h in _split(env.get(f"DOWNLOAD_HOSTS_{upper}"))),
+            open=name in _split((env.get("OPEN_PROVIDERS") or "").lower()),
+        )
+
+    def host_allowed(self, host: str) -> bool:
+        if not self.download_hosts:
+            return True
+        host = host.lower()
+        return any(host == h or (h.startswith(".") and host.endswith(h)) for h in self.download_hosts)
+
+
+def _standard_secrets(raw: str | None) -> dict[str, tuple[str, ...]]:
+    """``source:secret,source:secret`` (several per source for rotation) into {source: (secrets…)}."""
+    out: dict[str, list[str]] = {}
+    for entry in _split(raw):
+        source, sep, secret = entry.partition(":")
+        if not sep or not source.strip() or not secret.strip():
+            raise ConfigError(
+                f"STANDARD_WEBHOOK_SECRETS entry {entry[:12]!r}…: expected source:whsec_… or source:whpk_…"
+            )
+        out.setdefault(source.strip().lower(), []).append(secret.strip())
+    return {k: tuple(v) for k, v in out.items()}
+
+
+@dataclass(frozen=True)
+class Settings:
+    redis_url: str = DEFAULT_REDIS_URL
+    queue_name: str = "veo-archiver"
+    storage: StorageSettings = field(default_factory=StorageSettings)
+
+    # receiver
+    kie_hmac_keys: tuple[str, ...] = ()
+    kie_allow_unsigned: bool = False
+    timestamp_tolerance_s: int = 300
+    max_body_bytes: int = MiB
+    public_base_url: str | None = None
+    callback_signing_keys: tuple[str, ...] = ()
+    providers: dict[str, ProviderSettings] = field(
+        default_factory=lambda: {
+            name: ProviderSettings(name=name, api_base=spec.default_api_base) for name, spec in REGISTRY.items()
+        }
+    )
+    standard_webhook_secrets: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    # "auto": WAITAOF when the server supports it and AOF is on; "none": trust Redis persistence settings
+    redis_durability: str = "auto"
+    enqueue_timeout_s: float = 5.0
+
+    # operations
+    #: bearer token for the admin surfaces (ops page, POST /tasks, /metrics unless METRICS_PUBLIC)
+    admin_token: str | None = None
+    metrics_public: bool = False
+    #: a tracked task with no terminal callback after this long is polled through the provider's status API
+    reconcile_after_s: int = 30 * 60
+    reconcile_interval_s: int = 5 * 60
+    #: downstream URLs notified (Standard Webhooks-signed POST) after each archived task or dead letter
+    notify_urls: tuple[str, ...] = ()
+    notify_secret: str | None = None
+
+    # queue
+    job_timeout_s: int = 3600
+    dedupe_ttl_s: int = 7 * 24 * 3600
+    raw_callback_ttl_s: int = 30 * 24 * 3600
+    result_ttl_s: int = 7 * 24 * 3600
+    failure_ttl_s: int = 30 * 24 * 3600
+    #: RQ-level retries for crashes, timeouts and bugs (transient download errors schedule their own)
+    retry_intervals_s: tuple[int, ...] = (5, 60, 300)
+    download_attempts: int = 12
+    retry_base_s: int = 15
+    retry_cap_s: int = 3600
+    worker_shutdown_grace_s: int = 25
+
+    # downloads
+    download_allow_hosts: frozenset[tuple[str, int]] = frozenset()
+    download_max_bytes: int = 4 * 1024 * MiB
+    download_connect_timeout_s: float = 10.0
+    download_read_timeout_s: float = 60.0
+    download_chunk_bytes: int = MiB
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str], **overrides: Any) -> Settings:
+        endpoint = env.get("AWS_ENDPOINT_URL") or env.get("AWS_ENDPOINT_URL_S3") or None
+        allow_http = _bool(env, "AWS_ALLOW_HTTP", False)
+        if endpoint and endpoint.startswith("http://"):
+            host = urlsplit(endpoint).hostname or ""
+            if not (allow_http or is_loopback_host(host)):
+                raise ConfigError(
+                    f"AWS_ENDPOINT_URL={endpoint} is plain http and not on loopback: "
+                    "use https, or set AWS_ALLOW_HTTP=true if the network path is trusted"
+                )
+            allow_http = True
+        archive_url = env.get("ARCHIVE_URL") or "./archive"
+        if archive_url.startswith("s3://") and not urlsplit(archive_url).netloc:
+            raise ConfigError(f"ARCHIVE_URL={archive_url!r}: expected s3://bucket/prefix")
+        if "://" in archive_url and not archive_url.startswith(("s3://", "file://")):
+            raise ConfigError(f"ARCHIVE_URL={archive_url!r}: expected s3://bucket/prefix, file:///path or a path")
+        storage = StorageSettings(
+            archive_url=archive_url,
+            endpoint_url=endpoint,
+            access_key_id=env.get("AWS_ACCESS_KEY_ID") or None,
+            secret_access_key=env.get("AWS_SECRET_ACCESS_KEY") or None,
+            region=env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION") or "us-east-1",
+            allow_http=allow_http,
+        )
+        durability = (env.get("REDIS_DURABILITY") or "auto").strip().lower()
+        if durability not in ("auto", "waitaof", "none"):
+            raise ConfigError(f"REDIS_DURABILITY={durability!r}: expected auto, waitaof or none")
+        intervals_raw = _split(env.get("RETRY_INTERVALS"))
+        try:
+            intervals = tuple(int(v) for v in intervals_raw) or cls.retry_intervals_s
+        except ValueError:
+            raise ConfigError(
+                f"RETRY_INTERVALS={env.get('RETRY_INTERVALS')!r}: expected seconds, comma-separated"
+            ) from None
+        open_providers = _split((env.get("OPEN_PROVIDERS") or "").lower())
+        unknown = [p for p in open_providers if p not in NAMES]
+        if unknown:
+            raise ConfigError(f"OPEN_PROVIDERS: unknown provider(s) {', '.join(unknown)}; known: {', '.join(NAMES)}")
+        settings = cls(
+            redis_url=env.get("REDIS_URL") or DEFAULT_REDIS_URL,
+            queue_name=env.get("QUEUE_NAME") or "veo-archiver",
+            storage=storage,
+            kie_hmac_keys=_split(env.get("KIE_WEBHOOK_HMAC_KEYS")),
+            kie_allow_unsigned=_bool(env, "KIE_ALLOW_UNSIGNED", False) or "kie" in open_providers,
+            timestamp_tolerance_s=_int(env, "WEBHOOK_TIMESTAMP_TOLERANCE", 300, minimum=1),
+            max_body_bytes=_int(env, "MAX_BODY_BYTES", MiB, minimum=1024),
+            public_base_url=(env.get("PUBLIC_BASE_URL") or None),
+            callback_signing_keys=_split(env.get("CALLBACK_SIGNING_KEYS")),
+            providers={name: ProviderSettings.from_env(env, name) for name in NAMES},
+            standard_webhook_secrets=_standard_secrets(env.get("STANDARD_WEBHOOK_SECRETS")),
+            redis_durability=durability,
+            job_timeout_s=_int(env, "JOB_TIMEOUT", 3600, minimum=30),
+            dedupe_ttl_s=_int(env, "DEDUPE_TTL", 7 * 24 * 3600, minimum=72 * 3600),
+            raw_callback_ttl_s=_int(env, "RAW_CALLBACK_TTL", 30 * 24 * 3600, minimum=3600),
+            retry_intervals_s=intervals,
+            download_attempts=_int(env, "DOWNLOAD_ATTEMPTS", 12, minimum=1),
+            retry_base_s=_int(env, "RETRY_BASE", 15, minimum=1),
+            retry_cap_s=_int(env, "RETRY_CAP", 3600, minimum=1),
+            worker_shutdown_grace_s=_int(env, "WORKER_SHUTDOWN_GRACE", 25, minimum=0),
+            admin_token=env.get("ADMIN_TOKEN") or None,
+            metrics_public=_bool(env, "METRICS_PUBLIC", False),
+            reconcile_after_s=_int(env, "RECONCILE_AFTER", 30 * 60, minimum=10),
+            reconcile_interval_s=_int(env, "RECONCILE_INTERVAL", 5 * 60, minimum=5),
+            notify_urls=_split(env.get("NOTIFY_URLS")),
+            notify_secret=env.get("NOTIFY_SECRET") or None,
+            download_allow_hosts=frozenset(_host_port(e) for e in _split(env.get("DOWNLOAD_ALLOW_HOSTS"))),
+            download_max_bytes=_int(env, "DOWNLOAD_MAX_BYTES", 4 * 1024 * MiB, minimum=1),
+        )
+        return replace(settings, **overrides) if overrides else settings

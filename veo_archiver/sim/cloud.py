@@ -1,0 +1,302 @@
+"""One loopback server standing in for all four providers' clouds: their status APIs and their CDNs.
+
+    with ProviderCloud(api_keys={"kie": "k1", "apixo": "k2", "useapi": "k3", "evolink": "k4"}) as cloud:
+        url = cloud.add_video("/v/a.mp4", make_mp4())
+        cloud.set_task("evolink", "task-unified-1756817821-4x3rx6ny", "succeeded", urls=[url])
+        body = cloud.callback_body("evolink", "task-unified-1756817821-4x3rx6ny")
+        cloud.refresh_url("evolink", "task-unified-1756817821-4x3rx6ny")   # old link now answers 403
+
+Status routes (each needs ``Authorization: Bearer <that provider's key>``, each call is counted in
+``status_calls[provider]``): kie ``GET /api/v1/veo/record-info?taskId=``, APIXO
+``GET /api/v1/statusTask/veo-3-1[-extend]?taskId=``, useapi.net ``GET /v1/google-flow/jobs/{jobid}``
+(URL-encoded), EvoLink ``GET /v1/tasks/{id}``. Every other GET is a file request (Range, ETag, and 403
+once a link has been refreshed).
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import re
+import secrets
+import time
+from collections import Counter
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+import httpx
+
+from veo_archiver.providers import NAMES
+from veo_archiver.sim import apixo, evolink, kie, useapi
+from veo_archiver.sim.files import FileHost, HostedFile
+
+PROVIDERS = NAMES
+STATUSES = ("succeeded", "failed", "in_progress")
+DEFAULT_API_KEYS = {p: f"sim-{p}-key" for p in PROVIDERS}
+
+#: each provider's own status values for the normalized ones; the first is the default
+NATIVE: dict[str, dict[str, tuple[Any, ...]]] = {
+    "kie": {"succeeded": (1,), "failed": (2, 3), "in_progress": (0,)},
+    "apixo": {"succeeded": ("success",), "failed": ("failed",), "in_progress": ("processing", "pending")},
+    "useapi": {"succeeded": ("completed",), "failed": ("failed",), "in_progress": ("started", "created")},
+    "evolink": {"succeeded": ("completed",), "failed": ("failed", "cancelled"),
+                "in_progress": ("processing", "pending")},
+}  # fmt: skip
+#: extra keyword arguments ``set_task`` accepts per provider (forwarded to the body builders)
+EXTRAS: dict[str, frozenset[str]] = {
+    "kie": frozenset({"resolution", "fallback_flag", "prompt"}),
+    "apixo": frozenset({"model"}),  # "veo-3-1" (default) or "veo-3-1-extend": which statusTask endpoint knows it
+    "useapi": frozenset("schema count prompt model seed reply_url reply_ref reply_ref_at".split()),
+    "evolink": frozenset({"shape", "model", "progress"}),
+}
+EXPIRED_XML = (
+    b'<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>ExpiredToken</Code>'
+    b"<Message>The provided token has expired. Request signature expired.</Message></Error>"
+)
+
+
+@dataclass
+class CloudTask:
+    provider: str
+    task_id: str
+    status: str
+    native_status: Any
+    urls: list[str]
+    failure_code: str | None = None
+    failure_message: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+    created_ms: int = 0
+    updated_ms: int = 0
+
+
+def _kie_time(ms: int) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(ms / 1000))
+
+
+class ProviderCloud(FileHost):
+    def __init__(self, api_keys: Mapping[str, str] | None = None, host: str = "127.0.0.1",
+                 port: int = 0) -> None:  # fmt: skip
+        super().__init__(host, port)
+        self.api_keys: dict[str, str] = dict(DEFAULT_API_KEYS if api_keys is None else api_keys)
+        self.tasks: dict[tuple[str, str], CloudTask] = {}
+        self.status_calls: Counter[str] = Counter()
+        self._refreshes = itertools.count(1)
+
+    def __enter__(self) -> ProviderCloud:
+        super().__enter__()
+        return self
+
+    def add_video(self, path: str, data: bytes, content_type: str = "video/mp4") -> str:
+        return self.add(path, data, content_type)
+
+    def new_task_id(self, provider: str) -> str:
+        """A task id in the provider's own style."""
+        if provider == "useapi":
+            return useapi.make_jobid()
+        if provider == "evolink":
+            return evolink.make_task_id()
+        return {"kie": "veo_task_", "apixo": "task_"}[provider] + secrets.token_hex(6)
+
+    def set_task(self, provider: str, task_id: str, status: str, urls: list[str] | None = None,
+                 failure_code: str | None = None, failure_message: str | None = None, *,
+                 native_status: Any = None, **extra: Any) -> CloudTask:  # fmt: skip
+        """Register or update a task. ``native_status`` picks among the provider's own values for ``status``
+        (kie successFlag 2|3, APIXO pending|processing, useapi created|started, EvoLink cancelled...)."""
+        if provider not in PROVIDERS or status not in STATUSES:
+            raise ValueError(f"provider one of {PROVIDERS}, status one of {STATUSES}")
+        allowed = NATIVE[provider][status]
+        native = allowed[0] if native_status is None else native_status
+        if native not in allowed:
+            raise ValueError(f"{provider} {status}: native status one of {allowed}, not {native!r}")
+        unknown = set(extra) - EXTRAS[provider]
+        if unknown:
+            raise TypeError(f"{provider}: unknown extras {sorted(unknown)}; see EXTRAS")
+        if failure_code is not None and provider in ("kie", "useapi") and not str(failure_code).isdigit():
+            raise ValueError(f"{provider} failure codes are numeric, not {failure_code!r}")
+        now = apixo.now_ms()
+        with self._lock:
+            old = self.tasks.get((provider, task_id))
+        task = CloudTask(provider, task_id, status, native, list(urls or []), failure_code, failure_message,
+                         dict(extra), old.created_ms if old else now - 60_000, now)  # fmt: skip
+        self._status_of(task)  # raises on bad combinations (e.g. 5 useapi URLs) before anything is stored
+        with self._lock:
+            self.tasks[(provider, task_id)] = task
+        return task
+
+    def task(self, provider: str, task_id: str) -> CloudTask:
+        with self._lock:
+            return self.tasks[(provider, task_id)]
+
+    def refresh_url(self, provider: str, task_id: str) -> list[str]:
+        """New signed-looking links serving the same bytes; the old ones answer 403 from now on."""
+        task = self.task(provider, task_id)
+        fresh: list[str] = []
+        for url in task.urls:
+            old_path = urlsplit(url).path
+            hosted = self.files.get(old_path)
+            if hosted is None:
+                raise ValueError(f"{url} is not hosted by this cloud")
+            n = next(self._refreshes)
+            new_path = f"/signed/r{n}" + re.sub(r"^/signed/r\d+", "", old_path)
+            self.files[new_path] = HostedFile(hosted.data, hosted.content_type)
+            self.behaviours[old_path] = self._expired
+            self.files.pop(old_path, None)
+            expires = int(time.time()) + 86_400
+            fresh.append(f"{self.base_url}{new_path}?Expires={expires}&Signature={secrets.token_hex(8)}")
+        with self._lock:
+            task.urls = fresh
+        return fresh
+
+    @staticmethod
+    def _expired(request: BaseHTTPRequestHandler, hosted: HostedFile | None) -> bool:
+        _send(request, 403, EXPIRED_XML, "application/xml; charset=UTF-8")
+        return True
+
+    # -- bodies ---------------------------------------------------------------------------------------
+
+    def status_body(self, provider: str, task_id: str) -> dict[str, Any]:
+        """What the provider's status API returns for a known task (HTTP 200)."""
+        return self._status_of(self.task(provider, task_id))
+
+    def _status_of(self, t: CloudTask) -> dict[str, Any]:
+        provider = t.provider
+        if provider == "kie":
+            return {"code": 200, "msg": "success", "data": self._kie_record(t)}
+        if provider == "apixo":
+            return apixo.envelope(self._apixo_record(t))
+        return self._useapi(t, None) if provider == "useapi" else self._evolink(t, None)
+
+    def callback_body(self, provider: str, task_id: str, *, variant: str | None = None) -> dict[str, Any]:
+        """The callback the provider would send for the task's current state. ``variant``: kie URL form
+        (list|json|bracket|bare), useapi schema (media|operations|operations_metadata), EvoLink result shape
+        (results|output). APIXO and EvoLink records for tasks in progress are produced although those
+        providers only call back on completion."""
+        t = self.task(provider, task_id)
+        if provider == "kie":
+            if t.status == "in_progress":
+                raise ValueError("kie.ai sends no callback for a task in progress")
+            if t.status == "failed":
+                return kie.failure_body(task_id, int(t.failure_code or 400), t.failure_message)
+            body = kie.success_body(task_id, t.urls, form=variant or "list")
+            body["data"]["info"]["resolution"] = t.extra.get("resolution", "1080p")
+            body["data"]["fallbackFlag"] = bool(t.extra.get("fallback_flag", False))
+            return body
+        if provider == "apixo":
+            return apixo.envelope(self._apixo_record(t))
+        return self._useapi(t, variant) if provider == "useapi" else self._evolink(t, variant)
+
+    def send_callback(self, provider: str, task_id: str, url: str, *, variant: str | None = None,
+                      hmac_key: str | None = None) -> httpx.Response:  # fmt: skip
+        """POST ``callback_body`` to ``url`` the way the provider does (kie: signed when ``hmac_key``)."""
+        body = self.callback_body(provider, task_id, variant=variant)
+        if provider == "kie":
+            plain = {"Content-Type": "application/json"}
+            headers = kie.signed_headers(hmac_key, task_id) if hmac_key else plain
+            return kie.send(url, body, headers)
+        if provider == "useapi":  # the job record names the URL it is posted to
+            body["request"].setdefault("replyUrl", url)
+        sender = {"apixo": apixo.send, "useapi": useapi.send, "evolink": evolink.send}[provider]
+        return sender(url, body)
+
+    def _kie_record(self, t: CloudTask) -> dict[str, Any]:
+        failed, code = t.status == "failed", int(t.failure_code or 400)
+        response = {"taskId": t.task_id, "resultUrls": list(t.urls), "fullResultUrls": list(t.urls),
+                    "resolution": t.extra.get("resolution", "1080p")}  # fmt: skip
+        return {
+            "taskId": t.task_id,
+            "paramJson": json.dumps({"prompt": t.extra.get("prompt", "a cat"), "model": "veo3_fast",
+                                     "aspectRatio": "16:9"}),
+            "completeTime": _kie_time(t.updated_ms) if t.status != "in_progress" else None,
+            "createTime": _kie_time(t.created_ms),
+            "response": response if t.status == "succeeded" else None,
+            "successFlag": t.native_status,
+            "errorCode": code if failed else None,
+            "errorMessage": (t.failure_message or kie.failure_body(t.task_id, code)["msg"]) if failed else "",
+            "fallbackFlag": bool(t.extra.get("fallback_flag", False)),
+        }  # fmt: skip
+
+    def _apixo_record(self, t: CloudTask) -> dict[str, Any]:
+        done = t.updated_ms if t.status != "in_progress" else None
+        return apixo.task_record(t.task_id, t.native_status, urls=t.urls, fail_code=t.failure_code,
+                                 fail_msg=t.failure_message, create_time_ms=t.created_ms,
+                                 complete_time_ms=done)  # fmt: skip
+
+    def _useapi(self, t: CloudTask, variant: str | None) -> dict[str, Any]:
+        extra = {**t.extra, **({"schema": variant} if variant else {})}
+        code = int(t.failure_code) if t.failure_code else None
+        return useapi.job_record(t.task_id, t.native_status, urls=t.urls, error=t.failure_message, code=code,
+                                 created_ms=t.created_ms, updated_ms=t.updated_ms, **extra)  # fmt: skip
+
+    def _evolink(self, t: CloudTask, variant: str | None) -> dict[str, Any]:
+        extra = {**t.extra, **({"shape": variant} if variant else {})}
+        created = evolink.created_of(t.task_id) or t.created_ms // 1000
+        return evolink.task_object(t.task_id, t.native_status, urls=t.urls, error_code=t.failure_code,
+                                   error_message=t.failure_message, created=created, **extra)  # fmt: skip
+
+    # -- HTTP -----------------------------------------------------------------------------------------
+
+    def dispatch(self, request: BaseHTTPRequestHandler, method: str) -> bool:
+        parts = urlsplit(request.path)
+        path, query = parts.path, parse_qs(parts.query)
+        task_id: str | None
+        if path == "/api/v1/veo/record-info":
+            provider, task_id = "kie", query.get("taskId", [None])[0]
+        elif path in ("/api/v1/statusTask/veo-3-1", "/api/v1/statusTask/veo-3-1-extend"):
+            provider, task_id = "apixo", query.get("taskId", [None])[0]
+        elif path.startswith("/v1/google-flow/jobs/"):
+            provider, task_id = "useapi", useapi.jobid_from_path(path)
+        elif path.startswith("/v1/tasks/") and len(path) > len("/v1/tasks/"):
+            provider, task_id = "evolink", path[len("/v1/tasks/") :]
+        else:
+            return False
+        with self._lock:
+            self.status_calls[provider] += 1
+        key = self.api_keys.get(provider)
+        if not key or request.headers.get("Authorization", "") != f"Bearer {key}":
+            _json(request, 401, _UNAUTHORIZED[provider])
+            return True
+        task_id = task_id or ""
+        with self._lock:
+            known = (provider, task_id) in self.tasks
+            if known and provider == "apixo":  # each APIXO model has its own status endpoint
+                model = self.tasks[(provider, task_id)].extra.get("model", "veo-3-1")
+                known = path.endswith("/" + model)
+        status, body = (200, self.status_body(provider, task_id)) if known else _not_found(provider, task_id)
+        _json(request, status, body)
+        return True
+
+
+_UNAUTHORIZED: dict[str, dict[str, Any]] = {
+    "kie": {"code": 401, "msg": "You do not have access permissions", "data": None},
+    "apixo": apixo.unauthorized_body(),
+    "useapi": useapi.error_body("Unauthorized"),
+    "evolink": evolink.error_body("unauthorized", "Invalid or missing API key"),
+}
+
+
+def _not_found(provider: str, task_id: str) -> tuple[int, dict[str, Any]]:
+    if provider == "kie":  # kie answers HTTP 200 with the outcome in the body's code
+        return 200, {"code": 422, "msg": "record is null", "data": None}
+    if provider == "apixo":
+        return 404, apixo.not_found_body(task_id)
+    if provider == "useapi":
+        return 404, useapi.error_body(f"Job {task_id} not found", 404)
+    return 404, evolink.error_body("task_not_found", f"Task {task_id} not found")
+
+
+def _json(request: BaseHTTPRequestHandler, status: int, body: dict[str, Any]) -> None:
+    _send(request, status, json.dumps(body).encode(), "application/json")
+
+
+def _send(request: BaseHTTPRequestHandler, status: int, payload: bytes, content_type: str) -> None:
+    request.send_response(status)
+    request.send_header("Content-Type", content_type)
+    request.send_header("Content-Length", str(len(payload)))
+    request.end_headers()
+    try:
+        request.wfile.write(payload)
+    except (BrokenPipeError, ConnectionResetError):
+        pass
