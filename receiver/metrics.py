@@ -40,7 +40,7 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 
-from veo_archiver import keys
+from veo_archiver import redis_keys
 from veo_archiver.records.outcome import DURATION_BUCKETS_S, TIME_LEFT_BUCKETS_S
 from veo_archiver.settings import Settings, is_loopback_host
 
@@ -209,7 +209,7 @@ async def read_snapshot(client: aioredis.Redis, queue: str, *, now: float | None
     started = time.perf_counter()
     now = time.time() if now is None else now
     snap = Snapshot(queue=queue)
-    queue_key = keys.rq_queue_key(queue)
+    queue_key = redis_keys.rq_queue_key(queue)
     try:
         async with client.pipeline(transaction=False) as pipe:
             pipe.llen(queue_key)
@@ -218,8 +218,8 @@ async def read_snapshot(client: aioredis.Redis, queue: str, *, now: float | None
                 pipe.zcard(registry_key(name, queue))
             pipe.srandmember(workers_key(queue), MAX_WORKERS)
             pipe.zrevrange(registry_key("failed", queue), 0, DEAD_LETTER_SCAN - 1)
-            pipe.hgetall(keys.stats_hash())
-            pipe.zcard(keys.tracked_zset())
+            pipe.hgetall(redis_keys.stats_hash())
+            pipe.zcard(redis_keys.tracked_zset())
             first = await pipe.execute()
         queued, oldest, *rest = first
         counts, (worker_keys, failed_ids, stats, tracked) = rest[: len(REGISTRIES)], rest[len(REGISTRIES) :]
@@ -227,12 +227,12 @@ async def read_snapshot(client: aioredis.Redis, queue: str, *, now: float | None
         failed_ids = [as_text(j) or "" for j in failed_ids or []]
         oldest_id = as_text(oldest)
         async with client.pipeline(transaction=False) as pipe:
-            pipe.hget(keys.rq_job_key(oldest_id or "none"), "enqueued_at")
+            pipe.hget(redis_keys.rq_job_key(oldest_id or "none"), "enqueued_at")
             for worker_key in worker_keys:
                 pipe.hmget(worker_key, list(WORKER_FIELDS))
             for job_id in failed_ids:
-                pipe.exists(keys.rq_job_key(job_id))
-                pipe.hget(keys.rq_job_key(job_id), "meta")
+                pipe.exists(redis_keys.rq_job_key(job_id))
+                pipe.hget(redis_keys.rq_job_key(job_id), "meta")
             second = await pipe.execute()
     except (redis.RedisError, OSError) as exc:
         snap.error = f"{type(exc).__name__}: {exc}"

@@ -32,7 +32,7 @@ from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import Route
 
 from receiver.metrics import Snapshot, as_text, bearer_matches, job_meta, read_snapshot, registry_key
-from veo_archiver import keys
+from veo_archiver import redis_keys
 from veo_archiver.settings import Settings
 
 COOKIE = "veo_ops"
@@ -143,15 +143,15 @@ async def read_ops(client: aioredis.Redis, queue: str, *, now: float, recent: in
         return data
     try:
         async with client.pipeline(transaction=False) as pipe:
-            pipe.xrevrange(keys.outcomes_stream(), count=recent)
-            pipe.xrevrange(keys.events_stream(), count=recent)
+            pipe.xrevrange(redis_keys.outcomes_stream(), count=recent)
+            pipe.xrevrange(redis_keys.events_stream(), count=recent)
             pipe.zrevrange(registry_key("failed", queue), 0, recent - 1)
-            pipe.zrange(keys.tracked_zset(), 0, recent - 1, withscores=True)
+            pipe.zrange(redis_keys.tracked_zset(), 0, recent - 1, withscores=True)
             outcomes, events, failed, tracked = await pipe.execute()
         failed_ids = [as_text(j) or "" for j in failed or []]
         async with client.pipeline(transaction=False) as pipe:
             for job_id in failed_ids:
-                pipe.hmget(keys.rq_job_key(job_id), ["meta", "description", "ended_at"])
+                pipe.hmget(redis_keys.rq_job_key(job_id), ["meta", "description", "ended_at"])
             jobs = await pipe.execute()
     except (redis.RedisError, OSError) as exc:
         data.error = f"{type(exc).__name__}: {exc}"
@@ -205,21 +205,21 @@ def e(value: Any) -> str:
     return html.escape("" if value is None else str(value), quote=True)
 
 
-def iso(ts: float) -> str:
+def shown(ts: float) -> str:
     return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
 def when(text: str | None) -> str:
-    """An RQ or ISO-8601 UTC time as :func:`iso` shows it; anything unreadable as it is."""
+    """An RQ or ISO-8601 UTC time as :func:`shown` shows it; anything unreadable as it is."""
     try:
-        return iso(datetime.fromisoformat((text or "").replace("Z", "+00:00")).timestamp())
+        return shown(datetime.fromisoformat((text or "").replace("Z", "+00:00")).timestamp())
     except ValueError:
         return text or ""
 
 
 def stream_time(entry_id: str) -> str:
     millis = entry_id.partition("-")[0]
-    return iso(int(millis) / 1000) if millis.isdigit() else entry_id
+    return shown(int(millis) / 1000) if millis.isdigit() else entry_id
 
 
 def size(n: str | int) -> str:
@@ -355,7 +355,7 @@ def render(data: OpsData, *, now: float) -> str:
     tracked = table(
         "tracked",
         ["registered", "provider", "task id*", "waiting"],
-        [(iso(score), provider, task_id, _age(now - score)) for provider, task_id, score in data.tracked],
+        [(shown(score), provider, task_id, _age(now - score)) for provider, task_id, score in data.tracked],
         "no tracked task pending",
     )
     return f"""<!doctype html>
@@ -364,7 +364,7 @@ def render(data: OpsData, *, now: float) -> str:
 <title>veo-archiver ops</title><style>{CSS}</style></head>
 <body>
 <h1>veo-archiver ops</h1>
-<div class="muted">queue <b>{e(snap.queue)}</b> · {e(iso(now))} · {status}</div>
+<div class="muted">queue <b>{e(snap.queue)}</b> · {e(shown(now))} · {status}</div>
 <div class="cards">{card_html}</div>
 <h2>Workers</h2>{workers}
 <h2>Recent outcomes</h2>{outcomes}

@@ -29,9 +29,9 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from veo_archiver import keys
+from veo_archiver import redis_keys
+from veo_archiver.clock import iso
 from veo_archiver.errors import InvalidPayload, PayloadTooLarge, QueueUnavailable, Rejected, RequestError
-from veo_archiver.intake import iso
 from veo_archiver.providers import NAMES as PROVIDERS
 from veo_archiver.providers import REGISTRY
 from veo_archiver.settings import Settings
@@ -121,11 +121,11 @@ def register(connection: redis.Redis, tasks: Sequence[TaskRef], *, now: float) -
     """Add the tasks to the tracked zset (``NX``: a task keeps its first registration time)."""
     if not tasks:
         return []
-    members = [keys.tracked_member(t.provider, t.task_id) for t in tasks]
+    members = [redis_keys.tracked_member(t.provider, t.task_id) for t in tasks]
     pipe = connection.pipeline(transaction=True)
     for member in members:
-        pipe.zadd(keys.tracked_zset(), {member: now}, nx=True)
-    pipe.zmscore(keys.tracked_zset(), members)
+        pipe.zadd(redis_keys.tracked_zset(), {member: now}, nx=True)
+    pipe.zmscore(redis_keys.tracked_zset(), members)
     replies = pipe.execute()
     added, scores = replies[:-1], replies[-1]
     return [

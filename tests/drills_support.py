@@ -21,7 +21,7 @@ import httpx
 import redis
 
 from tests.procs import Service, start_receiver, start_worker, wait_for
-from veo_archiver import keys
+from veo_archiver import archive_keys, redis_keys
 from veo_archiver.sim import kie as kie_sim
 from veo_archiver.sim.files import FileHost
 from veo_archiver.sim.media import make_mp4
@@ -140,13 +140,15 @@ class DrillStack:
         return {k.decode() for k in self.rds.keys("rq:job:*")}
 
     def queued_ids(self) -> list[str]:
-        return [v.decode() for v in self.rds.lrange(keys.rq_queue_key(QUEUE), 0, -1)]
+        return [v.decode() for v in self.rds.lrange(redis_keys.rq_queue_key(QUEUE), 0, -1)]
 
     def outcomes(self) -> list[dict[str, str]]:
-        return [{k.decode(): v.decode() for k, v in e.items()} for _, e in self.rds.xrange(keys.outcomes_stream())]
+        return [
+            {k.decode(): v.decode() for k, v in e.items()} for _, e in self.rds.xrange(redis_keys.outcomes_stream())
+        ]
 
     def events(self) -> list[dict[str, str]]:
-        return [{k.decode(): v.decode() for k, v in e.items()} for _, e in self.rds.xrange(keys.events_stream())]
+        return [{k.decode(): v.decode() for k, v in e.items()} for _, e in self.rds.xrange(redis_keys.events_stream())]
 
     # ----------------------------------------------------------------------------------------- S3 side
 
@@ -182,7 +184,7 @@ class DrillStack:
         expected_keys: set[str] = set()
         for video in videos:
             assert per_task[video.task_id] == 1, (video.task_id, per_task[video.task_id])
-            manifest_key = keys.manifest_key("kie", video.task_id)
+            manifest_key = archive_keys.manifest_key("kie", video.task_id)
             raw = self.read(manifest_key)
             assert raw is not None, f"no manifest for {video.task_id}"
             manifest = json.loads(raw)
@@ -193,11 +195,11 @@ class DrillStack:
             )
             stored = self.read(entry["key"])
             assert stored is not None and hashlib.sha256(stored).hexdigest() == video.sha256, video.task_id
-            assert manifest["job_id"] == keys.job_id("kie", video.task_id, "succeeded")
+            assert manifest["job_id"] == redis_keys.job_id("kie", video.task_id, "succeeded")
             expected_keys |= {
                 entry["key"],
                 manifest_key,
-                keys.callback_key("kie", video.task_id, "succeeded"),
+                archive_keys.callback_key("kie", video.task_id, "succeeded"),
             }
         assert sorted(self.object_keys()) == sorted(expected_keys)
         assert sum(per_task.values()) == len(videos), per_task

@@ -289,7 +289,7 @@ class RedisServer(_Server):
 
 
 class SeaweedS3(_Server):
-    """SeaweedFS ``weed mini`` (master, volume, filer, S3 in one process) on loopback, with required keys.
+    """SeaweedFS ``weed mini`` (master, volume, filer, S3 in one process) on loopback, with required redis_keys.
 
     Telemetry, WebDAV and the admin UI are off; every listener is bound to 127.0.0.1 on ports chosen here.
     Credentials come from an ``-s3.config`` identities file, so anonymous and wrong-key requests are refused.
@@ -408,7 +408,7 @@ class SeaweedS3(_Server):
         return name
 
     def env(self, bucket: str, prefix: str = "") -> dict[str, str]:
-        """Environment for the app under test: ``ARCHIVE_URL=s3://bucket/prefix`` plus endpoint and keys."""
+        """Environment for the app under test: ``ARCHIVE_URL=s3://bucket/prefix`` plus endpoint and redis_keys."""
         return {
             "ARCHIVE_URL": f"s3://{bucket}/{prefix.lstrip('/')}",
             "AWS_ENDPOINT_URL": self.endpoint,

@@ -23,7 +23,7 @@ from rq.registry import FinishedJobRegistry
 from rq.serializers import JSONSerializer
 
 from tests.procs import Service, start_receiver, start_worker, wait_for
-from veo_archiver import keys
+from veo_archiver import archive_keys, redis_keys
 from veo_archiver.sim import kie as kie_sim
 from veo_archiver.sim.files import FileHost, HostedFile
 from veo_archiver.sim.media import make_mp4
@@ -95,7 +95,7 @@ class Stack:
         assert kie_sim.send(self.base + "/callbacks/kie", body, kie_sim.signed_headers(KEY, task_id)).status_code == 200
 
     def assert_archived_once(self, task_id: str, files: FileHost, path: str, timeout: float) -> dict[str, Any]:
-        manifest_key = keys.manifest_key("kie", task_id)
+        manifest_key = archive_keys.manifest_key("kie", task_id)
         raw = wait_for(
             lambda: self.read(manifest_key),
             timeout,
@@ -105,16 +105,16 @@ class Stack:
         (entry,) = manifest["files"]
         assert entry["sha256"] == SHA and hashlib.sha256(self.read(entry["key"]) or b"").hexdigest() == SHA
         assert sorted(self.objects()) == sorted(
-            f"a/{k}" for k in (entry["key"], manifest_key, keys.callback_key("kie", task_id, "succeeded"))
+            f"a/{k}" for k in (entry["key"], manifest_key, archive_keys.callback_key("kie", task_id, "succeeded"))
         )
         archived = [
             e
-            for _, e in self.rds.xrange(keys.outcomes_stream())
+            for _, e in self.rds.xrange(redis_keys.outcomes_stream())
             if e[b"task_id"].decode() == task_id and e[b"outcome"] == b"archived"
         ]
         assert len(archived) == 1, archived
         queue = Queue("veo-archiver", connection=self.rds, serializer=JSONSerializer)
-        assert keys.job_id("kie", task_id, "succeeded") in FinishedJobRegistry(queue=queue).get_job_ids()
+        assert redis_keys.job_id("kie", task_id, "succeeded") in FinishedJobRegistry(queue=queue).get_job_ids()
         return manifest  # type: ignore[no-any-return]
 
 
@@ -166,14 +166,16 @@ def test_sigkill_of_the_whole_worker_mid_download_still_archives_exactly_once(
             os.kill(proc.pid, signal.SIGKILL)
         first.process.wait()  # type: ignore[union-attr]
         psutil.wait_procs(victims, timeout=5)
-        assert stack.read(keys.video_key("kie", "veo_task_kill9", 0)) is None  # no visible partial object
-        assert stack.objects() == [f"a/{keys.callback_key('kie', 'veo_task_kill9', 'succeeded')}"]
+        assert stack.read(archive_keys.video_key("kie", "veo_task_kill9", 0)) is None  # no visible partial object
+        assert stack.objects() == [f"a/{archive_keys.callback_key('kie', 'veo_task_kill9', 'succeeded')}"]
         files.behaviours.pop(path)  # the file host serves at full speed from now on
         stack.worker()  # a fresh worker finds the abandoned job once its heartbeat lapses, and re-runs it
         manifest = stack.assert_archived_once("veo_task_kill9", files, path, timeout=240)
     finally:
         stack.close()
-    job = Job.fetch(keys.job_id("kie", "veo_task_kill9", "succeeded"), connection=stack.rds, serializer=JSONSerializer)
+    job = Job.fetch(
+        redis_keys.job_id("kie", "veo_task_kill9", "succeeded"), connection=stack.rds, serializer=JSONSerializer
+    )
     assert manifest["job_id"] == job.id
 
 
@@ -197,7 +199,7 @@ def test_sigkill_of_the_work_horse_mid_download_is_retried_at_once(
         wait_midway(files, path)
         horse = horse_of(worker, before)
         horse.send_signal(signal.SIGKILL)  # what the OOM killer does
-        assert stack.read(keys.video_key("kie", "veo_task_oom", 0)) is None
+        assert stack.read(archive_keys.video_key("kie", "veo_task_oom", 0)) is None
         files.behaviours.pop(path)
         stack.assert_archived_once("veo_task_oom", files, path, timeout=90)
         assert worker.alive()
@@ -222,7 +224,7 @@ def test_sigterm_interrupts_a_long_download_and_another_worker_finishes_it(
         wait_midway(files, path)
         leaving.process.send_signal(signal.SIGTERM)  # type: ignore[union-attr]
         leaving.process.wait(timeout=30)  # type: ignore[union-attr]
-        assert stack.read(keys.video_key("kie", "veo_task_deploy", 0)) is None
+        assert stack.read(archive_keys.video_key("kie", "veo_task_deploy", 0)) is None
         files.behaviours.pop(path)
         stack.worker()
         stack.assert_archived_once("veo_task_deploy", files, path, timeout=90)

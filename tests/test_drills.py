@@ -33,7 +33,7 @@ from rq.serializers import JSONSerializer
 from tests.drills_support import QUEUE, Answer, DrillStack, Video, callback, host_videos, post
 from tests.procs import wait_for
 from tests.servers import RedisServer
-from veo_archiver import keys
+from veo_archiver import redis_keys
 from veo_archiver.sim.files import FileHost
 
 pytestmark = pytest.mark.slow
@@ -54,7 +54,7 @@ def report(name: str, **numbers: Any) -> None:
 
 
 def job_ids(videos: list[Video]) -> set[str]:
-    return {keys.job_id("kie", v.task_id, "succeeded") for v in videos}
+    return {redis_keys.job_id("kie", v.task_id, "succeeded") for v in videos}
 
 
 def wait_idle(stack: DrillStack, ids: set[str], timeout: float) -> None:
@@ -65,7 +65,7 @@ def wait_idle(stack: DrillStack, ids: set[str], timeout: float) -> None:
         finished = {m.decode() for m in rds.zrange(f"rq:finished:{QUEUE}", 0, -1)}
         return (
             ids <= finished
-            and rds.llen(keys.rq_queue_key(QUEUE)) == 0
+            and rds.llen(redis_keys.rq_queue_key(QUEUE)) == 0
             and rds.zcard(f"rq:wip:{QUEUE}") == 0
             and rds.zcard(f"rq:scheduled:{QUEUE}") == 0
         )
@@ -142,12 +142,12 @@ def test_redis_restart_between_ack_and_work_loses_nothing(
         # AOF write(). That is why the README recommends `appendfsync always` on Redis < 7.2, or Redis >= 7.2
         # where the receiver waits for WAITAOF before the 200; the SIGKILL drill runs with `always`.
         expected = job_ids(acked) | job_ids(during)
-        assert stack.job_keys() == {keys.rq_job_key(i) for i in expected}
+        assert stack.job_keys() == {redis_keys.rq_job_key(i) for i in expected}
         queued = stack.queued_ids()
         assert len(queued) == len(expected) and set(queued) == expected  # each pushed once, none lost
         for video in acked[:3]:
             job = Job.fetch(
-                keys.job_id("kie", video.task_id, "succeeded"),
+                redis_keys.job_id("kie", video.task_id, "succeeded"),
                 connection=stack.rds,
                 serializer=JSONSerializer,
             )
@@ -330,7 +330,7 @@ def test_a_thousand_concurrent_deliveries_of_one_callback_make_one_job_and_one_a
 ) -> None:
     stack = DrillStack(tmp_path, redis_server.url, seaweed, s3_bucket, files)
     (video,) = host_videos(files, "storm", 1, size=512 * 1024)
-    job_id = keys.job_id("kie", video.task_id, "succeeded")
+    job_id = redis_keys.job_id("kie", video.task_id, "succeeded")
     try:
         stack.start_receiver()
         body, headers = callback(video)  # one delivery, sent 1,000 times at once (same signature, same body)
@@ -346,7 +346,7 @@ def test_a_thousand_concurrent_deliveries_of_one_callback_make_one_job_and_one_a
         assert outcomes == Counter({"accepted": 1, "duplicate": STORM - 1}), outcomes
 
         # exactly one RQ job, pushed once
-        assert stack.job_keys() == {keys.rq_job_key(job_id)}
+        assert stack.job_keys() == {redis_keys.rq_job_key(job_id)}
         assert stack.queued_ids() == [job_id]
         events = Counter(e["outcome"] for e in stack.events() if e["task_id"] == video.task_id)
         attempts = sum(len(r["tries"]) for r in results)

@@ -14,7 +14,7 @@ from rq.registry import FinishedJobRegistry
 from rq.serializers import JSONSerializer
 
 from tests.procs import start_receiver, start_worker, wait_for
-from veo_archiver import keys
+from veo_archiver import archive_keys, redis_keys
 from veo_archiver.sim import kie as kie_sim
 from veo_archiver.sim.files import FileHost
 from veo_archiver.sim.media import make_mp4
@@ -48,7 +48,7 @@ def run_archive_scenario(env: dict[str, str], tmp_path: Path, read_object, list_
             task_id = "veo_task_e2e"
             first = deliver(base, task_id, urls, form="bracket")
             assert first.status_code == 200 and first.json() == {"code": 200, "msg": "success"}
-            manifest_key = keys.manifest_key("kie", task_id)
+            manifest_key = archive_keys.manifest_key("kie", task_id)
             raw = wait_for(lambda: read_object(manifest_key), 60, what=f"manifest\n{worker.log()[-3000:]}")
             manifest = json.loads(raw)
             # a second delivery of the same callback (kie retries): 200, no second job, no second archive
@@ -60,21 +60,21 @@ def run_archive_scenario(env: dict[str, str], tmp_path: Path, read_object, list_
         assert manifest["provider"] == "kie" and manifest["task_id"] == task_id
         assert manifest["status"] == "succeeded" and manifest["verification"] == "signature"
         assert manifest["received_at"] and manifest["archived_at"] >= manifest["received_at"]
-        assert manifest["callback"]["key"] == keys.callback_key("kie", task_id, "succeeded")
+        assert manifest["callback"]["key"] == archive_keys.callback_key("kie", task_id, "succeeded")
         assert json.loads(read_object(manifest["callback"]["key"]))["body"]
         assert [f["source_url"] for f in manifest["files"]] == urls
         for n, (entry, data) in enumerate(zip(manifest["files"], videos, strict=True)):
-            assert entry["key"] == keys.video_key("kie", task_id, n)
+            assert entry["key"] == archive_keys.video_key("kie", task_id, n)
             stored = read_object(entry["key"])
             assert hashlib.sha256(stored).hexdigest() == hashlib.sha256(data).hexdigest() == entry["sha256"]
             assert entry["size"] == len(data) and entry["content_type"] == "video/mp4"
         assert files.completed["/cdn/0.mp4"] == 1 and files.completed["/cdn/1.mp4"] == 1
         assert sorted(list_keys()) == sorted(
             [
-                keys.video_key("kie", task_id, 0),
-                keys.video_key("kie", task_id, 1),
+                archive_keys.video_key("kie", task_id, 0),
+                archive_keys.video_key("kie", task_id, 1),
                 manifest_key,
-                keys.callback_key("kie", task_id, "succeeded"),
+                archive_keys.callback_key("kie", task_id, "succeeded"),
             ]
         )
 
@@ -98,7 +98,7 @@ def test_signed_callback_archived_to_s3(redis_server, seaweed, s3_bucket, tmp_pa
     rds = redis_server.client()
     queue = Queue("veo-archiver", connection=rds, serializer=JSONSerializer)
     assert len(queue) == 0
-    assert FinishedJobRegistry(queue=queue).get_job_ids() == [keys.job_id("kie", "veo_task_e2e", "succeeded")]
+    assert FinishedJobRegistry(queue=queue).get_job_ids() == [redis_keys.job_id("kie", "veo_task_e2e", "succeeded")]
 
 
 def test_signed_callback_archived_to_local_directory(redis_server, tmp_path) -> None:  # type: ignore[no-untyped-def]
@@ -125,7 +125,7 @@ def test_failure_callback_recorded_without_download(redis_server, tmp_path) -> N
             body = kie_sim.failure_body("veo_task_flagged", 400)
             response = kie_sim.send(base + "/callbacks/kie", body, kie_sim.signed_headers(KEY, "veo_task_flagged"))
             assert response.status_code == 200
-            path = root / keys.manifest_key("kie", "veo_task_flagged")
+            path = root / archive_keys.manifest_key("kie", "veo_task_flagged")
             wait_for(path.exists, 60, what="failure manifest")
         finally:
             worker.stop()

@@ -12,7 +12,7 @@ Invariants, checked after every request:
   with the configured key for that provider, a fresh kie.ai signature by the configured key of a task id that
   appears in the body, a Standard Webhooks signature by the configured secret of these exact bytes);
 - a request without a valid proof creates no ``rq:job:*`` key (the set of job keys is diffed per request);
-- a request creates at most one job, answered ``accepted``; its id is ``keys.job_id`` of its own event, for
+- a request creates at most one job, answered ``accepted``; its id is ``redis_keys.job_id`` of its own event, for
   the endpoint's provider, the task id signed (kie.ai HMAC), a terminal status, and the body as sent;
 - the job keys in Redis are exactly the distinct valid terminal callbacks sent so far, each pushed on the
   queue once (so jobs never outnumber distinct valid terminal callbacks);
@@ -44,7 +44,7 @@ from starlette.testclient import TestClient
 from receiver import tokens
 from receiver.app import create_app
 from tests.servers import RedisServer
-from veo_archiver import keys, standard_webhooks
+from veo_archiver import redis_keys, standard_webhooks
 from veo_archiver.providers.kie import sign as kie_sign
 from veo_archiver.settings import Settings
 from veo_archiver.sim import apixo as apixo_sim
@@ -147,11 +147,11 @@ class Harness:
             elif req.expect in self.callbacks and not new:
                 assert outcome == "duplicate", outcome
             else:
-                assert new == {keys.job_id(provider, task_id, want)} and outcome == "accepted", (new, outcome)
+                assert new == {redis_keys.job_id(provider, task_id, want)} and outcome == "accepted", (new, outcome)
         self.jobs = after
         # every job is one distinct valid terminal callback, pushed on the queue once; none is missing
-        assert after == {keys.job_id(*c) for c in self.callbacks}
-        assert self.rds.llen(keys.rq_queue_key(QUEUE)) == len(after)
+        assert after == {redis_keys.job_id(*c) for c in self.callbacks}
+        assert self.rds.llen(redis_keys.rq_queue_key(QUEUE)) == len(after)
         if 200 <= status < 300:
             self.stats[f"2xx:{outcome}"] += 1
         return response
@@ -176,7 +176,7 @@ class Harness:
         callback = (event["provider"], event["task_id"], event["status"])
         assert event["provider"] == req.provider, (event["provider"], req.path)
         assert event["status"] in TERMINAL
-        assert job_id == keys.job_id(*callback)
+        assert job_id == redis_keys.job_id(*callback)
         assert envelope["callback"]["body"] == req.body.decode("utf-8", errors="replace")
         if req.signed_task is not None:
             assert event["task_id"] == req.signed_task, "a kie.ai signature for one task created another's job"

@@ -1,4 +1,4 @@
-"""``veo_archiver.keys``: task ids as reversible, safe archive path segments; RQ-safe job ids."""
+"""``veo_archiver.archive_keys`` and ``veo_archiver.redis_keys``: task ids as reversible, safe archive path segments; RQ-safe job ids."""
 
 from __future__ import annotations
 
@@ -9,7 +9,8 @@ from hypothesis import given
 from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 
-from veo_archiver.keys import decode_task_id, encode_task_id, job_id, task_prefix, video_key
+from veo_archiver.archive_keys import decode_task_id, encode_task_id, task_prefix, video_key
+from veo_archiver.redis_keys import job_id
 
 SEGMENT_CHARS = re.compile(r"[A-Za-z0-9._%-]+")
 JOB_ID_CHARS = re.compile(r"[A-Za-z0-9_-]+")

@@ -17,7 +17,7 @@ import redis
 
 from receiver import tokens
 from tests.procs import start_receiver, start_worker, wait_for
-from veo_archiver import keys
+from veo_archiver import redis_keys
 from veo_archiver.logs import JsonFormatter, log_context, scrub
 from veo_archiver.sim import apixo as apixo_sim
 from veo_archiver.sim import kie as kie_sim
@@ -68,7 +68,7 @@ def test_no_secret_in_receiver_or_worker_logs_and_ids_on_every_job_line(redis_se
                 assert client.get("/ops?token=admin-guess-Qr3").status_code == 401
             rds = redis.Redis.from_url(redis_server.url)
             wait_for(
-                lambda: rds.xlen(keys.outcomes_stream()) >= 2,
+                lambda: rds.xlen(redis_keys.outcomes_stream()) >= 2,
                 60,
                 what=f"two outcomes\n{worker.log()[-3000:]}",
             )

@@ -18,7 +18,7 @@ from receiver import tokens
 from receiver.app import create_app
 from receiver.metrics import DEAD_LETTER_SCAN
 from tests.procs import Service
-from veo_archiver import keys
+from veo_archiver import redis_keys
 from veo_archiver.settings import Settings
 from veo_archiver.sim import apixo as apixo_sim
 from veo_archiver.sim import kie as kie_sim
@@ -119,7 +119,7 @@ def test_metrics_count_callbacks_and_worker_outcomes_exactly(redis_server, rds, 
             token = tokens.mint("apixo", [SIGNING], now=time.time(), ttl_s=3600)
             assert client.post(f"/callbacks/apixo?token={token}", content=pending).status_code == 200
             assert client.post("/callbacks/apixo", content=pending).status_code == 401
-            rds.zadd(keys.tracked_zset(), {keys.tracked_member("kie", "veo_tracked"): time.time()})
+            rds.zadd(redis_keys.tracked_zset(), {redis_keys.tracked_member("kie", "veo_tracked"): time.time()})
 
             before = scrape(client)
             assert value(before, "veo_archiver_redis_up") == 1

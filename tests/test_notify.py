@@ -23,7 +23,7 @@ import redis
 
 from tests.procs import REPO, Service, free_tcp_port, wait_for
 from tests.servers import RedisServer
-from veo_archiver import keys, standard_webhooks
+from veo_archiver import archive_keys, redis_keys, standard_webhooks
 from veo_archiver.errors import Rejected
 from veo_archiver.records import outcome as outcomes
 from workers import notify
@@ -129,16 +129,16 @@ def publish(rds: redis.Redis, task_id: str, outcome: str = "archived") -> str:
         provider="kie",
         task_id=task_id,
         status="succeeded",
-        manifest_key=keys.manifest_key("kie", task_id),
+        manifest_key=archive_keys.manifest_key("kie", task_id),
         location=f"s3://b/kie/{task_id}/manifest.json",
         files=[{"index": 0, "key": f"kie/{task_id}/0.mp4", "size": 1234, "sha256": "ab" * 32}],
     )
-    [(entry_id, _)] = rds.xrevrange(keys.outcomes_stream(), count=1)
+    [(entry_id, _)] = rds.xrevrange(redis_keys.outcomes_stream(), count=1)
     return str(entry_id.decode())
 
 
 def pending(rds: redis.Redis) -> int:
-    return int(rds.xpending(keys.outcomes_stream(), notify.GROUP)["pending"])
+    return int(rds.xpending(redis_keys.outcomes_stream(), notify.GROUP)["pending"])
 
 
 def test_a_failing_url_gets_the_notification_once_after_retries(
@@ -224,7 +224,7 @@ def test_a_killed_notifier_s_pending_entry_is_delivered_by_the_next(
     assert delivered[0].webhook_id == f"{entry_id}-{notify.url_hash(downstream.url('/slow'))}"
     assert "took over an outcome" in second.log()
     # a stopped notifier with nothing pending leaves the group
-    consumers = rds.xinfo_consumers(keys.outcomes_stream(), notify.GROUP)
+    consumers = rds.xinfo_consumers(redis_keys.outcomes_stream(), notify.GROUP)
     assert all(int(c["pending"]) == 0 for c in consumers)
 
 
@@ -262,7 +262,7 @@ def test_up_starts_the_notifier_when_notify_urls_is_set(
     try:
         # the notifier `up` starts creates its group at the stream's end: publish once it exists
         wait_for(
-            lambda: rds.exists(keys.outcomes_stream()) and rds.xinfo_groups(keys.outcomes_stream()),
+            lambda: rds.exists(redis_keys.outcomes_stream()) and rds.xinfo_groups(redis_keys.outcomes_stream()),
             30,
             what=f"the notifier's consumer group\n{up.log()[-3000:]}",
         )

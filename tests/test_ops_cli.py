@@ -32,7 +32,7 @@ from rq.serializers import JSONSerializer
 from starlette.testclient import TestClient
 
 from receiver.app import create_app
-from veo_archiver import keys, standard_webhooks
+from veo_archiver import archive_keys, redis_keys, standard_webhooks
 from veo_archiver.cli.main import main
 from veo_archiver.queue_view import queue_of
 from veo_archiver.settings import Settings, StorageSettings
@@ -69,7 +69,7 @@ class World:
     urls: dict[str, str] = field(default_factory=dict)
 
     def job(self, task_id: str, status: str = "succeeded") -> str:
-        return keys.job_id("kie", task_id, status)
+        return redis_keys.job_id("kie", task_id, status)
 
     def deliver(self, task_id: str, url: str | None = None, *, fail: int | None = None) -> str:
         body = kie_sim.failure_body(task_id, fail) if fail else kie_sim.success_body(task_id, [url or ""])
@@ -139,8 +139,11 @@ def populated(world: World) -> World:
     world.deliver("veo_late", world.urls["late"])  # after the worker ran: stays queued
     now = time.time()
     world.rds.zadd(
-        keys.tracked_zset(),
-        {keys.tracked_member("kie", "veo_lost"): now - 7200, keys.tracked_member("kie", "veo_late"): now - 60},
+        redis_keys.tracked_zset(),
+        {
+            redis_keys.tracked_member("kie", "veo_lost"): now - 7200,
+            redis_keys.tracked_member("kie", "veo_late"): now - 60,
+        },
     )
     return world
 
@@ -281,7 +284,7 @@ def test_failures_without_a_verdict_are_abandoned_or_crashed(world: World, capsy
     queue = queue_of(w.rds, QUEUE)
     # crashed: the job's code raised something unexpected (here it cannot read its envelope)
     queue.enqueue(
-        keys.ARCHIVE_JOB,
+        redis_keys.ARCHIVE_JOB,
         kwargs={"envelope": {"event": {"provider": "kie"}}},
         job_id="crash-job",
         meta={"provider": "kie", "task_id": "veo_crash"},
@@ -289,7 +292,7 @@ def test_failures_without_a_verdict_are_abandoned_or_crashed(world: World, capsy
     w.work()
     # abandoned: a worker took the job, then died; its heartbeat lapsed
     queue.enqueue(
-        keys.ARCHIVE_JOB,
+        redis_keys.ARCHIVE_JOB,
         kwargs={"envelope": {}},
         job_id="lost-job",
         meta={"provider": "kie", "task_id": "veo_lost_worker"},
@@ -336,7 +339,7 @@ def test_retry_requeues_a_dead_letter_which_archives_once_the_file_is_fixed(popu
 
     w.work()
     assert w.fetch(job_id).get_status() == "finished"
-    manifest = json.loads((w.archive / keys.manifest_key("kie", "veo_gone")).read_text())
+    manifest = json.loads((w.archive / archive_keys.manifest_key("kie", "veo_gone")).read_text())
     assert manifest["status"] == "succeeded"
     assert manifest["files"][0]["sha256"] == hashlib.sha256(VIDEO).hexdigest()
     assert run_json(capsys, "status")["dead_letters"] == {"not_a_video": 1}
@@ -401,22 +404,22 @@ def test_replay_enqueues_a_new_job_that_archives_again(populated: World, capsys:
     shutil.rmtree(w.archive / "kie" / "veo_ok")  # the archive lost the task: replay brings it back
     code, out, _ = run(capsys, "replay", "kie", "veo_ok")
     assert code == 0 and "replayed delivery #2 of kie/veo_ok (succeeded)" in out
-    records = [json.loads(r) for r in w.rds.lrange(keys.deliveries_key("kie", "veo_ok"), 0, -1)]
+    records = [json.loads(r) for r in w.rds.lrange(redis_keys.deliveries_key("kie", "veo_ok"), 0, -1)]
     assert [r["outcome"] for r in records] == ["accepted", "duplicate", "replayed"]
     replay_id = records[-1]["job_id"]
     assert replay_id.startswith(w.job("veo_ok") + "-replay-") and f"enqueued job {replay_id}" in out
     assert records[-1]["event"]["verification"] == "operator" and records[-1]["replayed_at"]
     assert records[-1]["callback"]["received_at"] == records[1]["callback"]["received_at"]
-    last_event = w.rds.xrevrange(keys.events_stream(), count=1)[0][1]
+    last_event = w.rds.xrevrange(redis_keys.events_stream(), count=1)[0][1]
     assert last_event[b"outcome"] == b"replayed" and last_event[b"job_id"] == replay_id.encode()
     assert w.fetch(w.job("veo_ok")).get_status() == "finished"  # the original job is untouched
 
     w.work()
     assert w.files.completed["/v/ok.mp4"] == 2
     assert w.fetch(replay_id).return_value()["outcome"] == "archived"
-    manifest = json.loads((w.archive / keys.manifest_key("kie", "veo_ok")).read_text())
+    manifest = json.loads((w.archive / archive_keys.manifest_key("kie", "veo_ok")).read_text())
     assert manifest["job_id"] == replay_id and manifest["verification"] == "operator"
-    assert (w.archive / keys.video_key("kie", "veo_ok", 0)).read_bytes() == VIDEO
+    assert (w.archive / archive_keys.video_key("kie", "veo_ok", 0)).read_bytes() == VIDEO
 
     story = run_json(capsys, "show", "kie", "veo_ok")
     assert [(j["job_id"], j["state"], j["replay"]) for j in story["jobs"]] == [
@@ -446,9 +449,9 @@ def test_replay_of_a_standard_webhooks_source_keeps_its_webhook_id(world: World,
     assert plan["event"]["extra"]["webhook_id"] == "msg_1" and plan["event"]["verification"] == "operator"
     done = run_json(capsys, "replay", "standard-acme", "vid_1")
     assert done["outcome"] == "replayed"
-    assert done["job_id"].startswith(keys.job_id("standard-acme", "vid_1", "succeeded") + "-replay-")
+    assert done["job_id"].startswith(redis_keys.job_id("standard-acme", "vid_1", "succeeded") + "-replay-")
     assert queue_of(world.rds, QUEUE).get_job_ids() == [
-        keys.job_id("standard-acme", "vid_1", "succeeded"),
+        redis_keys.job_id("standard-acme", "vid_1", "succeeded"),
         done["job_id"],
     ]
 
@@ -479,7 +482,7 @@ def test_show_tells_every_delivery_the_job_and_the_manifest(populated: World, ca
     assert job["result"]["outcome"] == "archived" and job["dead_letter"] is None and job["attempts"] == []
     assert story["manifest"]["status"] == "succeeded" and story["tracked_since"] is None
     (file,) = story["files"]
-    assert file["key"] == keys.video_key("kie", "veo_ok", 0)
+    assert file["key"] == archive_keys.video_key("kie", "veo_ok", 0)
     assert file["size"] == file["stored_size"] == len(VIDEO)
     assert file["sha256"] == hashlib.sha256(VIDEO).hexdigest()
 

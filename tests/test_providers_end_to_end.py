@@ -20,7 +20,7 @@ from rq.serializers import JSONSerializer
 
 from receiver import tokens
 from tests.procs import Service, start_receiver, start_worker, wait_for
-from veo_archiver import keys
+from veo_archiver import archive_keys, redis_keys
 from veo_archiver.sim.cloud import ProviderCloud
 from veo_archiver.sim.media import make_mp4
 
@@ -50,7 +50,7 @@ class Stack:
             return None
 
     def manifest(self, provider: str, task_id: str, timeout: float = 60) -> dict[str, Any]:
-        key = keys.manifest_key(provider, task_id)
+        key = archive_keys.manifest_key(provider, task_id)
         raw = wait_for(lambda: self.read(key), timeout, what=f"{key}\n{self.worker.log()[-4000:]}")
         return json.loads(raw)  # type: ignore[no-any-return]
 
@@ -155,13 +155,13 @@ def test_forged_callback_for_an_unknown_task_is_dead_lettered(stack: Stack) -> N
     body = evolink_sim.success_body("task-unified-1700000000-forged00", [evil])
     response = evolink_sim.send(stack.url("evolink"), body)  # a leaked callback URL
     assert response.status_code == 200
-    job_id = keys.job_id("evolink", "task-unified-1700000000-forged00", "succeeded")
+    job_id = redis_keys.job_id("evolink", "task-unified-1700000000-forged00", "succeeded")
     queue = Queue("veo-archiver", connection=stack.rds, serializer=JSONSerializer)
     registry = FailedJobRegistry(queue=queue)
     wait_for(lambda: job_id in registry.get_job_ids(), 60, what="dead letter")
     job = Job.fetch(job_id, connection=stack.rds, serializer=JSONSerializer)
     assert job.meta["dead_letter"]["reason"] == "unknown_task"
-    assert stack.read(keys.manifest_key("evolink", "task-unified-1700000000-forged00")) is None
+    assert stack.read(archive_keys.manifest_key("evolink", "task-unified-1700000000-forged00")) is None
     assert stack.cloud.hits["/evil/forged.mp4"] == 0
 
 
@@ -197,7 +197,7 @@ def test_in_progress_at_confirmation_retries_until_done(stack: Stack) -> None:
     from veo_archiver.sim import evolink as evolink_sim
 
     assert evolink_sim.send(stack.url("evolink"), body).status_code == 200
-    job_id = keys.job_id("evolink", task_id, "succeeded")
+    job_id = redis_keys.job_id("evolink", task_id, "succeeded")
     wait_for(
         lambda: Job.fetch(job_id, connection=stack.rds, serializer=JSONSerializer).meta.get("attempts"),
         30,

@@ -14,7 +14,7 @@ from rq.serializers import JSONSerializer
 from starlette.testclient import TestClient
 
 from receiver.app import create_app
-from veo_archiver import keys
+from veo_archiver import redis_keys
 from veo_archiver.settings import Settings
 from veo_archiver.sim import kie as kie_sim
 
@@ -36,7 +36,7 @@ def make_client(redis_server, **overrides) -> TestClient:  # type: ignore[no-unt
 
 
 def queued(rds: redis.Redis) -> list[str]:
-    return [v.decode() for v in rds.lrange(keys.rq_queue_key(QUEUE), 0, -1)]
+    return [v.decode() for v in rds.lrange(redis_keys.rq_queue_key(QUEUE), 0, -1)]
 
 
 def post(client: TestClient, body: dict, headers: dict[str, str]):  # type: ignore[no-untyped-def]
@@ -51,9 +51,9 @@ def test_signed_callback_is_acknowledged_after_the_job_is_in_redis(redis_server,
     assert response.json() == {"code": 200, "msg": "success"}
     assert response.headers["x-archiver-outcome"] == "accepted"
     ids = queued(rds)
-    assert ids == [keys.job_id("kie", "veo_task_1", "succeeded")]
+    assert ids == [redis_keys.job_id("kie", "veo_task_1", "succeeded")]
     job = Job.fetch(ids[0], connection=rds, serializer=JSONSerializer)
-    assert job.func_name == keys.ARCHIVE_JOB
+    assert job.func_name == redis_keys.ARCHIVE_JOB
     envelope = job.kwargs["envelope"]
     assert envelope["event"]["task_id"] == "veo_task_1"
     assert envelope["event"]["result_urls"] == [URL]
@@ -72,7 +72,7 @@ def test_duplicate_delivery_is_acknowledged_without_a_second_job(redis_server, r
     assert second.json() == {"code": 200, "msg": "success"}
     assert second.headers["x-archiver-outcome"] == "duplicate"
     assert len(queued(rds)) == 1
-    deliveries = [json.loads(d) for d in rds.lrange(keys.deliveries_key("kie", "veo_task_dup"), 0, -1)]
+    deliveries = [json.loads(d) for d in rds.lrange(redis_keys.deliveries_key("kie", "veo_task_dup"), 0, -1)]
     assert [d["outcome"] for d in deliveries] == ["accepted", "duplicate"]
 
 
@@ -81,12 +81,12 @@ def test_raw_callback_kept_without_secret_headers(redis_server, rds) -> None:  #
     headers = {**kie_sim.signed_headers(KEY, "veo_task_raw"), "Authorization": "Bearer hunter2", "X-Trace": "t1"}
     with make_client(redis_server) as client:
         assert post(client, body, headers).status_code == 200
-    (record,) = [json.loads(d) for d in rds.lrange(keys.deliveries_key("kie", "veo_task_raw"), 0, -1)]
+    (record,) = [json.loads(d) for d in rds.lrange(redis_keys.deliveries_key("kie", "veo_task_raw"), 0, -1)]
     stored = record["callback"]["headers"]
     assert "authorization" not in stored and stored["x-trace"] == "t1"
     assert "x-webhook-signature" in stored  # needed to re-verify on replay
     assert json.loads(record["callback"]["body"]) == body
-    assert rds.ttl(keys.deliveries_key("kie", "veo_task_raw")) > 29 * 24 * 3600
+    assert rds.ttl(redis_keys.deliveries_key("kie", "veo_task_raw")) > 29 * 24 * 3600
 
 
 def test_failure_callback_is_queued_as_a_failed_task(redis_server, rds) -> None:  # type: ignore[no-untyped-def]

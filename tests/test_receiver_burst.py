@@ -9,7 +9,7 @@ import httpx
 import pytest
 
 from tests.procs import start_receiver
-from veo_archiver import keys
+from veo_archiver import redis_keys
 from veo_archiver.sim import kie as kie_sim
 
 pytestmark = pytest.mark.slow
@@ -38,4 +38,4 @@ def test_two_hundred_simultaneous_distinct_callbacks_are_all_acknowledged(redis_
     finally:
         receiver.stop()
     assert statuses.count(200) == 200, {s: statuses.count(s) for s in set(statuses)}
-    assert redis_server.client().llen(keys.rq_queue_key("veo-archiver")) == 200
+    assert redis_server.client().llen(redis_keys.rq_queue_key("veo-archiver")) == 200

@@ -17,7 +17,7 @@ from starlette.testclient import TestClient
 
 from receiver import tokens
 from receiver.app import create_app
-from veo_archiver import keys, standard_webhooks
+from veo_archiver import redis_keys, standard_webhooks
 from veo_archiver.settings import ProviderSettings, Settings
 from veo_archiver.sim import apixo as apixo_sim
 from veo_archiver.sim import evolink as evolink_sim
@@ -48,7 +48,7 @@ def token(provider: str, *, ttl: int | None = None, key: str = SIGNING, now: flo
 
 
 def queued(rds: redis.Redis) -> list[str]:
-    return [v.decode() for v in rds.lrange(keys.rq_queue_key(QUEUE), 0, -1)]
+    return [v.decode() for v in rds.lrange(redis_keys.rq_queue_key(QUEUE), 0, -1)]
 
 
 def event_of(rds: redis.Redis, job_id: str) -> dict[str, Any]:
@@ -76,11 +76,11 @@ def test_token_in_callback_url_lets_an_unsigned_provider_in(redis_server, rds, p
         )
     assert response.status_code == 200, response.text
     (job_id,) = queued(rds)
-    assert job_id == keys.job_id(provider, task_id, "succeeded")
+    assert job_id == redis_keys.job_id(provider, task_id, "succeeded")
     event = event_of(rds, job_id)
     assert event["task_id"] == task_id and event["result_urls"] == URLS
     assert event["verification"] == "token"
-    record = json.loads(rds.lrange(keys.deliveries_key(provider, task_id), 0, -1)[0])
+    record = json.loads(rds.lrange(redis_keys.deliveries_key(provider, task_id), 0, -1)[0])
     assert "token" not in record["callback"]["path"]  # the token is never stored
 
 
@@ -157,9 +157,9 @@ def test_useapi_status_changes_are_recorded_but_only_terminal_ones_enqueued(redi
             outcomes.append(response.headers["x-archiver-outcome"])
     assert outcomes == ["recorded", "recorded", "accepted", "duplicate"]
     assert len(queued(rds)) == 1
-    deliveries = [json.loads(d) for d in rds.lrange(keys.deliveries_key("useapi", tid), 0, -1)]
+    deliveries = [json.loads(d) for d in rds.lrange(redis_keys.deliveries_key("useapi", tid), 0, -1)]
     assert [d["event"]["status"] for d in deliveries] == ["in_progress", "in_progress", "succeeded", "succeeded"]
-    stream = rds.xrange(keys.events_stream())
+    stream = rds.xrange(redis_keys.events_stream())
     assert [e[1][b"outcome"] for e in stream] == [b"recorded", b"recorded", b"accepted", b"duplicate"]
 
 
@@ -170,9 +170,9 @@ def test_unknown_status_is_recorded_and_flagged_not_dropped(redis_server, rds) -
         response = client.post(f"/callbacks/evolink?token={token('evolink')}", content=json.dumps(body))
     assert response.status_code == 200 and response.headers["x-archiver-outcome"] == "recorded"
     assert queued(rds) == []
-    (entry,) = rds.xrange(keys.events_stream())
+    (entry,) = rds.xrange(redis_keys.events_stream())
     assert entry[1][b"status"] == b"unknown"
-    record = json.loads(rds.lrange(keys.deliveries_key("evolink", TASK_IDS["evolink"]), 0, -1)[0])
+    record = json.loads(rds.lrange(redis_keys.deliveries_key("evolink", TASK_IDS["evolink"]), 0, -1)[0])
     assert record["event"]["provider_status"] == "archived_by_provider"
 
 
@@ -187,7 +187,7 @@ def test_failures_are_enqueued_once_per_terminal_status(redis_server, rds) -> No
         ):
             assert client.post(url, content=json.dumps(body)).status_code == 200
     ids = queued(rds)
-    assert ids == [keys.job_id("apixo", tid, "failed"), keys.job_id("apixo", tid, "succeeded")]
+    assert ids == [redis_keys.job_id("apixo", tid, "failed"), redis_keys.job_id("apixo", tid, "succeeded")]
     assert event_of(rds, ids[0])["failure_code"] == "NSFW"
 
 

@@ -27,7 +27,7 @@ from rq.serializers import JSONSerializer
 
 from tests.procs import REPO, Service, start_receiver, start_worker, wait_for
 from tests.servers import RedisServer
-from veo_archiver import keys
+from veo_archiver import archive_keys, redis_keys
 from veo_archiver.event import TaskEvent, TaskStatus, Verification
 from veo_archiver.intake import Delivery, Intake
 from veo_archiver.settings import Settings
@@ -66,12 +66,12 @@ class Stack:
             return None
 
     def manifest(self, provider: str, task_id: str, timeout: float = 60) -> dict[str, Any]:
-        key = keys.manifest_key(provider, task_id)
+        key = archive_keys.manifest_key(provider, task_id)
         raw = wait_for(lambda: self.read(key), timeout, what=f"{key}\n{self.worker.log()[-4000:]}")
         return json.loads(raw)  # type: ignore[no-any-return]
 
     def tracked(self, provider: str, task_id: str) -> float | None:
-        return self.rds.zscore(keys.tracked_zset(), keys.tracked_member(provider, task_id))
+        return self.rds.zscore(redis_keys.tracked_zset(), redis_keys.tracked_member(provider, task_id))
 
     def cli(self, *argv: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
@@ -185,7 +185,7 @@ def test_post_tasks_is_idempotent_and_keeps_the_first_registration(stack: Stack)
     assert tracked[0]["registered_at"] == entry["registered_at"]
     assert stack.tracked("kie", ids[0]) == score
     # not kie's: forget them before the sweep drops them as unknown tasks
-    stack.rds.zrem(keys.tracked_zset(), *[keys.tracked_member("kie", i) for i in ids])
+    stack.rds.zrem(redis_keys.tracked_zset(), *[redis_keys.tracked_member("kie", i) for i in ids])
 
 
 # --------------------------------------------------------------------------------------------- the sweep
@@ -196,7 +196,7 @@ def test_a_task_whose_callback_never_comes_is_archived_by_the_sweep(stack: Stack
     stack.cloud.set_task("kie", task_id, "in_progress")
     response = stack.post({"provider": "kie", "task_id": task_id})
     assert response.status_code == 200, response.text
-    member = keys.tracked_member("kie", task_id)
+    member = redis_keys.tracked_member("kie", task_id)
 
     # still generating when the sweep first looks: polled, left tracked, nothing archived
     wait_for(
@@ -205,7 +205,7 @@ def test_a_task_whose_callback_never_comes_is_archived_by_the_sweep(stack: Stack
         what=f"a sweep polling the task\n{stack.worker.log()[-3000:]}",
     )
     assert stack.tracked("kie", task_id) is not None
-    assert stack.read(keys.manifest_key("kie", task_id)) is None
+    assert stack.read(archive_keys.manifest_key("kie", task_id)) is None
 
     # the provider finishes; its callback is lost; the next sweep reads the status API and archives
     stack.cloud.set_task("kie", task_id, "succeeded", urls=[url])
@@ -220,7 +220,7 @@ def test_a_task_whose_callback_never_comes_is_archived_by_the_sweep(stack: Stack
     assert callback["path"] == "reconcile"
     assert json.loads(callback["body"])["source"] == "reconcile"
     # the same deterministic job a callback would have made; the worker untracks the task when archived
-    job = Job.fetch(keys.job_id("kie", task_id, "succeeded"), connection=stack.rds, serializer=JSONSerializer)
+    job = Job.fetch(redis_keys.job_id("kie", task_id, "succeeded"), connection=stack.rds, serializer=JSONSerializer)
     assert job.kwargs["envelope"]["event"]["verification"] == "provider_api"
     wait_for(lambda: stack.tracked("kie", task_id) is None, 20, what="the task untracked after archiving")
 
@@ -308,8 +308,8 @@ def test_sweep_polls_only_tasks_without_a_terminal_delivery(redis_server: RedisS
             cloud.set_task("kie", task_id, "succeeded", urls=[url])
         cloud.set_task("kie", running, "in_progress")
         for task_id in (lost, called_back, running):
-            rds.zadd(keys.tracked_zset(), {keys.tracked_member("kie", task_id): now - 3600})
-        rds.zadd(keys.tracked_zset(), {keys.tracked_member("kie", young): now})
+            rds.zadd(redis_keys.tracked_zset(), {redis_keys.tracked_member("kie", task_id): now - 3600})
+        rds.zadd(redis_keys.tracked_zset(), {redis_keys.tracked_member("kie", young): now})
         _submit_callback(
             settings, TaskEvent("kie", called_back, TaskStatus.SUCCEEDED, verification=Verification.SIGNATURE)
         )
@@ -330,15 +330,15 @@ def test_sweep_polls_only_tasks_without_a_terminal_delivery(redis_server: RedisS
         finally:
             client.close()
         queue = Queue(settings.queue_name, connection=rds, serializer=JSONSerializer)
-        assert keys.job_id("kie", lost, "succeeded") in queue.job_ids
+        assert redis_keys.job_id("kie", lost, "succeeded") in queue.job_ids
 
         worker = Service(["worker", "--burst"], env, tmp_path / "burst-worker.log").start()
         assert worker.process is not None and worker.process.wait(120) == 0, worker.log()[-3000:]
         for task_id in (lost, called_back):
-            assert rds.zscore(keys.tracked_zset(), keys.tracked_member("kie", task_id)) is None
+            assert rds.zscore(redis_keys.tracked_zset(), redis_keys.tracked_member("kie", task_id)) is None
 
         # tracked after its job finished (e.g. registered late): untracked without polling
-        rds.zadd(keys.tracked_zset(), {keys.tracked_member("kie", lost): now - 3600})
+        rds.zadd(redis_keys.tracked_zset(), {redis_keys.tracked_member("kie", lost): now - 3600})
         calls = cloud.status_calls["kie"]
         client = StatusClient(settings.providers)
         try:
@@ -346,7 +346,7 @@ def test_sweep_polls_only_tasks_without_a_terminal_delivery(redis_server: RedisS
         finally:
             client.close()
         assert third.finished == 1 and cloud.status_calls["kie"] == calls + 1  # the running task only
-        assert rds.zscore(keys.tracked_zset(), keys.tracked_member("kie", lost)) is None
+        assert rds.zscore(redis_keys.tracked_zset(), redis_keys.tracked_member("kie", lost)) is None
 
 
 def test_one_sweep_per_interval_across_workers(redis_server: RedisServer) -> None:
@@ -354,7 +354,7 @@ def test_one_sweep_per_interval_across_workers(redis_server: RedisServer) -> Non
     rds = redis_server.client()
     assert reconcile.run_scheduled(rds, settings, owner="w1") is None  # nothing tracked: no lock taken
     assert not rds.exists(reconcile.LOCK_KEY)
-    rds.zadd(keys.tracked_zset(), {keys.tracked_member("kie", "veo_task_x"): time.time()})
+    rds.zadd(redis_keys.tracked_zset(), {redis_keys.tracked_member("kie", "veo_task_x"): time.time()})
     report = reconcile.run_scheduled(rds, settings, owner="w1")
     assert report is not None and report.examined == 0  # registered just now: too young to poll
     assert reconcile.run_scheduled(rds, settings, owner="w2") is None

@@ -1,4 +1,4 @@
-"""The real-server helpers in tests/servers.py work: Redis with AOF, SeaweedFS S3 with required keys."""
+"""The real-server helpers in tests/servers.py work: Redis with AOF, SeaweedFS S3 with required redis_keys."""
 
 from __future__ import annotations
 

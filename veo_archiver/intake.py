@@ -26,7 +26,8 @@ from rq.job import Job, JobStatus, Retry
 from rq.scripts import _build_hset_args
 from rq.serializers import JSONSerializer
 
-from veo_archiver import keys
+from veo_archiver import redis_keys
+from veo_archiver.clock import iso
 from veo_archiver.errors import ConfigError, QueueUnavailable
 from veo_archiver.event import TaskEvent
 from veo_archiver.settings import Settings
@@ -104,10 +105,6 @@ class IntakeResult:
     delivery_id: str
 
 
-def iso(ts: float) -> str:
-    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
 def build_envelope(event: TaskEvent, delivery: Delivery, delivery_id: str) -> dict[str, Any]:
     """The job's only argument: JSON-safe, self-contained (the worker needs nothing else from Redis)."""
     return {
@@ -123,7 +120,7 @@ def build_job(settings: Settings, job_id: str, envelope: dict[str, Any]) -> Job:
     """An RQ job built by RQ itself, in memory; ``_build_hset_args`` gives the exact hash RQ would write."""
     event = envelope["event"]
     job = Job.create(
-        keys.ARCHIVE_JOB,
+        redis_keys.ARCHIVE_JOB,
         kwargs={"envelope": envelope},
         connection=_OFFLINE_REDIS,
         id=job_id,
@@ -213,7 +210,7 @@ class Intake:
         job_args: list[Any] = []
         job_id = ""
         if event.status.terminal:
-            job_id = keys.job_id(event.provider, event.task_id, event.status.value)
+            job_id = redis_keys.job_id(event.provider, event.task_id, event.status.value)
             if replay:
                 job_id = f"{job_id}-replay-{uuid.uuid4().hex[:8]}"
             job = build_job(self._settings, job_id, envelope)
@@ -233,12 +230,12 @@ class Intake:
             *job_args,
         ]
         script_keys = [
-            keys.dedupe_key(event.provider, event.task_id, status),
-            keys.rq_job_key(job_id or "none"),
-            keys.rq_queue_key(self._settings.queue_name),
-            keys.RQ_QUEUES_SET,
-            keys.deliveries_key(event.provider, event.task_id),
-            keys.events_stream(),
+            redis_keys.dedupe_key(event.provider, event.task_id, status),
+            redis_keys.rq_job_key(job_id or "none"),
+            redis_keys.rq_queue_key(self._settings.queue_name),
+            redis_keys.RQ_QUEUES_SET,
+            redis_keys.deliveries_key(event.provider, event.task_id),
+            redis_keys.events_stream(),
         ]
         started = time.perf_counter()
         try:

@@ -17,7 +17,6 @@ import time
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field, replace
-from datetime import UTC, datetime
 from typing import Any
 
 import redis
@@ -32,7 +31,8 @@ from rq.registry import (
 )
 from rq.serializers import JSONSerializer
 
-from veo_archiver import keys
+from veo_archiver import redis_keys
+from veo_archiver.clock import epoch, iso
 
 #: jobs fetched per Redis round trip when walking a registry
 BATCH = 500
@@ -45,26 +45,6 @@ EVENT_OUTCOMES = ("accepted", "duplicate", "recorded", "replayed")
 
 
 # --------------------------------------------------------------------------------------------- time
-
-
-def iso(ts: float | None) -> str | None:
-    if ts is None:
-        return None
-    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
-
-
-def epoch(value: datetime | str | None) -> float | None:
-    """RQ keeps naive UTC datetimes; our own records keep ISO strings ending in Z."""
-    if value is None or value == "":
-        return None
-    if isinstance(value, str):
-        try:
-            value = datetime.fromisoformat(value)
-        except ValueError:
-            return None
-    if value.tzinfo is None:
-        value = value.replace(tzinfo=UTC)
-    return value.timestamp()
 
 
 def duration(seconds: float | None) -> str:
@@ -288,7 +268,7 @@ def scheduled_retries(
 def oldest_waiting(connection: redis.Redis, queue_name: str, *, now: float | None = None) -> WaitingJob | None:
     """The head of the queue: the next job a worker will take, and how long it has waited."""
     now = time.time() if now is None else now
-    head = connection.lindex(keys.rq_queue_key(queue_name), 0)
+    head = connection.lindex(redis_keys.rq_queue_key(queue_name), 0)
     if head is None:
         return None
     job_id = _text(head)
@@ -326,7 +306,7 @@ def recent_events(
     counts: Counter[str] = Counter({outcome: 0 for outcome in EVENT_OUTCOMES})
     start = str(int((now - window_s) * 1000))
     while True:
-        entries: list[Any] = connection.xrange(keys.events_stream(), min=start, max="+", count=BATCH) or []
+        entries: list[Any] = connection.xrange(redis_keys.events_stream(), min=start, max="+", count=BATCH) or []
         for _entry_id, fields in entries:
             counts[_text(fields.get(b"outcome", b"?"))] += 1
         if len(entries) < BATCH:
@@ -362,7 +342,7 @@ def status(
     by_reason = Counter(letter.reason for letter in letters)
     alive = workers(connection, queue_name, now=now)
     waiting = oldest_waiting(connection, queue_name, now=now)
-    oldest: list[Any] = connection.zrange(keys.tracked_zset(), 0, 0, withscores=True) or []
+    oldest: list[Any] = connection.zrange(redis_keys.tracked_zset(), 0, 0, withscores=True) or []
     result = Status(
         queue=queue_name,
         queued=queue.count,
@@ -377,8 +357,8 @@ def status(
         deferred=DeferredJobRegistry(queue=queue).get_job_count(cleanup=False),
         finished=FinishedJobRegistry(queue=queue).get_job_count(cleanup=False),
         dead_letters=dict(sorted(by_reason.items(), key=lambda kv: (-kv[1], kv[0]))),
-        tracked=int(connection.zcard(keys.tracked_zset())),
-        tracked_overdue=int(connection.zcount(keys.tracked_zset(), 0, now - tracked_overdue_s)),
+        tracked=int(connection.zcard(redis_keys.tracked_zset())),
+        tracked_overdue=int(connection.zcount(redis_keys.tracked_zset(), 0, now - tracked_overdue_s)),
         oldest_tracked=tracked_task(oldest[0][0], float(oldest[0][1]), now) if oldest else None,
         events_last_hour=recent_events(connection, now=now),
         problems=[],

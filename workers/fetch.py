@@ -24,7 +24,6 @@ transient, so the whole download restarts cleanly later.
 
 from __future__ import annotations
 
-import email.utils
 import hashlib
 import logging
 import re
@@ -36,6 +35,7 @@ from dataclasses import dataclass, field
 import httpcore
 import httpx
 
+from veo_archiver.clock import retry_after_seconds
 from veo_archiver.errors import BadContent, DownloadFailed, DownloadTransient
 from workers.egress import EgressPolicy, GuardedBackend, require_http_url
 from workers.mp4 import BoxWalker, looks_like_video
@@ -93,24 +93,6 @@ def build_client(policy: FetchPolicy, egress: EgressPolicy, ssl_context: ssl.SSL
         timeout=httpx.Timeout(policy.read_timeout_s, connect=policy.connect_timeout_s),
         headers={"Accept-Encoding": "identity", "User-Agent": "veo-archiver/0.1"},
     )
-
-
-def retry_after_seconds(value: str | None, *, cap: float, now: float | None = None) -> float | None:
-    """``Retry-After`` as seconds from now (delta-seconds or an HTTP date), clamped to ``[0, cap]``."""
-    if not value:
-        return None
-    value = value.strip()
-    if value.isdigit():
-        seconds = float(value)
-    else:
-        try:
-            when = email.utils.parsedate_to_datetime(value)
-        except (TypeError, ValueError, IndexError):
-            return None
-        if when.tzinfo is None:
-            return None
-        seconds = when.timestamp() - (time.time() if now is None else now)
-    return min(max(seconds, 0.0), cap)
 
 
 @dataclass

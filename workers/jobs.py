@@ -27,7 +27,8 @@ from urllib.parse import urlsplit
 
 from rq.job import Job, Retry, get_current_job
 
-from veo_archiver import keys
+from veo_archiver import archive_keys, redis_keys
+from veo_archiver.clock import iso
 from veo_archiver.errors import (
     BadContent,
     DownloadFailed,
@@ -38,7 +39,6 @@ from veo_archiver.errors import (
     TransientError,
 )
 from veo_archiver.event import TaskEvent, TaskStatus, Verification
-from veo_archiver.intake import iso
 from veo_archiver.records import outcome as outcomes
 from workers import manifest
 from workers.context import WorkerContext, current
@@ -135,7 +135,7 @@ def _deadline(ctx: WorkerContext, event: TaskEvent, envelope: dict[str, Any]) ->
 
 def _archive(ctx: WorkerContext, event: TaskEvent, envelope: dict[str, Any], job: Job | None) -> dict[str, Any]:
     archive = ctx.archive
-    manifest_key = keys.manifest_key(event.provider, event.task_id)
+    manifest_key = archive_keys.manifest_key(event.provider, event.task_id)
     existing = archive.get_json(manifest_key)
     if existing is not None and existing.get("status") in (TaskStatus.SUCCEEDED.value, event.status.value):
         return {"outcome": "already_archived", "manifest": manifest_key, "status": existing.get("status")}
@@ -149,7 +149,7 @@ def _archive(ctx: WorkerContext, event: TaskEvent, envelope: dict[str, Any], job
             if existing.get("status") == event.status.value:
                 return {"outcome": "already_archived", "manifest": manifest_key, "status": existing.get("status")}
 
-    callback_key = keys.callback_key(event.provider, event.task_id, claimed.status.value)
+    callback_key = archive_keys.callback_key(event.provider, event.task_id, claimed.status.value)
     archive.put_bytes(
         callback_key,
         json.dumps({**envelope["callback"], "delivery_id": envelope["delivery_id"]}, indent=2).encode(),
@@ -158,7 +158,7 @@ def _archive(ctx: WorkerContext, event: TaskEvent, envelope: dict[str, Any], job
         "key": callback_key,
         "location": archive.location(callback_key),
         "delivery_id": envelope["delivery_id"],
-        "redis": keys.deliveries_key(event.provider, event.task_id),
+        "redis": redis_keys.deliveries_key(event.provider, event.task_id),
     }
 
     files: list[FileRecord] = []
@@ -222,7 +222,7 @@ def _confirm(ctx: WorkerContext, event: TaskEvent) -> TaskEvent:
 
 def _reuse(ctx: WorkerContext, event: TaskEvent, index: int, url: str, record: FileRecord | None) -> FileRecord | None:
     """An object already at the video's key is never rewritten: it is re-used, after checking it."""
-    key = keys.video_key(event.provider, event.task_id, index)
+    key = archive_keys.video_key(event.provider, event.task_id, index)
     stored = ctx.archive.head(key)
     if stored is None:
         return None
@@ -266,7 +266,7 @@ def _stream(ctx: WorkerContext, event: TaskEvent, index: int, url: str) -> FileR
     provider = ctx.settings.providers.get(event.provider)
     if provider is not None and not provider.host_allowed(host):
         raise DownloadRefused(f"{host} is not in DOWNLOAD_HOSTS_{event.provider.upper()}", reason="host_not_allowed")
-    key = keys.video_key(event.provider, event.task_id, index)
+    key = archive_keys.video_key(event.provider, event.task_id, index)
     stream = VideoStream(ctx.client, url, ctx.fetch_policy)
     started = time.monotonic()
     try:

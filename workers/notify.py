@@ -39,17 +39,17 @@ from urllib.parse import urlsplit
 import httpx
 import redis
 
-from veo_archiver import keys
+from veo_archiver import redis_keys
+from veo_archiver.clock import iso, retry_after_seconds
 from veo_archiver.errors import ConfigError
-from veo_archiver.intake import iso
 from veo_archiver.settings import Settings
 from veo_archiver.standard_webhooks import SECRET_PREFIX, parse_secrets, sign
 
 log = logging.getLogger(__name__)
 
 GROUP = "notifier"
-RETRY_ZSET = keys.NOTIFY_RETRY_ZSET
-DEAD_LIST = keys.NOTIFY_DEAD_LIST
+RETRY_ZSET = redis_keys.NOTIFY_RETRY_ZSET
+DEAD_LIST = redis_keys.NOTIFY_DEAD_LIST
 DEAD_MAXLEN = 10_000
 ENTRY_TTL_S = 30 * 24 * 3600
 READ_COUNT = 50
@@ -59,7 +59,7 @@ CONSUMER_IDLE_MS = 24 * 3600 * 1000
 
 
 def entry_key(entry_id: str) -> str:
-    return keys.notify_entry_key(entry_id)
+    return redis_keys.notify_entry_key(entry_id)
 
 
 @dataclass(frozen=True)
@@ -146,7 +146,7 @@ class Notifier:
         )
         self.consumer = consumer or f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
         self._clock = clock
-        self._stream = keys.outcomes_stream()
+        self._stream = redis_keys.outcomes_stream()
         self._next_claim = 0.0
 
     # -- group -------------------------------------------------------------------------------------------
@@ -373,7 +373,7 @@ class Notifier:
         if 200 <= response.status_code < 300:
             return True, "", None
         retry_after = response.headers.get("retry-after", "")
-        wait = float(retry_after) if retry_after.strip().isdigit() else None
+        wait = retry_after_seconds(retry_after, cap=self.policy.retry_cap_s)
         if response.is_redirect:
             location = response.headers.get("location", "?")
             return False, f"HTTP {response.status_code} redirect to {location[:200]} (not followed)", wait

@@ -35,19 +35,20 @@ from typing import Any
 import redis
 import redis.asyncio as aioredis
 
-from veo_archiver import keys
+from veo_archiver import redis_keys
+from veo_archiver.clock import iso
 from veo_archiver.errors import ArchiverError, PermanentError
 from veo_archiver.event import TaskEvent
-from veo_archiver.intake import Delivery, Intake, IntakeResult, iso
+from veo_archiver.intake import Delivery, Intake, IntakeResult
 from veo_archiver.settings import Settings
 from workers.status_client import StatusClient
 
 log = logging.getLogger(__name__)
 
-LOCK_KEY = keys.RECONCILE_LOCK
-LAST_REPORT_KEY = keys.RECONCILE_LAST_REPORT
-POLLED_ZSET = keys.TRACKED_POLLED_ZSET
-DROPPED_LIST = keys.TRACKED_DROPPED_LIST
+LOCK_KEY = redis_keys.RECONCILE_LOCK
+LAST_REPORT_KEY = redis_keys.RECONCILE_LAST_REPORT
+POLLED_ZSET = redis_keys.TRACKED_POLLED_ZSET
+DROPPED_LIST = redis_keys.TRACKED_DROPPED_LIST
 DROPPED_MAXLEN = 10_000
 #: a sweep from worker maintenance blocks that worker's loop: keep it well under the worker TTL (60 s)
 SCHEDULED_BUDGET_S = 20.0
@@ -136,8 +137,8 @@ def callback_state(connection: redis.Redis, provider: str, task_id: str) -> str:
     """``none``: no terminal delivery accepted; ``pending``: a job exists; ``finished``: its job is done."""
     pipe = connection.pipeline(transaction=False)
     for status in ("succeeded", "failed"):
-        pipe.exists(keys.dedupe_key(provider, task_id, status))
-        pipe.hget(keys.rq_job_key(keys.job_id(provider, task_id, status)), "status")
+        pipe.exists(redis_keys.dedupe_key(provider, task_id, status))
+        pipe.hget(redis_keys.rq_job_key(redis_keys.job_id(provider, task_id, status)), "status")
     dedupe_ok, job_ok, dedupe_failed, job_failed = pipe.execute()
     statuses = [_text(s) for s in (job_ok, job_failed) if s is not None]
     if "finished" in statuses:
@@ -198,7 +199,7 @@ def sweep(
     after = settings.reconcile_after_s if after_s is None else after_s
     report = SweepReport(started_at=now, after_s=after)
     started = clock()
-    tracked: list[Any] = connection.zrangebyscore(keys.tracked_zset(), "-inf", now - after, withscores=True)
+    tracked: list[Any] = connection.zrangebyscore(redis_keys.tracked_zset(), "-inf", now - after, withscores=True)
     members = [(_text(m), float(score)) for m, score in tracked]
     polled = connection.zmscore(POLLED_ZSET, [m for m, _ in members]) if members else []
     # least recently polled first, then oldest: a backlog of in-progress tasks cannot starve the rest
@@ -217,7 +218,7 @@ def sweep(
         state = callback_state(connection, provider, task_id)
         if state == "finished":
             pipe = connection.pipeline(transaction=False)
-            pipe.zrem(keys.tracked_zset(), member)
+            pipe.zrem(redis_keys.tracked_zset(), member)
             pipe.zrem(POLLED_ZSET, member)
             pipe.execute()
             report.finished += 1
@@ -281,7 +282,7 @@ def _drop(
         "dropped_at": iso(now),
     }
     pipe = connection.pipeline(transaction=True)
-    pipe.zrem(keys.tracked_zset(), member)
+    pipe.zrem(redis_keys.tracked_zset(), member)
     pipe.zrem(POLLED_ZSET, member)
     pipe.lpush(DROPPED_LIST, json.dumps(record))
     pipe.ltrim(DROPPED_LIST, 0, DROPPED_MAXLEN - 1)
@@ -296,7 +297,7 @@ def _forget_untracked(connection: redis.Redis) -> None:
     polled = [_text(m) for m in polled_raw]
     if not polled:
         return
-    scores = connection.zmscore(keys.tracked_zset(), polled)
+    scores = connection.zmscore(redis_keys.tracked_zset(), polled)
     gone = [m for m, score in zip(polled, scores, strict=True) if score is None]
     if gone:
         connection.zrem(POLLED_ZSET, *gone)
@@ -342,7 +343,7 @@ def run_sweep(
 
 def run_scheduled(connection: redis.Redis, settings: Settings, *, owner: str) -> SweepReport | None:
     """From worker maintenance: sweep if no one else did this interval (and there is anything tracked)."""
-    if not connection.exists(keys.tracked_zset()):
+    if not connection.exists(redis_keys.tracked_zset()):
         connection.delete(POLLED_ZSET)  # poll times of tasks archived since the last sweep
         return None
     if not acquire(connection, settings, owner):

@@ -23,6 +23,7 @@ from rq.worker import HerokuWorker
 
 from veo_archiver.errors import ArchiverError, ConfigError
 from veo_archiver.logs import log_context
+from veo_archiver.redis_client import connect
 from veo_archiver.settings import Settings
 from workers import context, reconcile
 
@@ -143,11 +144,7 @@ def make_worker(settings: Settings, connection: redis.Redis, name: str | None = 
 
 def run_one(settings: Settings, *, burst: bool = False) -> int:
     context.install(settings)
-    connection = redis.Redis.from_url(settings.redis_url)
-    try:
-        connection.ping()
-    except redis.RedisError as exc:
-        raise ConfigError(f"cannot reach Redis at REDIS_URL ({exc}); is it running?") from exc
+    connection = connect(settings.redis_url, socket_timeout=None)
     worker = make_worker(settings, connection)
     log.info("worker starting", extra={"queue": settings.queue_name, "worker": worker.name})
     worker.work(burst=burst, with_scheduler=True, logging_level=logging.getLevelName(logging.getLogger().level))
@@ -160,9 +157,7 @@ def run_many(count: int, argv: list[str]) -> int:
     stopping = False
 
     def spawn(slot: int) -> None:
-        children[slot] = subprocess.Popen(
-            [sys.executable, "-m", "veo_archiver", "worker", "--count", "1", *argv]
-        )
+        children[slot] = subprocess.Popen([sys.executable, "-m", "veo_archiver", "worker", "--count", "1", *argv])
 
     def forward(signum: int, frame: FrameType | None) -> None:
         nonlocal stopping

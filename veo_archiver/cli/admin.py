@@ -24,7 +24,7 @@ from rq.job import Job
 from rq.registry import FailedJobRegistry
 from rq.serializers import JSONSerializer
 
-from veo_archiver import errors, keys, queue_view
+from veo_archiver import clock, errors, queue_view, redis_keys
 from veo_archiver.cli import story
 from veo_archiver.event import TaskEvent, Verification
 from veo_archiver.intake import Delivery, Intake, IntakeResult
@@ -138,7 +138,7 @@ class ReplayPlan:
         if not self.event.status.terminal:
             return None
         event = self.event
-        return keys.job_id(event.provider, event.task_id, event.status.value) + "-replay-<random>"
+        return redis_keys.job_id(event.provider, event.task_id, event.status.value) + "-replay-<random>"
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -179,7 +179,7 @@ def plan_replay(connection: redis.Redis, provider: str, task_id: str, number: in
     if not records:
         raise NothingToDo(
             f"no stored delivery for {provider}/{task_id}: wrong id, or its record "
-            f"({keys.deliveries_key(provider, task_id)}) expired"
+            f"({redis_keys.deliveries_key(provider, task_id)}) expired"
         )
     if number is None:
         terminal = [
@@ -197,7 +197,7 @@ def plan_replay(connection: redis.Redis, provider: str, task_id: str, number: in
     if not event.status.terminal:
         raise NothingToDo(f"delivery {number} reports status {event.status.value}: nothing to archive")
     callback = record.get("callback") or {}
-    received = queue_view.epoch(callback.get("received_at"))
+    received = clock.epoch(callback.get("received_at"))
     delivery = Delivery(
         body=str(callback.get("body") or "").encode(),
         headers={str(k): str(v) for k, v in (callback.get("headers") or {}).items()},

@@ -18,7 +18,7 @@ import uuid
 from pathlib import Path
 from types import FrameType
 
-from veo_archiver import keys
+from veo_archiver import archive_keys
 from veo_archiver.errors import ArchiverError, ConfigError
 from veo_archiver.logs import configure as configure_logging
 from veo_archiver.settings import Settings
@@ -242,7 +242,7 @@ def _await_manifest(provider: str, task_id: str, wait_s: float) -> int:
 
     settings = _settings()
     archive = open_archive(settings.storage)
-    key = keys.manifest_key(provider, task_id)
+    key = archive_keys.manifest_key(provider, task_id)
     deadline = time.monotonic() + wait_s
     while time.monotonic() < deadline:
         manifest = archive.get_json(key)

@@ -17,9 +17,10 @@ from typing import Any
 
 import redis
 
-from veo_archiver import queue_view
+from veo_archiver import clock, queue_view
 from veo_archiver.cli import admin, story
 from veo_archiver.errors import ConfigError, RequestError
+from veo_archiver.redis_client import connect
 from veo_archiver.settings import Settings
 
 #: ``retry`` shows a progress counter on stderr from this many jobs on
@@ -78,12 +79,7 @@ def _settings() -> Settings:
 
 
 def _connect(settings: Settings) -> redis.Redis:
-    connection = redis.Redis.from_url(settings.redis_url, socket_timeout=10.0, socket_connect_timeout=2.0)
-    try:
-        connection.ping()
-    except redis.RedisError as exc:
-        raise ConfigError(f"cannot reach Redis at REDIS_URL ({exc}); is it running?") from exc
-    return connection
+    return connect(settings.redis_url)
 
 
 def _json(value: Any) -> None:
@@ -95,7 +91,7 @@ age = queue_view.duration
 
 def when(stamp: str | None, now: float) -> str:
     """``2026-11-21T10:00:00Z (3m05s ago)`` or ``(in 14s)``."""
-    ts = queue_view.epoch(stamp)
+    ts = clock.epoch(stamp)
     if stamp is None or ts is None:
         return "-"
     delta = now - ts
@@ -123,7 +119,7 @@ def cmd_status(args: argparse.Namespace) -> int:
         _connect(settings), settings.queue_name, tracked_overdue_s=settings.reconcile_after_s, now=now
     )
     if args.json:
-        _json({**report.to_json(), "stuck": report.stuck, "generated_at": queue_view.iso(now)})
+        _json({**report.to_json(), "stuck": report.stuck, "generated_at": clock.iso(now)})
         return 0
     for line in render_status(report, now):
         print(line)

@@ -20,10 +20,10 @@ from typing import Any
 
 import redis
 
-from veo_archiver import keys
-from veo_archiver.errors import ConfigError
-from veo_archiver.intake import iso
+from veo_archiver import redis_keys
+from veo_archiver.clock import iso
 from veo_archiver.providers import NAMES as PROVIDERS
+from veo_archiver.redis_client import connect
 from veo_archiver.settings import Settings
 
 log = logging.getLogger("veo_archiver")
@@ -34,12 +34,7 @@ def _settings() -> Settings:
 
 
 def _connect(settings: Settings) -> redis.Redis:
-    connection = redis.Redis.from_url(settings.redis_url)
-    try:
-        connection.ping()
-    except redis.RedisError as exc:
-        raise ConfigError(f"cannot reach Redis at REDIS_URL ({exc}); is it running?") from exc
-    return connection
+    return connect(settings.redis_url)
 
 
 class _StopFlag:
@@ -85,14 +80,14 @@ def cmd_tracked(args: argparse.Namespace) -> int:
 
     connection = _connect(_settings())
     now = time.time()
-    entries: list[Any] = connection.zrange(keys.tracked_zset(), 0, args.limit - 1, withscores=True)
+    entries: list[Any] = connection.zrange(redis_keys.tracked_zset(), 0, args.limit - 1, withscores=True)
     members = [m.decode() if isinstance(m, bytes) else str(m) for m, _ in entries]
     polled: list[Any] = connection.zmscore(reconcile.POLLED_ZSET, members) if members else []
     rows = [
         {"task": json.loads(member), "registered": float(score), "polled": last}
         for (_, score), member, last in zip(entries, members, polled, strict=True)
     ]
-    total = connection.zcard(keys.tracked_zset())
+    total = connection.zcard(redis_keys.tracked_zset())
     if args.json:
         print(
             json.dumps(

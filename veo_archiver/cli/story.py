@@ -11,18 +11,17 @@ from typing import Any
 import redis
 from rq.job import Job
 
-from veo_archiver import keys
-from veo_archiver.errors import StorageUnavailable
-from veo_archiver.event import TaskStatus
+from veo_archiver import archive_keys, redis_keys
 
 #: jobs fetched per Redis round trip when walking a registry
+from veo_archiver.clock import epoch, iso
+from veo_archiver.errors import StorageUnavailable
+from veo_archiver.event import TaskStatus
 from veo_archiver.queue_view import (
     _Json,
     _last_line,
     dead_letter_of,
-    epoch,
     fetch_jobs,
-    iso,
     scheduled_key,
     state_of,
     task_status_of,
@@ -90,7 +89,7 @@ class TaskStory(_Json):
 def stored_deliveries(connection: redis.Redis, provider: str, task_id: str) -> list[dict[str, Any]]:
     """The raw delivery records of one task (oldest first), as the intake wrote them."""
     out = []
-    for raw in connection.lrange(keys.deliveries_key(provider, task_id), 0, -1):
+    for raw in connection.lrange(redis_keys.deliveries_key(provider, task_id), 0, -1):
         try:
             record = json.loads(raw)
         except ValueError:
@@ -164,8 +163,8 @@ def task_jobs(
         if record.get("job_id"):
             wanted.setdefault(str(record["job_id"]), (record.get("event") or {}).get("status"))
     for terminal in (TaskStatus.SUCCEEDED.value, TaskStatus.FAILED.value):
-        job_id = keys.job_id(provider, task_id, terminal)
-        if job_id not in wanted and connection.exists(keys.rq_job_key(job_id)):
+        job_id = redis_keys.job_id(provider, task_id, terminal)
+        if job_id not in wanted and connection.exists(redis_keys.rq_job_key(job_id)):
             wanted[job_id] = terminal
     return [
         job_info(connection, queue_name, job_id, job, wanted[job_id])
@@ -175,7 +174,7 @@ def task_jobs(
 
 def archived(archive: ObjectArchive, provider: str, task_id: str) -> tuple[dict[str, Any] | None, list[ArchivedFile]]:
     """The task's manifest and, for each file it lists, whether the object is really there."""
-    manifest = archive.get_json(keys.manifest_key(provider, task_id))
+    manifest = archive.get_json(archive_keys.manifest_key(provider, task_id))
     files = []
     for entry in (manifest or {}).get("files") or []:
         stored = archive.head(str(entry.get("key")))
@@ -194,8 +193,8 @@ def task_story(
     connection: redis.Redis, queue_name: str, provider: str, task_id: str, archive: ObjectArchive | None
 ) -> TaskStory:
     records = stored_deliveries(connection, provider, task_id)
-    score = connection.zscore(keys.tracked_zset(), keys.tracked_member(provider, task_id))
-    manifest_key = keys.manifest_key(provider, task_id)
+    score = connection.zscore(redis_keys.tracked_zset(), redis_keys.tracked_member(provider, task_id))
+    manifest_key = archive_keys.manifest_key(provider, task_id)
     manifest: dict[str, Any] | None = None
     files: list[ArchivedFile] = []
     archive_error = None

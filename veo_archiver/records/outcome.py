@@ -15,7 +15,7 @@ from typing import Any
 
 import redis
 
-from veo_archiver import keys
+from veo_archiver import redis_keys
 
 log = logging.getLogger(__name__)
 
@@ -62,10 +62,10 @@ def publish(
     }
     try:
         pipe = connection.pipeline(transaction=False)
-        pipe.xadd(keys.outcomes_stream(), entry, maxlen=OUTCOMES_MAXLEN, approximate=True)  # type: ignore[arg-type]
+        pipe.xadd(redis_keys.outcomes_stream(), entry, maxlen=OUTCOMES_MAXLEN, approximate=True)  # type: ignore[arg-type]
         if outcome == "archived":
-            pipe.zrem(keys.tracked_zset(), keys.tracked_member(provider, task_id))
-        stats = keys.stats_hash()
+            pipe.zrem(redis_keys.tracked_zset(), redis_keys.tracked_member(provider, task_id))
+        stats = redis_keys.stats_hash()
         pipe.hincrby(stats, f"outcome|{provider}|{outcome}|{reason or ''}", 1)
         if total:
             pipe.hincrby(stats, f"bytes|{provider}", total)

@@ -44,7 +44,7 @@ def jobid_from_path(path: str) -> str | None:
     return unquote(path[len(prefix) :]) if path.startswith(prefix) and len(path) > len(prefix) else None
 
 
-def iso(ms: int) -> str:
+def _useapi_time(ms: int) -> str:
     return datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%dT%H:%M:%S.") + f"{ms % 1000:03d}Z"
 
 
@@ -160,9 +160,9 @@ def job_record(
     }
     if reply_url is not None:
         request["replyUrl"] = reply_url
-    record: dict[str, Any] = {"jobid": jobid, "type": "video", "status": status, "created": iso(created)}
+    record: dict[str, Any] = {"jobid": jobid, "type": "video", "status": status, "created": _useapi_time(created)}
     if status != "created":
-        record["updated"] = iso(created + 1_000 if updated_ms is None else updated_ms)
+        record["updated"] = _useapi_time(created + 1_000 if updated_ms is None else updated_ms)
     if reply_ref is not None and reply_ref_at in ("request", "both"):
         request["replyRef"] = reply_ref
     if reply_ref is not None and reply_ref_at in ("top", "both"):

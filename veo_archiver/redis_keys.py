@@ -1,4 +1,5 @@
-"""Every Redis key, queue name and archive key veo-archiver uses, on one screen.
+"""Every Redis key veo-archiver uses (RQ's included), on one screen. Object keys in the archive are in
+:mod:`veo_archiver.archive_keys`.
 
 RQ's own keys (``rq:job:<id>``, ``rq:queue:<name>``, ``rq:queues``) are written in RQ's format by
 :mod:`veo_archiver.intake`; ours all start with ``veo:``.
@@ -7,7 +8,7 @@ RQ's own keys (``rq:job:<id>``, ``rq:queue:<name>``, ``rq:queues``) are written 
 from __future__ import annotations
 
 import hashlib
-from urllib.parse import quote, unquote
+import json
 
 #: the dotted path of the job function: the only code-level contract between receiver and workers
 ARCHIVE_JOB = "workers.jobs.archive_task"
@@ -64,9 +65,18 @@ def tracked_zset() -> str:
 
 
 def tracked_member(provider: str, task_id: str) -> str:
-    import json
-
     return json.dumps([provider, task_id], separators=(",", ":"))
+
+
+def tracked_task(member: bytes | str) -> tuple[str, str] | None:
+    """The (provider, task id) of a :func:`tracked_member`; None for a member this version did not write."""
+    try:
+        value = json.loads(member)
+    except (ValueError, UnicodeDecodeError):
+        return None
+    if isinstance(value, list) and len(value) == 2 and all(isinstance(v, str) for v in value):
+        return value[0], value[1]
+    return None
 
 
 #: the reconciliation sweep: its lock (one sweeper per interval across machines), its last report, when each
@@ -83,45 +93,3 @@ NOTIFY_DEAD_LIST = f"{_PREFIX}notify:dead"
 
 def notify_entry_key(entry_id: str) -> str:
     return f"{_PREFIX}notify:entry:{entry_id}"
-
-
-# ---------------------------------------------------------------------------------------------------------
-# archive keys
-
-_SAFE = "-_."
-
-
-def encode_task_id(task_id: str) -> str:
-    """Encode a provider task id as one safe, reversible path segment.
-
-    Letters, digits, ``-``, ``_`` and ``.`` stay as they are; every other byte is percent-encoded (useapi ids
-    carry ``:``, ``@`` and ``*``). The segments ``.`` and ``..`` are encoded in full so no id can climb
-    out of its directory on a local archive.
-    """
-    if not task_id:
-        raise ValueError("empty task id")
-    encoded = quote(task_id, safe=_SAFE)
-    encoded = encoded.replace("~", "%7E")
-    if encoded in (".", ".."):
-        encoded = encoded.replace(".", "%2E")
-    return encoded
-
-
-def decode_task_id(segment: str) -> str:
-    return unquote(segment)
-
-
-def task_prefix(provider: str, task_id: str) -> str:
-    return f"{provider}/{encode_task_id(task_id)}"
-
-
-def video_key(provider: str, task_id: str, index: int) -> str:
-    return f"{task_prefix(provider, task_id)}/{index}.mp4"
-
-
-def manifest_key(provider: str, task_id: str) -> str:
-    return f"{task_prefix(provider, task_id)}/manifest.json"
-
-
-def callback_key(provider: str, task_id: str, status: str) -> str:
-    return f"{task_prefix(provider, task_id)}/callback-{status}.json"

@@ -1,0 +1,51 @@
+"""Times as veo-archiver writes and reads them: ISO-8601 UTC with a ``Z``, and HTTP ``Retry-After``."""
+
+from __future__ import annotations
+
+import email.utils
+import time
+from datetime import UTC, datetime
+from typing import overload
+
+
+@overload
+def iso(ts: float) -> str: ...
+@overload
+def iso(ts: None) -> None: ...
+def iso(ts: float | None) -> str | None:
+    """``2026-11-27T16:10:59.123Z``: every record, manifest, outcome and JSON answer uses this form."""
+    if ts is None:
+        return None
+    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def epoch(value: datetime | str | None) -> float | None:
+    """RQ keeps naive UTC datetimes; our own records keep ISO strings ending in Z. None when unreadable."""
+    if value is None or value == "":
+        return None
+    if isinstance(value, str):
+        try:
+            value = datetime.fromisoformat(value.replace("Z", "+00:00"))
+        except ValueError:
+            return None
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=UTC)
+    return value.timestamp()
+
+
+def retry_after_seconds(value: str | None, *, cap: float, now: float | None = None) -> float | None:
+    """``Retry-After`` as seconds from now (delta-seconds or an HTTP date), clamped to ``[0, cap]``."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        seconds = float(value)
+    else:
+        try:
+            when = email.utils.parsedate_to_datetime(value)
+        except (TypeError, ValueError, IndexError):
+            return None
+        if when.tzinfo is None:
+            return None
+        seconds = when.timestamp() - (time.time() if now is None else now)
+    return min(max(seconds, 0.0), cap)
