@@ -1,7 +1,8 @@
-"""The Starlette app factory: routes, bounded body reading, and the one place errors become HTTP answers.
+"""The Starlette app factory: lifespan, routes, and the callback path that counts what it answered.
 
-The handler reads a bounded body, verifies, parses, and hands the event to :class:`veo_archiver.intake.Intake`;
-it never downloads anything and never answers 200 before Redis has the job.
+The handler reads a bounded body (:mod:`receiver.body`), verifies, parses, and hands the event to
+:class:`veo_archiver.intake.Intake`; it never downloads anything and never answers 200 before Redis has the
+job. Errors become HTTP in :mod:`receiver.responses`, registered here for every route.
 """
 
 from __future__ import annotations
@@ -14,50 +15,31 @@ from typing import Any
 
 import redis.asyncio as aioredis
 from starlette.applications import Starlette
-from starlette.requests import ClientDisconnect, Request
+from starlette.middleware import Middleware
+from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from receiver import metrics, ops_page
+from receiver.body import read_bounded
+from receiver.limits import BodyBudget, ConcurrencyLimit
+from receiver.responses import ACK, EXCEPTION_HANDLERS, NotFound, ack, error_response
 from receiver.tracking import tasks_route
 from receiver.verify import standard_keyrings, verify_provider, verify_standard
-from veo_archiver.errors import ArchiverError, PayloadTooLarge, RequestError, TransientError
+from veo_archiver.errors import ArchiverError, Overloaded, RequestError, RequestTimeout, TransientError
 from veo_archiver.event import TaskEvent
 from veo_archiver.intake import Delivery, Intake
 from veo_archiver.logs import log_context
 from veo_archiver.providers import REGISTRY
 from veo_archiver.settings import Settings
 
+# ACK, error_response and read_bounded are imported from here by bench/ack_apps.py; their home is
+# receiver.responses and receiver.body
+__all__ = ["ACK", "create_app", "error_response", "read_bounded", "startup_warnings"]
+
 log = logging.getLogger(__name__)
 
-ACK = {"code": 200, "msg": "success"}
 Clock = Callable[[], float]
-
-
-async def read_bounded(request: Request, limit: int) -> bytes:
-    """Read the body, refusing with 413 as soon as it passes ``limit`` bytes (never unbounded)."""
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.strip().isdigit() and int(declared) > limit:
-        raise PayloadTooLarge(f"body of {int(declared)} bytes is over the {limit}-byte limit")
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise PayloadTooLarge(f"body is over the {limit}-byte limit")
-        chunks.append(chunk)
-    return b"".join(chunks)
-
-
-def error_response(exc: ArchiverError) -> Response:
-    if isinstance(exc, RequestError):
-        status = exc.status_code
-    elif isinstance(exc, TransientError):
-        status = 503
-    else:
-        status = 500
-    headers = {"Retry-After": "5"} if status == 503 else None
-    return JSONResponse({"code": status, "msg": exc.message, "reason": exc.reason}, status_code=status, headers=headers)
 
 
 def startup_warnings(settings: Settings) -> list[str]:
@@ -72,6 +54,11 @@ def startup_warnings(settings: Settings) -> list[str]:
             out.append(f"OPEN_PROVIDERS includes {name}: its callbacks are accepted without any proof")
         elif not settings.callback_signing_keys:
             out.append(f"no CALLBACK_SIGNING_KEYS: every {name} callback will be refused (401)")
+    if settings.kie_hmac_keys and settings.providers["kie"].api_key is None:
+        out.append(
+            "KIE_WEBHOOK_HMAC_KEYS without KIE_API_KEY: kie.ai signs the task id and time, not the body, so the "
+            "result URLs of a signed callback are not verified (manifest: urls_verified false); set KIE_API_KEY"
+        )
     return out
 
 
@@ -81,6 +68,7 @@ def create_app(
     """Build the receiver. ``redis_client`` and ``clock`` are injectable for tests; defaults come from settings."""
     keyrings = standard_keyrings(settings)
     counters = metrics.ReceiverMetrics()
+    budget = BodyBudget(settings.max_body_bytes_in_flight)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Any]]:
@@ -119,7 +107,7 @@ def create_app(
         started = time.perf_counter()
         result = await intake.submit(event, delivery)
         counters.outcome(provider, result.outcome, time.perf_counter() - started)
-        return JSONResponse(ACK, headers={"X-Archiver-Outcome": result.outcome})
+        return ack(result.outcome)
 
     async def handle(request: Request, provider: str, verify: Callable[[bytes, float], TaskEvent]) -> Response:
         """Every callback goes through here: the one place that counts what was answered."""
@@ -127,7 +115,9 @@ def create_app(
         counters.received.labels(provider).inc()
         event: TaskEvent | None = None
         try:
-            body = await read_bounded(request, settings.max_body_bytes)
+            body = await read_bounded(
+                request, settings.max_body_bytes, timeout=settings.request_read_timeout_s, budget=budget
+            )
             event = verify(body, received_at)
             with log_context(provider=provider, task_id=event.task_id):
                 return await accept(request, event, body, received_at, provider)
@@ -135,6 +125,8 @@ def create_app(
             fields = {"provider": provider, "reason": exc.reason, "detail": exc.message}
             if event is not None:
                 fields["task_id"] = event.task_id
+            if isinstance(exc, Overloaded | RequestTimeout):
+                counters.shed.labels(exc.reason).inc()
             if isinstance(exc, RequestError):
                 counters.rejected.labels(provider, exc.reason).inc()
                 log.info("callback refused", extra=fields)
@@ -144,16 +136,11 @@ def create_app(
                 ).inc()
                 log.warning("callback not taken", extra=fields)
             return error_response(exc)
-        except ClientDisconnect:
-            counters.rejected.labels(provider, "client_disconnect").inc()
-            return Response(status_code=400)
 
     async def provider_callback(request: Request) -> Response:
         provider = request.path_params["provider"]
         if provider not in REGISTRY:
-            return JSONResponse(
-                {"code": 404, "msg": f"unknown provider {provider!r}", "reason": "unknown_provider"}, status_code=404
-            )
+            raise NotFound(f"unknown provider {provider!r}", reason="unknown_provider")
         query = dict(request.query_params)
         return await handle(
             request,
@@ -164,10 +151,7 @@ def create_app(
     async def standard_callback(request: Request) -> Response:
         source = request.path_params["source"].lower()
         if source not in keyrings:
-            return JSONResponse(
-                {"code": 404, "msg": f"unknown Standard Webhooks source {source!r}", "reason": "unknown_source"},
-                status_code=404,
-            )
+            raise NotFound(f"unknown Standard Webhooks source {source!r}", reason="unknown_source")
         return await handle(
             request,
             f"standard-{source}",
@@ -194,4 +178,12 @@ def create_app(
             tasks_route(settings),
         ],
         lifespan=lifespan,
+        exception_handlers=EXCEPTION_HANDLERS,
+        middleware=[
+            Middleware(
+                ConcurrencyLimit,
+                limit=settings.max_concurrent_requests,
+                on_shed=lambda reason: counters.shed.labels(reason).inc(),
+            )
+        ],
     )

@@ -1,9 +1,11 @@
 """``GET /ops``: a read-only, server-rendered operations page (no JavaScript, inline CSS).
 
 Shows the queue and RQ registries, live workers, the latest outcomes (``veo:outcomes``), the latest dead
-letters (RQ's failed registry with ``meta.dead_letter``), the latest deliveries (``veo:events``) and the
-tracked tasks still pending. Task ids, error messages and every other value come from callers we do not
-trust: each one goes through :func:`html.escape`, and the Content-Security-Policy forbids scripts anyway.
+letters (RQ's failed registry, classified by :mod:`veo_archiver.records.dead_letter` as the CLI and /metrics
+do), the latest deliveries (``veo:events``) and the tracked tasks still pending, all read by
+:func:`veo_archiver.queue_snapshot.read_ops`; this module only renders and answers. Task ids, error messages
+and every other value come from callers we do not trust: each one goes through :func:`html.escape`, and the
+Content-Security-Policy forbids scripts anyway.
 
 Access needs ``ADMIN_TOKEN``; without it the page answers 404 and says so. With it: ``Authorization:
 Bearer <token>``, or the ops cookie. A browser opens ``/ops?token=<token>`` once: the token is exchanged
@@ -21,23 +23,21 @@ import html
 import json
 import time
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-import redis
-import redis.asyncio as aioredis
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import Route
 
-from receiver.metrics import Snapshot, as_text, bearer_matches, job_meta, read_snapshot, registry_key
-from veo_archiver import redis_keys
+from receiver.auth import admin_token, require_bearer, token_matches
+from receiver.responses import error_headers, error_response, error_status
+from veo_archiver.errors import Rejected, RequestError
+from veo_archiver.queue_snapshot import OpsData, read_ops
 from veo_archiver.settings import Settings
 
 COOKIE = "veo_ops"
 COOKIE_TTL_S = 12 * 3600
-RECENT = 50
 ERROR_CHARS = 600
 HEADERS = {
     "Cache-Control": "no-store",
@@ -70,20 +70,25 @@ def cookie_valid(value: str | None, token: str, now: float) -> bool:
     return hmac.compare_digest(_cookie_mac(token, expiry).encode(), mac.encode()) and now <= expiry
 
 
-def _refused(status: int, message: str, headers: dict[str, str] | None = None) -> Response:
-    body = f"<!doctype html><title>veo-archiver ops</title><p>{html.escape(message)}</p>\n"
-    return HTMLResponse(body, status_code=status, headers={**HEADERS, **(headers or {})})
+def _refused(request: Request, exc: RequestError) -> Response:
+    """An API client gets the one JSON refusal of :mod:`receiver.responses`; a browser (``Accept: text/html``)
+    a small page built from the same error: same status, headers, message and reason."""
+    if "text/html" not in request.headers.get("accept", ""):
+        return error_response(exc)
+    body = (
+        "<!doctype html><title>veo-archiver ops</title>"
+        f"<p>{html.escape(exc.message)}</p><p><small>{html.escape(exc.reason)}</small></p>\n"
+    )
+    return HTMLResponse(body, status_code=error_status(exc), headers={**HEADERS, **error_headers(exc)})
 
 
-async def endpoint(settings: Settings, request: Request, *, now: float | None = None) -> Response:
-    now = time.time() if now is None else now
-    token = settings.admin_token
-    if not token:
-        return _refused(404, "The ops page is disabled: set ADMIN_TOKEN to enable it.")
+def _admit(settings: Settings, request: Request, now: float) -> Response | None:
+    """``None`` when the request may see the page, the cookie exchange's redirect, or a raised refusal."""
+    token = admin_token(settings, "The ops page")
     given = request.query_params.get("token")
     if given is not None:
-        if not hmac.compare_digest(given.encode("utf-8", "replace"), token.encode("utf-8", "replace")):
-            return _refused(401, "Wrong token.")
+        if not token_matches(given, token):
+            raise Rejected("Wrong token.")
         response = RedirectResponse(request.url.path, status_code=303, headers=HEADERS)
         response.set_cookie(
             COOKIE,
@@ -95,15 +100,20 @@ async def endpoint(settings: Settings, request: Request, *, now: float | None = 
             secure=request.url.scheme == "https",
         )
         return response
-    if not (
-        bearer_matches(request.headers.get("authorization"), token)
-        or cookie_valid(request.cookies.get(COOKIE), token, now)
-    ):
-        return _refused(
-            401,
-            "The ops page needs Authorization: Bearer <ADMIN_TOKEN>, or open /ops?token=<ADMIN_TOKEN> once.",
-            {"WWW-Authenticate": 'Bearer realm="veo-archiver"'},
-        )
+    if not cookie_valid(request.cookies.get(COOKIE), token, now):
+        hint = "The ops page needs Authorization: Bearer <ADMIN_TOKEN>, or open /ops?token=<ADMIN_TOKEN> once."
+        require_bearer(request, token, hint)
+    return None
+
+
+async def endpoint(settings: Settings, request: Request, *, now: float | None = None) -> Response:
+    now = time.time() if now is None else now
+    try:
+        admitted = _admit(settings, request, now)
+    except RequestError as exc:
+        return _refused(request, exc)
+    if admitted is not None:
+        return admitted
     data = await read_ops(request.state.redis, settings.queue_name, now=now)
     return HTMLResponse(render(data, now=now), status_code=200 if data.snapshot.redis_up else 503, headers=HEADERS)
 
@@ -113,75 +123,6 @@ def route(settings: Settings) -> Route:
         return await endpoint(settings, request)
 
     return Route("/ops", ops, methods=["GET"])
-
-
-# ------------------------------------------------------------------------------------------- data
-
-
-@dataclass
-class OpsData:
-    snapshot: Snapshot
-    outcomes: list[dict[str, str]] = field(default_factory=list)
-    events: list[dict[str, str]] = field(default_factory=list)
-    failures: list[dict[str, Any]] = field(default_factory=list)
-    tracked: list[tuple[str, str, float]] = field(default_factory=list)
-    error: str | None = None
-
-
-def _entries(raw: Any) -> list[dict[str, str]]:
-    out = []
-    for entry_id, values in raw or []:
-        row = {as_text(k) or "": as_text(v) or "" for k, v in values.items()}
-        row["_id"] = as_text(entry_id) or ""
-        out.append(row)
-    return out
-
-
-async def read_ops(client: aioredis.Redis, queue: str, *, now: float, recent: int = RECENT) -> OpsData:
-    data = OpsData(snapshot=await read_snapshot(client, queue, now=now))
-    if not data.snapshot.redis_up:
-        return data
-    try:
-        async with client.pipeline(transaction=False) as pipe:
-            pipe.xrevrange(redis_keys.outcomes_stream(), count=recent)
-            pipe.xrevrange(redis_keys.events_stream(), count=recent)
-            pipe.zrevrange(registry_key("failed", queue), 0, recent - 1)
-            pipe.zrange(redis_keys.tracked_zset(), 0, recent - 1, withscores=True)
-            outcomes, events, failed, tracked = await pipe.execute()
-        failed_ids = [as_text(j) or "" for j in failed or []]
-        async with client.pipeline(transaction=False) as pipe:
-            for job_id in failed_ids:
-                pipe.hmget(redis_keys.rq_job_key(job_id), ["meta", "description", "ended_at"])
-            jobs = await pipe.execute()
-    except (redis.RedisError, OSError) as exc:
-        data.error = f"{type(exc).__name__}: {exc}"
-        return data
-    data.outcomes, data.events = _entries(outcomes), _entries(events)
-    for job_id, (meta_raw, description, ended_at) in zip(failed_ids, jobs, strict=True):
-        meta = job_meta(meta_raw)
-        letter = meta.get("dead_letter")
-        letter = letter if isinstance(letter, dict) else {}
-        attempts = meta.get("attempts")
-        attempts = attempts if isinstance(attempts, list) else []
-        last = attempts[-1] if attempts and isinstance(attempts[-1], dict) else {}
-        data.failures.append(
-            {
-                "job_id": job_id,
-                "provider": meta.get("provider", ""),
-                "task_id": meta.get("task_id", ""),
-                "reason": letter.get("reason") or "unclassified (crash, abandoned job or bug)",
-                "error": letter.get("error") or last.get("error") or as_text(description) or "",
-                "at": letter.get("at") or as_text(ended_at) or "",
-                "attempts": len(attempts),
-            }
-        )
-    for member, score in tracked or []:
-        try:
-            provider, task_id = json.loads(member)
-        except (ValueError, TypeError):
-            provider, task_id = "?", as_text(member) or ""
-        data.tracked.append((str(provider), str(task_id), float(score)))
-    return data
 
 
 # ------------------------------------------------------------------------------------------- rendering
@@ -324,13 +265,13 @@ def render(data: OpsData, *, now: float) -> str:
         ["at", "provider", "task id*", "reason", "error!", "attempts", "job id*"],
         [
             (
-                when(f["at"]),
-                f["provider"],
-                f["task_id"],
-                f["reason"],
-                str(f["error"])[:ERROR_CHARS],
-                f["attempts"],
-                f["job_id"],
+                when(f.verdict.at),
+                f.provider,
+                f.task_id,
+                f.verdict.reason,
+                f.verdict.error[:ERROR_CHARS],
+                f.attempts,
+                f.job_id,
             )
             for f in data.failures
         ],
@@ -355,7 +296,7 @@ def render(data: OpsData, *, now: float) -> str:
     tracked = table(
         "tracked",
         ["registered", "provider", "task id*", "waiting"],
-        [(shown(score), provider, task_id, _age(now - score)) for provider, task_id, score in data.tracked],
+        [(shown(t.registered_at), t.provider, t.task_id, _age(now - t.registered_at)) for t in data.tracked],
         "no tracked task pending",
     )
     return f"""<!doctype html>

@@ -1,8 +1,9 @@
-"""Registering tasks to track: ``POST /tasks`` and ``veo-archiver track``.
+"""Registering tasks to track over HTTP: ``POST /tasks`` (the CLI twin is ``veo-archiver track``).
 
 A tracked task is one whose callback we expect; the reconciliation sweep (:mod:`workers.reconcile`) polls
 its provider's status API if no terminal callback came ``RECONCILE_AFTER`` seconds after registration.
-Registration is idempotent: ``ZADD NX`` on the tracked zset keeps the first registration time.
+The record itself (checks, ``ZADD NX`` registration that keeps the first time) is
+:mod:`veo_archiver.records.tracked`; this module parses the request and answers.
 
 ``POST /tasks`` takes ``{"provider": "kie", "task_id": "..."}`` or a list of them, with
 ``Authorization: Bearer <ADMIN_TOKEN>``. Answers: 200 with every task and its registration time; 401 without
@@ -16,75 +17,24 @@ and a sync client is not tied to an event loop, so the route needs nothing from 
 
 from __future__ import annotations
 
-import hmac
 import json
 import time
-from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import redis
 from starlette.concurrency import run_in_threadpool
-from starlette.requests import ClientDisconnect, Request
+from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from veo_archiver import redis_keys
-from veo_archiver.clock import iso
-from veo_archiver.errors import InvalidPayload, PayloadTooLarge, QueueUnavailable, Rejected, RequestError
-from veo_archiver.providers import NAMES as PROVIDERS
-from veo_archiver.providers import REGISTRY
+from receiver.auth import require_admin
+from receiver.body import read_bounded
+from veo_archiver.errors import InvalidPayload, QueueUnavailable
+from veo_archiver.records.tracked import Registration, TaskRef, check_provider, check_task_id, register
 from veo_archiver.settings import Settings
 
 MAX_BODY_BYTES = 256 * 1024
 MAX_TASKS = 1000
-MAX_TASK_ID_CHARS = 512
-
-
-@dataclass(frozen=True)
-class TaskRef:
-    provider: str
-    task_id: str
-
-
-@dataclass(frozen=True)
-class Registration:
-    provider: str
-    task_id: str
-    registered_at: float
-    new: bool
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "provider": self.provider,
-            "task_id": self.task_id,
-            "registered_at": iso(self.registered_at),
-            "new": self.new,
-        }
-
-
-def check_provider(settings: Settings, provider: str) -> None:
-    """The provider must be known and have a status API key: the sweep polls with it."""
-    if provider not in PROVIDERS:
-        raise InvalidPayload(
-            f"unknown provider {provider!r}; expected one of {', '.join(PROVIDERS)}", reason="unknown_provider"
-        )
-    configured = settings.providers.get(provider)
-    if configured is None or not configured.api_key:
-        raise InvalidPayload(
-            f"{provider} has no status API key, so its tasks cannot be polled: set {REGISTRY[provider].api_key_var}",
-            reason="no_api_key",
-        )
-
-
-def check_task_id(task_id: object, where: str = "task_id") -> str:
-    if not isinstance(task_id, str) or not task_id.strip():
-        raise InvalidPayload(f"{where}: expected a non-empty string", reason="invalid_task_id")
-    if len(task_id) > MAX_TASK_ID_CHARS:
-        raise InvalidPayload(f"{where}: longer than {MAX_TASK_ID_CHARS} characters", reason="invalid_task_id")
-    if any(ord(c) < 0x20 or ord(c) == 0x7F for c in task_id):
-        raise InvalidPayload(f"{where}: contains control characters", reason="invalid_task_id")
-    return task_id
 
 
 def parse_tasks(settings: Settings, body: bytes) -> list[TaskRef]:
@@ -117,50 +67,6 @@ def parse_tasks(settings: Settings, body: bytes) -> list[TaskRef]:
     return list(out)
 
 
-def register(connection: redis.Redis, tasks: Sequence[TaskRef], *, now: float) -> list[Registration]:
-    """Add the tasks to the tracked zset (``NX``: a task keeps its first registration time)."""
-    if not tasks:
-        return []
-    members = [redis_keys.tracked_member(t.provider, t.task_id) for t in tasks]
-    pipe = connection.pipeline(transaction=True)
-    for member in members:
-        pipe.zadd(redis_keys.tracked_zset(), {member: now}, nx=True)
-    pipe.zmscore(redis_keys.tracked_zset(), members)
-    replies = pipe.execute()
-    added, scores = replies[:-1], replies[-1]
-    return [
-        Registration(t.provider, t.task_id, float(score if score is not None else now), bool(new))
-        for t, new, score in zip(tasks, added, scores, strict=True)
-    ]
-
-
-def _refusal(exc: RequestError, headers: dict[str, str] | None = None) -> Response:
-    return JSONResponse(
-        {"code": exc.status_code, "msg": exc.message, "reason": exc.reason},
-        status_code=exc.status_code,
-        headers=headers,
-    )
-
-
-def authorized(settings: Settings, header: str | None) -> bool:
-    scheme, _, token = (header or "").partition(" ")
-    expected = settings.admin_token or ""
-    return (
-        bool(expected) and scheme.lower() == "bearer" and hmac.compare_digest(token.strip().encode(), expected.encode())
-    )
-
-
-async def _read_body(request: Request) -> bytes:
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > MAX_BODY_BYTES:
-            raise PayloadTooLarge(f"body is over the {MAX_BODY_BYTES}-byte limit")
-        chunks.append(chunk)
-    return b"".join(chunks)
-
-
 class TasksEndpoint:
     """``POST /tasks``; ``connection`` is injectable for tests, else built on first use from REDIS_URL."""
 
@@ -178,31 +84,14 @@ class TasksEndpoint:
         return self._connection
 
     async def post(self, request: Request) -> Response:
-        if not self._settings.admin_token:
-            return JSONResponse(
-                {"code": 404, "msg": "task registration is disabled: set ADMIN_TOKEN", "reason": "disabled"},
-                status_code=404,
-            )
-        if not authorized(self._settings, request.headers.get("authorization")):
-            return _refusal(
-                Rejected("missing or wrong bearer token (Authorization: Bearer <ADMIN_TOKEN>)"),
-                {"WWW-Authenticate": 'Bearer realm="veo-archiver"'},
-            )
+        """Refusals are raised; the app answers them in :mod:`receiver.responses` (its exception handlers)."""
+        require_admin(self._settings, request, feature="Task registration")
+        body = await read_bounded(request, MAX_BODY_BYTES, timeout=self._settings.request_read_timeout_s)
+        tasks = parse_tasks(self._settings, body)
         try:
-            body = await _read_body(request)
-            tasks = parse_tasks(self._settings, body)
-            try:
-                registrations = await run_in_threadpool(self._register, tasks)
-            except redis.RedisError as exc:
-                raise QueueUnavailable(f"redis could not record the tasks: {exc}") from exc
-        except RequestError as exc:
-            return _refusal(exc)
-        except QueueUnavailable as exc:
-            return JSONResponse(
-                {"code": 503, "msg": exc.message, "reason": exc.reason}, status_code=503, headers={"Retry-After": "5"}
-            )
-        except ClientDisconnect:
-            return Response(status_code=400)
+            registrations = await run_in_threadpool(self._register, tasks)
+        except redis.RedisError as exc:
+            raise QueueUnavailable(f"redis could not record the tasks: {exc}") from exc
         return JSONResponse({"tracked": [r.to_json() for r in registrations]})
 
     def _register(self, tasks: list[TaskRef]) -> list[Registration]:

@@ -10,6 +10,11 @@ matched.
 - APIXO, useapi.net, EvoLink sign nothing: our callback-URL token (query ``token``; for useapi.net also
   ``replyRef``), unless the operator opened the provider (``OPEN_PROVIDERS``).
 - Standard Webhooks sources: the spec's signature headers with the source's secrets.
+
+Before any proof is checked, a proof header sent more than once is refused (400 ``duplicate_header``):
+otherwise one value would be verified and another stored. After parsing, an event with more result URLs
+than ``MAX_RESULT_URLS`` (``too_many_urls``) or a task id over
+:data:`~veo_archiver.archive_keys.MAX_TASK_ID_CHARS` characters (``task_id_too_long``) is refused.
 """
 
 from __future__ import annotations
@@ -19,12 +24,47 @@ from typing import Any
 
 from receiver import tokens
 from veo_archiver import standard_webhooks
-from veo_archiver.errors import ConfigError, Rejected
+from veo_archiver.archive_keys import MAX_TASK_ID_CHARS
+from veo_archiver.errors import ConfigError, InvalidPayload, Rejected
 from veo_archiver.event import TaskEvent, Verification
 from veo_archiver.payload import decode_json_object
 from veo_archiver.providers import REGISTRY, kie, standard
 from veo_archiver.providers.base import no_body_proof
 from veo_archiver.settings import Settings
+from veo_archiver.urls import check_url_count
+
+#: kie.ai's proof headers: one value each, whatever the values
+KIE_PROOF_HEADERS = (kie.TIMESTAMP_HEADER, kie.SIGNATURE_HEADER)
+#: Standard Webhooks' (and Svix's) proof headers: repeats with different values are refused
+STANDARD_PROOF_HEADERS = tuple(
+    f"{prefix}{name}" for prefix in standard_webhooks.HEADER_PREFIXES for name in ("id", "timestamp", "signature")
+)
+
+
+def _values(headers: Mapping[str, str], name: str) -> list[str]:
+    """Every value of header ``name``: Starlette's ``Headers`` keeps repeats (``getlist``); a dict has one."""
+    getlist = getattr(headers, "getlist", None)
+    if callable(getlist):
+        return list(getlist(name))
+    return [v for k, v in headers.items() if k.lower() == name]
+
+
+def require_single_values(headers: Mapping[str, str], names: tuple[str, ...], *, distinct_only: bool) -> None:
+    """Refuse a request carrying one of ``names`` twice (``distinct_only``: twice with different values)."""
+    for name in names:
+        values = _values(headers, name)
+        if len(set(values) if distinct_only else values) > 1:
+            raise InvalidPayload(f"header {name} sent {len(values)} times: send it once", reason="duplicate_header")
+
+
+def check_event(settings: Settings, event: TaskEvent) -> TaskEvent:
+    """Limits on a parsed event that the provider modules leave to the settings."""
+    if len(event.task_id) > MAX_TASK_ID_CHARS:
+        raise InvalidPayload(
+            f"task id of {len(event.task_id)} characters, more than {MAX_TASK_ID_CHARS}", reason="task_id_too_long"
+        )
+    check_url_count(event.result_urls, settings.max_result_urls)
+    return event
 
 
 def _require_token(settings: Settings, provider: str, token: str | None, *, now: float) -> None:
@@ -40,6 +80,7 @@ def _require_token(settings: Settings, provider: str, token: str | None, *, now:
 def verify_kie(
     settings: Settings, headers: Mapping[str, str], body: bytes, *, now: float, query: Mapping[str, str] | None = None
 ) -> TaskEvent:
+    require_single_values(headers, KIE_PROOF_HEADERS, distinct_only=False)
     token = (query or {}).get("token")
     if token:
         _require_token(settings, "kie", token, now=now)
@@ -94,8 +135,8 @@ def verify_provider(
     settings: Settings, provider: str, headers: Mapping[str, str], body: bytes, *, now: float, query: Mapping[str, str]
 ) -> TaskEvent:
     if provider == "kie":
-        return verify_kie(settings, headers, body, now=now, query=query)
-    return verify_unsigned_provider(settings, provider, headers, body, now=now, query=query)
+        return check_event(settings, verify_kie(settings, headers, body, now=now, query=query))
+    return check_event(settings, verify_unsigned_provider(settings, provider, headers, body, now=now, query=query))
 
 
 def standard_keyrings(settings: Settings) -> dict[str, standard_webhooks.Keyring]:
@@ -118,6 +159,8 @@ def verify_standard(
     keyring = keyrings.get(source.lower())
     if keyring is None:
         raise Rejected(f"no Standard Webhooks secret is configured for source {source!r}", reason="unknown_source")
+    require_single_values(headers, STANDARD_PROOF_HEADERS, distinct_only=True)
     webhook_id = standard_webhooks.verify(headers, body, keyring, now=now, tolerance_s=settings.timestamp_tolerance_s)
     decoded: dict[str, Any] = decode_json_object(body)
-    return standard.parse(decoded, source=source.lower(), webhook_id=webhook_id, verification=Verification.SIGNATURE)
+    event = standard.parse(decoded, source=source.lower(), webhook_id=webhook_id, verification=Verification.SIGNATURE)
+    return check_event(settings, event)

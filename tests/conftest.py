@@ -43,3 +43,18 @@ def s3_bucket(seaweed: SeaweedS3) -> Iterator[str]:
     if seaweed.running:
         with contextlib.suppress(Exception):  # best effort; the server allows deleting non-empty buckets
             seaweed.boto3_client().delete_bucket(Bucket=name)
+
+
+#: fixtures that start a real server of seconds-long start-up (SeaweedFS), and folders of whole-process tests
+_SLOW_FIXTURES = frozenset({"seaweed", "s3_bucket"})
+_SLOW_DIRS = ("e2e",)
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """The fast lane (``pytest -m "not slow"``) is every test that needs neither SeaweedFS nor whole processes:
+    tests under ``tests/e2e/`` and tests using the S3 fixtures are marked ``slow`` here, others by hand."""
+    for item in items:
+        parts = Path(str(item.fspath)).relative_to(Path(__file__).parent).parts
+        if parts[0] in _SLOW_DIRS or _SLOW_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)

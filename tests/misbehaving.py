@@ -159,9 +159,9 @@ class MisbehavingServer:
             threading.Thread(target=self._connection, args=(conn,), daemon=True).start()
 
     def _connection(self, conn: socket.socket) -> None:
-        conn.settimeout(30)
         buffer = b""
         try:
+            conn.settimeout(30)  # inside the try: the server may close the socket before this thread runs
             while not self._closing.is_set():
                 while b"\r\n\r\n" not in buffer:
                     data = conn.recv(65536)

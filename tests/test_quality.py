@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 from tests.procs import REPO
 
@@ -19,4 +20,11 @@ def test_ruff_lint_is_clean() -> None:
 
 def test_mypy_strict_is_clean() -> None:
     done = run("mypy")
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_import_contracts_hold() -> None:
+    """receiver and workers never import each other; the core imports neither; providers do no I/O."""
+    lint_imports = Path(sys.executable).with_name("lint-imports")  # installed by the test extra beside python
+    done = subprocess.run([str(lint_imports)], cwd=REPO, capture_output=True, text=True, check=False)
     assert done.returncode == 0, done.stdout + done.stderr

@@ -7,9 +7,11 @@
     │   ├── Rejected           401: missing/failed signature or token, stale timestamp
     │   ├── InvalidPayload     400: malformed body or a field of the wrong type
     │   ├── PayloadTooLarge    413: body over the configured bound
+    │   ├── RequestTimeout     408: body not received within REQUEST_READ_TIMEOUT
     │   └── UnsupportedMedia   415: not JSON
     ├── TransientError         try again later (503 at the edge, a scheduled retry in a worker)
     │   ├── QueueUnavailable   Redis could not take the job
+    │   ├── Overloaded         the receiver is at its bound of requests or body bytes in flight
     │   ├── DownloadTransient  connection drop, timeout, 429, 5xx, truncated or length-mismatched body
     │   └── StorageUnavailable object store unreachable or 5xx
     └── PermanentError         retrying cannot help: dead-letter with the reason
@@ -68,6 +70,11 @@ class PayloadTooLarge(RequestError):
     reason = "payload_too_large"
 
 
+class RequestTimeout(RequestError):
+    status_code = 408
+    reason = "request_timeout"
+
+
 class UnsupportedMedia(RequestError):
     status_code = 415
     reason = "unsupported_media_type"
@@ -79,6 +86,12 @@ class TransientError(ArchiverError):
 
 class QueueUnavailable(TransientError):
     reason = "queue_unavailable"
+
+
+class Overloaded(TransientError):
+    """The receiver is at its bound of requests or body bytes in flight: 503, the sender retries."""
+
+    reason = "overloaded"
 
 
 class DownloadTransient(TransientError):

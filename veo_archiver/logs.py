@@ -1,5 +1,8 @@
 """Structured JSON logs: one object per line, carrying provider / task id / job id when known.
 
+``LOG_FORMAT`` (``json`` or ``text``) decides; unset, a terminal gets human-readable text lines (the same
+fields, as ``name=value`` after the message) and anything else (a file, a pipe, a log collector) JSON lines.
+
 Fields come from a log call's ``extra`` and, for everything logged while a job or a callback is being
 handled (including RQ's, httpx's and uvicorn's own lines), from :func:`log_context`.
 
@@ -19,7 +22,9 @@ import re
 import sys
 import time
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, TextIO
+
+from veo_archiver.errors import ConfigError
 
 _STANDARD = set(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | {"message", "asctime"}
 _DROPPED = frozenset({"color_message"})
@@ -109,15 +114,39 @@ class JsonFormatter(logging.Formatter):
 
 
 class ScrubbingFormatter(logging.Formatter):
-    """The text format, with the same scrubbing of secrets."""
+    """The text format, with the same fields as ``name=value`` and the same scrubbing of secrets."""
 
     def format(self, record: logging.LogRecord) -> str:
-        return scrub(super().format(record))
+        text = super().format(record)
+        fields = {**(_context.get() or {})}
+        for name, value in record.__dict__.items():
+            if name not in _STANDARD and name not in _DROPPED and not name.startswith("_"):
+                fields[name] = value
+        if fields:
+            extra = " ".join(f"{name}={_clean(name, value)}" for name, value in fields.items())
+            head, newline, rest = text.partition("\n")  # a traceback stays below the fields
+            text = f"{head} {extra}{newline}{rest}"
+        return scrub(text)
 
 
-def configure(level: str = "INFO", *, json_lines: bool = True) -> None:
+def wants_json(log_format: str | None, stream: TextIO | None = None) -> bool:
+    """JSON lines or text: ``log_format`` (``LOG_FORMAT``) decides when set; unset, text for a terminal."""
+    value = (log_format or "").strip().lower()
+    if value in ("json", "text"):
+        return value == "json"
+    if value:
+        raise ConfigError(f"LOG_FORMAT={log_format!r}: expected json or text")
+    stream = sys.stderr if stream is None else stream
+    try:
+        return not stream.isatty()
+    except (AttributeError, ValueError):  # no isatty, or a closed stream
+        return True
+
+
+def configure(level: str = "INFO", *, json_lines: bool | None = None) -> None:
+    """Log to stderr; ``json_lines=None`` picks by :func:`wants_json` (``LOG_FORMAT`` is the caller's to pass)."""
     handler = logging.StreamHandler(sys.stderr)
-    if json_lines:
+    if wants_json(None) if json_lines is None else json_lines:
         handler.setFormatter(JsonFormatter())
     else:
         handler.setFormatter(ScrubbingFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))

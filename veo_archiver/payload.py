@@ -17,13 +17,39 @@ def lower_headers(headers: Mapping[str, str]) -> dict[str, str]:
     return {k.lower(): v for k, v in headers.items()}
 
 
+#: byte order marks of the encodings ``json.loads(bytes)`` would silently detect and decode
+_FOREIGN_BOMS = (b"\x00\x00\xfe\xff", b"\xff\xfe\x00\x00", b"\xfe\xff", b"\xff\xfe")
+
+
+def decode_text(body: bytes) -> str:
+    """The body as UTF-8 text (RFC 8259 8.1: JSON exchanged between systems is UTF-8), or InvalidPayload.
+
+    ``json.loads(bytes)`` would also detect UTF-16 and UTF-32 and decode them, and the raw record (stored as
+    UTF-8 text) would then hold garbage: JSON in those encodings is refused with reason ``not_utf8``, and so
+    is any body that is not valid UTF-8. Bytes with a UTF-16/32 mark (or NUL bytes) that are not JSON in
+    those encodings either are plain garbage: reason ``invalid_payload``. A UTF-8 byte order mark is
+    tolerated and dropped (RFC 8259 lets a parser ignore it; it cannot change what the text says): refusing
+    it would lose a sender's every callback for a harmless quirk.
+    """
+    if body.startswith(_FOREIGN_BOMS) or b"\x00" in body:  # NUL is never in JSON text: UTF-16/32 without a mark
+        try:
+            json.loads(body)  # detects UTF-16/32 as the stdlib would have
+        except (ValueError, RecursionError):
+            raise InvalidPayload("body is neither UTF-8 text nor JSON in another encoding") from None
+        raise InvalidPayload("body is JSON in UTF-16 or UTF-32: send UTF-8", reason="not_utf8")
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise InvalidPayload(f"body is not UTF-8 text (byte {exc.start})", reason="not_utf8") from None
+    return text.removeprefix("\ufeff")
+
+
 def decode_json_object(body: bytes) -> dict[str, Any]:
     if not body.strip():
         raise InvalidPayload("empty body: expected a JSON object")
+    text = decode_text(body)
     try:
-        value = json.loads(body)
-    except UnicodeDecodeError:
-        raise InvalidPayload("body is not UTF-8 text") from None
+        value = json.loads(text)
     except (ValueError, RecursionError) as exc:
         raise InvalidPayload(f"body is not valid JSON: {exc}") from None
     if not isinstance(value, dict):

@@ -4,19 +4,18 @@ Every function takes a Redis connection and the queue name and returns plain dat
 gives the ``--json`` form of the operator CLI. RQ's registries are read with ``cleanup=False``: looking
 must never move a job (RQ's own cleanup fails abandoned jobs as a side effect).
 
-A *dead letter* is any job in RQ's failed registry. The job itself records why in
-``meta["dead_letter"]["reason"]`` (``http_404``, ``not_a_video``…); a job that failed without saying so
-is ``abandoned`` (its worker died: RQ's ``AbandonedJobError``) or ``crashed`` (an unexpected exception,
-a timeout, a killed work horse).
+A *dead letter* is any job in RQ's failed registry; why it is there is read by
+:mod:`veo_archiver.records.dead_letter` (the job's own verdict, or ``abandoned`` / ``crashed``), the same reader
+``/ops`` and ``/metrics`` use through :mod:`veo_archiver.queue_snapshot`. Tracked tasks are read through
+:mod:`veo_archiver.records.tracked`.
 """
 
 from __future__ import annotations
 
-import json
 import time
 from collections import Counter
 from collections.abc import Iterable, Iterator
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 import redis
@@ -26,13 +25,14 @@ from rq.registry import (
     DeferredJobRegistry,
     FailedJobRegistry,
     FinishedJobRegistry,
-    ScheduledJobRegistry,
     StartedJobRegistry,
 )
 from rq.serializers import JSONSerializer
 
 from veo_archiver import redis_keys
 from veo_archiver.clock import epoch, iso
+from veo_archiver.records import tracked
+from veo_archiver.records.dead_letter import DeadLetter, dead_letter_of
 
 #: jobs fetched per Redis round trip when walking a registry
 BATCH = 500
@@ -80,18 +80,6 @@ class WorkerInfo(_Json):
     current_job: str | None
     last_heartbeat: str | None
     heartbeat_age_s: float | None
-
-
-@dataclass(frozen=True)
-class DeadLetter(_Json):
-    job_id: str
-    provider: str
-    task_id: str
-    status: str | None  # the terminal status the job archives (succeeded / failed)
-    reason: str
-    error: str
-    at: str | None
-    attempts: list[dict[str, Any]] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -152,11 +140,6 @@ def queue_of(connection: redis.Redis, queue_name: str) -> Queue:
     return Queue(queue_name, connection=connection, serializer=JSONSerializer)
 
 
-def scheduled_key(queue_name: str) -> str:
-    """RQ's scheduled registry (its constructor is untyped; the key template is RQ's own)."""
-    return str(ScheduledJobRegistry.key_template.format(queue_name))
-
-
 def fetch_jobs(connection: redis.Redis, job_ids: Iterable[str]) -> Iterator[tuple[str, Job | None]]:
     ids = list(job_ids)
     for start in range(0, len(ids), BATCH):
@@ -169,48 +152,6 @@ def state_of(job: Job) -> str:
     """RQ's state of the job as stored (``queued``, ``scheduled``, ``failed``…), without a refresh."""
     status = job.get_status(refresh=False)
     return str(getattr(status, "value", status) or "?")
-
-
-def task_status_of(job: Job) -> str | None:
-    try:
-        envelope = job.kwargs.get("envelope") or {}
-        return str(envelope["event"]["status"])
-    except (KeyError, TypeError, AttributeError, ValueError):
-        return None
-
-
-def _failure_text(job: Job) -> str:
-    result = job.latest_result()
-    return (result.exc_string if result is not None else None) or ""
-
-
-def _last_line(text: str) -> str:
-    lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
-    return lines[-1][:500] if lines else ""
-
-
-def dead_letter_of(job: Job) -> DeadLetter:
-    meta = job.meta or {}
-    letter = meta.get("dead_letter")
-    if isinstance(letter, dict):
-        reason = str(letter.get("reason") or "permanent")
-        error = str(letter.get("error") or "")
-        at = letter.get("at")
-    else:
-        text = _failure_text(job)
-        reason = "abandoned" if "AbandonedJobError" in text else "crashed"
-        error = _last_line(text) or "no error recorded"
-        at = iso(epoch(job.ended_at))
-    return DeadLetter(
-        job_id=job.id,
-        provider=str(meta.get("provider") or "?"),
-        task_id=str(meta.get("task_id") or "?"),
-        status=task_status_of(job),
-        reason=reason,
-        error=error,
-        at=at,
-        attempts=list(meta.get("attempts") or []),
-    )
 
 
 def dead_letters(
@@ -243,7 +184,7 @@ def scheduled_retries(
 ) -> list[ScheduledRetry]:
     """Jobs waiting in the scheduled registry (transient failures), soonest first."""
     now = time.time() if now is None else now
-    entries: list[Any] = connection.zrange(scheduled_key(queue_name), 0, limit - 1, withscores=True) or []
+    entries: list[Any] = connection.zrange(redis_keys.rq_scheduled_key(queue_name), 0, limit - 1, withscores=True) or []
     when = {_text(member): float(score) for member, score in entries}
     out: list[ScheduledRetry] = []
     for job_id, job in fetch_jobs(connection, list(when)):
@@ -315,12 +256,13 @@ def recent_events(
     return dict(counts)
 
 
-def tracked_task(member: Any, score: float, now: float) -> TrackedTask:
-    try:
-        provider, task_id = json.loads(member)
-    except (ValueError, TypeError):
-        provider, task_id = "?", _text(member)
-    return TrackedTask(provider=str(provider), task_id=str(task_id), since=iso(score), age_s=round(now - score, 1))
+def tracked_task(task: tracked.Tracked, now: float) -> TrackedTask:
+    return TrackedTask(
+        provider=task.provider,
+        task_id=task.task_id,
+        since=iso(task.registered_at),
+        age_s=round(now - task.registered_at, 1),
+    )
 
 
 # --------------------------------------------------------------------------------------------- status
@@ -337,12 +279,12 @@ def status(
     now = time.time() if now is None else now
     queue = queue_of(connection, queue_name)
     started_key = StartedJobRegistry(queue=queue).key
-    scheduled = scheduled_key(queue_name)
+    scheduled = redis_keys.rq_scheduled_key(queue_name)
     letters = dead_letters(connection, queue_name)
     by_reason = Counter(letter.reason for letter in letters)
     alive = workers(connection, queue_name, now=now)
     waiting = oldest_waiting(connection, queue_name, now=now)
-    oldest: list[Any] = connection.zrange(redis_keys.tracked_zset(), 0, 0, withscores=True) or []
+    oldest = tracked.oldest(connection)
     result = Status(
         queue=queue_name,
         queued=queue.count,
@@ -357,9 +299,9 @@ def status(
         deferred=DeferredJobRegistry(queue=queue).get_job_count(cleanup=False),
         finished=FinishedJobRegistry(queue=queue).get_job_count(cleanup=False),
         dead_letters=dict(sorted(by_reason.items(), key=lambda kv: (-kv[1], kv[0]))),
-        tracked=int(connection.zcard(redis_keys.tracked_zset())),
-        tracked_overdue=int(connection.zcount(redis_keys.tracked_zset(), 0, now - tracked_overdue_s)),
-        oldest_tracked=tracked_task(oldest[0][0], float(oldest[0][1]), now) if oldest else None,
+        tracked=tracked.count(connection),
+        tracked_overdue=tracked.count(connection, before=now - tracked_overdue_s),
+        oldest_tracked=tracked_task(oldest, now) if oldest else None,
         events_last_hour=recent_events(connection, now=now),
         problems=[],
     )
@@ -399,6 +341,3 @@ def problems(s: Status, *, waiting_alert_s: float, tracked_overdue_s: float) -> 
             f"{duration(tracked_overdue_s)} (the sweep polls the provider)"
         )
     return out
-
-
-# --------------------------------------------------------------------------------------------- one task

@@ -25,6 +25,42 @@ def rq_queue_key(queue_name: str) -> str:
     return f"rq:queue:{queue_name}"
 
 
+#: RQ's registries, by the name veo-archiver uses (the ``registry`` label of /metrics), and RQ's key prefix
+RQ_REGISTRIES = {
+    "started": "wip",
+    "scheduled": "scheduled",
+    "failed": "failed",
+    "deferred": "deferred",
+    "finished": "finished",
+}
+
+
+def rq_registry_key(registry: str, queue_name: str) -> str:
+    """RQ's sorted set of one registry (``started``, ``scheduled``, ``failed``…) of one queue."""
+    return f"rq:{RQ_REGISTRIES[registry]}:{queue_name}"
+
+
+def rq_scheduled_key(queue_name: str) -> str:
+    return rq_registry_key("scheduled", queue_name)
+
+
+def rq_results_key(job_id: str) -> str:
+    """RQ's stream of a job's results (the latest failure's ``exc_string`` is there)."""
+    return f"rq:results:{job_id}"
+
+
+RQ_WORKER_PREFIX = "rq:worker:"
+
+
+def rq_workers_key(queue_name: str) -> str:
+    """RQ's set of the worker hash keys (``rq:worker:<name>``) serving one queue."""
+    return f"rq:workers:{queue_name}"
+
+
+def rq_worker_name(worker_key: str) -> str:
+    return worker_key.removeprefix(RQ_WORKER_PREFIX)
+
+
 def _digest(*parts: str) -> str:
     return hashlib.sha256("\x1f".join(parts).encode()).hexdigest()
 
@@ -51,6 +87,11 @@ def events_stream() -> str:
 def outcomes_stream() -> str:
     """One entry per finished task (archived, failed, dead letter): what downstream pipelines consume."""
     return f"{_PREFIX}outcomes"
+
+
+def outcome_published_key(outcome_id: str) -> str:
+    """Set (with a TTL) once the outcome entry of ``outcome_id`` is on :func:`outcomes_stream`: at most once."""
+    return f"{_PREFIX}outcome-published:{outcome_id}"
 
 
 def stats_hash() -> str:
@@ -89,6 +130,8 @@ TRACKED_DROPPED_LIST = f"{_PREFIX}tracked:dropped"
 #: downstream notifications: the retry schedule, the dead letters, and one state hash per outcome entry
 NOTIFY_RETRY_ZSET = f"{_PREFIX}notify:retry"
 NOTIFY_DEAD_LIST = f"{_PREFIX}notify:dead"
+#: the notifier's consumer group on :func:`outcomes_stream`
+NOTIFY_GROUP = "notifier"
 
 
 def notify_entry_key(entry_id: str) -> str:

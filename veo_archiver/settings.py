@@ -15,6 +15,7 @@ from urllib.parse import urlsplit
 
 from veo_archiver.errors import ConfigError
 from veo_archiver.providers import NAMES, REGISTRY
+from veo_archiver.urls import DEFAULT_MAX_RESULT_URLS, URL_LIST_CEILING
 
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 MiB = 1024 * 1024
@@ -48,6 +49,13 @@ def _int(env: Mapping[str, str], name: str, default: int, *, minimum: int = 0) -
         raise ConfigError(f"{name}={raw!r}: expected a whole number") from None
     if value < minimum:
         raise ConfigError(f"{name}={value}: must be at least {minimum}")
+    return value
+
+
+def _max_result_urls(env: Mapping[str, str]) -> int:
+    value = _int(env, "MAX_RESULT_URLS", DEFAULT_MAX_RESULT_URLS, minimum=1)
+    if value > URL_LIST_CEILING:
+        raise ConfigError(f"MAX_RESULT_URLS={value}: at most {URL_LIST_CEILING}")
     return value
 
 
@@ -147,6 +155,12 @@ class Settings:
     kie_allow_unsigned: bool = False
     timestamp_tolerance_s: int = 300
     max_body_bytes: int = MiB
+    #: a request's body must arrive within this many seconds (408 otherwise); its headers too (connection closed)
+    request_read_timeout_s: float = 10.0
+    #: requests handled at once by one receiver process; past it 503 + Retry-After (shed, counted in /metrics)
+    max_concurrent_requests: int = 256
+    #: bytes of request bodies held in memory at once by one receiver process; past it 503 + Retry-After
+    max_body_bytes_in_flight: int = 64 * MiB
     public_base_url: str | None = None
     callback_signing_keys: tuple[str, ...] = ()
     providers: dict[str, ProviderSettings] = field(
@@ -158,6 +172,8 @@ class Settings:
     # "auto": WAITAOF when the server supports it and AOF is on; "none": trust Redis persistence settings
     redis_durability: str = "auto"
     enqueue_timeout_s: float = 5.0
+    #: callbacks with more result URLs are refused (400 too_many_urls); Veo returns at most 4 per job
+    max_result_urls: int = DEFAULT_MAX_RESULT_URLS
 
     # operations
     #: bearer token for the admin surfaces (ops page, POST /tasks, /metrics unless METRICS_PUBLIC)
@@ -237,11 +253,15 @@ class Settings:
             kie_allow_unsigned=_bool(env, "KIE_ALLOW_UNSIGNED", False) or "kie" in open_providers,
             timestamp_tolerance_s=_int(env, "WEBHOOK_TIMESTAMP_TOLERANCE", 300, minimum=1),
             max_body_bytes=_int(env, "MAX_BODY_BYTES", MiB, minimum=1024),
+            request_read_timeout_s=float(_int(env, "REQUEST_READ_TIMEOUT", 10, minimum=1)),
+            max_concurrent_requests=_int(env, "MAX_CONCURRENT_REQUESTS", 256, minimum=1),
+            max_body_bytes_in_flight=_int(env, "MAX_BODY_BYTES_IN_FLIGHT", 64 * MiB, minimum=1024),
             public_base_url=(env.get("PUBLIC_BASE_URL") or None),
             callback_signing_keys=_split(env.get("CALLBACK_SIGNING_KEYS")),
             providers={name: ProviderSettings.from_env(env, name) for name in NAMES},
             standard_webhook_secrets=_standard_secrets(env.get("STANDARD_WEBHOOK_SECRETS")),
             redis_durability=durability,
+            max_result_urls=_max_result_urls(env),
             job_timeout_s=_int(env, "JOB_TIMEOUT", 3600, minimum=30),
             dedupe_ttl_s=_int(env, "DEDUPE_TTL", 7 * 24 * 3600, minimum=72 * 3600),
             raw_callback_ttl_s=_int(env, "RAW_CALLBACK_TTL", 30 * 24 * 3600, minimum=3600),

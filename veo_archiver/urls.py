@@ -2,15 +2,117 @@
 
 kie.ai alone documents four forms for ``resultUrls``: a JSON array, a JSON string holding an array
 (``'["u"]'``), a bracketed non-JSON string (``'[u1, u2]'``) and a bare URL string. Pure functions.
+
+Every URL in a list must also pass :func:`url_problem`: a URL the workers' HTTP client would refuse
+(``httpx.InvalidURL``) is refused here, at the receiver, with 400 ``invalid_url``, instead of failing a job
+later. The rules are stricter than httpx's (tests check that whatever passes here, httpx accepts) and need
+no HTTP library: providers import this module and must stay free of I/O libraries.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import json
+import re
 from typing import Any
 from urllib.parse import urlsplit
 
 from veo_archiver.errors import InvalidPayload
+
+#: default of ``MAX_RESULT_URLS`` (Settings): Veo returns at most 4 videos per job
+DEFAULT_MAX_RESULT_URLS = 20
+#: what the parser itself accepts at most in one list, whatever the settings say (bounds the work a hostile
+#: body can cause); the receiver applies ``Settings.max_result_urls`` (<= this) to the parsed event
+URL_LIST_CEILING = 1000
+#: longest result URL accepted. httpx refuses past 64 KiB; common servers refuse a request line past 8 KiB
+#: (nginx's default large_client_header_buffers, Apache's LimitRequestLine), and signed CDN URLs are 1-2 KiB
+MAX_URL_CHARS = 8192
+
+_AUTHORITY_END = re.compile(r"[/?#]")
+_PORT = re.compile(r"[0-9]{1,5}")
+_DOTTED_DECIMAL = re.compile(r"(?:0|[1-9][0-9]{0,2})(?:\.(?:0|[1-9][0-9]{0,2})){3}")
+# letters, digits, hyphen (and underscore: DNS carries it, httpx accepts it, some CDNs use it), 1-63 chars
+_LABEL = re.compile(r"[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?")
+
+
+def _host_problem(host: str) -> str | None:
+    if not host:
+        return "no host"
+    if host.startswith("["):
+        inner = host[1:-1] if host.endswith("]") else ""
+        if not inner or "%" in inner:
+            return f"not an IPv6 literal: {host[:80]!r}"
+        try:
+            ipaddress.IPv6Address(inner)
+        except ValueError:
+            return f"not an IPv6 literal: {host[:80]!r}"
+        return None
+    if not host.isascii():
+        return f"host is not ASCII: {host[:80]!r}"
+    if all(c.isdigit() or c == "." for c in host):
+        # dotted decimal only: 0177.0.0.1 (octal to some resolvers), 127.1 or 2130706433 are refused
+        if not _DOTTED_DECIMAL.fullmatch(host) or any(int(octet) > 255 for octet in host.split(".")):
+            return f"not a dotted-decimal IPv4 address: {host[:80]!r}"
+        return None
+    name = host[:-1] if host.endswith(".") else host  # one trailing dot: a fully qualified name
+    if len(name) > 253:
+        return "host name longer than 253 characters"
+    labels = name.split(".")
+    if not all(_LABEL.fullmatch(label) for label in labels):
+        return f"not a valid host name: {host[:80]!r}"
+    if not labels[-1][0].isalpha():  # every top-level domain starts with a letter; 0x7f000001 is an address
+        return f"not a valid host name (numeric top label): {host[:80]!r}"
+    if any(label[:4].lower() == "xn--" for label in labels):
+        # checking an A-label needs IDNA 2008 tables (httpx decodes xn-- hosts with the idna package and
+        # raises on a bad one); no video CDN uses an internationalised name
+        return f"internationalised host names (xn--) are not accepted: {host[:80]!r}"
+    return None
+
+
+def url_problem(url: str) -> str | None:
+    """Why ``url`` is not a result URL the workers can fetch, or ``None`` when it is.
+
+    Accepted: ``http``/``https``, at most :data:`MAX_URL_CHARS` characters, no ASCII control character, no
+    userinfo (credentials in a result URL are refused), a host that is a DNS name (ASCII labels of letters,
+    digits, ``-``, ``_``; each <= 63, total <= 253; the top label starting with a letter; no internationalised
+    ``xn--`` label, whose check would need IDNA 2008 tables), a dotted-decimal
+    IPv4 address without leading zeros, or a bracketed IPv6 literal; a port, if any, 1-65535.
+    """
+    if len(url) > MAX_URL_CHARS:
+        return f"URL longer than {MAX_URL_CHARS} characters"
+    if any(ord(c) < 0x20 or ord(c) == 0x7F for c in url):
+        return "control character in URL"
+    scheme, sep, rest = url.partition("://")
+    if not sep or scheme.lower() not in ("http", "https"):
+        return "not an http(s) URL"
+    end = _AUTHORITY_END.search(rest)
+    authority = rest[: end.start()] if end else rest
+    if "@" in authority:
+        return "credentials (user@) in a result URL are refused"
+    if authority.startswith("["):
+        close = authority.find("]")
+        host, port_part = (authority, "") if close < 0 else (authority[: close + 1], authority[close + 1 :])
+        if port_part and not port_part.startswith(":"):
+            return f"not an IPv6 literal: {authority[:80]!r}"
+        has_port, port = bool(port_part), port_part[1:]
+    else:
+        host, colon, port = authority.partition(":")
+        has_port = bool(colon)
+    problem = _host_problem(host)
+    if problem:
+        return problem
+    if has_port and port:  # "host:" with an empty port means the default port (RFC 3986)
+        if not _PORT.fullmatch(port) or not 1 <= int(port) <= 65535:
+            return f"port out of range 1-65535: {port[:20]!r}"
+    return None
+
+
+def check_url(url: str, *, field: str) -> str:
+    """``url`` if :func:`url_problem` finds nothing, else :class:`InvalidPayload` (reason ``invalid_url``)."""
+    problem = url_problem(url)
+    if problem:
+        raise InvalidPayload(f"{field}: {problem}: {url[:120]!r}", reason="invalid_url")
+    return url
 
 
 def is_http_url(value: str) -> bool:
@@ -26,7 +128,8 @@ def parse_url_list(value: Any, *, field: str) -> list[str]:
 
     ``None`` and ``""`` give ``[]``. Anything that is not a list or a string, and any element that is not an
     http(s) URL, raises :class:`InvalidPayload` naming ``field``: a result list we cannot read must not be
-    mistaken for an empty one.
+    mistaken for an empty one. An element :func:`url_problem` refuses raises it with reason ``invalid_url``;
+    a list longer than :data:`URL_LIST_CEILING`, with reason ``too_many_urls``.
     """
     if value is None:
         return []
@@ -53,11 +156,24 @@ def parse_url_list(value: Any, *, field: str) -> list[str]:
             items = [text]
     else:
         raise InvalidPayload(f"{field}: expected a list of URLs or a string, got {type(value).__name__}")
+    if len(items) > URL_LIST_CEILING:
+        raise InvalidPayload(f"{field}: {len(items)} URLs, more than {URL_LIST_CEILING}", reason="too_many_urls")
     urls: list[str] = []
+    seen: set[str] = set()
     for item in items:
         if not isinstance(item, str) or not is_http_url(item.strip()):
-            raise InvalidPayload(f"{field}: not an http(s) URL: {str(item)[:120]!r}")
-        url = item.strip()
-        if url not in urls:
+            raise InvalidPayload(f"{field}: not an http(s) URL: {str(item)[:120]!r}", reason="invalid_url")
+        url = check_url(item.strip(), field=field)
+        if url not in seen:
+            seen.add(url)
             urls.append(url)
     return urls
+
+
+def check_url_count(urls: tuple[str, ...] | list[str], limit: int) -> None:
+    """Refuse a callback carrying more result URLs than ``limit`` (``Settings.max_result_urls``)."""
+    if len(urls) > limit:
+        raise InvalidPayload(
+            f"{len(urls)} result URLs, more than MAX_RESULT_URLS={limit} (Veo returns at most 4 per job)",
+            reason="too_many_urls",
+        )

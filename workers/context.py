@@ -3,30 +3,48 @@
 RQ forks a work horse per job; clients that own sockets or threads (httpx, obstore's runtime) must not
 cross a fork, so they are built lazily in the process that uses them. The settings are installed by the
 ``veo-archiver worker`` entry point before it forks; a worker started another way reads the environment.
+
+A :class:`WorkerContext` is also the job's whole set of collaborators: a test builds one by hand, with a
+:class:`~workers.storage_memory.MemoryArchive`, an in-memory :class:`TaskStatusSource` and a fixed clock, and
+hands it to :func:`workers.jobs.run_archive`.
 """
 
 from __future__ import annotations
 
 import os
 import ssl
-from dataclasses import dataclass
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Protocol
 
 import httpx
 
+from veo_archiver.event import TaskEvent
 from veo_archiver.settings import Settings
 from workers.egress import EgressPolicy
 from workers.fetch import FetchPolicy, build_client
 from workers.status_client import StatusClient
-from workers.storage import ObjectArchive, open_archive
+from workers.storage import Archive, open_archive
+
+
+class TaskStatusSource(Protocol):
+    """A provider's view of a task (:class:`~workers.status_client.StatusClient` is the real one)."""
+
+    def can_confirm(self, provider: str) -> bool: ...
+    def fetch(self, provider: str, task_id: str) -> TaskEvent: ...
 
 
 @dataclass
 class WorkerContext:
     settings: Settings
-    archive: ObjectArchive
+    archive: Archive
+    #: the download client (egress-guarded in production); VideoStream streams through it
     client: httpx.Client
     fetch_policy: FetchPolicy
-    status: StatusClient
+    status: TaskStatusSource
+    #: wall clock, epoch seconds: timestamps, URL deadlines and retry scheduling
+    clock: Callable[[], float] = field(default=time.time)
 
 
 _settings: Settings | None = None

@@ -68,10 +68,6 @@ class FetchPolicy:
     retry_after_cap_s: float = 900.0
 
 
-#: kept for callers that name it; the retry hint now lives on DownloadTransient itself
-FetchTransient = DownloadTransient
-
-
 def build_client(policy: FetchPolicy, egress: EgressPolicy, ssl_context: ssl.SSLContext | None = None) -> httpx.Client:
     ssl_context = ssl_context or httpx.create_ssl_context()
     transport = httpx.HTTPTransport(retries=0, verify=ssl_context)  # given a context, httpx builds none

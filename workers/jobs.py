@@ -4,28 +4,39 @@ Flow: confirm with the provider's status API when its key is configured (the con
 replace the callback's claim) → for each result URL, reuse the object if it is already in the archive,
 else stream it in (a 403/404/410 asks the provider for a fresh URL) → write the manifest last.
 
-Outcomes:
-- ``archived`` / ``already_archived``: done.
+:func:`archive_task` is the RQ entry point; it hands this process's collaborators (:mod:`workers.context`)
+and the current RQ job to :func:`run_archive`, which tests call directly with in-memory ones.
+
+Outcomes (each end publishes one entry on ``veo:outcomes``, :mod:`veo_archiver.records.outcome`):
+- ``archived`` (a video task) / ``provider_failed`` (the provider's failure, recorded in a failure manifest) /
+  ``already_archived`` (the manifest was there: its outcome is published now if an earlier run could not).
+  A failed publish raises a :class:`TransientError`: the job is retried, finds its manifest and publishes.
 - a :class:`TransientError` (network, 5xx, provider busy, task not ready): the job returns an RQ ``Retry``
   with exponential backoff and jitter, never scheduled past the URL's deadline (:mod:`workers.deadline`);
   the worker is free meanwhile.
 - a :class:`PermanentError`, or a transient one with no time or attempts left: ``retries_left`` is set to 0
   and the error re-raised, so the job lands in RQ's failed registry, our dead-letter state, with
   ``job.meta["dead_letter"] = {"reason", "error", "at"}``.
+
+Every run starts by normalising the job's meta (:mod:`workers.job_meta`): meta another tool re-saved in
+another format is rebuilt from the envelope, and a dead letter that runs again (requeued by any tool) gets
+a fresh job's retry budget, its old verdict kept under ``previous_dead_letters``.
 """
 
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import logging
 import math
 import time
 from dataclasses import replace
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import urlsplit
 
-from rq.job import Job, Retry, get_current_job
+import redis
+from rq.job import Retry, get_current_job
 
 from veo_archiver import archive_keys, redis_keys
 from veo_archiver.clock import iso
@@ -40,54 +51,70 @@ from veo_archiver.errors import (
 )
 from veo_archiver.event import TaskEvent, TaskStatus, Verification
 from veo_archiver.records import outcome as outcomes
-from workers import manifest
+from workers import job_meta, manifest
 from workers.context import WorkerContext, current
 from workers.deadline import next_retry, url_deadline
 from workers.fetch import VideoStream
 from workers.manifest import FileRecord
-from workers.mp4 import looks_like_video
+from workers.mp4 import looks_like_video, media_type
+from workers.storage import read_json
 
 log = logging.getLogger(__name__)
 
 EXPIRED_REASONS = frozenset({"http_403", "http_404", "http_410"})
+#: bytes read before the upload starts, to decide the media type (the ``ftyp`` box with its brands)
+HEAD_BYTES = 64
 #: RQ counts retries itself; our own attempt limit (settings.download_attempts) is what decides
 _RQ_RETRY_CEILING = 10_000
 
 
+class JobHandle(Protocol):
+    """What the job reads and writes on its RQ job (``rq.job.Job`` is one): progress and retry attempts in
+    ``meta``, the dead-letter mark, and the Redis connection that outcomes are published on."""
+
+    meta: dict[str, Any]
+    number_of_retries: int | None
+    retries_left: int | None
+
+    @property
+    def id(self) -> str: ...
+    @property
+    def connection(self) -> redis.Redis | None: ...
+    def save_meta(self) -> None: ...
+
+
 def archive_task(envelope: dict[str, Any]) -> dict[str, Any] | Retry:
-    job = get_current_job()
+    """The RQ entry point (its dotted path is stored in every queued job): this process's collaborators."""
+    return run_archive(envelope, current(), get_current_job())
+
+
+def run_archive(envelope: dict[str, Any], ctx: WorkerContext, job: JobHandle | None) -> dict[str, Any] | Retry:
+    """The job with its collaborators passed in: ``ctx`` (archive, download client, status API, clock,
+    settings) and ``job`` (None outside RQ: a transient error is then raised instead of scheduled)."""
     event = TaskEvent.from_json(envelope["event"])
     fields = {"provider": event.provider, "task_id": event.task_id, "job_id": job.id if job else None}
-    ctx = current()
     started = time.monotonic()
-    connection = job.connection if job is not None else None
+    if job is not None:
+        job_meta.normalise(job, envelope, event, fresh_retries=len(ctx.settings.retry_intervals_s), now=ctx.clock())
     try:
         result = _archive(ctx, event, envelope, job)
+        _publish_end(ctx, job, event, envelope, result, started)
     except TransientError as exc:
         if job is None:
             raise
         decision = next_retry(
             attempt=job.number_of_retries or 0,
             max_attempts=ctx.settings.download_attempts,
-            now=time.time(),
+            now=ctx.clock(),
             deadline=_deadline(ctx, event, envelope),
             base_s=ctx.settings.retry_base_s,
             cap_s=ctx.settings.retry_cap_s,
             retry_after_s=getattr(exc, "retry_after", None),
         )
-        _record_attempt(job, exc, decision.delay_s)
+        job_meta.record_attempt(ctx, job, exc, decision.delay_s)
         if decision.delay_s is None:
             final = PermanentError(f"{decision.reason}; last error: {exc.message}", reason=decision.reason)
-            _dead_letter(job, final, fields)
-            outcomes.publish(
-                connection,
-                outcome="dead_letter",
-                provider=event.provider,
-                task_id=event.task_id,
-                status=event.status.value,
-                reason=final.reason,
-                duration_s=time.monotonic() - started,
-            )
+            _dead_letter(ctx, job, event, final, fields, started)
             raise final from exc
         log.warning(
             "transient failure, retry scheduled: %s",
@@ -96,36 +123,58 @@ def archive_task(envelope: dict[str, Any]) -> dict[str, Any] | Retry:
         )
         return Retry(max=_RQ_RETRY_CEILING, interval=[math.ceil(decision.delay_s)])
     except PermanentError as exc:
-        _dead_letter(job, exc, fields)
-        outcomes.publish(
-            connection,
-            outcome="dead_letter",
-            provider=event.provider,
-            task_id=event.task_id,
-            status=event.status.value,
-            reason=exc.reason,
-            duration_s=time.monotonic() - started,
-        )
+        _dead_letter(ctx, job, event, exc, fields, started)
         raise
     log.info("task %s", result["outcome"], extra=fields)
-    if result["outcome"] == "archived":
-        outcomes.publish(
-            connection,
-            outcome="archived",
-            provider=event.provider,
-            task_id=event.task_id,
-            status=result["status"],
-            manifest_key=result["manifest"],
-            location=ctx.archive.location(result["manifest"]),
-            files=result["files"],
-            duration_s=time.monotonic() - started,
-            time_left_s=_deadline(ctx, event, envelope) - time.time() if result["files"] else None,
-        )
+    result.pop("body", None)
     return result
 
 
+def _publish_end(
+    ctx: WorkerContext,
+    job: JobHandle | None,
+    event: TaskEvent,
+    envelope: dict[str, Any],
+    result: dict[str, Any],
+    started: float,
+) -> None:
+    """The end's entry on ``veo:outcomes``, from the manifest (this run's, or the one an earlier run wrote):
+    at most once per outcome id, and a Redis failure raises a TransientError (retried: the job is not done)."""
+    if job is None:
+        return
+    body: dict[str, Any] = result["body"]
+    status = str(body.get("status") or event.status.value)
+    failure = body.get("failure") or {}
+    outcome = "archived" if status == TaskStatus.SUCCEEDED.value else "provider_failed"
+    files = [{**f, "key": ctx.archive.object_key(f["key"])} for f in body.get("files") or [] if f.get("key")]
+    manifest_key = result["manifest"]
+    published = outcomes.publish(
+        job.connection,
+        outcome=outcome,
+        provider=event.provider,
+        task_id=event.task_id,
+        status=status,
+        job_id=str(body.get("job_id") or job.id),
+        at=iso(ctx.clock()),
+        reason=None if outcome == "archived" else _text(failure.get("code")),
+        error=None if outcome == "archived" else _text(failure.get("message")),
+        manifest_key=ctx.archive.object_key(manifest_key),
+        location=ctx.archive.location(manifest_key),
+        files=files,
+        duration_s=time.monotonic() - started,
+        time_left_s=_deadline(ctx, event, envelope) - ctx.clock() if files else None,
+        strict=True,
+    )
+    if published and result["outcome"] == "already_archived":
+        log.info("outcome published by a later run", extra={"provider": event.provider, "task_id": event.task_id})
+
+
+def _text(value: object) -> str | None:
+    return None if value is None else str(value)
+
+
 def _deadline(ctx: WorkerContext, event: TaskEvent, envelope: dict[str, Any]) -> float:
-    received = float(envelope.get("received_ts") or time.time())
+    received = float(envelope.get("received_ts") or ctx.clock())
     lifetime = (
         ctx.settings.providers[event.provider].url_lifetime_s if event.provider in ctx.settings.providers else 24 * 3600
     )
@@ -133,22 +182,35 @@ def _deadline(ctx: WorkerContext, event: TaskEvent, envelope: dict[str, Any]) ->
     return min(url_deadline(url, received, lifetime) for url in urls)
 
 
-def _archive(ctx: WorkerContext, event: TaskEvent, envelope: dict[str, Any], job: Job | None) -> dict[str, Any]:
+def _archive(ctx: WorkerContext, event: TaskEvent, envelope: dict[str, Any], job: JobHandle | None) -> dict[str, Any]:
     archive = ctx.archive
     manifest_key = archive_keys.manifest_key(event.provider, event.task_id)
-    existing = archive.get_json(manifest_key)
+    existing = read_json(archive, manifest_key)
     if existing is not None and existing.get("status") in (TaskStatus.SUCCEEDED.value, event.status.value):
-        return {"outcome": "already_archived", "manifest": manifest_key, "status": existing.get("status")}
+        return _already(manifest_key, existing)
 
     claimed = event
     confirmed_at: str | None = None
     if ctx.status.can_confirm(event.provider) and event.verification is not Verification.PROVIDER_API:
         event = _confirm(ctx, event)
-        confirmed_at = iso(time.time())
+        confirmed_at = iso(ctx.clock())
         if event.status is not claimed.status and existing is not None:
             if existing.get("status") == event.status.value:
-                return {"outcome": "already_archived", "manifest": manifest_key, "status": existing.get("status")}
+                return _already(manifest_key, existing)
 
+    files: list[FileRecord] = []
+    if event.status is TaskStatus.SUCCEEDED:
+        if not event.result_urls:
+            raise PermanentError("the task succeeded but carries no result URL", reason="no_results")
+        done = job_meta.progress(job)
+        for index, url in enumerate(event.result_urls):
+            record = _reuse(ctx, event, index, url, done.get(index))
+            if record is None:
+                record, event = _download(ctx, event, index, url)
+            files.append(record)
+            job_meta.save_progress(job, record)
+
+    # the raw callback is written with the manifest, after the videos: a dead letter leaves no half task
     callback_key = archive_keys.callback_key(event.provider, event.task_id, claimed.status.value)
     archive.put_bytes(
         callback_key,
@@ -160,24 +222,11 @@ def _archive(ctx: WorkerContext, event: TaskEvent, envelope: dict[str, Any], job
         "delivery_id": envelope["delivery_id"],
         "redis": redis_keys.deliveries_key(event.provider, event.task_id),
     }
-
-    files: list[FileRecord] = []
-    if event.status is TaskStatus.SUCCEEDED:
-        if not event.result_urls:
-            raise PermanentError("the task succeeded but carries no result URL", reason="no_results")
-        done = _progress(job)
-        for index, url in enumerate(event.result_urls):
-            record = _reuse(ctx, event, index, url, done.get(index))
-            if record is None:
-                record, event = _download(ctx, event, index, url)
-            files.append(record)
-            _save_progress(job, record)
-
     body = manifest.build(
         event,
         files,
         received_at=envelope["callback"]["received_at"],
-        archived_at=iso(time.time()),
+        archived_at=iso(ctx.clock()),
         callback=callback,
         job_id=job.id if job else None,
     )
@@ -187,13 +236,18 @@ def _archive(ctx: WorkerContext, event: TaskEvent, envelope: dict[str, Any], job
     if event.status is TaskStatus.SUCCEEDED:
         archive.put_bytes(manifest_key, manifest.encode(body))  # a success replaces an earlier failure manifest
     elif not archive.put_if_absent(manifest_key, manifest.encode(body)):
-        return {"outcome": "already_archived", "manifest": manifest_key}
+        return _already(manifest_key, read_json(archive, manifest_key) or body)
     return {
-        "outcome": "archived",
+        "outcome": "archived" if event.status is TaskStatus.SUCCEEDED else "provider_failed",
         "manifest": manifest_key,
         "status": event.status.value,
         "files": [f.to_json() for f in files],
+        "body": body,
     }
+
+
+def _already(manifest_key: str, existing: dict[str, Any]) -> dict[str, Any]:
+    return {"outcome": "already_archived", "manifest": manifest_key, "status": existing.get("status"), "body": existing}
 
 
 def _confirm(ctx: WorkerContext, event: TaskEvent) -> TaskEvent:
@@ -221,10 +275,14 @@ def _confirm(ctx: WorkerContext, event: TaskEvent) -> TaskEvent:
 
 
 def _reuse(ctx: WorkerContext, event: TaskEvent, index: int, url: str, record: FileRecord | None) -> FileRecord | None:
-    """An object already at the video's key is never rewritten: it is re-used, after checking it."""
-    key = archive_keys.video_key(event.provider, event.task_id, index)
-    stored = ctx.archive.head(key)
-    if stored is None:
+    """An object already at the video's key (either extension) is never rewritten: it is re-used, after
+    checking it."""
+    for ext in archive_keys.VIDEO_EXTENSIONS:
+        key = archive_keys.video_key(event.provider, event.task_id, index, ext)
+        stored = ctx.archive.head(key)
+        if stored is not None:
+            break
+    else:
         return None
     if record is not None and record.key == key and record.size == stored.size:
         return record
@@ -241,7 +299,10 @@ def _reuse(ctx: WorkerContext, event: TaskEvent, index: int, url: str, record: F
     log.info(
         "video already in the archive; reused", extra={"provider": event.provider, "task_id": event.task_id, "key": key}
     )
-    return FileRecord(index=index, source_url=url, key=key, size=size, sha256=digest.hexdigest(), content_type=None)
+    content_type, _ = media_type(head)
+    return FileRecord(
+        index=index, source_url=url, key=key, size=size, sha256=digest.hexdigest(), content_type=content_type
+    )
 
 
 def _download(ctx: WorkerContext, event: TaskEvent, index: int, url: str) -> tuple[FileRecord, TaskEvent]:
@@ -266,11 +327,18 @@ def _stream(ctx: WorkerContext, event: TaskEvent, index: int, url: str) -> FileR
     provider = ctx.settings.providers.get(event.provider)
     if provider is not None and not provider.host_allowed(host):
         raise DownloadRefused(f"{host} is not in DOWNLOAD_HOSTS_{event.provider.upper()}", reason="host_not_allowed")
-    key = archive_keys.video_key(event.provider, event.task_id, index)
     stream = VideoStream(ctx.client, url, ctx.fetch_policy)
     started = time.monotonic()
+    chunks = iter(stream)
+    head = b""
+    for chunk in chunks:  # the first bytes decide the type, hence the key, before the upload starts
+        head += chunk
+        if len(head) >= HEAD_BYTES:
+            break
+    content_type, ext = media_type(head)
+    key = archive_keys.video_key(event.provider, event.task_id, index, ext)
     try:
-        ctx.archive.put_stream(key, stream)
+        ctx.archive.put_stream(key, itertools.chain([head], chunks), content_type=content_type)
     except StorageUnavailable as exc:
         if stream.error is not None:  # the download failed inside the upload: report the download's error
             raise stream.error from exc
@@ -290,41 +358,34 @@ def _stream(ctx: WorkerContext, event: TaskEvent, index: int, url: str) -> FileR
         },
     )
     return FileRecord(
-        index=index, source_url=url, key=key, size=stream.size, sha256=stream.sha256, content_type=stream.content_type
+        index=index, source_url=url, key=key, size=stream.size, sha256=stream.sha256, content_type=content_type
     )
 
 
-def _dead_letter(job: Job | None, exc: PermanentError, fields: dict[str, Any]) -> None:
+def _dead_letter(
+    ctx: WorkerContext,
+    job: JobHandle | None,
+    event: TaskEvent,
+    exc: PermanentError,
+    fields: dict[str, Any],
+    started: float,
+) -> None:
+    """Mark the job as a dead letter (no RQ retry left, the reason in its meta) and publish the outcome."""
+    at = iso(ctx.clock())
     if job is not None:
         job.retries_left = 0
-        job.meta["dead_letter"] = {"reason": exc.reason, "error": exc.message, "at": iso(time.time())}
+        job.meta["dead_letter"] = {"reason": exc.reason, "error": exc.message, "at": at}
         job.save_meta()
     log.error("permanent failure: %s", exc.message, extra={**fields, "reason": exc.reason})
-
-
-def _record_attempt(job: Job, exc: TransientError, delay: float | None) -> None:
-    attempts = job.meta.setdefault("attempts", [])
-    attempts.append(
-        {
-            "at": iso(time.time()),
-            "reason": exc.reason,
-            "error": exc.message[:500],
-            "retry_in_s": None if delay is None else round(delay, 1),
-        }
+    outcomes.publish(  # best effort: the failed registry holds the dead letter whether or not this lands
+        job.connection if job is not None else None,
+        outcome="dead_letter",
+        provider=event.provider,
+        task_id=event.task_id,
+        status=event.status.value,
+        job_id=job.id if job is not None else None,
+        at=at,
+        reason=exc.reason,
+        error=exc.message[:500],
+        duration_s=time.monotonic() - started,
     )
-    del attempts[:-20]
-    job.save_meta()
-
-
-def _progress(job: Job | None) -> dict[int, FileRecord]:
-    if job is None:
-        return {}
-    saved = job.meta.get("files") or {}
-    return {int(i): FileRecord(**rec) for i, rec in saved.items()}
-
-
-def _save_progress(job: Job | None, record: FileRecord) -> None:
-    if job is None:
-        return
-    job.meta.setdefault("files", {})[str(record.index)] = record.to_json()
-    job.save_meta()

@@ -8,7 +8,13 @@ Schema (``schema`` = 1)::
                 "content_type": "video/mp4"}],
      "received_at": "...Z", "archived_at": "...Z", "verification": "signature",
      "callback": {"key": "kie/<id>/callback-succeeded.json", "delivery_id": "...", "redis": "veo:deliveries:..."},
-     "extra": {...}, "job_id": "..."}
+     "extra": {...}, "job_id": "...", "provider_status": "...", "kind": "...",
+     "confirmed": {"via": "provider_api", "at": "...Z"} | null,
+     "claimed": {"status": "...", "result_urls": [...]}}
+
+``confirmed`` and ``claimed`` are set by :mod:`workers.jobs`: ``claimed`` is present only when the provider's
+status API disagreed with the callback (the manifest then describes the provider's answer, and ``claimed``
+what the callback said).
 """
 
 from __future__ import annotations

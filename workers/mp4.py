@@ -61,3 +61,30 @@ class BoxWalker:
     @property
     def complete(self) -> bool:
         return self.to_end or (self.next_box == self.seen and not self.header)
+
+
+#: ``ftyp`` brands of QuickTime files; any other ``ftyp`` (isom, mp41, mp42, avc1, dash, …) is MP4
+QUICKTIME_BRAND = b"qt  "
+MP4 = ("video/mp4", ".mp4")
+QUICKTIME = ("video/quicktime", ".mov")
+
+
+def media_type(first_bytes: bytes) -> tuple[str, str]:
+    """``(content_type, extension)`` of an ISO base media file from its first bytes (at least the ``ftyp`` box).
+
+    A ``qt  `` major brand, or ``qt  `` as the only compatible brand, is QuickTime; any other ``ftyp`` is MP4.
+    Without ``ftyp``, a first ``wide`` box (classic QuickTime) is QuickTime; anything else is MP4."""
+    box = first_bytes[VIDEO_BRANDS_OFFSET : VIDEO_BRANDS_OFFSET + 4]
+    if box == b"wide":
+        return QUICKTIME
+    if box != b"ftyp" or len(first_bytes) < 12:
+        return MP4
+    major = first_bytes[8:12]
+    if major == QUICKTIME_BRAND:
+        return QUICKTIME
+    size = int.from_bytes(first_bytes[:4], "big")
+    compatible = first_bytes[16 : min(size, len(first_bytes))]
+    brands = {compatible[i : i + 4] for i in range(0, len(compatible) - 3, 4)}
+    if brands == {QUICKTIME_BRAND}:
+        return QUICKTIME
+    return MP4

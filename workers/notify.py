@@ -47,7 +47,7 @@ from veo_archiver.standard_webhooks import SECRET_PREFIX, parse_secrets, sign
 
 log = logging.getLogger(__name__)
 
-GROUP = "notifier"
+GROUP = redis_keys.NOTIFY_GROUP
 RETRY_ZSET = redis_keys.NOTIFY_RETRY_ZSET
 DEAD_LIST = redis_keys.NOTIFY_DEAD_LIST
 DEAD_MAXLEN = 10_000

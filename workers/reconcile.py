@@ -18,8 +18,10 @@ Scheduling: every worker calls :func:`run_scheduled` from its maintenance; ``SET
 on ``veo:reconcile:lock`` lets one worker per interval sweep, across machines. A sweep has a time budget
 (it runs in the worker's main loop); tasks polled least recently go first, the rest wait for the next one.
 
-Redis keys (all ``veo:``): ``reconcile:lock`` (string, TTL = interval), ``reconcile:last`` (JSON of the
-last report), ``tracked:polled`` (zset member → last poll time), ``tracked:dropped`` (list, newest first).
+Redis keys (all ``veo:``, defined in :mod:`veo_archiver.redis_keys`): ``reconcile:lock`` (string, TTL =
+interval), ``reconcile:last`` (JSON of the last report), ``tracked:polled`` (zset member → last poll time),
+``tracked:dropped`` (list, newest first). The tracked set itself is read and written through
+:mod:`veo_archiver.records.tracked`.
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ from veo_archiver.clock import iso
 from veo_archiver.errors import ArchiverError, PermanentError
 from veo_archiver.event import TaskEvent
 from veo_archiver.intake import Delivery, Intake, IntakeResult
+from veo_archiver.records import tracked
 from veo_archiver.settings import Settings
 from workers.status_client import StatusClient
 
@@ -123,16 +126,6 @@ def _text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
-def _ref(member: str) -> tuple[str, str] | None:
-    try:
-        value = json.loads(member)
-    except ValueError:
-        return None
-    if isinstance(value, list) and len(value) == 2 and all(isinstance(v, str) and v for v in value):
-        return value[0], value[1]
-    return None
-
-
 def callback_state(connection: redis.Redis, provider: str, task_id: str) -> str:
     """``none``: no terminal delivery accepted; ``pending``: a job exists; ``finished``: its job is done."""
     pipe = connection.pipeline(transaction=False)
@@ -199,8 +192,7 @@ def sweep(
     after = settings.reconcile_after_s if after_s is None else after_s
     report = SweepReport(started_at=now, after_s=after)
     started = clock()
-    tracked: list[Any] = connection.zrangebyscore(redis_keys.tracked_zset(), "-inf", now - after, withscores=True)
-    members = [(_text(m), float(score)) for m, score in tracked]
+    members = tracked.registered_before(connection, now - after)
     polled = connection.zmscore(POLLED_ZSET, [m for m, _ in members]) if members else []
     # least recently polled first, then oldest: a backlog of in-progress tasks cannot starve the rest
     order = sorted(zip(members, polled, strict=True), key=lambda mp: (mp[1] or 0.0, mp[0][1]))
@@ -210,15 +202,15 @@ def sweep(
             report.deferred += 1
             continue
         report.examined += 1
-        ref = _ref(member)
+        ref = tracked.ref(member)
         if ref is None:
             _drop(connection, report, member, ("?", member), registered, now, "malformed", "not [provider, task_id]")
             continue
-        provider, task_id = ref
+        provider, task_id = ref.provider, ref.task_id
         state = callback_state(connection, provider, task_id)
         if state == "finished":
             pipe = connection.pipeline(transaction=False)
-            pipe.zrem(redis_keys.tracked_zset(), member)
+            tracked.remove(pipe, member)
             pipe.zrem(POLLED_ZSET, member)
             pipe.execute()
             report.finished += 1
@@ -237,7 +229,7 @@ def sweep(
             event = status_client.fetch(provider, task_id)
         except PermanentError as exc:
             if exc.reason == "unknown_task":
-                _drop(connection, report, member, ref, registered, now, exc.reason, exc.message)
+                _drop(connection, report, member, (provider, task_id), registered, now, exc.reason, exc.message)
             else:
                 report.errors.append({**item, "reason": exc.reason, "detail": exc.message})
             continue
@@ -282,7 +274,7 @@ def _drop(
         "dropped_at": iso(now),
     }
     pipe = connection.pipeline(transaction=True)
-    pipe.zrem(redis_keys.tracked_zset(), member)
+    tracked.remove(pipe, member)
     pipe.zrem(POLLED_ZSET, member)
     pipe.lpush(DROPPED_LIST, json.dumps(record))
     pipe.ltrim(DROPPED_LIST, 0, DROPPED_MAXLEN - 1)
@@ -297,7 +289,7 @@ def _forget_untracked(connection: redis.Redis) -> None:
     polled = [_text(m) for m in polled_raw]
     if not polled:
         return
-    scores = connection.zmscore(redis_keys.tracked_zset(), polled)
+    scores = tracked.registration_times(connection, polled)
     gone = [m for m, score in zip(polled, scores, strict=True) if score is None]
     if gone:
         connection.zrem(POLLED_ZSET, *gone)
@@ -343,7 +335,7 @@ def run_sweep(
 
 def run_scheduled(connection: redis.Redis, settings: Settings, *, owner: str) -> SweepReport | None:
     """From worker maintenance: sweep if no one else did this interval (and there is anything tracked)."""
-    if not connection.exists(redis_keys.tracked_zset()):
+    if not tracked.any_tracked(connection):
         connection.delete(POLLED_ZSET)  # poll times of tasks archived since the last sweep
         return None
     if not acquire(connection, settings, owner):

@@ -21,6 +21,7 @@ from rq.registry import FailedJobRegistry
 from rq.serializers import JSONSerializer
 from rq.worker import HerokuWorker
 
+from veo_archiver.clock import epoch
 from veo_archiver.errors import ArchiverError, ConfigError
 from veo_archiver.logs import log_context
 from veo_archiver.redis_client import connect
@@ -90,7 +91,7 @@ def requeue_abandoned(queue: Queue) -> list[str]:
     requeued: list[str] = []
     for job_id in registry.get_job_ids():
         job = Job.fetch(job_id, connection=queue.connection, serializer=queue.serializer) if queue.connection else None
-        if job is None or "dead_letter" in job.meta:
+        if job is None or verdict_stands(job):
             continue  # a permanent failure the job itself decided: stays a dead letter
         latest = job.latest_result()
         exc_info = (latest.exc_string if latest is not None else None) or job.exc_info or ""
@@ -113,6 +114,17 @@ def requeue_abandoned(queue: Queue) -> list[str]:
             },
         )
     return requeued
+
+
+def verdict_stands(job: Job) -> bool:
+    """The job's dead-letter mark is its latest word: not stale. A mark older than the job's last enqueue was
+    carried over by a tool that requeued it (``rq requeue -S JSON``, rq-dashboard), and a job that crashed
+    after such a requeue is abandoned, not dead."""
+    verdict = job.meta.get("dead_letter") if isinstance(job.meta, dict) else None
+    if not isinstance(verdict, dict):
+        return False
+    marked, enqueued = epoch(verdict.get("at")), epoch(job.enqueued_at)
+    return marked is None or enqueued is None or marked >= enqueued
 
 
 def maintenance_interval() -> int:
@@ -184,11 +196,3 @@ def run_many(count: int, argv: list[str]) -> int:
         if not alive:
             return 0
         time.sleep(0.5)
-
-
-def pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except OSError:
-        return False
-    return True

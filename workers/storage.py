@@ -5,6 +5,10 @@ S3-compatible server. A streamed ``put`` is a multipart upload on S3 (the object
 upload completes) and a staged write + rename on a directory, so a reader never sees a partial video.
 ``put_if_absent`` is a conditional create (``If-None-Match: *`` on S3, exclusive create on disk).
 obstore's failures are translated here into :class:`StorageUnavailable`.
+
+Everything that stores or reads (the job, :class:`workers.context.WorkerContext`) holds an :class:`Archive`;
+:class:`ObjectArchive` is the real one, :class:`workers.storage_memory.MemoryArchive` the in-memory one that
+fast tests of the job's logic use.
 """
 
 from __future__ import annotations
@@ -34,12 +38,35 @@ class StoredObject:
 
 
 class Archive(Protocol):
-    def put_stream(self, key: str, chunks: Iterable[bytes]) -> None: ...
+    """Object storage as the job uses it. Semantics every implementation keeps:
+
+    - ``put_stream`` stores the object only once ``chunks`` is exhausted; an exception raised by ``chunks``
+      propagates (possibly wrapped in :class:`StorageUnavailable`) and leaves nothing at ``key``;
+    - ``put_bytes``/``put_stream`` replace an existing object; ``put_if_absent`` never does (returns False);
+      the job, not the store, keeps video objects write-once (``head`` before writing);
+    - a missing object reads as ``None`` (``get_bytes``, ``head``); other failures raise StorageUnavailable;
+    - an object's Content-Type is ``content_type`` when given (a video's, decided from its bytes), else
+      :func:`content_type_for` its key;
+    - ``object_key`` is the full key in the store (the archive prefix included), ``location`` its URL.
+    """
+
+    def put_stream(self, key: str, chunks: Iterable[bytes], content_type: str | None = None) -> None: ...
     def put_bytes(self, key: str, data: bytes) -> None: ...
     def put_if_absent(self, key: str, data: bytes) -> bool: ...
     def get_bytes(self, key: str) -> bytes | None: ...
+    def iter_bytes(self, key: str) -> Iterator[bytes]: ...
     def head(self, key: str) -> StoredObject | None: ...
     def location(self, key: str) -> str: ...
+    def object_key(self, key: str) -> str: ...
+
+
+def read_json(archive: Archive, key: str) -> dict[str, Any] | None:
+    """A JSON object stored at ``key`` (a manifest), or None when there is none."""
+    raw = archive.get_bytes(key)
+    if raw is None:
+        return None
+    value = json.loads(raw)
+    return value if isinstance(value, dict) else None
 
 
 class ObjectArchive:
@@ -71,19 +98,22 @@ class ObjectArchive:
     def location(self, key: str) -> str:
         return f"{self._base_url}/{self._path(key)}"
 
-    def _attrs(self, key: str) -> dict[str, str] | None:
+    def object_key(self, key: str) -> str:
+        return self._path(key)
+
+    def _attrs(self, key: str, content_type: str | None = None) -> dict[str, str] | None:
         if not self._attributes:
             return None
-        return {"Content-Type": content_type_for(key)}
+        return {"Content-Type": content_type or content_type_for(key)}
 
-    def put_stream(self, key: str, chunks: Iterable[bytes]) -> None:
+    def put_stream(self, key: str, chunks: Iterable[bytes], content_type: str | None = None) -> None:
         self._drop_stale_staging(key)
         try:
             obstore.put(
                 self._store,
                 self._path(key),
                 iter(chunks),
-                attributes=self._attrs(key),
+                attributes=self._attrs(key, content_type),
                 chunk_size=PART_BYTES,
                 max_concurrency=PARTS_IN_FLIGHT,
             )
@@ -131,16 +161,14 @@ class ObjectArchive:
         return StoredObject(key=key, size=int(meta["size"]))
 
     def get_json(self, key: str) -> dict[str, Any] | None:
-        raw = self.get_bytes(key)
-        if raw is None:
-            return None
-        value = json.loads(raw)
-        return value if isinstance(value, dict) else None
+        return read_json(self, key)
 
 
 def content_type_for(key: str) -> str:
     if key.endswith(".mp4"):
         return "video/mp4"
+    if key.endswith(".mov"):
+        return "video/quicktime"
     if key.endswith(".json"):
         return "application/json"
     return "application/octet-stream"

@@ -25,21 +25,18 @@ from rq.registry import FailedJobRegistry
 from rq.serializers import JSONSerializer
 
 from veo_archiver import clock, errors, queue_view, redis_keys
-from veo_archiver.cli import story
 from veo_archiver.event import TaskEvent, Verification
 from veo_archiver.intake import Delivery, Intake, IntakeResult
 from veo_archiver.payload import decode_json_object
 from veo_archiver.providers import NAMES, REGISTRY, standard
-from veo_archiver.queue_view import DeadLetter
+from veo_archiver.records import delivery as deliveries
+from veo_archiver.records.dead_letter import DeadLetter, dead_letter_of
 from veo_archiver.settings import Settings
 
 log = logging.getLogger(__name__)
 
 #: meta keys that describe a failed run; cleared when an operator requeues the job
 CLEARED_META = ("dead_letter", "attempts", "crash_requeues")
-
-
-NothingToDo = errors.NothingToDo  # re-exported for the CLI
 
 
 # --------------------------------------------------------------------------------------------- requeue
@@ -80,20 +77,45 @@ def select(
         elif job_id not in failed:
             skipped.append((job_id, f"not in the failed registry (state {queue_view.state_of(job)})"))
         else:
-            letters.append(queue_view.dead_letter_of(job))
+            letters.append(dead_letter_of(job))
     return letters, skipped
 
 
 def requeue(connection: redis.Redis, queue_name: str, job_id: str, *, default_retries: int) -> None:
     """Move one job from the failed registry back onto its queue with a fresh retry budget."""
     job = Job.fetch(job_id, connection=connection, serializer=JSONSerializer)
+    if "unserialized" in job.meta:  # re-saved by a tool with another serializer: rebuild from the envelope
+        job.meta = _meta_from_envelope(job)
     for name in CLEARED_META:
         job.meta.pop(name, None)
     job.retries_left = len(job.retry_intervals) if job.retry_intervals else default_retries
     job.number_of_retries = 0
     registry = FailedJobRegistry(queue=queue_view.queue_of(connection, queue_name))
-    registry.requeue(job)  # saves the whole hash (meta included) and pushes the id on job.origin
+    score = connection.zscore(registry.key, job_id)
+    try:
+        registry.requeue(job)  # saves the whole hash (meta included) and pushes the id on job.origin
+    except (TypeError, ValueError, redis.RedisError) as exc:  # RQ removed it from the registry first: put it back
+        if score is not None:
+            connection.zadd(registry.key, {job_id: score})
+        raise RequeueRefused(f"cannot requeue: {type(exc).__name__}: {exc}") from exc
     log.info("dead letter requeued by an operator", extra={"job_id": job_id})
+
+
+class RequeueRefused(Exception):
+    """The job could not be requeued; it stays in the failed registry."""
+
+
+def _meta_from_envelope(job: Job) -> dict[str, Any]:
+    try:
+        envelope = job.kwargs.get("envelope") or {}
+        event = envelope.get("event") or {}
+        return {
+            "provider": event.get("provider"),
+            "task_id": event.get("task_id"),
+            "delivery_id": envelope.get("delivery_id"),
+        }
+    except Exception:  # an unreadable job keeps an empty meta; the worker rebuilds it too
+        return {}
 
 
 def retry(
@@ -114,6 +136,8 @@ def retry(
                 requeue(connection, queue_name, letter.job_id, default_retries=default_retries)
             except (InvalidJobOperation, NoSuchJobError):  # requeued or expired meanwhile
                 report.skipped.append((letter.job_id, "left the failed registry meanwhile"))
+            except RequeueRefused as exc:
+                report.skipped.append((letter.job_id, str(exc)))
             else:
                 report.requeued.append(letter)
         if progress is not None:
@@ -169,33 +193,33 @@ def parse_stored(provider: str, record: dict[str, Any]) -> TaskEvent:
         )
     spec = REGISTRY.get(provider)
     if spec is None:
-        raise NothingToDo(f"unknown provider {provider!r}: one of {', '.join(NAMES)} or standard-<source>")
+        raise errors.NothingToDo(f"unknown provider {provider!r}: one of {', '.join(NAMES)} or standard-<source>")
     return spec.parse(decoded, verification=Verification.OPERATOR)
 
 
 def plan_replay(connection: redis.Redis, provider: str, task_id: str, number: int | None = None) -> ReplayPlan:
     """Pick the delivery (``number`` as ``show`` prints it, default the newest terminal one) and parse it."""
-    records = story.stored_deliveries(connection, provider, task_id)
+    records = deliveries.stored(connection, provider, task_id)
     if not records:
-        raise NothingToDo(
+        raise errors.NothingToDo(
             f"no stored delivery for {provider}/{task_id}: wrong id, or its record "
             f"({redis_keys.deliveries_key(provider, task_id)}) expired"
         )
     if number is None:
-        terminal = [
-            n for n, r in enumerate(records, start=1) if (r.get("event") or {}).get("status") in ("succeeded", "failed")
-        ]
+        terminal = deliveries.terminal_numbers(records)
         if not terminal:
-            raise NothingToDo(f"{provider}/{task_id} has no succeeded or failed delivery to replay")
+            raise errors.NothingToDo(f"{provider}/{task_id} has no succeeded or failed delivery to replay")
         number = terminal[-1]
     if not 1 <= number <= len(records):
-        raise NothingToDo(f"{provider}/{task_id} has deliveries 1..{len(records)}, not {number}")
+        raise errors.NothingToDo(f"{provider}/{task_id} has deliveries 1..{len(records)}, not {number}")
     record = records[number - 1]
     event = parse_stored(provider, record)
     if event.task_id != task_id or event.provider != provider:
-        raise NothingToDo(f"delivery {number} parses as {event.provider}/{event.task_id}, not {provider}/{task_id}")
+        raise errors.NothingToDo(
+            f"delivery {number} parses as {event.provider}/{event.task_id}, not {provider}/{task_id}"
+        )
     if not event.status.terminal:
-        raise NothingToDo(f"delivery {number} reports status {event.status.value}: nothing to archive")
+        raise errors.NothingToDo(f"delivery {number} reports status {event.status.value}: nothing to archive")
     callback = record.get("callback") or {}
     received = clock.epoch(callback.get("received_at"))
     delivery = Delivery(

@@ -1,6 +1,8 @@
 """``veo-archiver``: serve the receiver, run workers, run everything embedded, simulate a provider.
 
-Settings come from the environment (README, "Configuration"), built once here and passed down.
+Settings come from the environment (README, "Configuration"), built once here and passed down; in a folder
+where ``veo-archiver up`` runs, what it provided (embedded Redis, development keys, admin token) fills in the
+variables that are not set (:mod:`veo_archiver.cli.local_env`).
 """
 
 from __future__ import annotations
@@ -19,19 +21,20 @@ from pathlib import Path
 from types import FrameType
 
 from veo_archiver import archive_keys
+from veo_archiver.cli import local_env
 from veo_archiver.errors import ArchiverError, ConfigError
 from veo_archiver.logs import configure as configure_logging
-from veo_archiver.settings import Settings
+from veo_archiver.logs import wants_json
+from veo_archiver.settings import Settings, is_loopback_host
 
 log = logging.getLogger("veo_archiver")
 
-DEV_ENV_FILE = "dev.env"
 DEFAULT_DATA_DIR = ".veo-archiver"
 SIMULATOR_PORT = 8765
 
 
 def _settings(**overrides: object) -> Settings:
-    return Settings.from_env(os.environ, **overrides)
+    return local_env.settings(**overrides)
 
 
 # --------------------------------------------------------------------------------------------- serve / worker
@@ -72,71 +75,59 @@ def cmd_worker(args: argparse.Namespace) -> int:
 # --------------------------------------------------------------------------------------------- up
 
 
-def _dev_env(data_dir: Path) -> dict[str, str]:
-    """Development secrets kept in the data dir, generated once, so ``simulate`` can sign what ``up`` checks."""
-    path = data_dir / DEV_ENV_FILE
-    values: dict[str, str] = {}
-    if path.exists():
-        for line in path.read_text().splitlines():
-            name, sep, value = line.partition("=")
-            if sep and not name.startswith("#"):
-                values[name.strip()] = value.strip()
-    missing = [name for name in ("KIE_WEBHOOK_HMAC_KEYS", "CALLBACK_SIGNING_KEYS") if name not in values]
-    if missing:
-        for name in missing:
-            values[name] = secrets.token_urlsafe(32)
-        data_dir.mkdir(parents=True, exist_ok=True)
-        path.write_text("".join(f"{k}={v}\n" for k, v in values.items()))
-        path.chmod(0o600)
-    return values
+def _up_env(args: argparse.Namespace, data_dir: Path) -> tuple[dict[str, str], dict[str, str], str]:
+    """The children's environment, what `up` made up itself (for ``up.json``), and where the kie key is from."""
+    env = dict(os.environ)
+    provided: dict[str, str] = {}
+    if not env.get("REDIS_URL"):
+        from veo_archiver.cli.embedded import EmbeddedRedis
+
+        provided["REDIS_URL"] = EmbeddedRedis(data_dir / "redis").url
+    if not env.get("KIE_WEBHOOK_HMAC_KEYS"):
+        provided["KIE_WEBHOOK_HMAC_KEYS"] = local_env.dev_keys(data_dir)["KIE_WEBHOOK_HMAC_KEYS"]
+        kept = data_dir / local_env.DEV_ENV_FILE
+        key_note = f"a development key kept in {kept} (set KIE_WEBHOOK_HMAC_KEYS for kie.ai's)"
+    else:
+        key_note = "from KIE_WEBHOOK_HMAC_KEYS"
+    if not env.get("CALLBACK_SIGNING_KEYS"):
+        provided["CALLBACK_SIGNING_KEYS"] = local_env.dev_keys(data_dir)["CALLBACK_SIGNING_KEYS"]
+    if not env.get("ADMIN_TOKEN") and is_loopback_host(args.host):
+        provided["ADMIN_TOKEN"] = secrets.token_urlsafe(32)  # a development token, for this run only
+    env.update(provided)
+    env.setdefault("DOWNLOAD_ALLOW_HOSTS", f"127.0.0.1:{SIMULATOR_PORT}")
+    # the children write to this terminal too: same format and level as `up` itself
+    env["LOG_FORMAT"] = "json" if args.json_logs else "text"
+    env["LOG_LEVEL"] = args.log_level
+    return env, provided, key_note
+
+
+def _ops_line(local: str, provided: dict[str, str], env: dict[str, str]) -> str:
+    if "ADMIN_TOKEN" in provided:
+        return f"{local}/ops?token={provided['ADMIN_TOKEN']}  (development token, this run only)"
+    if env.get("ADMIN_TOKEN"):
+        return f"{local}/ops  (open /ops?token=<ADMIN_TOKEN> once)"
+    return "off: set ADMIN_TOKEN to enable it (none is minted when the receiver listens beyond loopback)"
 
 
 def cmd_up(args: argparse.Namespace) -> int:
     from veo_archiver.cli.embedded import EmbeddedRedis
 
+    other = local_env.running()
+    if other is not None:
+        raise ConfigError(f"`veo-archiver up` already runs in this folder (pid {other.pid}, {other.receiver_url})")
     data_dir = Path(args.data_dir).resolve()
-    env = dict(os.environ)
-    embedded: EmbeddedRedis | None = None
-    if not env.get("REDIS_URL"):
-        embedded = EmbeddedRedis(data_dir / "redis")
-        embedded.start()
-        env["REDIS_URL"] = embedded.url
-    if not env.get("KIE_WEBHOOK_HMAC_KEYS"):
-        env["KIE_WEBHOOK_HMAC_KEYS"] = _dev_env(data_dir)["KIE_WEBHOOK_HMAC_KEYS"]
-        key_note = f"a development key kept in {data_dir / DEV_ENV_FILE} (set KIE_WEBHOOK_HMAC_KEYS for kie.ai's)"
-    else:
-        key_note = "from KIE_WEBHOOK_HMAC_KEYS"
-    if not env.get("CALLBACK_SIGNING_KEYS"):
-        env["CALLBACK_SIGNING_KEYS"] = _dev_env(data_dir)["CALLBACK_SIGNING_KEYS"]
-    env.setdefault("DOWNLOAD_ALLOW_HOSTS", f"127.0.0.1:{SIMULATOR_PORT}")
+    env, provided, key_note = _up_env(args, data_dir)
     settings = Settings.from_env(env)  # validate before starting anything else
     if settings.notify_urls:
         from workers.notify import check_config
 
         check_config(settings)  # a bad NOTIFY_SECRET stops `up` here, not in a child
+    host = args.host if is_loopback_host(args.host) else "127.0.0.1"
+    local = f"http://{f'[{host}]' if ':' in host else host}:{args.port}"
+    state_path = Path.cwd() / local_env.STATE_FILE
     python = [sys.executable, "-m", "veo_archiver"]
     children: list[tuple[str, subprocess.Popen[bytes]]] = []
-
-    def start(name: str, argv: list[str]) -> None:
-        children.append((name, subprocess.Popen(python + argv, env=env, start_new_session=True)))
-
-    start("receiver", ["serve", "--host", args.host, "--port", str(args.port)])
-    start("worker", ["worker", "--count", str(args.workers)])
-    if settings.notify_urls:
-        start("notifier", ["notify"])
-    base = (settings.public_base_url or f"http://{args.host}:{args.port}").rstrip("/")
-    print(
-        "\nveo-archiver is up\n"
-        f"  register as callBackUrl:  {base}/callbacks/kie\n"
-        f"  kie.ai signing key:       {key_note}\n"
-        f"  archive:                  {settings.storage.describe()}\n"
-        f"  redis:                    {'embedded, data in ' + str(data_dir / 'redis') if embedded else 'REDIS_URL'}\n"
-        f"  other providers:          veo-archiver callback-url apixo|useapi|evolink --base {base}\n"
-        f"  see a video archived:     veo-archiver simulate kie --to http://127.0.0.1:{args.port}/callbacks/kie\n"
-        f"                            (or apixo, useapi, evolink with --to http://127.0.0.1:{args.port})\n"
-        "  Ctrl-C stops everything (the worker finishes its current download first).\n",
-        flush=True,
-    )
+    embedded = EmbeddedRedis(data_dir / "redis") if "REDIS_URL" in provided else None
     stop_requested = False
 
     def request_stop(signum: int, frame: FrameType | None) -> None:
@@ -147,6 +138,33 @@ def cmd_up(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, request_stop)
     exit_code = 0
     try:
+        if embedded is not None:
+            embedded.start()
+        local_env.write(state_path, local_env.UpState(os.getpid(), local, provided, state_path))
+
+        def start(name: str, argv: list[str]) -> None:
+            children.append((name, subprocess.Popen(python + argv, env=env, start_new_session=True)))
+
+        start("receiver", ["serve", "--host", args.host, "--port", str(args.port)])
+        start("worker", ["worker", "--count", str(args.workers)])
+        if settings.notify_urls:
+            start("notifier", ["notify"])
+        base = (settings.public_base_url or f"http://{args.host}:{args.port}").rstrip("/")
+        redis_line = f"embedded, data in {embedded.data_dir}" if embedded else "REDIS_URL"
+        print(
+            "\nveo-archiver is up\n"
+            f"  register as callBackUrl:  {base}/callbacks/kie\n"
+            f"  kie.ai signing key:       {key_note}\n"
+            f"  archive:                  {settings.storage.describe()}\n"
+            f"  redis:                    {redis_line}\n"
+            f"  ops page:                 {_ops_line(local, provided, env)}\n"
+            "  queue status:             veo-archiver status  (show, failed, retry: run here, no variables needed)\n"
+            f"  other providers:          veo-archiver callback-url apixo|useapi|evolink --base {base}\n"
+            f"  see a video archived:     veo-archiver simulate kie --to {local}/callbacks/kie\n"
+            f"                            (or apixo, useapi, evolink with --to {local})\n"
+            "  Ctrl-C stops everything (the worker finishes its current download first).\n",
+            flush=True,
+        )
         while not stop_requested:
             for name, child in children:
                 if child.poll() is not None:
@@ -164,6 +182,7 @@ def cmd_up(args: argparse.Namespace) -> int:
                     print(f"veo-archiver: the {name} did not stop in {args.stop_timeout} s; killing", file=sys.stderr)
                     child.kill()
                     child.wait()
+        local_env.remove(state_path, os.getpid())
         if embedded is not None:
             embedded.stop()
         print("veo-archiver: stopped", flush=True)
@@ -176,22 +195,22 @@ def cmd_up(args: argparse.Namespace) -> int:
 def _kie_key(args: argparse.Namespace) -> str:
     if args.key:
         return str(args.key)
-    configured = os.environ.get("KIE_WEBHOOK_HMAC_KEYS", "").split(",")[0].strip()
+    configured = local_env.environ().get("KIE_WEBHOOK_HMAC_KEYS", "").split(",")[0].strip()
     if configured:
         return configured
-    dev = Path(args.data_dir) / DEV_ENV_FILE
+    dev = Path(args.data_dir) / local_env.DEV_ENV_FILE
     if dev.exists():
-        return _dev_env(Path(args.data_dir))["KIE_WEBHOOK_HMAC_KEYS"].split(",")[0]
+        return local_env.dev_keys(Path(args.data_dir))["KIE_WEBHOOK_HMAC_KEYS"].split(",")[0]
     raise ConfigError("no signing key: pass --key, set KIE_WEBHOOK_HMAC_KEYS, or run `veo-archiver up` first")
 
 
 def _signing_key(args: argparse.Namespace) -> str | None:
-    configured = os.environ.get("CALLBACK_SIGNING_KEYS", "").split(",")[0].strip()
+    configured = local_env.environ().get("CALLBACK_SIGNING_KEYS", "").split(",")[0].strip()
     if configured:
         return configured
-    dev = Path(args.data_dir) / DEV_ENV_FILE
+    dev = Path(args.data_dir) / local_env.DEV_ENV_FILE
     if dev.exists():
-        return _dev_env(Path(args.data_dir)).get("CALLBACK_SIGNING_KEYS", "").split(",")[0] or None
+        return local_env.dev_keys(Path(args.data_dir)).get("CALLBACK_SIGNING_KEYS", "").split(",")[0] or None
     return None
 
 
@@ -200,7 +219,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
 
     from receiver import tokens
     from veo_archiver.sim.cloud import ProviderCloud
-    from veo_archiver.sim.media import make_mp4
+    from veo_archiver.sim.media import sample_mp4_padded
 
     provider = args.provider
     target = args.to
@@ -217,12 +236,8 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     hmac_key = None if (provider != "kie" or args.unsigned) else _kie_key(args)
     with ProviderCloud(port=args.serve_port) as cloud:
         task_id = args.task_id or cloud.new_task_id(provider)
-        urls = [
-            cloud.add_video(
-                f"/videos/{provider}/{n}-{uuid.uuid4().hex[:8]}.mp4", make_mp4(args.size_kib * 1024, seed=n)
-            )
-            for n in range(args.count)
-        ]
+        video = sample_mp4_padded(args.size_kib)  # a real, playable H.264 sample, padded by a `free` box
+        urls = [cloud.add_video(f"/videos/{provider}/{n}-{uuid.uuid4().hex[:8]}.mp4", video) for n in range(args.count)]
         if args.fail:
             cloud.set_task(provider, task_id, "failed", failure_code=str(args.fail), failure_message=None)
         else:
@@ -292,7 +307,12 @@ def cmd_callback_url(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="veo-archiver", description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--log-level", default=os.environ.get("LOG_LEVEL", "INFO"))
-    parser.add_argument("--log-format", choices=("json", "text"), default=os.environ.get("LOG_FORMAT", "json"))
+    parser.add_argument(
+        "--log-format",
+        choices=("json", "text"),
+        default=os.environ.get("LOG_FORMAT") or None,
+        help="default: LOG_FORMAT, else text on a terminal and JSON lines otherwise",
+    )
     sub = parser.add_subparsers(dest="command", required=True)
 
     serve = sub.add_parser("serve", help="run the receiver (Starlette on uvicorn)")
@@ -322,7 +342,9 @@ def build_parser() -> argparse.ArgumentParser:
     simulate.add_argument("--count", type=int, default=1, help="videos in the result (default 1)")
     simulate.add_argument("--form", choices=("list", "json", "bracket", "bare"), default="list")
     simulate.add_argument("--fail", type=int, choices=(400, 422, 500, 501), help="send a failure callback")
-    simulate.add_argument("--size-kib", type=int, default=512)
+    simulate.add_argument(
+        "--size-kib", type=int, default=512, help="video size: the playable sample padded with a free box (default 512)"
+    )
     simulate.add_argument("--serve-port", type=int, default=SIMULATOR_PORT)
     simulate.add_argument("--wait", type=float, default=60.0, help="seconds to wait for the manifest")
     simulate.add_argument("--data-dir", default=DEFAULT_DATA_DIR)
@@ -332,16 +354,19 @@ def build_parser() -> argparse.ArgumentParser:
     cb.add_argument("--ttl-days", type=float, default=0, help="token lifetime in days (default: no expiry)")
     cb.add_argument("--base", help="public base URL (default PUBLIC_BASE_URL)")
     cb.set_defaults(func=cmd_callback_url)
-    __import__("veo_archiver.cli.ops").cli_ops.register(sub)
-    __import__("veo_archiver.cli.reconcile").cli_reconcile.register(sub)  # track, tracked, sweep, notify
+    from veo_archiver.cli import ops, reconcile
+
+    ops.register(sub)  # status, failed, retry, replay, show
+    reconcile.register(sub)  # track, tracked, sweep, notify
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    configure_logging(args.log_level, json_lines=args.log_format == "json")
     try:
+        args.json_logs = wants_json(args.log_format)
+        configure_logging(args.log_level, json_lines=args.json_logs)
         return int(args.func(args))
     except ArchiverError as exc:
         print(f"veo-archiver: error: {exc.message}", file=sys.stderr)

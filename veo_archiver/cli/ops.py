@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import time
 from collections.abc import Sequence
@@ -18,8 +17,8 @@ from typing import Any
 import redis
 
 from veo_archiver import clock, queue_view
-from veo_archiver.cli import admin, story
-from veo_archiver.errors import ConfigError, RequestError
+from veo_archiver.cli import admin, local_env, story
+from veo_archiver.errors import ConfigError, NothingToDo, RequestError
 from veo_archiver.redis_client import connect
 from veo_archiver.settings import Settings
 
@@ -75,7 +74,7 @@ def register(sub: Any) -> None:
 
 
 def _settings() -> Settings:
-    return Settings.from_env(os.environ)
+    return local_env.settings()  # the environment, completed by a live `up` in this folder
 
 
 def _connect(settings: Settings) -> redis.Redis:
@@ -257,7 +256,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
     connection = _connect(settings)
     try:
         plan = admin.plan_replay(connection, args.provider, args.task_id, args.delivery)
-    except admin.NothingToDo as exc:
+    except NothingToDo as exc:
         print(f"veo-archiver: {exc.message}", file=sys.stderr)
         return 1
     except RequestError as exc:

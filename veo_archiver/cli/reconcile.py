@@ -21,8 +21,10 @@ from typing import Any
 import redis
 
 from veo_archiver import redis_keys
+from veo_archiver.cli import local_env
 from veo_archiver.clock import iso
 from veo_archiver.providers import NAMES as PROVIDERS
+from veo_archiver.records import tracked
 from veo_archiver.redis_client import connect
 from veo_archiver.settings import Settings
 
@@ -30,7 +32,7 @@ log = logging.getLogger("veo_archiver")
 
 
 def _settings() -> Settings:
-    return Settings.from_env(os.environ)
+    return local_env.settings()  # the environment, completed by a live `up` in this folder
 
 
 def _connect(settings: Settings) -> redis.Redis:
@@ -61,12 +63,10 @@ class _StopFlag:
 
 
 def cmd_track(args: argparse.Namespace) -> int:
-    from receiver.tracking import TaskRef, check_provider, check_task_id, register
-
     settings = _settings()
-    check_provider(settings, args.provider)  # InvalidPayload is an ArchiverError: main prints it
-    tasks = [TaskRef(args.provider, check_task_id(t)) for t in dict.fromkeys(args.task_ids)]
-    for r in register(_connect(settings), tasks, now=time.time()):
+    tracked.check_provider(settings, args.provider)  # InvalidPayload is an ArchiverError: main prints it
+    tasks = [tracked.TaskRef(args.provider, tracked.check_task_id(t)) for t in dict.fromkeys(args.task_ids)]
+    for r in tracked.register(_connect(settings), tasks, now=time.time()):
         note = "tracking" if r.new else "already tracked since"
         print(
             f"{note} {r.provider} {r.task_id} ({iso(r.registered_at)}); polled if no terminal callback "
@@ -80,14 +80,14 @@ def cmd_tracked(args: argparse.Namespace) -> int:
 
     connection = _connect(_settings())
     now = time.time()
-    entries: list[Any] = connection.zrange(redis_keys.tracked_zset(), 0, args.limit - 1, withscores=True)
-    members = [m.decode() if isinstance(m, bytes) else str(m) for m, _ in entries]
-    polled: list[Any] = connection.zmscore(reconcile.POLLED_ZSET, members) if members else []
+    tasks = tracked.listing(connection, args.limit)
+    members = [t.member for t in tasks]
+    polled: list[Any] = connection.zmscore(redis_keys.TRACKED_POLLED_ZSET, members) if members else []
     rows = [
-        {"task": json.loads(member), "registered": float(score), "polled": last}
-        for (_, score), member, last in zip(entries, members, polled, strict=True)
+        {"task": (t.provider, t.task_id), "registered": t.registered_at, "polled": last}
+        for t, last in zip(tasks, polled, strict=True)
     ]
-    total = connection.zcard(redis_keys.tracked_zset())
+    total = tracked.count(connection)
     if args.json:
         print(
             json.dumps(
@@ -204,10 +204,10 @@ def register(sub: Any) -> None:
     track.add_argument("task_ids", metavar="TASK_ID", nargs="+")
     track.set_defaults(func=cmd_track)
 
-    tracked = sub.add_parser("tracked", help="list tracked tasks, the last sweep and dropped tasks")
-    tracked.add_argument("--limit", type=_positive(int), default=50)
-    tracked.add_argument("--json", action="store_true")
-    tracked.set_defaults(func=cmd_tracked)
+    listing = sub.add_parser("tracked", help="list tracked tasks, the last sweep and dropped tasks")
+    listing.add_argument("--limit", type=_positive(int), default=50)
+    listing.add_argument("--json", action="store_true")
+    listing.set_defaults(func=cmd_tracked)
 
     sweep = sub.add_parser("sweep", help="poll the status API of tracked tasks whose callback never came")
     sweep.add_argument("--once", action="store_true", help="one sweep now, print its summary, exit")

@@ -1,10 +1,10 @@
 """The whole story of one task, for ``veo-archiver show``: deliveries, verification, jobs, attempts, next
-retry, dead letter, and what is in the archive. Read-only, like :mod:`veo_archiver.queue_view`, whose helpers it uses.
+retry, dead letter, and what is in the archive. Read-only, like :mod:`veo_archiver.queue_view`, whose helpers
+it uses; records are read through :mod:`veo_archiver.records` (deliveries, tracked tasks, dead letters).
 """
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -12,20 +12,12 @@ import redis
 from rq.job import Job
 
 from veo_archiver import archive_keys, redis_keys
-
-#: jobs fetched per Redis round trip when walking a registry
 from veo_archiver.clock import epoch, iso
 from veo_archiver.errors import StorageUnavailable
 from veo_archiver.event import TaskStatus
-from veo_archiver.queue_view import (
-    _Json,
-    _last_line,
-    dead_letter_of,
-    fetch_jobs,
-    scheduled_key,
-    state_of,
-    task_status_of,
-)
+from veo_archiver.queue_view import _Json, fetch_jobs, state_of
+from veo_archiver.records import delivery, tracked
+from veo_archiver.records.dead_letter import last_line, marked, task_status_of, verdict_of
 from workers.storage import ObjectArchive
 
 
@@ -86,19 +78,6 @@ class TaskStory(_Json):
 # --------------------------------------------------------------------------------------------- jobs
 
 
-def stored_deliveries(connection: redis.Redis, provider: str, task_id: str) -> list[dict[str, Any]]:
-    """The raw delivery records of one task (oldest first), as the intake wrote them."""
-    out = []
-    for raw in connection.lrange(redis_keys.deliveries_key(provider, task_id), 0, -1):
-        try:
-            record = json.loads(raw)
-        except ValueError:
-            continue
-        if isinstance(record, dict):
-            out.append(record)
-    return out
-
-
 def delivery_info(number: int, record: dict[str, Any]) -> DeliveryInfo:
     callback = record.get("callback") or {}
     event = record.get("event") or {}
@@ -126,18 +105,16 @@ def job_info(connection: redis.Redis, queue_name: str, job_id: str, job: Job | N
     state = state_of(job)
     next_run = None
     if state == "scheduled":
-        next_run = iso(connection.zscore(scheduled_key(queue_name), job_id))
+        next_run = iso(connection.zscore(redis_keys.rq_scheduled_key(queue_name), job_id))
     error = None
     result = None
     latest = job.latest_result()
     if latest is not None:
         if latest.exc_string:
-            error = _last_line(latest.exc_string)
+            error = last_line(latest.exc_string)
         if isinstance(latest.return_value, dict):
             result = latest.return_value
-    letter = meta.get("dead_letter")
-    if state == "failed" and not isinstance(letter, dict):
-        letter = {k: v for k, v in asdict(dead_letter_of(job)).items() if k in ("reason", "error", "at")}
+    letter = asdict(verdict_of(job)) if state == "failed" or marked(meta) else None
     return JobInfo(
         job_id=job_id,
         status=task_status_of(job) or status,
@@ -148,7 +125,7 @@ def job_info(connection: redis.Redis, queue_name: str, job_id: str, job: Job | N
         ended_at=iso(epoch(job.ended_at)),
         attempts=list(meta.get("attempts") or []),
         next_run_at=next_run,
-        dead_letter=letter if isinstance(letter, dict) else None,
+        dead_letter=letter,
         error=error,
         result=result,
     )
@@ -192,8 +169,7 @@ def archived(archive: ObjectArchive, provider: str, task_id: str) -> tuple[dict[
 def task_story(
     connection: redis.Redis, queue_name: str, provider: str, task_id: str, archive: ObjectArchive | None
 ) -> TaskStory:
-    records = stored_deliveries(connection, provider, task_id)
-    score = connection.zscore(redis_keys.tracked_zset(), redis_keys.tracked_member(provider, task_id))
+    records = delivery.stored(connection, provider, task_id)
     manifest_key = archive_keys.manifest_key(provider, task_id)
     manifest: dict[str, Any] | None = None
     files: list[ArchivedFile] = []
@@ -206,7 +182,7 @@ def task_story(
     return TaskStory(
         provider=provider,
         task_id=task_id,
-        tracked_since=iso(score),
+        tracked_since=iso(tracked.since(connection, provider, task_id)),
         deliveries=[delivery_info(n, record) for n, record in enumerate(records, start=1)],
         jobs=task_jobs(connection, queue_name, provider, task_id, records),
         manifest_key=manifest_key,

@@ -6,7 +6,6 @@ status API, so they are not in the registry.
 
 from __future__ import annotations
 
-from veo_archiver.errors import InvalidPayload
 from veo_archiver.providers import apixo, evolink, kie, useapi
 from veo_archiver.providers.base import ProviderSpec
 
@@ -14,12 +13,3 @@ REGISTRY: dict[str, ProviderSpec] = {spec.name: spec for spec in (kie.SPEC, apix
 #: every provider name, in the order the README lists them
 NAMES: tuple[str, ...] = tuple(REGISTRY)
 
-
-def spec_of(name: str) -> ProviderSpec:
-    """The spec of a known provider; :class:`InvalidPayload` (400) for any other name."""
-    try:
-        return REGISTRY[name]
-    except KeyError:
-        raise InvalidPayload(
-            f"unknown provider {name!r}; expected one of {', '.join(NAMES)}", reason="unknown_provider"
-        ) from None

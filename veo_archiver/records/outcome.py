@@ -1,21 +1,30 @@
 """What a finished job tells the rest of the system, through Redis (so it works across machines).
 
-- an entry on the ``veo:outcomes`` stream (capped): provider, task id, status, manifest key and location,
-  files, bytes; pipelines read it with a consumer group instead of polling storage (the manifest in
-  storage stays the source of truth);
+- one entry per end of a job on the ``veo:outcomes`` stream (capped): ``outcome`` (``archived``,
+  ``provider_failed``, ``dead_letter``), ``outcome_id`` (stable across the job's retries: consumers dedupe on
+  it), provider, task id, status, job id, ``at``, ``reason``/``error``, ``manifest`` (the full object key, archive
+  prefix included) and its ``location``, files, bytes. Added at most once per ``outcome_id`` (a marker set in
+  the same Lua step as the XADD); pipelines read it with a consumer group instead of polling storage (the
+  manifest in storage stays the source of truth);
 - counters in the ``veo:stats`` hash: outcomes by provider and reason, bytes archived, a job-duration
   histogram and a histogram of the time left before the URL's deadline at download, for ``/metrics``.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
+import time
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import redis
 
 from veo_archiver import redis_keys
+from veo_archiver.clock import iso
+from veo_archiver.errors import TransientError
+from veo_archiver.records import tracked
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +40,62 @@ def bucket(value: float, bounds: tuple[float, ...]) -> str:
     return "+Inf"
 
 
+def _count(value: str) -> int:
+    try:
+        return int(value or 0)
+    except ValueError:
+        return 0
+
+
+def bucketed(stats: Mapping[str, str], prefix: str, bounds: Iterable[float]) -> list[tuple[str, float]]:
+    """The reader of the per-bucket counters ``{prefix}|{bound}`` that :func:`publish` writes (``stats`` is
+    the decoded ``veo:stats`` hash): cumulative ``(le, count)`` pairs, ``+Inf`` included."""
+    per_bound: dict[float, int] = {float(b): 0 for b in bounds}
+    overflow = 0
+    for name, value in stats.items():
+        head, sep, label = name.partition("|")
+        if head != prefix or not sep:
+            continue
+        if label == "+Inf":
+            overflow += _count(value)
+            continue
+        try:
+            bound = float(label)
+        except ValueError:
+            continue
+        per_bound[bound] = per_bound.get(bound, 0) + _count(value)
+    out: list[tuple[str, float]] = []
+    running = 0
+    for upper in sorted(per_bound):
+        running += per_bound[upper]
+        out.append((repr(float(upper)), float(running)))
+    out.append(("+Inf", float(running + overflow)))
+    return out
+
+
+#: how long the "published" marker of an outcome id is kept: longer than any job's retries
+PUBLISHED_TTL_S = 30 * 24 * 3600
+
+# SET NX the marker and XADD the entry in one atomic step: a connection lost in between cannot leave a marker
+# without its entry (which would lose the entry) nor an entry without its marker (which would repeat it)
+_PUBLISH_ONCE = """
+if not redis.call('SET', KEYS[1], '1', 'NX', 'EX', ARGV[1]) then return 0 end
+redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[2], '*', unpack(ARGV, 3))
+return 1
+"""
+
+
+def published_marker(outcome_id: str) -> str:
+    """``veo:outcome-published:<outcome_id>``: set, with a TTL, when that outcome's entry was added."""
+    return redis_keys.outcome_published_key(outcome_id)
+
+
+def outcome_id_of(provider: str, task_id: str, status: str, outcome: str, job_id: str | None) -> str:
+    """The id consumers dedupe on: the same for every run (retry, re-publish) of one job's end."""
+    parts = (provider, task_id, status, outcome, job_id or "")
+    return hashlib.sha256("\x1f".join(parts).encode()).hexdigest()
+
+
 def publish(
     connection: redis.Redis | None,
     *,
@@ -39,32 +104,61 @@ def publish(
     task_id: str,
     status: str,
     reason: str | None = None,
+    error: str | None = None,
+    job_id: str | None = None,
+    at: str | None = None,
     manifest_key: str | None = None,
     location: str | None = None,
     files: list[dict[str, Any]] | None = None,
     duration_s: float | None = None,
     time_left_s: float | None = None,
-) -> None:
-    """Best effort: the archive is already written; a Redis hiccup here must not fail the job."""
+    strict: bool = False,
+) -> bool:
+    """Add one entry to ``veo:outcomes``, at most once per ``outcome_id`` (True when this call added it).
+
+    ``strict``: a Redis failure raises :class:`TransientError` (the job is then retried and publishes on its
+    next run); otherwise it is logged. The counters follow the entry, best effort."""
     if connection is None:
-        return
+        return False
     total = sum(int(f.get("size", 0)) for f in files or [])
+    outcome_id = outcome_id_of(provider, task_id, status, outcome, job_id)
     entry = {
         "outcome": outcome,
+        "outcome_id": outcome_id,
         "provider": provider,
         "task_id": task_id,
         "status": status,
+        "job_id": job_id or "",
+        "at": at or iso(time.time()),
         "reason": reason or "",
+        "error": error or "",
         "manifest": manifest_key or "",
         "location": location or "",
         "files": json.dumps(files or []),
         "bytes": str(total),
     }
+    flat = [str(v) for pair in entry.items() for v in pair]
+    try:
+        added = connection.eval(
+            _PUBLISH_ONCE,
+            2,
+            published_marker(outcome_id),
+            redis_keys.outcomes_stream(),
+            PUBLISHED_TTL_S,
+            OUTCOMES_MAXLEN,
+            *flat,
+        )
+    except redis.RedisError as exc:
+        if strict:
+            raise TransientError(f"could not publish the outcome: {exc}", reason="outcome_unpublished") from exc
+        log.warning("could not publish the outcome: %s", exc, extra={"provider": provider, "task_id": task_id})
+        return False
+    if not added:
+        return False
     try:
         pipe = connection.pipeline(transaction=False)
-        pipe.xadd(redis_keys.outcomes_stream(), entry, maxlen=OUTCOMES_MAXLEN, approximate=True)  # type: ignore[arg-type]
-        if outcome == "archived":
-            pipe.zrem(redis_keys.tracked_zset(), redis_keys.tracked_member(provider, task_id))
+        if outcome in ("archived", "provider_failed"):
+            tracked.remove(pipe, redis_keys.tracked_member(provider, task_id))
         stats = redis_keys.stats_hash()
         pipe.hincrby(stats, f"outcome|{provider}|{outcome}|{reason or ''}", 1)
         if total:
@@ -77,4 +171,5 @@ def publish(
             pipe.hincrby(stats, f"time_left|{bucket(max(time_left_s, 0), TIME_LEFT_BUCKETS_S)}", 1)
         pipe.execute()
     except redis.RedisError as exc:
-        log.warning("could not publish the outcome: %s", exc, extra={"provider": provider, "task_id": task_id})
+        log.warning("outcome published; counters not updated: %s", exc, extra={"provider": provider})
+    return True

@@ -24,7 +24,6 @@ RESULT_SHAPES = ("results", "output")
 OBJECT = "video.generation.task"
 DEFAULT_MODEL = "veo3.1-fast"
 DEFAULT_ERROR_CODE = "generation_failed"
-RETRY_DELAYS_S = (1.0, 2.0, 4.0)
 
 
 def make_task_id(created: int | None = None, *, rng: random.Random | None = None) -> str:

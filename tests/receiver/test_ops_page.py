@@ -251,3 +251,15 @@ def test_every_value_is_escaped(redis_server) -> None:  # type: ignore[no-untype
     assert "script" not in dom.tags and "a" not in dom.tags
     assert dom.rows("archives")[0][3] == hostile and dom.rows("failures")[0][4] == hostile
     assert dom.rows("deliveries")[0][2] == hostile and dom.rows("tracked")[0][2] == hostile
+
+
+def test_a_refusal_is_json_for_an_api_client_and_a_page_for_a_browser(redis_server) -> None:  # type: ignore[no-untyped-def]
+    with TestClient(create_app(app_settings(redis_server, admin_token=ADMIN))) as client:
+        api = client.get("/ops", headers={"Authorization": "Bearer nope", "Accept": "application/json"})
+        browser = client.get("/ops", headers={"Authorization": "Bearer nope", "Accept": "text/html,*/*;q=0.8"})
+    assert api.status_code == browser.status_code == 401
+    assert api.json()["reason"] == "unauthenticated" and "needs Authorization" in api.json()["msg"]
+    assert browser.headers["content-type"].startswith("text/html") and "needs Authorization" in browser.text
+    assert "unauthenticated" in browser.text and browser.headers["cache-control"] == "no-store"
+    for response in (api, browser):
+        assert response.headers["www-authenticate"].startswith("Bearer")

@@ -34,6 +34,7 @@ from starlette.testclient import TestClient
 from receiver.app import create_app
 from veo_archiver import archive_keys, redis_keys, standard_webhooks
 from veo_archiver.cli.main import main
+from veo_archiver.clock import iso
 from veo_archiver.queue_view import queue_of
 from veo_archiver.settings import Settings, StorageSettings
 from veo_archiver.sim import kie as kie_sim
@@ -526,6 +527,6 @@ def test_scheduled_registry_and_cli_agree(populated: World, capsys: Capture) -> 
     s = run_json(capsys, "status")
     scheduled = ScheduledJobRegistry(queue=queue)
     assert s["scheduled"] == scheduled.get_job_count(cleanup=False)
-    run_at = scheduled.get_scheduled_time(w.job("veo_busy")).isoformat(timespec="seconds")
-    assert s["next_scheduled"][0]["run_at"] == run_at.replace("+00:00", "Z")
+    run_at = scheduled.get_scheduled_time(w.job("veo_busy")).timestamp()
+    assert s["next_scheduled"][0]["run_at"] == iso(run_at)  # RQ scores in whole seconds; iso shows ms
     assert s["failed"] == len(FailedJobRegistry(queue=queue).get_job_ids(cleanup=False))

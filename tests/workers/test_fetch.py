@@ -39,7 +39,6 @@ from workers.egress import EgressPolicy
 from workers.fetch import (
     BoxWalker,
     FetchPolicy,
-    FetchTransient,
     VideoStream,
     build_client,
     retry_after_seconds,
@@ -93,7 +92,7 @@ class Target:
         assert self.list_uploads() == [], "multipart upload left in progress"
 
 
-@pytest.fixture(params=["local", "s3"])
+@pytest.fixture(params=["local", pytest.param("s3", marks=pytest.mark.slow)])
 def target(request: pytest.FixtureRequest, tmp_path: Path) -> Target:
     if request.param == "local":
         root = tmp_path / "archive"
@@ -210,7 +209,7 @@ def test_drop_without_range_support_is_transient(
 ) -> None:
     url = server.add("/v.mp4", Route(body=VIDEO, ranges=False, drop_after=100_000, drop_times=drop_times))
     error = Fetcher(server).fail(target, url, DownloadTransient, "connection")
-    assert isinstance(error, FetchTransient) and error.retry_after is None
+    assert isinstance(error, DownloadTransient) and error.retry_after is None
     assert server.ranges("/v.mp4") == [None]  # no Range without Accept-Ranges
 
 
@@ -296,7 +295,7 @@ def test_503_twice_then_200(server: MisbehavingServer, target: Target) -> None:
     fetcher = Fetcher(server)
     for _ in range(2):
         error = fetcher.fail(target, url, DownloadTransient, "http_503")
-        assert isinstance(error, FetchTransient) and error.retry_after is None
+        assert isinstance(error, DownloadTransient) and error.retry_after is None
     assert_stored(target, fetcher.archive(target, url))
     assert server.hits["/v.mp4"] == 3
 
@@ -311,7 +310,7 @@ def test_429_carries_retry_after(
 ) -> None:
     url = server.add("/v.mp4", Route(body=b"slow down", status=429, headers={"Retry-After": header}))
     error = Fetcher(server, retry_after_cap_s=120.0).fail(target, url, DownloadTransient, "http_429")
-    assert isinstance(error, FetchTransient) and error.retry_after == expected
+    assert isinstance(error, DownloadTransient) and error.retry_after == expected
 
 
 def test_retry_after_http_date() -> None:

@@ -30,7 +30,7 @@ API_KEY_VARS = {name: spec.api_key_var for name, spec in REGISTRY.items()}
 
 yaml = pytest.importorskip("yaml", reason="PyYAML reads deploy/ (the test extra should list pyyaml)")
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
 K8S = DEPLOY / "k8s"
 COMPOSE = DEPLOY / "compose.yaml"

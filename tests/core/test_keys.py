@@ -1,4 +1,4 @@
-"""``veo_archiver.archive_keys`` and ``veo_archiver.redis_keys``: task ids as reversible, safe archive path segments; RQ-safe job ids."""
+"""``veo_archiver.archive_keys`` and ``veo_archiver.redis_keys``: reversible, safe archive path segments; RQ job ids."""
 
 from __future__ import annotations
 

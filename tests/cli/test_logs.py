@@ -13,12 +13,14 @@ import logging
 import time
 
 import httpx
+import pytest
 import redis
 
 from receiver import tokens
 from tests.procs import start_receiver, start_worker, wait_for
 from veo_archiver import redis_keys
-from veo_archiver.logs import JsonFormatter, log_context, scrub
+from veo_archiver.errors import ConfigError
+from veo_archiver.logs import JsonFormatter, ScrubbingFormatter, log_context, scrub, wants_json
 from veo_archiver.sim import apixo as apixo_sim
 from veo_archiver.sim import kie as kie_sim
 from veo_archiver.sim.files import FileHost
@@ -154,3 +156,24 @@ def test_formatter_scrubs_messages_fields_and_tracebacks() -> None:
     assert second["job_id"] == "j1" and "ValueError" in second["exc"]
     assert "job_id" not in third
     assert scrub("reason=token_missing task_id=veo_1") == "reason=token_missing task_id=veo_1"
+
+
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_log_format_decides_when_set_else_text_only_on_a_terminal() -> None:
+    assert wants_json("json", _Terminal()) and not wants_json("text", io.StringIO())
+    assert not wants_json(None, _Terminal()) and not wants_json("", _Terminal())
+    assert wants_json(None, io.StringIO())  # a pipe, a file, a log collector: JSON lines
+    with pytest.raises(ConfigError, match="LOG_FORMAT"):
+        wants_json("yaml", io.StringIO())
+
+
+def test_text_lines_carry_the_fields_and_are_scrubbed_too() -> None:
+    record = logging.LogRecord("tests.logs.text", logging.INFO, __file__, 1, "GET /x?token=T0K3N", (), None)
+    record.__dict__.update({"api_key": "K3Y", "host": "127.0.0.1", "color_message": "x"})
+    with log_context(provider="kie", task_id="t1"):
+        line = ScrubbingFormatter("%(levelname)s %(name)s: %(message)s").format(record)
+    assert line == "INFO tests.logs.text: GET /x?token=*** provider=kie task_id=t1 api_key=*** host=127.0.0.1"

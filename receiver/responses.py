@@ -1,0 +1,84 @@
+"""The one place where an error becomes an HTTP answer, and the answer providers expect when all went well.
+
+Every endpoint of the receiver raises an :class:`~veo_archiver.errors.ArchiverError` (or lets one through)
+and :func:`error_response` renders it, registered for the whole app by :data:`EXCEPTION_HANDLERS`; the
+callback path calls it directly after counting. One JSON shape for API callers::
+
+    {"code": <status>, "msg": <message>, "reason": <reason>}
+
+    RequestError        its ``status_code`` (400, 401, 403, 404, 413, 415)
+    TransientError      503 with ``Retry-After: 5``: try again later
+    any other           500 (ConfigError, PermanentError: our fault, never the caller's)
+
+The HTML ops page is the only exception: it builds its own page from the same error through
+:func:`error_status` and :func:`error_headers`. The edge adds three refusals to the one tree, each a
+:class:`RequestError`: :class:`BearerRequired` (401 with a Bearer challenge), :class:`Forbidden` (403) and
+:class:`NotFound` (404); they live here because nothing but an HTTP answer ever raises them.
+"""
+
+from __future__ import annotations
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from veo_archiver.errors import ArchiverError, Rejected, RequestError, TransientError
+
+#: the body every provider expects on success (kie.ai documents it; the others take any 2xx)
+ACK = {"code": 200, "msg": "success"}
+RETRY_AFTER_S = 5
+BEARER_CHALLENGE = 'Bearer realm="veo-archiver"'
+
+
+class BearerRequired(Rejected):
+    """401 from the admin check: missing, malformed or wrong ``Authorization: Bearer <ADMIN_TOKEN>``."""
+
+
+class Forbidden(RequestError):
+    status_code = 403
+    reason = "forbidden"
+
+
+class NotFound(RequestError):
+    status_code = 404
+    reason = "not_found"
+
+
+def error_status(exc: ArchiverError) -> int:
+    if isinstance(exc, RequestError):
+        return exc.status_code
+    if isinstance(exc, TransientError):
+        return 503
+    return 500
+
+
+def error_headers(exc: ArchiverError) -> dict[str, str]:
+    if isinstance(exc, BearerRequired):
+        return {"WWW-Authenticate": BEARER_CHALLENGE}
+    if isinstance(exc, TransientError):
+        return {"Retry-After": str(RETRY_AFTER_S)}
+    return {}
+
+
+def error_response(exc: ArchiverError) -> Response:
+    """The JSON answer for ``exc``: the only function in the receiver that turns an error into HTTP."""
+    status = error_status(exc)
+    return JSONResponse(
+        {"code": status, "msg": exc.message, "reason": exc.reason},
+        status_code=status,
+        headers=error_headers(exc) or None,
+    )
+
+
+def ack(outcome: str) -> Response:
+    """``{"code":200,"msg":"success"}`` with what the intake did in ``X-Archiver-Outcome``."""
+    return JSONResponse(ACK, headers={"X-Archiver-Outcome": outcome})
+
+
+async def _handle(request: Request, exc: Exception) -> Response:
+    if not isinstance(exc, ArchiverError):  # registered for ArchiverError only
+        raise exc
+    return error_response(exc)
+
+
+#: ``Starlette(exception_handlers=EXCEPTION_HANDLERS)``: an error raised by any endpoint is answered here
+EXCEPTION_HANDLERS = {ArchiverError: _handle}

@@ -1,0 +1,112 @@
+"""Hostile bodies and ids: ``veo_archiver.payload`` refuses bodies that are not UTF-8 JSON (``not_utf8``),
+over HTTP too; ``veo_archiver.archive_keys.task_segment`` keeps every archive path segment short enough
+for a filesystem without changing the keys of ids that already fit."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from hypothesis import given
+from hypothesis import settings as hsettings
+from hypothesis import strategies as st
+from starlette.testclient import TestClient
+
+from receiver.app import create_app
+from veo_archiver.archive_keys import (
+    MAX_SEGMENT_BYTES,
+    encode_task_id,
+    manifest_key,
+    task_prefix,
+    task_segment,
+    video_key,
+)
+from veo_archiver.errors import InvalidPayload
+from veo_archiver.payload import decode_json_object
+from veo_archiver.settings import Settings
+
+DOC = {"code": 200, "msg": "vidéo 🎬", "data": {"taskId": "t1"}}
+TEXT = json.dumps(DOC, ensure_ascii=False)
+
+
+@pytest.mark.parametrize("encoding", ["utf-16", "utf-16-le", "utf-16-be", "utf-32", "utf-32-le", "utf-32-be"])
+def test_utf16_and_utf32_bodies_refused(encoding: str) -> None:
+    with pytest.raises(InvalidPayload) as info:
+        decode_json_object(TEXT.encode(encoding))
+    assert info.value.reason == "not_utf8"
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'{"msg": "caf\xe9"}',  # latin-1
+        b'{"msg": "\xed\xa0\x80"}',  # an encoded lone surrogate
+        b'{"msg": "\xc0\xaf"}',  # overlong
+        b'{"msg": "\xf4\x90\x80\x80"}',  # past U+10FFFF
+    ],
+)
+def test_invalid_utf8_refused(body: bytes) -> None:
+    with pytest.raises(InvalidPayload) as info:
+        decode_json_object(body)
+    assert info.value.reason == "not_utf8"
+
+
+@pytest.mark.parametrize("body", [b'{"msg": "a\x00b"}', b"\xfe\xff\x00{", b"\xff\xfe\x00garbage", b"\x00\x00\x00{"])
+def test_garbage_with_a_foreign_mark_or_nul_is_an_invalid_payload(body: bytes) -> None:
+    with pytest.raises(InvalidPayload) as info:
+        decode_json_object(body)
+    assert info.value.reason == "invalid_payload"
+
+
+def test_utf8_accepted_and_utf8_bom_tolerated() -> None:
+    assert decode_json_object(TEXT.encode()) == DOC
+    assert decode_json_object(b"\xef\xbb\xbf" + TEXT.encode()) == DOC
+
+
+def test_not_utf8_over_http(redis_server) -> None:  # type: ignore[no-untyped-def]
+    settings = Settings(redis_url=redis_server.url, kie_allow_unsigned=True)
+    with TestClient(create_app(settings)) as client:
+        answer = client.post(
+            "/callbacks/kie", content=TEXT.encode("utf-16"), headers={"content-type": "application/json"}
+        )
+    assert (answer.status_code, answer.json()["reason"]) == (400, "not_utf8")
+    with redis_server.client() as rds:
+        assert not rds.keys("*")
+
+
+# --------------------------------------------------------------------------------------------- task segments
+
+
+@pytest.mark.parametrize(
+    "task_id",
+    ["veo_task_1", "j1731859234567v-u12345-email:jo***@gmail.com-bot:google-flow", "a~b", "x" * MAX_SEGMENT_BYTES],
+)
+def test_ids_that_fit_keep_their_segment(task_id: str) -> None:
+    assert task_segment(task_id) == encode_task_id(task_id)
+    assert task_prefix("kie", task_id) == f"kie/{encode_task_id(task_id)}"
+
+
+@pytest.mark.parametrize("task_id", ["x" * (MAX_SEGMENT_BYTES + 1), "é" * 1024, "🎬" * 300, "a%" * 500])
+def test_long_ids_are_shortened(task_id: str) -> None:
+    segment = task_segment(task_id)
+    assert len(segment.encode()) <= MAX_SEGMENT_BYTES
+    prefix, tilde, digest = segment.rpartition("~")
+    assert tilde and len(digest) == 64 and encode_task_id(task_id).startswith(prefix)
+    assert "%" not in prefix[-2:]  # never cut inside a %XX escape
+    assert "/" not in segment and segment not in (".", "..")
+    assert video_key("kie", task_id, 0) == f"kie/{segment}/0.mp4"
+    assert manifest_key("kie", task_id) == f"kie/{segment}/manifest.json"
+
+
+def test_ids_sharing_a_long_prefix_get_distinct_segments() -> None:
+    base = "p" * 400
+    assert task_segment(base + "a") != task_segment(base + "b")
+
+
+@hsettings(max_examples=300, deadline=None)
+@given(st.text(min_size=1, max_size=1500), st.text(min_size=1, max_size=1500))
+def test_segments_are_short_and_distinct(a: str, b: str) -> None:
+    sa, sb = task_segment(a), task_segment(b)
+    assert len(sa.encode()) <= MAX_SEGMENT_BYTES and len(sb.encode()) <= MAX_SEGMENT_BYTES
+    if a != b:
+        assert sa != sb

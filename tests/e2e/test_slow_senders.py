@@ -1,0 +1,123 @@
+"""Slow and stalling senders against the real receiver (uvicorn, real redis-server): they are cut, and a
+valid callback sent meanwhile is answered while they still hold their sockets.
+
+Done-when of the issue: 60 unauthenticated connections that send 1 MiB − 1 of a 1 MiB body and stall are
+cut within 45 s, while a valid callback sent meanwhile is answered 200.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.procs import start_receiver, wait_for
+from veo_archiver.providers.kie import sign
+
+pytestmark = pytest.mark.slow
+
+HMAC_KEY = "slow-senders-hmac-key"
+MIB = 1024 * 1024
+
+
+def _stall(port: int, path: str, declared: int, sent: int) -> socket.socket:
+    sock = socket.create_connection(("127.0.0.1", port), timeout=60)
+    head = (
+        f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {declared}\r\n\r\n"
+    ).encode()
+    sock.sendall(head + b" " * sent)
+    return sock
+
+
+def _closed_or_answered(sock: socket.socket) -> bytes | None:
+    """What the server said before closing (b"" for a bare close); None while the socket is still open."""
+    sock.setblocking(False)
+    try:
+        data = sock.recv(65536)
+    except BlockingIOError:
+        return None
+    except OSError:
+        return b""
+    finally:
+        sock.setblocking(True)
+    return data
+
+
+def test_stalled_bodies_are_cut_and_a_valid_callback_is_answered_meanwhile(redis_server, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    env = {
+        "REDIS_URL": redis_server.url,
+        "KIE_WEBHOOK_HMAC_KEYS": HMAC_KEY,
+        "CALLBACK_SIGNING_KEYS": "slow-senders-signing-key",
+        "REQUEST_READ_TIMEOUT": "10",
+        "LOG_LEVEL": "WARNING",
+        "PATH": "/usr/bin:/bin",
+    }
+    service, base = start_receiver(env, tmp_path)
+    port = int(base.rsplit(":", 1)[1])
+    stalled: list[socket.socket] = []
+    try:
+        started = time.monotonic()
+        for _ in range(60):
+            stalled.append(_stall(port, "/callbacks/apixo", MIB, MIB - 1))
+        # every stalled sender is connected and holds its socket: now a genuine callback
+        assert all(_closed_or_answered(s) is None for s in stalled)
+        ts = int(time.time())
+        body = json.dumps({"code": 200, "msg": "ok", "data": {"taskId": "veo_slow_ok", "info": {"resultUrls": []}}})
+        headers = {"X-Webhook-Timestamp": str(ts), "X-Webhook-Signature": sign(HMAC_KEY, "veo_slow_ok", ts)}
+        answer = httpx.post(f"{base}/callbacks/kie", content=body, headers=headers, timeout=30)
+        assert answer.status_code == 200, answer.text
+        # answered while the slow senders were all still holding their sockets: it did not wait for them
+        still_open = sum(_closed_or_answered(s) is None for s in stalled)
+        assert still_open == len(stalled)
+
+        endings = wait_for(
+            lambda: (lambda got: got if all(g is not None for g in got) else None)(
+                [_closed_or_answered(s) for s in stalled]
+            ),
+            timeout=45,
+            interval=0.5,
+            what="the receiver to cut 60 stalled bodies",
+        )
+        assert time.monotonic() - started < 45
+        answered = [e for e in endings if e]
+        # each one gets a 408 with the JSON reason before the close (a bare close would also be acceptable)
+        assert all(e.startswith(b"HTTP/1.1 408") and b"request_timeout" in e for e in answered), answered[:2]
+        metrics = httpx.get(f"{base}/metrics", timeout=10).text
+        assert 'veo_archiver_requests_shed_total{reason="request_timeout"} 60.0' in metrics
+    finally:
+        for sock in stalled:
+            sock.close()
+        service.stop()
+
+
+def test_past_the_concurrency_bound_a_request_gets_503_with_retry_after(redis_server, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    env = {
+        "REDIS_URL": redis_server.url,
+        "CALLBACK_SIGNING_KEYS": "slow-senders-signing-key",
+        "MAX_CONCURRENT_REQUESTS": "4",
+        "REQUEST_READ_TIMEOUT": "30",
+        "LOG_LEVEL": "WARNING",
+        "PATH": "/usr/bin:/bin",
+    }
+    service, base = start_receiver(env, tmp_path)
+    port = int(base.rsplit(":", 1)[1])
+    stalled = [_stall(port, "/callbacks/evolink", 1000, 10) for _ in range(4)]
+    try:
+
+        def shed() -> httpx.Response | None:
+            answer = httpx.post(f"{base}/callbacks/evolink", content=b"{}", timeout=10)
+            return answer if answer.status_code == 503 else None
+
+        answer = wait_for(shed, timeout=20, what="a request past the bound to be shed")
+        assert answer.headers["retry-after"]
+        assert answer.json()["reason"] == "overloaded"
+        assert httpx.get(f"{base}/healthz", timeout=10).status_code == 200  # never shed
+    finally:
+        for sock in stalled:
+            sock.close()
+        service.stop()

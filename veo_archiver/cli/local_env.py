@@ -1,0 +1,161 @@
+"""What a running ``veo-archiver up`` tells the other commands run in the same folder.
+
+While ``up`` runs it keeps ``.veo-archiver/up.json`` (mode 0600) in its working folder: its pid, the receiver's
+URL, and the values it provided itself (the embedded Redis's ``REDIS_URL``, the development signing keys, the
+admin token it minted). Every other command builds its environment with :func:`environ`: real environment
+variables first; for a variable not set, the value from that file, if the file is ours (same user, not readable
+by others) and its ``up`` is still alive. A stale file (``up`` crashed) is ignored with a one-line note. When a
+value came from the file, one line on stderr says so, so nobody wonders which Redis a command read.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import sys
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from veo_archiver.settings import Settings
+
+STATE_FILE = Path(".veo-archiver") / "up.json"
+#: development signing keys, generated once in the data dir and kept across runs of `up`
+DEV_ENV_FILE = "dev.env"
+#: the only variables the file may provide (what ``up`` makes up itself when they are not set)
+SHARED = ("REDIS_URL", "KIE_WEBHOOK_HMAC_KEYS", "CALLBACK_SIGNING_KEYS", "ADMIN_TOKEN")
+
+#: notes already printed by this process: a command that builds its settings twice says it once
+_noted: set[str] = set()
+
+
+@dataclass(frozen=True)
+class UpState:
+    pid: int
+    receiver_url: str
+    values: dict[str, str]
+    path: Path
+
+    def to_json(self) -> dict[str, Any]:
+        return {"pid": self.pid, "receiver_url": self.receiver_url, "env": self.values}
+
+
+def dev_keys(data_dir: Path) -> dict[str, str]:
+    """Development secrets kept in the data dir, generated once, so ``simulate`` can sign what ``up`` checks."""
+    path = data_dir / DEV_ENV_FILE
+    values: dict[str, str] = {}
+    if path.exists():
+        for line in path.read_text().splitlines():
+            name, sep, value = line.partition("=")
+            if sep and not name.startswith("#"):
+                values[name.strip()] = value.strip()
+    missing = [name for name in ("KIE_WEBHOOK_HMAC_KEYS", "CALLBACK_SIGNING_KEYS") if name not in values]
+    if missing:
+        for name in missing:
+            values[name] = secrets.token_urlsafe(32)
+        data_dir.mkdir(parents=True, exist_ok=True)
+        path.write_text("".join(f"{k}={v}\n" for k, v in values.items()))
+        path.chmod(0o600)
+    return values
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether ``pid`` runs, and (where ``/proc`` tells) runs veo-archiver: a reused pid is not ``up``."""
+    if pid <= 0:
+        return False
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except FileNotFoundError:
+        if Path("/proc/self").exists():
+            return False  # /proc works and has no such process
+    except OSError:
+        pass
+    else:
+        return b"veo" in cmdline
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def write(path: Path, state: UpState) -> None:
+    """Write atomically, readable by this user only (the file holds secrets)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as out:
+        json.dump(state.to_json(), out, indent=2)
+        out.write("\n")
+    os.replace(tmp, path)
+
+
+def remove(path: Path, pid: int) -> None:
+    """Remove the file if it is still ``pid``'s (a later ``up`` may have replaced it)."""
+    found = read(path)
+    if found is not None and found.pid == pid:
+        path.unlink(missing_ok=True)
+
+
+def read(path: Path) -> UpState | None:
+    """The file's content, or ``None`` when it is missing, unreadable, malformed or not safely ours."""
+    try:
+        info = path.stat()
+        if hasattr(os, "getuid") and (info.st_uid != os.getuid() or info.st_mode & 0o077):
+            return None
+        raw = json.loads(path.read_text())
+        pid, url, env = raw["pid"], raw.get("receiver_url", ""), raw.get("env", {})
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    if not isinstance(pid, int) or not isinstance(url, str) or not isinstance(env, dict):
+        return None
+    values = {k: v for k, v in env.items() if k in SHARED and isinstance(v, str) and v}
+    return UpState(pid=pid, receiver_url=url, values=values, path=path)
+
+
+def running(cwd: Path | None = None, *, alive: Callable[[int], bool] = pid_alive) -> UpState | None:
+    """The state of the ``up`` running in ``cwd`` (default: the current folder), if one is."""
+    state = read((cwd or Path.cwd()) / STATE_FILE)
+    return state if state is not None and alive(state.pid) else None
+
+
+def merge(
+    environ: Mapping[str, str], cwd: Path | None = None, *, alive: Callable[[int], bool] = pid_alive
+) -> tuple[dict[str, str], str | None]:
+    """``environ`` completed from a live ``up``'s state file, and the note to print (``None``: nothing to say)."""
+    env = dict(environ)
+    path = (cwd or Path.cwd()) / STATE_FILE
+    if not path.exists():
+        return env, None
+    state = read(path)
+    if state is None:
+        return env, f"veo-archiver: ignoring {path}: not a state file of this user's `veo-archiver up`"
+    if not alive(state.pid):
+        return env, f"veo-archiver: ignoring {path}: its `veo-archiver up` (pid {state.pid}) is not running"
+    used = [name for name, value in state.values.items() if not environ.get(name)]
+    for name in used:
+        env[name] = state.values[name]
+    if not used:
+        return env, None
+    up = f"`veo-archiver up` (pid {state.pid})"
+    if "REDIS_URL" in used:
+        return env, f"veo-archiver: using the embedded Redis of {up} at {state.values['REDIS_URL']}"
+    return env, f"veo-archiver: using {', '.join(used)} of {up}, from {path}"
+
+
+def environ() -> dict[str, str]:
+    """This process's environment completed from a live ``up`` in the current folder; says so once on stderr."""
+    env, note = merge(os.environ)
+    if note is not None and note not in _noted:
+        _noted.add(note)
+        print(note, file=sys.stderr, flush=True)
+    return env
+
+
+def settings(**overrides: object) -> Settings:
+    """The one way a command builds its settings."""
+    return Settings.from_env(environ(), **overrides)

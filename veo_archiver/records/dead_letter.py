@@ -1,0 +1,166 @@
+"""Dead letters: why a job sits in RQ's failed registry. The one reader; ``veo-archiver status``/``failed``,
+``/ops`` and ``/metrics`` all classify through :func:`classify`, so they name the same reason for a job.
+
+The writer is :func:`workers.jobs._dead_letter`: a job that gives up on purpose (a permanent error, or a
+transient one with no time or attempts left) records its verdict in its RQ meta::
+
+    job.meta["dead_letter"] = {"reason": "http_404", "error": "<message>", "at": "<ISO-8601 UTC>"}
+    job.meta["attempts"] = [{"at", "reason", "error", "retry_in_s"}, ...]   # transient failures, last 20
+
+The vocabulary of :attr:`Verdict.reason`:
+
+- the job's own ``reason`` (``http_404``, ``not_a_video``…; ``permanent`` when it recorded none);
+- ``abandoned``: no verdict, and RQ's failure text names ``AbandonedJobError`` (the worker died mid-job and
+  its heartbeat lapsed; RQ's started-registry cleanup failed it);
+- ``crashed``: no verdict, any other failure (an exception escaped the job, a timeout, a killed work horse);
+- ``missing``: the registry still lists the job but its hash expired (only the async readers see these; the
+  CLI's reader skips them).
+
+RQ keeps a failure's text in the job's results stream (``rq:results:<id>``, see
+:func:`veo_archiver.redis_keys.rq_results_key`): :func:`result_exc_text` decodes one entry of it for the
+readers that do not go through ``rq.Job``.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import zlib
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from rq.job import Job
+
+from veo_archiver.clock import epoch, iso
+
+ABANDONED = "abandoned"
+CRASHED = "crashed"
+MISSING = "missing"
+#: the reason of a job that wrote a verdict without one
+PERMANENT = "permanent"
+ERROR_CHARS = 500
+
+
+@dataclass(frozen=True)
+class Verdict:
+    reason: str
+    error: str
+    at: str | None
+
+
+def job_meta(raw: Any) -> dict[str, Any]:
+    """A job hash's ``meta`` field (JSON serializer), raw from Redis; ``{}`` when absent or unreadable."""
+    try:
+        meta = json.loads(raw) if raw else {}
+    except (ValueError, UnicodeDecodeError):
+        return {}
+    return meta if isinstance(meta, dict) else {}
+
+
+def marked(meta: Mapping[str, Any]) -> bool:
+    """Whether the job recorded its own verdict (else it is ``abandoned`` or ``crashed`` once failed)."""
+    return isinstance(meta.get("dead_letter"), dict)
+
+
+def attempts_of(meta: Mapping[str, Any]) -> list[dict[str, Any]]:
+    attempts = meta.get("attempts")
+    return [a for a in attempts if isinstance(a, dict)] if isinstance(attempts, list) else []
+
+
+def last_line(text: str) -> str:
+    lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
+    return lines[-1][:ERROR_CHARS] if lines else ""
+
+
+def classify(
+    meta: Mapping[str, Any] | None,
+    *,
+    exists: bool = True,
+    exc_text: str | None = None,
+    ended_at: float | None = None,
+) -> Verdict:
+    """The one classification of a failed job: its meta, whether its hash exists, RQ's failure text (the
+    latest result's ``exc_string``) and when it ended (epoch seconds)."""
+    if not exists:
+        return Verdict(reason=MISSING, error="the job's record expired", at=None)
+    meta = meta or {}
+    letter = meta.get("dead_letter")
+    if isinstance(letter, dict):  # see marked()
+        attempts = attempts_of(meta)
+        error = str(letter.get("error") or (attempts[-1].get("error") if attempts else "") or "")
+        at = letter.get("at")
+        return Verdict(
+            reason=str(letter.get("reason") or PERMANENT),
+            error=error,
+            at=str(at) if at else iso(ended_at),
+        )
+    text = exc_text or ""
+    return Verdict(
+        reason=ABANDONED if "AbandonedJobError" in text else CRASHED,
+        error=last_line(text) or "no error recorded",
+        at=iso(ended_at),
+    )
+
+
+def result_exc_text(fields: Mapping[Any, Any] | None) -> str:
+    """The failure text of one ``rq:results:<id>`` stream entry (base64 of zlib, as RQ writes it); ``""``."""
+    raw = (fields or {}).get(b"exc_string", (fields or {}).get("exc_string"))
+    if not raw:
+        return ""
+    try:
+        return zlib.decompress(base64.b64decode(raw)).decode("utf-8", "replace")
+    except (binascii.Error, zlib.error, ValueError):
+        return ""
+
+
+# --------------------------------------------------------------------------------------------- rq.Job
+
+
+def task_status_of(job: Job) -> str | None:
+    """The terminal status the job archives (``succeeded``/``failed``), from its envelope."""
+    try:
+        envelope = job.kwargs.get("envelope") or {}
+        return str(envelope["event"]["status"])
+    except (KeyError, TypeError, AttributeError, ValueError):
+        return None
+
+
+def failure_text(job: Job) -> str:
+    result = job.latest_result()
+    return (result.exc_string if result is not None else None) or ""
+
+
+def verdict_of(job: Job) -> Verdict:
+    return classify(job.meta or {}, exc_text=failure_text(job), ended_at=epoch(job.ended_at))
+
+
+@dataclass(frozen=True)
+class DeadLetter:
+    job_id: str
+    provider: str
+    task_id: str
+    status: str | None  # the terminal status the job archives (succeeded / failed)
+    reason: str
+    error: str
+    at: str | None
+    attempts: list[dict[str, Any]] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def dead_letter_of(job: Job) -> DeadLetter:
+    meta = job.meta or {}
+    verdict = verdict_of(job)
+    return DeadLetter(
+        job_id=job.id,
+        provider=str(meta.get("provider") or "?"),
+        task_id=str(meta.get("task_id") or "?"),
+        status=task_status_of(job),
+        reason=verdict.reason,
+        error=verdict.error,
+        at=verdict.at,
+        attempts=list(meta.get("attempts") or []),
+    )

@@ -1,0 +1,115 @@
+"""The job's own meta, made trustworthy at the start of every run, whatever tool touched the job last.
+
+RQ's tools do not all speak our JSON serializer, and none knows our dead-letter verdict:
+
+- ``rq requeue`` with RQ's default serializer cannot read JSON meta; it re-saves it as a pickle of
+  ``{"unserialized": b"..."}``, which the JSON serializer then reads back as ``{"unserialized": <bytes>}`` and
+  cannot save again. Such meta is rebuilt from the job's own envelope (provider, task id, delivery id).
+- ``rq requeue -S rq.serializers.JSONSerializer`` (or rq-dashboard) keeps ``dead_letter``, the attempt
+  history and ``retries_left = 0``: the first transient error would dead-letter the job again at once.
+
+A job that runs while carrying a dead-letter verdict (or with rebuilt meta) was requeued by some tool: it
+gets a fresh job's guarantees (attempt history cleared, ``number_of_retries`` 0, ``retries_left`` the full
+budget), and the old verdict moves to ``previous_dead_letters``. Per-file progress is kept.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import TYPE_CHECKING, Any
+
+from veo_archiver import redis_keys
+from veo_archiver.clock import iso
+from veo_archiver.event import TaskEvent
+
+if TYPE_CHECKING:
+    from veo_archiver.errors import TransientError
+    from workers.context import WorkerContext
+    from workers.jobs import JobHandle
+
+from workers.manifest import FileRecord
+
+log = logging.getLogger(__name__)
+
+#: meta keys that describe earlier failed runs; cleared when a dead letter runs again
+FAILED_RUN_META = ("attempts", "crash_requeues")
+#: how many earlier verdicts are kept
+PREVIOUS_KEPT = 10
+
+
+def is_json_meta(meta: object) -> bool:
+    """A dict our JSON serializer can save, which no other tool has wrapped."""
+    if not isinstance(meta, dict) or "unserialized" in meta:
+        return False
+    try:
+        json.dumps(meta)
+    except (TypeError, ValueError):
+        return False
+    return True
+
+
+def normalise(job: JobHandle, envelope: dict[str, Any], event: TaskEvent, *, fresh_retries: int, now: float) -> bool:
+    """Make ``job.meta`` ours again and, for a requeued dead letter, restore a fresh retry budget.
+    True when anything changed (and was saved)."""
+    rebuilt = not is_json_meta(job.meta)
+    if rebuilt:
+        log.warning(
+            "job meta was re-saved by another tool in a format we cannot read; rebuilt from the envelope",
+            extra={"job_id": job.id, "provider": event.provider, "task_id": event.task_id},
+        )
+        job.meta = {"provider": event.provider, "task_id": event.task_id, "delivery_id": envelope.get("delivery_id")}
+        job.meta["previous_dead_letters"] = [
+            {"reason": "unknown", "error": "meta unreadable (re-saved by another tool)", "at": iso(now)}
+        ]
+    verdict = job.meta.pop("dead_letter", None)
+    if verdict is None and not rebuilt:
+        return False
+    if verdict is not None:
+        previous = job.meta.get("previous_dead_letters")
+        history = list(previous) if isinstance(previous, list) else []
+        history.append(verdict)
+        job.meta["previous_dead_letters"] = history[-PREVIOUS_KEPT:]
+        log.warning(
+            "a dead letter runs again (requeued); fresh retry budget",
+            extra={"job_id": job.id, "provider": event.provider, "task_id": event.task_id},
+        )
+    for name in FAILED_RUN_META:
+        job.meta.pop(name, None)
+    job.number_of_retries = 0
+    job.retries_left = fresh_retries
+    job.save_meta()
+    if job.connection is not None:
+        job.connection.hset(
+            redis_keys.rq_job_key(job.id), mapping={"number_of_retries": 0, "retries_left": fresh_retries}
+        )
+    return True
+
+
+def record_attempt(ctx: WorkerContext, job: JobHandle, exc: TransientError, delay: float | None) -> None:
+    """One transient failure in the job's attempt history (the last 20 are kept)."""
+    attempts = job.meta.setdefault("attempts", [])
+    attempts.append(
+        {
+            "at": iso(ctx.clock()),
+            "reason": exc.reason,
+            "error": exc.message[:500],
+            "retry_in_s": None if delay is None else round(delay, 1),
+        }
+    )
+    del attempts[:-20]
+    job.save_meta()
+
+
+def progress(job: JobHandle | None) -> dict[int, FileRecord]:
+    if job is None:
+        return {}
+    saved = job.meta.get("files") or {}
+    return {int(i): FileRecord(**rec) for i, rec in saved.items()}
+
+
+def save_progress(job: JobHandle | None, record: FileRecord) -> None:
+    if job is None:
+        return
+    job.meta.setdefault("files", {})[str(record.index)] = record.to_json()
+    job.save_meta()
