@@ -3,10 +3,15 @@
 The handler reads a bounded body (:mod:`receiver.body`), verifies, parses, and hands the event to
 :class:`veo_archiver.intake.Intake`; it never downloads anything and never answers 200 before Redis has the
 job. Errors become HTTP in :mod:`receiver.responses`, registered here for every route.
+
+When Redis cannot take a verified callback and ``SPOOL_DIR`` is on, the callback is written to the local
+spool (:mod:`receiver.spool`) and answered 200 (``X-Archiver-Outcome: spooled``) once it is fsynced; a task
+started in the lifespan replays the spool into the intake, at startup and whenever Redis answers again.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import time
@@ -23,14 +28,25 @@ from starlette.routing import Route
 from receiver import metrics, ops_page
 from receiver.body import read_bounded
 from receiver.limits import BodyBudget, ConcurrencyLimit
+from receiver.proxy import ProxyHeaders
 from receiver.responses import ACK, EXCEPTION_HANDLERS, NotFound, ack, error_response
+from receiver.spool import Spool, SpoolDrainer, encode_entry
 from receiver.tracking import tasks_route
 from receiver.verify import standard_keyrings, verify_provider, verify_standard
-from veo_archiver.errors import ArchiverError, Overloaded, RequestError, RequestTimeout, TransientError
+from veo_archiver.errors import (
+    ArchiverError,
+    ConfigError,
+    Overloaded,
+    QueueUnavailable,
+    RequestError,
+    RequestTimeout,
+    TransientError,
+)
 from veo_archiver.event import TaskEvent
 from veo_archiver.intake import Delivery, Intake
 from veo_archiver.logs import log_context
 from veo_archiver.providers import REGISTRY
+from veo_archiver.redact import redact_bytes, redact_event, redact_tokens
 from veo_archiver.settings import Settings
 
 # ACK, error_response and read_bounded are imported from here by bench/ack_apps.py; their home is
@@ -40,6 +56,22 @@ __all__ = ["ACK", "create_app", "error_response", "read_bounded", "startup_warni
 log = logging.getLogger(__name__)
 
 Clock = Callable[[], float]
+
+#: seconds between two looks at the spool while it holds anything
+SPOOL_DRAIN_INTERVAL_S = 1.0
+
+
+def open_spool(settings: Settings) -> Spool | None:
+    """The spool ``SPOOL_DIR`` names (created if missing), or None when it is off. Blocking."""
+    if settings.spool_dir is None:
+        return None
+    try:
+        return Spool(settings.spool_dir, max_bytes=settings.spool_max_bytes, max_files=settings.spool_max_files)
+    except OSError as exc:
+        raise ConfigError(
+            f"SPOOL_DIR={settings.spool_dir}: cannot use it as the callback spool ({exc}); "
+            "mount a writable volume there, or set SPOOL_DIR=off to answer 503 while Redis is down"
+        ) from exc
 
 
 def startup_warnings(settings: Settings) -> list[str]:
@@ -72,6 +104,7 @@ def create_app(
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Any]]:
+        spool = await asyncio.to_thread(open_spool, settings)
         # A blocking pool: past max_connections in flight a callback waits (up to enqueue_timeout_s) for a
         # connection instead of failing with "Too many connections" (redis-py's default async pool caps at
         # 100 and raises at once, which turned half of a 200-callback burst into 503s)
@@ -89,23 +122,52 @@ def create_app(
         await intake.start()
         for warning in startup_warnings(settings):
             log.warning(warning)
+        drainer = SpoolDrainer(spool) if spool else None
+        draining: asyncio.Task[None] | None = None
+        if drainer is not None:
+            waiting, size = drainer.spool.depth()
+            log.info(
+                "spool ready" + ("; draining what an earlier run left" if waiting else ""),
+                extra={"spool_dir": str(drainer.spool.directory), "waiting": waiting, "waiting_bytes": size},
+            )
+            # its first turn drains what is waiting, without holding up the startup behind a long backlog
+            draining = asyncio.create_task(
+                drainer.run(intake, interval_s=SPOOL_DRAIN_INTERVAL_S), name="veo-archiver-spool-drain"
+            )
         try:
-            yield {"intake": intake, "redis": client}
+            yield {"intake": intake, "redis": client, "spool": spool, "spool_drainer": drainer}
         finally:
+            if draining is not None:
+                draining.cancel()  # an entry whose submit was cut short stays; its replay is deduplicated
+                with contextlib.suppress(asyncio.CancelledError):
+                    await draining
             if redis_client is None:
                 await client.aclose()
 
     async def accept(request: Request, event: TaskEvent, body: bytes, received_at: float, provider: str) -> Response:
         intake: Intake = request.state.intake
+        # verified with its token; stored (Redis, spool, job, archive) without it: veo_archiver/redact.py
+        event = redact_event(event)
         delivery = Delivery(
-            body=body,
-            headers=dict(request.headers),
+            body=redact_bytes(body),
+            # the first value of a repeated header, as Starlette's own lookups (and so verification) read it
+            headers={name: redact_tokens(value) for name, value in reversed(request.headers.items())},
             received_at=received_at,
             remote=request.client.host if request.client else None,
             path=request.url.path,
         )
         started = time.perf_counter()
-        result = await intake.submit(event, delivery)
+        try:
+            result = await intake.submit(event, delivery)
+        except QueueUnavailable as exc:
+            spool: Spool | None = request.state.spool
+            if spool is None:
+                raise
+            # full or unwritable: raises QueueUnavailable (spool_full / spool_unwritable), answered 503 as before
+            await asyncio.to_thread(spool.append, encode_entry(event, delivery))
+            counters.spooled.labels(provider).inc()
+            log.warning("callback spooled", extra={"provider": provider, "reason": exc.reason, "detail": exc.message})
+            return ack("spooled")
         counters.outcome(provider, result.outcome, time.perf_counter() - started)
         return ack(result.outcome)
 
@@ -165,6 +227,12 @@ def create_app(
         intake: Intake = request.state.intake
         if await intake.ping():
             return JSONResponse({"status": "ready", "redis": "ok"})
+        # ready means "a callback sent here is kept": with room in the spool it is, so the orchestrator keeps
+        # this receiver in service during a Redis outage (taking it out would send the providers' retries nowhere)
+        spool: Spool | None = request.state.spool
+        if spool is not None and spool.has_room():
+            count, _ = spool.depth()
+            return JSONResponse({"status": "ready", "redis": "unreachable", "spool": "accepting", "spooled": count})
         return JSONResponse({"status": "unavailable", "redis": "unreachable"}, status_code=503)
 
     return Starlette(
@@ -180,10 +248,11 @@ def create_app(
         lifespan=lifespan,
         exception_handlers=EXCEPTION_HANDLERS,
         middleware=[
+            Middleware(ProxyHeaders, trusted=settings.forwarded_allow_ips),
             Middleware(
                 ConcurrencyLimit,
                 limit=settings.max_concurrent_requests,
                 on_shed=lambda reason: counters.shed.labels(reason).inc(),
-            )
+            ),
         ],
     )

@@ -16,7 +16,8 @@ import hmac
 from starlette.requests import Request
 
 from receiver.responses import BearerRequired, Forbidden, NotFound
-from veo_archiver.settings import Settings, is_loopback_host
+from veo_archiver.env_values import is_loopback_host
+from veo_archiver.settings import Settings
 
 
 def token_matches(given: str, token: str) -> bool:

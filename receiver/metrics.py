@@ -12,13 +12,18 @@ Two sources, one exposition:
   through :class:`SnapshotCollector`. When Redis does not answer, the snapshot is empty and
   ``veo_archiver_redis_up`` is 0: a scrape never fails because Redis is down.
 
+The local spool (:mod:`receiver.spool`), when this receiver has one, is read at scrape time too (a directory
+listing, off the event loop): entries, bytes, the oldest entry's age and the quarantined entries.
+
 Who may scrape (:func:`receiver.auth.require_scraper`): with ``ADMIN_TOKEN`` set, ``Authorization: Bearer
 <token>``; without it, loopback clients only; ``METRICS_PUBLIC=true`` opens it to anyone.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import asyncio
+import time
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
@@ -35,6 +40,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from receiver.auth import require_scraper
+from receiver.spool import SpoolDrainer, SpoolSurvey, survey
 from veo_archiver.queue_snapshot import DEAD_LETTER_SCAN, MAX_LABEL, Snapshot, as_int, read_snapshot
 from veo_archiver.records.outcome import DURATION_BUCKETS_S, TIME_LEFT_BUCKETS_S, bucketed
 from veo_archiver.settings import Settings
@@ -84,6 +90,12 @@ class ReceiverMetrics:
             f"{NS}_requests_shed",
             "Requests answered 503 or 408 by the edge's bounds (concurrency, body bytes in flight, read timeout)",
             ["reason"],
+            registry=r,
+        )
+        self.spooled = Counter(
+            f"{NS}_callbacks_spooled",
+            "Callbacks Redis could not take, written to the local spool and answered 200",
+            ["provider"],
             registry=r,
         )
         self.errors = Counter(f"{NS}_callbacks_errors", "Callbacks answered 500", ["provider", "reason"], registry=r)
@@ -162,6 +174,16 @@ class SnapshotCollector:
         tracked = GaugeMetricFamily(f"{NS}_tracked_tasks_pending", "Registered tasks not archived yet")
         tracked.add_metric([], snap.tracked_pending)
         yield tracked
+        running = GaugeMetricFamily(f"{NS}_downloads_running", "Downloads under way (running jobs)", labels=["queue"])
+        running.add_metric([q], len(snap.downloads))
+        yield running
+        in_flight = GaugeMetricFamily(
+            f"{NS}_download_bytes_in_flight",
+            "Bytes downloaded so far by the downloads under way (refreshed every 2 s by each worker)",
+            labels=["queue"],
+        )
+        in_flight.add_metric([q], sum(d.bytes for d in snap.downloads))
+        yield in_flight
         yield from self._stats()
 
     def _stats(self) -> Iterator[Metric]:
@@ -193,6 +215,37 @@ class SnapshotCollector:
         yield time_left
 
 
+class SpoolCollector:
+    """This receiver's spool: what waits (read at scrape time) and what its drainer replayed."""
+
+    def __init__(self, figures: SpoolSurvey, drained: Mapping[str, int]) -> None:
+        self.figures = figures
+        self.drained = drained
+
+    def collect(self) -> Iterator[Metric]:
+        f = self.figures
+        yield GaugeMetricFamily(f"{NS}_spool_entries", "Callbacks waiting in the local spool", value=f.entries)
+        yield GaugeMetricFamily(f"{NS}_spool_bytes", "Bytes waiting in the local spool", value=f.bytes)
+        yield GaugeMetricFamily(
+            f"{NS}_spool_oldest_age_seconds",
+            "Age of the oldest callback waiting in the local spool (0 when empty)",
+            value=f.oldest_age_s or 0.0,
+        )
+        yield GaugeMetricFamily(
+            f"{NS}_spool_rejected_entries",
+            "Spool entries that could not be replayed, quarantined in rejected/ for an operator",
+            value=f.rejected,
+        )
+        drained = CounterMetricFamily(
+            f"{NS}_spool_drained",
+            "Spooled callbacks handed to Redis by this process, by intake outcome",
+            labels=["outcome"],
+        )
+        for outcome, count in sorted(self.drained.items()):
+            drained.add_metric([outcome[:MAX_LABEL]], count)
+        yield drained
+
+
 class _Both:
     def __init__(self, *sources: Any) -> None:
         self.sources = sources
@@ -202,8 +255,11 @@ class _Both:
             yield from source.collect()
 
 
-def render(receiver: ReceiverMetrics, snapshot: Snapshot) -> bytes:
-    return generate_latest(_Both(receiver.registry, SnapshotCollector(snapshot)))
+def render(receiver: ReceiverMetrics, snapshot: Snapshot, spool: SpoolCollector | None = None) -> bytes:
+    sources: list[Any] = [receiver.registry, SnapshotCollector(snapshot)]
+    if spool is not None:
+        sources.append(spool)
+    return generate_latest(_Both(*sources))
 
 
 # ------------------------------------------------------------------------------------------- access
@@ -212,8 +268,13 @@ def render(receiver: ReceiverMetrics, snapshot: Snapshot) -> bytes:
 async def endpoint(settings: Settings, receiver: ReceiverMetrics, request: Request) -> Response:
     require_scraper(settings, request)  # refusals are raised and answered by receiver.responses
     snapshot = await read_snapshot(request.state.redis, settings.queue_name)
+    drainer: SpoolDrainer | None = getattr(request.state, "spool_drainer", None)
+    spool = None
+    if drainer is not None:
+        figures = await asyncio.to_thread(survey, drainer.spool.directory, time.time())
+        spool = SpoolCollector(figures, dict(drainer.outcomes))
     return Response(
-        render(receiver, snapshot),
+        render(receiver, snapshot, spool),
         headers={"Content-Type": CONTENT_TYPE_PLAIN_0_0_4, "Cache-Control": "no-store"},
     )
 

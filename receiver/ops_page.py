@@ -1,11 +1,11 @@
 """``GET /ops``: a read-only, server-rendered operations page (no JavaScript, inline CSS).
 
-Shows the queue and RQ registries, live workers, the latest outcomes (``veo:outcomes``), the latest dead
-letters (RQ's failed registry, classified by :mod:`veo_archiver.records.dead_letter` as the CLI and /metrics
-do), the latest deliveries (``veo:events``) and the tracked tasks still pending, all read by
-:func:`veo_archiver.queue_snapshot.read_ops`; this module only renders and answers. Task ids, error messages
-and every other value come from callers we do not trust: each one goes through :func:`html.escape`, and the
-Content-Security-Policy forbids scripts anyway.
+Shows the queue and RQ registries, live workers, the downloads under way (bytes so far, total, rate, ETA), the
+latest outcomes (``veo:outcomes``), the latest dead letters (RQ's failed registry, classified by
+:mod:`veo_archiver.records.dead_letter` as the CLI and /metrics do), the latest deliveries (``veo:events``) and
+the tracked tasks still pending, all read by :func:`veo_archiver.queue_snapshot.read_ops`; this module only
+renders and answers. Task ids, error messages and every other value come from callers we do not trust: each
+one goes through :func:`html.escape`, and the Content-Security-Policy forbids scripts anyway.
 
 Access needs ``ADMIN_TOKEN``; without it the page answers 404 and says so. With it: ``Authorization:
 Bearer <token>``, or the ops cookie. A browser opens ``/ops?token=<token>`` once: the token is exchanged
@@ -34,6 +34,7 @@ from receiver.auth import admin_token, require_bearer, token_matches
 from receiver.responses import error_headers, error_response, error_status
 from veo_archiver.errors import Rejected, RequestError
 from veo_archiver.queue_snapshot import OpsData, read_ops
+from veo_archiver.records.progress import eta_text, rate_text, size_text
 from veo_archiver.settings import Settings
 
 COOKIE = "veo_ops"
@@ -241,6 +242,25 @@ def render(data: OpsData, *, now: float) -> str:
         ],
         "no live worker",
     )
+    downloads = table(
+        "downloads",
+        ["job id*", "provider", "task id*", "file", "done", "of", "rate", "eta", "updated"],
+        [
+            (
+                d.job_id,
+                d.provider,
+                d.task_id,
+                f"{d.file + 1}/{d.files}",
+                size_text(d.bytes),
+                size_text(d.total) if d.total is not None else "unknown",
+                rate_text(d.rate),
+                eta_text(d.eta_s),
+                when(d.updated_at),
+            )
+            for d in snap.downloads
+        ],
+        "no download under way",
+    )
     outcomes = table(
         "archives",
         ["at", "outcome", "provider", "task id*", "status", "files", "bytes", "manifest*", "reason"],
@@ -308,6 +328,7 @@ def render(data: OpsData, *, now: float) -> str:
 <div class="muted">queue <b>{e(snap.queue)}</b> · {e(shown(now))} · {status}</div>
 <div class="cards">{card_html}</div>
 <h2>Workers</h2>{workers}
+<h2>Downloads under way ({len(snap.downloads)})</h2>{downloads}
 <h2>Recent outcomes</h2>{outcomes}
 <h2>Recent dead letters</h2>{failures}
 <h2>Recent deliveries</h2>{events}

@@ -45,7 +45,17 @@ from veo_archiver.errors import PermanentError, QueueUnavailable
 from veo_archiver.event import TaskEvent
 from veo_archiver.intake import Delivery, Intake, IntakeResult
 
-__all__ = ["CorruptEntry", "Spool", "SpoolDrainer", "SpoolEntry", "decode_entry", "drain", "encode_entry"]
+__all__ = [
+    "CorruptEntry",
+    "Spool",
+    "SpoolDrainer",
+    "SpoolEntry",
+    "SpoolSurvey",
+    "decode_entry",
+    "drain",
+    "encode_entry",
+    "survey",
+]
 
 log = logging.getLogger(__name__)
 
@@ -134,6 +144,56 @@ def _is_entry_name(name: str) -> bool:
     return bool(dash) and len(stamp) == 20 and stamp.isdigit() and name.endswith(SUFFIX) and bool(rest)
 
 
+def _scan(directory: Path) -> list[SpoolEntry]:
+    """The entries in ``directory``, oldest first; reads only (no lock, no cleanup)."""
+    entries: list[SpoolEntry] = []
+    with os.scandir(directory) as it:
+        for item in it:
+            if _is_entry_name(item.name) and item.is_file(follow_symlinks=False):
+                with contextlib.suppress(FileNotFoundError):
+                    entries.append(SpoolEntry(item.name, Path(item.path), item.stat(follow_symlinks=False).st_size))
+    entries.sort()
+    return entries
+
+
+@dataclass(frozen=True)
+class SpoolSurvey:
+    """What waits in a spool directory, read without touching it (``/metrics`` and ``veo-archiver status``)."""
+
+    directory: str
+    entries: int
+    bytes: int
+    #: seconds the oldest entry has waited; None when nothing waits
+    oldest_age_s: float | None
+    #: entries quarantined in ``rejected/``: an operator has to look at them
+    rejected: int
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "directory": self.directory,
+            "entries": self.entries,
+            "bytes": self.bytes,
+            "oldest_age_s": self.oldest_age_s,
+            "rejected": self.rejected,
+        }
+
+
+def survey(directory: Path | str, now: float) -> SpoolSurvey:
+    """Count what waits in ``directory`` (blocking: a directory listing). Unlike :class:`Spool` it creates
+    and deletes nothing, so the CLI may look at a live receiver's spool."""
+    directory = Path(directory)
+    entries = _scan(directory) if directory.is_dir() else []
+    rejected_dir = directory / REJECTED_DIR
+    rejected = len(_scan(rejected_dir)) if rejected_dir.is_dir() else 0
+    return SpoolSurvey(
+        directory=str(directory.resolve()),
+        entries=len(entries),
+        bytes=sum(e.size for e in entries),
+        oldest_age_s=max(0.0, now - entries[0].spooled_at) if entries else None,
+        rejected=rejected,
+    )
+
+
 class Spool:
     """One spool directory. ``append`` is blocking (an fsync): call it with ``asyncio.to_thread`` from a handler."""
 
@@ -190,13 +250,7 @@ class Spool:
 
     def pending(self) -> list[SpoolEntry]:
         """The entries waiting, oldest first (temp files and ``rejected/`` are not entries)."""
-        entries: list[SpoolEntry] = []
-        with os.scandir(self.directory) as it:
-            for item in it:
-                if _is_entry_name(item.name) and item.is_file(follow_symlinks=False):
-                    with contextlib.suppress(FileNotFoundError):
-                        entries.append(SpoolEntry(item.name, Path(item.path), item.stat(follow_symlinks=False).st_size))
-        entries.sort()
+        entries = _scan(self.directory)
         with self._lock:
             self._count, self._bytes = len(entries), sum(e.size for e in entries)
         return entries
@@ -219,6 +273,10 @@ class Spool:
             self._bytes -= entry.size
         log.error("spool: entry quarantined", extra={"path": str(target), "reason": why})
         return target
+
+    def has_room(self, record_bytes: int = 64 * 1024) -> bool:
+        """Whether one more entry of about ``record_bytes`` fits under both bounds (for ``/readyz``)."""
+        return self._count + 1 <= self.max_files and self._bytes + record_bytes <= self.max_bytes
 
     def depth(self) -> tuple[int, int]:
         """(entries, bytes) waiting, as this process counts them."""

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import sys
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -15,7 +16,7 @@ _ROOT = str(Path(__file__).resolve().parents[1])
 if _ROOT not in sys.path:
     sys.path.insert(0, _ROOT)
 
-from tests.servers import RedisServer, SeaweedS3  # noqa: E402
+from tests.servers import Azurite, FakeGCS, RedisServer, SeaweedS3, azurite_binary, fake_gcs_binary  # noqa: E402
 
 
 @pytest.fixture(scope="session")
@@ -45,8 +46,48 @@ def s3_bucket(seaweed: SeaweedS3) -> Iterator[str]:
             seaweed.boto3_client().delete_bucket(Bucket=name)
 
 
-#: fixtures that start a real server of seconds-long start-up (SeaweedFS), and folders of whole-process tests
-_SLOW_FIXTURES = frozenset({"seaweed", "s3_bucket"})
+def _require(find_binary: Callable[[], str]) -> None:
+    """A server binary the test needs: missing fails the test in CI (``CI`` set: .ci/run installs it) and skips
+    it elsewhere, with the install command as the reason."""
+    try:
+        find_binary()
+    except RuntimeError as exc:
+        if os.environ.get("CI"):
+            pytest.fail(str(exc))
+        pytest.skip(str(exc))
+
+
+@pytest.fixture(scope="session")
+def azurite(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Azurite]:
+    """One Azurite blob service for the session (node start-up takes a few seconds)."""
+    _require(azurite_binary)
+    with Azurite(tmp_path_factory.mktemp("azurite")) as server:
+        yield server
+
+
+@pytest.fixture
+def azure_container(azurite: Azurite) -> Iterator[str]:
+    """A new, uniquely named, empty container in the session's Azurite; deleted (with its blobs) after."""
+    if not azurite.running:
+        azurite.start()
+    name = azurite.create_container(f"test-{uuid.uuid4().hex[:16]}")
+    yield name
+    if azurite.running:
+        with contextlib.suppress(Exception):
+            azurite.delete_container(name)
+
+
+@pytest.fixture(scope="session")
+def fake_gcs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FakeGCS]:
+    """One fake-gcs-server for the session (reads only: see tests/servers.py FakeGCS)."""
+    _require(fake_gcs_binary)
+    with FakeGCS(tmp_path_factory.mktemp("fake-gcs")) as server:
+        yield server
+
+
+#: fixtures that start a real server of seconds-long start-up (SeaweedFS, Azurite), and folders of whole-process
+#: tests
+_SLOW_FIXTURES = frozenset({"seaweed", "s3_bucket", "azurite", "azure_container"})
 _SLOW_DIRS = ("e2e",)
 
 

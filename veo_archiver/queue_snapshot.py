@@ -4,8 +4,9 @@
 decode tracked tasks through :mod:`veo_archiver.records.tracked`, so every consumer tells the same story.
 
 Reads are pipelined (a few round trips, bounded work: at most ``MAX_WORKERS`` worker hashes and the newest
-``DEAD_LETTER_SCAN`` failed jobs; older ones are counted under the reason ``not_scanned``). When Redis does
-not answer, the snapshot says so (``redis_up`` false, ``error``) instead of raising.
+``DEAD_LETTER_SCAN`` failed jobs; older ones are counted under the reason ``not_scanned``; the download
+progress of at most ``MAX_WORKERS`` started jobs). When Redis does not answer, the snapshot says so
+(``redis_up`` false, ``error``) instead of raising.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from rq.utils import utcparse
 from veo_archiver import redis_keys
 from veo_archiver.clock import epoch
 from veo_archiver.records import dead_letter
+from veo_archiver.records.progress import Progress
 from veo_archiver.records.tracked import Tracked, decode_all
 
 WORKER_FIELDS = (
@@ -65,6 +67,8 @@ class Snapshot:
     dead_letters: dict[str, int] = field(default_factory=dict)
     stats: dict[str, str] = field(default_factory=dict)
     tracked_pending: int = 0
+    #: the running jobs' downloads (:mod:`veo_archiver.records.progress`), at most ``MAX_WORKERS``
+    downloads: list[Progress] = field(default_factory=list)
     read_seconds: float = 0.0
 
 
@@ -147,6 +151,23 @@ async def read_failures(client: aioredis.Redis, job_ids: Sequence[str]) -> list[
     ]
 
 
+# ------------------------------------------------------------------------------------------- downloads
+
+
+async def read_downloads(client: aioredis.Redis, started: Sequence[Any]) -> list[Progress]:
+    """The progress entries of the started registry's jobs (members are RQ's ``<job id>:<execution id>``):
+    one round trip. Redis errors propagate."""
+    job_ids = list(dict.fromkeys((as_text(member) or "").partition(":")[0] for member in started or []))
+    if not job_ids:
+        return []
+    async with client.pipeline(transaction=False) as pipe:
+        for job_id in job_ids:
+            pipe.hgetall(redis_keys.progress_key(job_id))
+        replies = await pipe.execute()
+    found = (Progress.from_fields(job_id, raw) for job_id, raw in zip(job_ids, replies, strict=True))
+    return [p for p in found if p is not None]
+
+
 # ------------------------------------------------------------------------------------------- snapshot
 
 
@@ -167,9 +188,11 @@ async def read_snapshot(client: aioredis.Redis, queue: str, *, now: float | None
             pipe.zrevrange(redis_keys.rq_registry_key("failed", queue), 0, DEAD_LETTER_SCAN - 1)
             pipe.hgetall(redis_keys.stats_hash())
             pipe.zcard(redis_keys.tracked_zset())
+            pipe.zrange(redis_keys.rq_registry_key("started", queue), 0, MAX_WORKERS - 1)
             first = await pipe.execute()
         queued, oldest, *rest = first
-        counts, (worker_keys, failed_ids, stats, tracked_count) = rest[: len(registries)], rest[len(registries) :]
+        counts, tail = rest[: len(registries)], rest[len(registries) :]
+        worker_keys, failed_ids, stats, tracked_count, running = tail
         worker_keys = sorted(as_text(k) or "" for k in worker_keys or [])
         failed_ids = [as_text(j) or "" for j in failed_ids or []]
         oldest_id = as_text(oldest)
@@ -179,6 +202,7 @@ async def read_snapshot(client: aioredis.Redis, queue: str, *, now: float | None
                 pipe.hmget(worker_key, list(WORKER_FIELDS))
             second = await pipe.execute()
         failures = await read_failures(client, failed_ids)
+        snap.downloads = await read_downloads(client, running)
     except (redis.RedisError, OSError) as exc:
         snap.error = f"{type(exc).__name__}: {exc}"
         snap.read_seconds = time.perf_counter() - started

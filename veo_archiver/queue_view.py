@@ -15,7 +15,7 @@ from __future__ import annotations
 import time
 from collections import Counter
 from collections.abc import Iterable, Iterator
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import redis
@@ -31,7 +31,7 @@ from rq.serializers import JSONSerializer
 
 from veo_archiver import redis_keys
 from veo_archiver.clock import epoch, iso
-from veo_archiver.records import tracked
+from veo_archiver.records import progress, tracked
 from veo_archiver.records.dead_letter import DeadLetter, dead_letter_of
 
 #: jobs fetched per Redis round trip when walking a registry
@@ -130,6 +130,8 @@ class Status(_Json):
     oldest_tracked: TrackedTask | None
     events_last_hour: dict[str, int]
     problems: list[str]
+    #: the running jobs' downloads (:mod:`veo_archiver.records.progress`)
+    downloads: list[progress.Progress] = field(default_factory=list)
 
     @property
     def stuck(self) -> bool:
@@ -236,6 +238,13 @@ def workers(connection: redis.Redis, queue_name: str, *, now: float | None = Non
     return sorted(out, key=lambda w: w.name)
 
 
+def downloads(connection: redis.Redis, queue_name: str) -> list[progress.Progress]:
+    """The progress of the running jobs' downloads (jobs in RQ's started registry that have an entry)."""
+    ids = StartedJobRegistry(queue=queue_of(connection, queue_name)).get_job_ids(cleanup=False)
+    found = progress.read(connection, ids)
+    return [found[job_id] for job_id in ids if job_id in found]
+
+
 # ------------------------------------------------------------------------------------- streams, tracked
 
 
@@ -304,6 +313,7 @@ def status(
         oldest_tracked=tracked_task(oldest, now) if oldest else None,
         events_last_hour=recent_events(connection, now=now),
         problems=[],
+        downloads=downloads(connection, queue_name),
     )
     return replace(
         result, problems=problems(result, waiting_alert_s=waiting_alert_s, tracked_overdue_s=tracked_overdue_s)

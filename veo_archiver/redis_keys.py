@@ -94,6 +94,12 @@ def outcome_published_key(outcome_id: str) -> str:
     return f"{_PREFIX}outcome-published:{outcome_id}"
 
 
+def progress_key(job_id: str) -> str:
+    """Hash (TTL, refreshed every write) with the download progress of a running job:
+    :mod:`veo_archiver.records.progress`."""
+    return f"{_PREFIX}progress:{job_id}"
+
+
 def stats_hash() -> str:
     """Counters the workers increment (outcomes, bytes, duration buckets); read by /metrics."""
     return f"{_PREFIX}stats"

@@ -6,54 +6,35 @@ Every knob has an environment variable, documented in the README's configuration
 
 from __future__ import annotations
 
-import ipaddress
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
+from veo_archiver.env_values import env_bool, env_int, split_list
 from veo_archiver.errors import ConfigError
 from veo_archiver.providers import NAMES, REGISTRY
+from veo_archiver.storage_settings import StorageSettings, storage_from_env
 from veo_archiver.urls import DEFAULT_MAX_RESULT_URLS, URL_LIST_CEILING
 
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 MiB = 1024 * 1024
+#: where the receiver spools callbacks Redis cannot take: the data directory `veo-archiver up` uses
+DEFAULT_SPOOL_DIR = Path(".veo-archiver") / "spool"
 
 
-def _split(value: str | None) -> tuple[str, ...]:
-    if not value:
-        return ()
-    return tuple(part.strip() for part in value.split(",") if part.strip())
-
-
-def _bool(env: Mapping[str, str], name: str, default: bool) -> bool:
-    raw = env.get(name)
-    if raw is None or raw.strip() == "":
-        return default
-    value = raw.strip().lower()
-    if value in ("1", "true", "yes", "on"):
-        return True
-    if value in ("0", "false", "no", "off"):
-        return False
-    raise ConfigError(f"{name}={raw!r}: expected true or false")
-
-
-def _int(env: Mapping[str, str], name: str, default: int, *, minimum: int = 0) -> int:
-    raw = env.get(name)
-    if raw is None or raw.strip() == "":
-        return default
-    try:
-        value = int(raw.strip())
-    except ValueError:
-        raise ConfigError(f"{name}={raw!r}: expected a whole number") from None
-    if value < minimum:
-        raise ConfigError(f"{name}={value}: must be at least {minimum}")
-    return value
+def _spool_dir(env: Mapping[str, str]) -> Path | None:
+    """``SPOOL_DIR``: unset or empty is the default (relative to the working directory), ``off`` disables."""
+    raw = (env.get("SPOOL_DIR") or "").strip()
+    if not raw:
+        return DEFAULT_SPOOL_DIR
+    if raw.lower() == "off":
+        return None
+    return Path(raw).expanduser()
 
 
 def _max_result_urls(env: Mapping[str, str]) -> int:
-    value = _int(env, "MAX_RESULT_URLS", DEFAULT_MAX_RESULT_URLS, minimum=1)
+    value = env_int(env, "MAX_RESULT_URLS", DEFAULT_MAX_RESULT_URLS, minimum=1)
     if value > URL_LIST_CEILING:
         raise ConfigError(f"MAX_RESULT_URLS={value}: at most {URL_LIST_CEILING}")
     return value
@@ -64,40 +45,6 @@ def _host_port(entry: str) -> tuple[str, int]:
     if not sep or not host or not port.isdigit():
         raise ConfigError(f"DOWNLOAD_ALLOW_HOSTS entry {entry!r}: expected host:port")
     return host.strip("[]").lower(), int(port)
-
-
-def is_loopback_host(host: str) -> bool:
-    if host.lower() == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
-
-
-@dataclass(frozen=True)
-class StorageSettings:
-    archive_url: str = "./archive"
-    endpoint_url: str | None = None
-    access_key_id: str | None = None
-    secret_access_key: str | None = None
-    region: str = "us-east-1"
-    allow_http: bool = False
-
-    @property
-    def is_s3(self) -> bool:
-        return self.archive_url.startswith("s3://")
-
-    def local_root(self) -> Path:
-        parts = urlsplit(self.archive_url)
-        if parts.scheme == "file":
-            return Path(parts.path)
-        return Path(self.archive_url).expanduser().resolve()
-
-    def describe(self) -> str:
-        if self.is_s3:
-            return f"{self.archive_url} at {self.endpoint_url or 'AWS'}"
-        return str(self.local_root())
 
 
 @dataclass(frozen=True)
@@ -119,9 +66,9 @@ class ProviderSettings:
             name=name,
             api_key=env.get(spec.api_key_var) or None,
             api_base=(env.get(f"{upper}_API_BASE") or spec.default_api_base).rstrip("/"),
-            url_lifetime_s=_int(env, f"URL_LIFETIME_{upper}", spec.url_lifetime_s, minimum=60),
-            download_hosts=tuple(h.lower() for h in _split(env.get(f"DOWNLOAD_HOSTS_{upper}"))),
-            open=name in _split((env.get("OPEN_PROVIDERS") or "").lower()),
+            url_lifetime_s=env_int(env, f"URL_LIFETIME_{upper}", spec.url_lifetime_s, minimum=60),
+            download_hosts=tuple(h.lower() for h in split_list(env.get(f"DOWNLOAD_HOSTS_{upper}"))),
+            open=name in split_list((env.get("OPEN_PROVIDERS") or "").lower()),
         )
 
     def host_allowed(self, host: str) -> bool:
@@ -134,7 +81,7 @@ class ProviderSettings:
 def _standard_secrets(raw: str | None) -> dict[str, tuple[str, ...]]:
     """``source:secret,source:secret`` (several per source for rotation) into {source: (secrets…)}."""
     out: dict[str, list[str]] = {}
-    for entry in _split(raw):
+    for entry in split_list(raw):
         source, sep, secret = entry.partition(":")
         if not sep or not source.strip() or not secret.strip():
             raise ConfigError(
@@ -161,6 +108,8 @@ class Settings:
     max_concurrent_requests: int = 256
     #: bytes of request bodies held in memory at once by one receiver process; past it 503 + Retry-After
     max_body_bytes_in_flight: int = 64 * MiB
+    #: proxies whose X-Forwarded-For / -Proto are believed (addresses, networks, or ``*``); see receiver/proxy.py
+    forwarded_allow_ips: tuple[str, ...] = ("127.0.0.1",)
     public_base_url: str | None = None
     callback_signing_keys: tuple[str, ...] = ()
     providers: dict[str, ProviderSettings] = field(
@@ -174,6 +123,12 @@ class Settings:
     enqueue_timeout_s: float = 5.0
     #: callbacks with more result URLs are refused (400 too_many_urls); Veo returns at most 4 per job
     max_result_urls: int = DEFAULT_MAX_RESULT_URLS
+    #: local spool for verified callbacks Redis cannot take (receiver/spool.py); None = off. ``from_env``
+    #: turns it on by default (DEFAULT_SPOOL_DIR); a Settings built in code (tests) leaves it off, so no test
+    #: app writes into, or drains, a directory another one shares
+    spool_dir: Path | None = None
+    spool_max_bytes: int = 256 * MiB
+    spool_max_files: int = 100_000
 
     # operations
     #: bearer token for the admin surfaces (ops page, POST /tasks, /metrics unless METRICS_PUBLIC)
@@ -208,40 +163,18 @@ class Settings:
 
     @classmethod
     def from_env(cls, env: Mapping[str, str], **overrides: Any) -> Settings:
-        endpoint = env.get("AWS_ENDPOINT_URL") or env.get("AWS_ENDPOINT_URL_S3") or None
-        allow_http = _bool(env, "AWS_ALLOW_HTTP", False)
-        if endpoint and endpoint.startswith("http://"):
-            host = urlsplit(endpoint).hostname or ""
-            if not (allow_http or is_loopback_host(host)):
-                raise ConfigError(
-                    f"AWS_ENDPOINT_URL={endpoint} is plain http and not on loopback: "
-                    "use https, or set AWS_ALLOW_HTTP=true if the network path is trusted"
-                )
-            allow_http = True
-        archive_url = env.get("ARCHIVE_URL") or "./archive"
-        if archive_url.startswith("s3://") and not urlsplit(archive_url).netloc:
-            raise ConfigError(f"ARCHIVE_URL={archive_url!r}: expected s3://bucket/prefix")
-        if "://" in archive_url and not archive_url.startswith(("s3://", "file://")):
-            raise ConfigError(f"ARCHIVE_URL={archive_url!r}: expected s3://bucket/prefix, file:///path or a path")
-        storage = StorageSettings(
-            archive_url=archive_url,
-            endpoint_url=endpoint,
-            access_key_id=env.get("AWS_ACCESS_KEY_ID") or None,
-            secret_access_key=env.get("AWS_SECRET_ACCESS_KEY") or None,
-            region=env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION") or "us-east-1",
-            allow_http=allow_http,
-        )
+        storage = storage_from_env(env)
         durability = (env.get("REDIS_DURABILITY") or "auto").strip().lower()
         if durability not in ("auto", "waitaof", "none"):
             raise ConfigError(f"REDIS_DURABILITY={durability!r}: expected auto, waitaof or none")
-        intervals_raw = _split(env.get("RETRY_INTERVALS"))
+        intervals_raw = split_list(env.get("RETRY_INTERVALS"))
         try:
             intervals = tuple(int(v) for v in intervals_raw) or cls.retry_intervals_s
         except ValueError:
             raise ConfigError(
                 f"RETRY_INTERVALS={env.get('RETRY_INTERVALS')!r}: expected seconds, comma-separated"
             ) from None
-        open_providers = _split((env.get("OPEN_PROVIDERS") or "").lower())
+        open_providers = split_list((env.get("OPEN_PROVIDERS") or "").lower())
         unknown = [p for p in open_providers if p not in NAMES]
         if unknown:
             raise ConfigError(f"OPEN_PROVIDERS: unknown provider(s) {', '.join(unknown)}; known: {', '.join(NAMES)}")
@@ -249,34 +182,38 @@ class Settings:
             redis_url=env.get("REDIS_URL") or DEFAULT_REDIS_URL,
             queue_name=env.get("QUEUE_NAME") or "veo-archiver",
             storage=storage,
-            kie_hmac_keys=_split(env.get("KIE_WEBHOOK_HMAC_KEYS")),
-            kie_allow_unsigned=_bool(env, "KIE_ALLOW_UNSIGNED", False) or "kie" in open_providers,
-            timestamp_tolerance_s=_int(env, "WEBHOOK_TIMESTAMP_TOLERANCE", 300, minimum=1),
-            max_body_bytes=_int(env, "MAX_BODY_BYTES", MiB, minimum=1024),
-            request_read_timeout_s=float(_int(env, "REQUEST_READ_TIMEOUT", 10, minimum=1)),
-            max_concurrent_requests=_int(env, "MAX_CONCURRENT_REQUESTS", 256, minimum=1),
-            max_body_bytes_in_flight=_int(env, "MAX_BODY_BYTES_IN_FLIGHT", 64 * MiB, minimum=1024),
+            kie_hmac_keys=split_list(env.get("KIE_WEBHOOK_HMAC_KEYS")),
+            kie_allow_unsigned=env_bool(env, "KIE_ALLOW_UNSIGNED", False) or "kie" in open_providers,
+            timestamp_tolerance_s=env_int(env, "WEBHOOK_TIMESTAMP_TOLERANCE", 300, minimum=1),
+            max_body_bytes=env_int(env, "MAX_BODY_BYTES", MiB, minimum=1024),
+            request_read_timeout_s=float(env_int(env, "REQUEST_READ_TIMEOUT", 10, minimum=1)),
+            max_concurrent_requests=env_int(env, "MAX_CONCURRENT_REQUESTS", 256, minimum=1),
+            max_body_bytes_in_flight=env_int(env, "MAX_BODY_BYTES_IN_FLIGHT", 64 * MiB, minimum=1024),
+            forwarded_allow_ips=split_list(env.get("FORWARDED_ALLOW_IPS")) or ("127.0.0.1",),
             public_base_url=(env.get("PUBLIC_BASE_URL") or None),
-            callback_signing_keys=_split(env.get("CALLBACK_SIGNING_KEYS")),
+            callback_signing_keys=split_list(env.get("CALLBACK_SIGNING_KEYS")),
             providers={name: ProviderSettings.from_env(env, name) for name in NAMES},
             standard_webhook_secrets=_standard_secrets(env.get("STANDARD_WEBHOOK_SECRETS")),
             redis_durability=durability,
             max_result_urls=_max_result_urls(env),
-            job_timeout_s=_int(env, "JOB_TIMEOUT", 3600, minimum=30),
-            dedupe_ttl_s=_int(env, "DEDUPE_TTL", 7 * 24 * 3600, minimum=72 * 3600),
-            raw_callback_ttl_s=_int(env, "RAW_CALLBACK_TTL", 30 * 24 * 3600, minimum=3600),
+            spool_dir=_spool_dir(env),
+            spool_max_bytes=env_int(env, "SPOOL_MAX_BYTES", 256 * MiB, minimum=64 * 1024),
+            spool_max_files=env_int(env, "SPOOL_MAX_FILES", 100_000, minimum=1),
+            job_timeout_s=env_int(env, "JOB_TIMEOUT", 3600, minimum=30),
+            dedupe_ttl_s=env_int(env, "DEDUPE_TTL", 7 * 24 * 3600, minimum=72 * 3600),
+            raw_callback_ttl_s=env_int(env, "RAW_CALLBACK_TTL", 30 * 24 * 3600, minimum=3600),
             retry_intervals_s=intervals,
-            download_attempts=_int(env, "DOWNLOAD_ATTEMPTS", 12, minimum=1),
-            retry_base_s=_int(env, "RETRY_BASE", 15, minimum=1),
-            retry_cap_s=_int(env, "RETRY_CAP", 3600, minimum=1),
-            worker_shutdown_grace_s=_int(env, "WORKER_SHUTDOWN_GRACE", 25, minimum=0),
+            download_attempts=env_int(env, "DOWNLOAD_ATTEMPTS", 12, minimum=1),
+            retry_base_s=env_int(env, "RETRY_BASE", 15, minimum=1),
+            retry_cap_s=env_int(env, "RETRY_CAP", 3600, minimum=1),
+            worker_shutdown_grace_s=env_int(env, "WORKER_SHUTDOWN_GRACE", 25, minimum=0),
             admin_token=env.get("ADMIN_TOKEN") or None,
-            metrics_public=_bool(env, "METRICS_PUBLIC", False),
-            reconcile_after_s=_int(env, "RECONCILE_AFTER", 30 * 60, minimum=10),
-            reconcile_interval_s=_int(env, "RECONCILE_INTERVAL", 5 * 60, minimum=5),
-            notify_urls=_split(env.get("NOTIFY_URLS")),
+            metrics_public=env_bool(env, "METRICS_PUBLIC", False),
+            reconcile_after_s=env_int(env, "RECONCILE_AFTER", 30 * 60, minimum=10),
+            reconcile_interval_s=env_int(env, "RECONCILE_INTERVAL", 5 * 60, minimum=5),
+            notify_urls=split_list(env.get("NOTIFY_URLS")),
             notify_secret=env.get("NOTIFY_SECRET") or None,
-            download_allow_hosts=frozenset(_host_port(e) for e in _split(env.get("DOWNLOAD_ALLOW_HOSTS"))),
-            download_max_bytes=_int(env, "DOWNLOAD_MAX_BYTES", 4 * 1024 * MiB, minimum=1),
+            download_allow_hosts=frozenset(_host_port(e) for e in split_list(env.get("DOWNLOAD_ALLOW_HOSTS"))),
+            download_max_bytes=env_int(env, "DOWNLOAD_MAX_BYTES", 4 * 1024 * MiB, minimum=1),
         )
         return replace(settings, **overrides) if overrides else settings

@@ -29,14 +29,14 @@ import logging
 import re
 import ssl
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 import httpcore
 import httpx
 
 from veo_archiver.clock import retry_after_seconds
-from veo_archiver.errors import BadContent, DownloadFailed, DownloadTransient
+from veo_archiver.errors import BadContent, DownloadFailed, DownloadRefused, DownloadTransient
 from workers.egress import EgressPolicy, GuardedBackend, require_http_url
 from workers.mp4 import BoxWalker, looks_like_video
 
@@ -98,6 +98,8 @@ class VideoStream:
     client: httpx.Client
     url: str
     policy: FetchPolicy = field(default_factory=FetchPolicy)
+    #: the provider's host allowlist (``DOWNLOAD_HOSTS_<PROVIDER>``), applied to the URL and to every redirect hop
+    host_allowed: Callable[[str], bool] | None = None
     size: int = 0
     content_type: str | None = None
     declared_length: int | None = None
@@ -201,8 +203,12 @@ class VideoStream:
             if self._validator:
                 headers["If-Range"] = self._validator
         url = self.url
+        self._require_allowed_host(url)
         for _hop in range(self.policy.max_redirects + 1):
-            request = self.client.build_request("GET", url, headers=headers, timeout=self._timeout(deadline))
+            try:
+                request = self.client.build_request("GET", url, headers=headers, timeout=self._timeout(deadline))
+            except httpx.InvalidURL as exc:  # what Python parses but httpx refuses: never retried, never a crash
+                raise DownloadRefused(f"unusable URL {url[:120]!r}: {exc}", reason="invalid_url") from exc
             response = self.client.send(request, stream=True, follow_redirects=False)
             try:
                 if response.status_code in REDIRECT_STATUS and "location" in response.headers:
@@ -259,8 +265,17 @@ class VideoStream:
                 f"unusable redirect Location {location[:120]!r}: {exc}", reason="bad_redirect"
             ) from exc
         require_http_url(str(target))
+        self._require_allowed_host(str(target))
         log.info("following redirect", extra={"status": response.status_code, "to_host": target.host})
         return str(target)
+
+    def _require_allowed_host(self, url: str) -> None:
+        try:
+            host = httpx.URL(url).host
+        except httpx.InvalidURL as exc:
+            raise DownloadRefused(f"unusable URL {url[:120]!r}: {exc}", reason="invalid_url") from exc
+        if self.host_allowed is not None and not self.host_allowed(host):
+            raise DownloadRefused(f"{host} is not in this provider's DOWNLOAD_HOSTS", reason="host_not_allowed")
 
     def _check_status(self, response: httpx.Response, offset: int) -> None:
         status = response.status_code

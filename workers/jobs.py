@@ -33,7 +33,6 @@ import math
 import time
 from dataclasses import replace
 from typing import Any, Protocol
-from urllib.parse import urlsplit
 
 import redis
 from rq.job import Retry, get_current_job
@@ -43,7 +42,6 @@ from veo_archiver.clock import iso
 from veo_archiver.errors import (
     BadContent,
     DownloadFailed,
-    DownloadRefused,
     DownloadTransient,
     PermanentError,
     StorageUnavailable,
@@ -57,6 +55,7 @@ from workers.deadline import next_retry, url_deadline
 from workers.fetch import VideoStream
 from workers.manifest import FileRecord
 from workers.mp4 import looks_like_video, media_type
+from workers.progress import ProgressWriter
 from workers.storage import read_json
 
 log = logging.getLogger(__name__)
@@ -206,7 +205,7 @@ def _archive(ctx: WorkerContext, event: TaskEvent, envelope: dict[str, Any], job
         for index, url in enumerate(event.result_urls):
             record = _reuse(ctx, event, index, url, done.get(index))
             if record is None:
-                record, event = _download(ctx, event, index, url)
+                record, event = _download(ctx, event, index, url, job)
             files.append(record)
             job_meta.save_progress(job, record)
 
@@ -231,6 +230,7 @@ def _archive(ctx: WorkerContext, event: TaskEvent, envelope: dict[str, Any], job
         job_id=job.id if job else None,
     )
     body["confirmed"] = {"via": "provider_api", "at": confirmed_at} if confirmed_at else None
+    body["urls_verified"] = manifest.urls_verified(event, confirmed=confirmed_at is not None)
     if claimed.status is not event.status or claimed.result_urls != event.result_urls:
         body["claimed"] = {"status": claimed.status.value, "result_urls": list(claimed.result_urls)}
     if event.status is TaskStatus.SUCCEEDED:
@@ -305,9 +305,11 @@ def _reuse(ctx: WorkerContext, event: TaskEvent, index: int, url: str, record: F
     )
 
 
-def _download(ctx: WorkerContext, event: TaskEvent, index: int, url: str) -> tuple[FileRecord, TaskEvent]:
+def _download(
+    ctx: WorkerContext, event: TaskEvent, index: int, url: str, job: JobHandle | None = None
+) -> tuple[FileRecord, TaskEvent]:
     try:
-        return _stream(ctx, event, index, url), event
+        return _stream(ctx, event, index, url, job), event
     except DownloadFailed as exc:
         if exc.reason not in EXPIRED_REASONS or not ctx.status.can_confirm(event.provider):
             raise
@@ -319,15 +321,13 @@ def _download(ctx: WorkerContext, event: TaskEvent, index: int, url: str) -> tup
             "link expired; provider gave a fresh URL",
             extra={"provider": event.provider, "task_id": event.task_id, "index": index},
         )
-        return _stream(ctx, fresh, index, new_url), fresh
+        return _stream(ctx, fresh, index, new_url, job), fresh
 
 
-def _stream(ctx: WorkerContext, event: TaskEvent, index: int, url: str) -> FileRecord:
-    host = urlsplit(url).hostname or ""
+def _stream(ctx: WorkerContext, event: TaskEvent, index: int, url: str, job: JobHandle | None = None) -> FileRecord:
     provider = ctx.settings.providers.get(event.provider)
-    if provider is not None and not provider.host_allowed(host):
-        raise DownloadRefused(f"{host} is not in DOWNLOAD_HOSTS_{event.provider.upper()}", reason="host_not_allowed")
-    stream = VideoStream(ctx.client, url, ctx.fetch_policy)
+    # the provider's host allowlist is applied by the stream to the URL and to every redirect hop
+    stream = VideoStream(ctx.client, url, ctx.fetch_policy, host_allowed=provider.host_allowed if provider else None)
     started = time.monotonic()
     chunks = iter(stream)
     head = b""
@@ -337,12 +337,17 @@ def _stream(ctx: WorkerContext, event: TaskEvent, index: int, url: str) -> FileR
             break
     content_type, ext = media_type(head)
     key = archive_keys.video_key(event.provider, event.task_id, index, ext)
+    progress = ProgressWriter.of_job(
+        job, provider=event.provider, task_id=event.task_id, file=index, files=len(event.result_urls), clock=ctx.clock
+    )
     try:
-        ctx.archive.put_stream(key, itertools.chain([head], chunks), content_type=content_type)
+        ctx.archive.put_stream(key, progress.track(itertools.chain([head], chunks), stream), content_type=content_type)
     except StorageUnavailable as exc:
         if stream.error is not None:  # the download failed inside the upload: report the download's error
             raise stream.error from exc
         raise
+    finally:
+        progress.close()  # the file ended, archived or not: its progress entry goes
     if stream.error is not None:
         raise stream.error
     elapsed = time.monotonic() - started

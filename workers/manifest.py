@@ -9,10 +9,14 @@ Schema (``schema`` = 1)::
      "received_at": "...Z", "archived_at": "...Z", "verification": "signature",
      "callback": {"key": "kie/<id>/callback-succeeded.json", "delivery_id": "...", "redis": "veo:deliveries:..."},
      "extra": {...}, "job_id": "...", "provider_status": "...", "kind": "...",
-     "confirmed": {"via": "provider_api", "at": "...Z"} | null,
+     "confirmed": {"via": "provider_api", "at": "...Z"} | null, "urls_verified": true | false,
      "claimed": {"status": "...", "result_urls": [...]}}
 
-``confirmed`` and ``claimed`` are set by :mod:`workers.jobs`: ``claimed`` is present only when the provider's
+``urls_verified`` is true only when the result URLs were authenticated: the body came with our callback-URL
+token or a Standard Webhooks signature (both cover the body), or the URLs were confirmed through the
+provider's status API. A kie.ai HMAC signature covers the task id and time, not the URLs: without
+``KIE_API_KEY`` such a manifest says false. ``confirmed`` and ``claimed`` are set by :mod:`workers.jobs`:
+``claimed`` is present only when the provider's
 status API disagreed with the callback (the manifest then describes the provider's answer, and ``claimed``
 what the callback said).
 """
@@ -23,7 +27,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from veo_archiver.event import TaskEvent
+from veo_archiver.event import TaskEvent, Verification
 
 SCHEMA = 1
 
@@ -80,3 +84,10 @@ def build(
 
 def encode(manifest: dict[str, Any]) -> bytes:
     return json.dumps(manifest, indent=2, sort_keys=True).encode() + b"\n"
+
+
+def urls_verified(event: TaskEvent, *, confirmed: bool) -> bool:
+    """Whether anything authenticated the result URLs this manifest archives (see the module docstring)."""
+    if confirmed or event.verification in (Verification.TOKEN, Verification.PROVIDER_API):
+        return True
+    return event.verification is Verification.SIGNATURE and event.provider.startswith("standard-")

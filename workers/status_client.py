@@ -19,6 +19,7 @@ from veo_archiver.errors import DownloadTransient, InvalidPayload, PermanentErro
 from veo_archiver.event import TaskEvent
 from veo_archiver.providers import REGISTRY
 from veo_archiver.providers.base import StatusRequest
+from veo_archiver.redact import redact_event
 from veo_archiver.settings import ProviderSettings
 
 log = logging.getLogger(__name__)
@@ -84,7 +85,9 @@ class StatusClient:
         if not isinstance(body, dict):
             raise DownloadTransient(f"{provider} status API answered a {type(body).__name__}", reason="status_api")
         try:
-            return REGISTRY[provider].parse_status(body, task_id)
+            # the provider echoes what we registered (useapi.net: replyRef, which may carry our token): stored
+            # copies of this event (manifest, outcome) must not keep a token, as for callbacks
+            return redact_event(REGISTRY[provider].parse_status(body, task_id))
         except InvalidPayload as exc:
             raise PermanentError(
                 f"{provider} status API answer unreadable: {exc.message}", reason="status_api"

@@ -1,7 +1,8 @@
 """The archive: where videos and manifests land. One small interface, one library (obstore) behind it.
 
-obstore drives both targets with the same calls: ``LocalStore`` for a directory and ``S3Store`` for any
-S3-compatible server. A streamed ``put`` is a multipart upload on S3 (the object appears only when the
+obstore drives every target with the same calls: ``LocalStore`` for a directory, ``S3Store`` for any
+S3-compatible server, ``AzureStore``/``GCSStore`` for ``az://``/``gs://`` (built in :mod:`workers.storage_cloud`,
+same semantics). A streamed ``put`` is a multipart upload on S3 (the object appears only when the
 upload completes) and a staged write + rename on a directory, so a reader never sees a partial video.
 ``put_if_absent`` is a conditional create (``If-None-Match: *`` on S3, exclusive create on disk).
 obstore's failures are translated here into :class:`StorageUnavailable`.
@@ -24,7 +25,8 @@ from obstore.exceptions import AlreadyExistsError, NotFoundError, PreconditionEr
 from obstore.store import LocalStore, S3Store
 
 from veo_archiver.errors import ConfigError, StorageUnavailable
-from veo_archiver.settings import StorageSettings
+from veo_archiver.storage_settings import StorageSettings
+from workers.storage_cloud import cloud_store
 
 MiB = 1024 * 1024
 PART_BYTES = 8 * MiB
@@ -37,6 +39,16 @@ class StoredObject:
     size: int
 
 
+@dataclass(frozen=True)
+class ListedObject:
+    """One object of a listing: its key (relative to the archive, like every other key here), its size and when
+    it was last written (epoch seconds, the store's own clock)."""
+
+    key: str
+    size: int
+    modified: float
+
+
 class Archive(Protocol):
     """Object storage as the job uses it. Semantics every implementation keeps:
 
@@ -47,7 +59,9 @@ class Archive(Protocol):
     - a missing object reads as ``None`` (``get_bytes``, ``head``); other failures raise StorageUnavailable;
     - an object's Content-Type is ``content_type`` when given (a video's, decided from its bytes), else
       :func:`content_type_for` its key;
-    - ``object_key`` is the full key in the store (the archive prefix included), ``location`` its URL.
+    - ``object_key`` is the full key in the store (the archive prefix included), ``location`` its URL;
+    - ``iter_objects(prefix)`` lists every object under ``prefix``, taken as whole path segments (``kie`` lists
+      ``kie/…``, never ``kie2/…``), in no promised order, with each object's last write time.
     """
 
     def put_stream(self, key: str, chunks: Iterable[bytes], content_type: str | None = None) -> None: ...
@@ -58,6 +72,7 @@ class Archive(Protocol):
     def head(self, key: str) -> StoredObject | None: ...
     def location(self, key: str) -> str: ...
     def object_key(self, key: str) -> str: ...
+    def iter_objects(self, prefix: str = "") -> Iterator[ListedObject]: ...
 
 
 def read_json(archive: Archive, key: str) -> dict[str, Any] | None:
@@ -160,6 +175,21 @@ class ObjectArchive:
             raise StorageUnavailable(f"reading {key}: {exc}") from exc
         return StoredObject(key=key, size=int(meta["size"]))
 
+    def iter_objects(self, prefix: str = "") -> Iterator[ListedObject]:
+        # obstore matches prefixes on whole path segments, on every store (S3, Azure, GCS, local)
+        segments = "/".join(part for part in (self._prefix, prefix.strip("/")) if part)
+        above = f"{self._prefix}/" if self._prefix else ""
+        try:
+            for batch in obstore.list(self._store, segments or None, chunk_size=1000):
+                for meta in batch:
+                    yield ListedObject(
+                        key=meta["path"].removeprefix(above),
+                        size=int(meta["size"]),
+                        modified=meta["last_modified"].timestamp(),
+                    )
+        except (OSError, obstore.exceptions.BaseError) as exc:
+            raise StorageUnavailable(f"listing {prefix or 'the archive'}: {exc}") from exc
+
     def get_json(self, key: str) -> dict[str, Any] | None:
         return read_json(self, key)
 
@@ -176,6 +206,9 @@ def content_type_for(key: str) -> str:
 
 def open_archive(settings: StorageSettings) -> ObjectArchive:
     """Build the archive named by ``ARCHIVE_URL`` (called once per worker process, after any fork)."""
+    if settings.scheme in ("az", "gs"):
+        store, base_url, prefix = cloud_store(settings)
+        return ObjectArchive(store, prefix=prefix, base_url=base_url, attributes=True)
     if settings.is_s3:
         bucket, _, prefix = settings.archive_url[len("s3://") :].partition("/")
         config: dict[str, Any] = {"region": settings.region}

@@ -11,12 +11,13 @@ production does.
 from __future__ import annotations
 
 import threading
+import time
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
 from veo_archiver.errors import StorageUnavailable
-from workers.storage import StoredObject, content_type_for
+from workers.storage import ListedObject, StoredObject, content_type_for
 
 
 @dataclass(frozen=True)
@@ -26,10 +27,13 @@ class MemoryObject:
 
 
 class MemoryArchive:
-    """``MemoryArchive()``: an empty archive; ``objects`` maps each key to what is stored there."""
+    """``MemoryArchive()``: an empty archive; ``objects`` maps each key to what is stored there, ``modified``
+    to when it was last written (``clock``: epoch seconds)."""
 
-    def __init__(self, base_url: str = "memory://archive") -> None:
+    def __init__(self, base_url: str = "memory://archive", clock: Callable[[], float] = time.time) -> None:
         self.objects: dict[str, MemoryObject] = {}
+        self.modified: dict[str, float] = {}
+        self.clock = clock
         #: completed writes per key (a refused ``put_if_absent`` is not one)
         self.writes: Counter[str] = Counter()
         self._base_url = base_url.rstrip("/")
@@ -40,6 +44,7 @@ class MemoryArchive:
             if not replace and key in self.objects:
                 return False
             self.objects[key] = MemoryObject(data, content_type or content_type_for(key))
+            self.modified[key] = self.clock()
             self.writes[key] += 1
             return True
 
@@ -73,6 +78,16 @@ class MemoryArchive:
     def head(self, key: str) -> StoredObject | None:
         stored = self.objects.get(key)
         return None if stored is None else StoredObject(key=key, size=len(stored.data))
+
+    def iter_objects(self, prefix: str = "") -> Iterator[ListedObject]:
+        segments = prefix.strip("/")
+        with self._lock:
+            listed = [
+                ListedObject(key=key, size=len(stored.data), modified=self.modified[key])
+                for key, stored in self.objects.items()
+                if not segments or key == segments or key.startswith(segments + "/")
+            ]
+        yield from listed
 
     def keys(self, prefix: str = "") -> list[str]:
         """Every stored key under ``prefix``, sorted (the listing a test asserts on)."""

@@ -36,11 +36,13 @@ from veo_archiver import archive_keys, redis_keys, standard_webhooks
 from veo_archiver.cli.main import main
 from veo_archiver.clock import iso
 from veo_archiver.queue_view import queue_of
-from veo_archiver.settings import Settings, StorageSettings
+from veo_archiver.settings import Settings
 from veo_archiver.sim import kie as kie_sim
 from veo_archiver.sim.files import FileHost, HostedFile
 from veo_archiver.sim.media import make_mp4
+from veo_archiver.storage_settings import StorageSettings
 from workers import context
+from workers.progress import ProgressWriter
 from workers.runner import make_worker
 
 Capture = pytest.CaptureFixture[str]
@@ -252,6 +254,40 @@ def test_status_says_nothing_stuck_and_lists_live_workers(world: World, capsys: 
         assert "ops-test-worker" in out and "idle" in out
     finally:
         idle.register_death()
+
+
+def test_status_and_show_report_a_running_download(world: World, capsys: Capture) -> None:
+    """A job in RQ's started registry whose worker wrote its progress (the real writer, a fake clock)."""
+    world.deliver("veo_long", world.files.add("/v/long.mp4", VIDEO))
+    job_id = world.job("veo_long")
+    world.rds.zadd(StartedJobRegistry(queue=queue_of(world.rds, QUEUE)).key, {f"{job_id}:exec-1": time.time() + 600})
+    gib = 1024**3
+    now = [time.time() - 2]
+    writer = ProgressWriter(
+        world.rds, job_id, provider="kie", task_id="veo_long", file=0, files=1, clock=lambda: now[0]
+    )
+    writer.update(int(3.1 * gib) - 84_000_000, 4 * gib)
+    now[0] += 2
+    writer.update(int(3.1 * gib), 4 * gib)  # 84 MB in 2 s
+
+    s = run_json(capsys, "status")
+    (download,) = s["downloads"]
+    assert (download["job_id"], download["provider"], download["task_id"]) == (job_id, "kie", "veo_long")
+    assert (download["bytes"], download["total"], download["rate"]) == (int(3.1 * gib), 4 * gib, 42e6)
+    assert download["eta_s"] == pytest.approx((4 - 3.1) * gib / 42e6, abs=0.1)
+    code, out, _ = run(capsys, "status")
+    assert code == 0 and "downloads: 1 running" in out
+    assert f"{job_id}  kie/veo_long  1/1   3.1 GiB of 4.0 GiB, 42 MB/s, ETA 23 s" in out
+
+    (job,) = run_json(capsys, "show", "kie", "veo_long")["jobs"]
+    assert job["progress"]["bytes"] == int(3.1 * gib) and job["progress"]["updated_at"].endswith("Z")
+    code, out, _ = run(capsys, "show", "kie", "veo_long")
+    assert "download 1/1: 3.1 GiB of 4.0 GiB, 42 MB/s, ETA 23 s (updated " in out
+
+    writer.close()  # the file ended: nothing left to show
+    assert run_json(capsys, "status")["downloads"] == []
+    (job,) = run_json(capsys, "show", "kie", "veo_long")["jobs"]
+    assert job["progress"] is None
 
 
 # --------------------------------------------------------------------------------------------- failed

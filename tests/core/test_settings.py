@@ -42,7 +42,7 @@ def test_provider_options() -> None:
         ({"KIE_ALLOW_UNSIGNED": "maybe"}, "KIE_ALLOW_UNSIGNED"),
         ({"MAX_BODY_BYTES": "lots"}, "MAX_BODY_BYTES"),
         ({"DEDUPE_TTL": "60"}, "DEDUPE_TTL"),
-        ({"ARCHIVE_URL": "gs://bucket"}, "ARCHIVE_URL"),
+        ({"ARCHIVE_URL": "ftp://bucket"}, "ARCHIVE_URL"),
         ({"ARCHIVE_URL": "s3://"}, "ARCHIVE_URL"),
         ({"AWS_ENDPOINT_URL": "http://s3.example.com"}, "AWS_ENDPOINT_URL"),
         ({"DOWNLOAD_ALLOW_HOSTS": "127.0.0.1"}, "DOWNLOAD_ALLOW_HOSTS"),

@@ -222,6 +222,32 @@ ALERT_CASES: list[tuple[str, list[dict[str, str]], list[dict[str, Any]]]] = [
         [_firing("VeoArchiverTrackedTasksNotFinishing", "125m")],
     ),
     (
+        "a spool that does not drain while Redis answers",
+        [_series("veo_archiver_spool_oldest_age_seconds", "0 0 200x20"), _series("veo_archiver_redis_up", "1x25")],
+        [
+            _firing("VeoArchiverSpoolNotDraining", "4m"),  # old since 2m: pending for 5 minutes
+            _firing("VeoArchiverSpoolNotDraining", "8m", {**R1, "severity": "warning"}),
+        ],
+    ),
+    (
+        "a spool that waits only while Redis is down raises nothing",
+        [_series("veo_archiver_spool_oldest_age_seconds", "0 0 200x20"), _series("veo_archiver_redis_up", "1 1 0x20")],
+        [_firing("VeoArchiverSpoolNotDraining", "10m")],
+    ),
+    (
+        "quarantined spool entries",
+        [_series("veo_archiver_spool_rejected_entries", "0 0 1x10")],
+        [_firing("VeoArchiverSpoolQuarantined", "4m", {**R1, "severity": "warning"})],
+    ),
+    (
+        "a receiver shedding requests for 10 minutes",
+        [_series("veo_archiver_requests_shed_total", "0+30x30", reason="overloaded")],
+        [
+            _firing("VeoArchiverRequestsShed", "8m"),
+            _firing("VeoArchiverRequestsShed", "20m", {"instance": "r1", "severity": "warning"}),
+        ],
+    ),
+    (
         "no receiver scraped",
         [_series("up", "0x20")],
         [
@@ -340,12 +366,17 @@ def is_exposed(name: str, families: dict[str, str], samples: set[str]) -> bool:
 
 
 @pytest.fixture
-def scrape(redis_server: RedisServer) -> str:
+def scrape(redis_server: RedisServer, tmp_path: Path) -> str:
     from receiver.app import create_app
     from veo_archiver.settings import Settings
 
     settings = Settings.from_env(
-        {"REDIS_URL": redis_server.url, "METRICS_PUBLIC": "true", "KIE_ALLOW_UNSIGNED": "true"}
+        {
+            "REDIS_URL": redis_server.url,
+            "METRICS_PUBLIC": "true",
+            "KIE_ALLOW_UNSIGNED": "true",
+            "SPOOL_DIR": str(tmp_path / "spool"),
+        }
     )
     with TestClient(create_app(settings)) as client:
         answer = client.post(

@@ -3,7 +3,9 @@
 1. Redis goes away between the 200 and the work (graceful restart with ``appendfsync everysec``; SIGKILL
    with ``appendfsync always``): every acknowledged callback is still a queued job afterwards, callbacks
    during the outage get 503 + Retry-After (never 200, never 500), the receiver recovers by itself, and a
-   worker started afterwards archives every video exactly once.
+   worker started afterwards archives every video exactly once. The receiver runs with ``SPOOL_DIR=off``
+   here: this drill is about the answer without a spool (tests/e2e/test_redis_outage_spool.py is the
+   same outage with the spool on, where every callback is answered 200 ``spooled``).
 2. S3 (SeaweedFS) is SIGKILLed for 30 s while two workers run: jobs fail transiently, are rescheduled,
    and every video ends up archived exactly once with the right sha256.
 3. 1,000 concurrent deliveries of one signed callback: one job, one "accepted" and 999 "duplicate"
@@ -84,7 +86,8 @@ def test_redis_restart_between_ack_and_work_loses_nothing(
     fsync = "everysec" if crash.startswith("graceful") else "always"
     server = RedisServer(tmp_path / "redis", appendonly=True, appendfsync=fsync)
     server.start()
-    stack = DrillStack(tmp_path, server.url, seaweed, s3_bucket, files)
+    # without the spool: the outage is answered 503 (the spooled variant: test_redis_outage_spool.py)
+    stack = DrillStack(tmp_path, server.url, seaweed, s3_bucket, files, extra_env={"SPOOL_DIR": "off"})
     try:
         stack.start_receiver()
         assert stack.receiver is not None

@@ -206,3 +206,40 @@ def test_in_progress_at_confirmation_retries_until_done(stack: Stack) -> None:
     stack.cloud.set_task("evolink", task_id, "succeeded", urls=urls)
     manifest = stack.manifest("evolink", task_id, timeout=90)
     assert_archived(stack, manifest, videos)
+
+
+def test_a_useapi_token_in_reply_ref_is_stored_nowhere(stack: Stack) -> None:
+    """The review found a replyRef token in clear in manifest.json (extra.reply_ref), callback-succeeded.json
+    and veo:deliveries:useapi:*: anyone who can read the archive could forge useapi.net callbacks. The callback
+    is verified with it, then every stored copy has the token's MAC redacted."""
+    task_id, videos, urls = publish(stack, "useapi", 1, 4242)
+    token = tokens.mint("useapi", [SIGNING], now=__import__("time").time())
+    mac = token.rsplit(".", 1)[1]
+    stack.cloud.set_task("useapi", task_id, "succeeded", urls=urls, reply_ref=f"token={token}", reply_ref_at="both")
+    response = stack.cloud.send_callback("useapi", task_id, stack.base + "/callbacks/useapi")  # no query token
+    assert response.status_code == 200, response.text
+    manifest = stack.manifest("useapi", task_id)
+    assert_archived(stack, manifest, videos)
+    assert manifest["extra"]["reply_ref"].endswith(".***")  # kept readable: provider and expiry, not the MAC
+
+    # nowhere in the archive
+    for obj in stack.s3.list_objects_v2(Bucket=stack.bucket, Prefix=PREFIX).get("Contents", []):
+        assert mac.encode() not in stack.s3.get_object(Bucket=stack.bucket, Key=obj["Key"])["Body"].read(), obj["Key"]
+    # nowhere in Redis: every value of every key, whatever its type
+    for key in stack.rds.scan_iter(count=1000):
+        kind = stack.rds.type(key).decode()
+        if kind == "string":
+            values = [stack.rds.get(key) or b""]
+        elif kind == "list":
+            values = stack.rds.lrange(key, 0, -1)
+        elif kind == "hash":
+            values = list(stack.rds.hgetall(key).values())
+        elif kind == "set":
+            values = list(stack.rds.smembers(key))
+        elif kind == "zset":
+            values = [m for m, _ in stack.rds.zrange(key, 0, -1, withscores=True)]
+        elif kind == "stream":
+            values = [v for _, entry in stack.rds.xrange(key) for v in entry.values()]
+        else:
+            values = []
+        assert not any(mac.encode() in value for value in values), key

@@ -24,6 +24,7 @@ from veo_archiver.sim import apixo as apixo_sim
 from veo_archiver.sim import kie as kie_sim
 from veo_archiver.sim.files import FileHost
 from veo_archiver.sim.media import make_mp4
+from workers.progress import ProgressWriter
 from workers.runner import make_worker
 
 KEY = "metrics-kie-key"
@@ -73,6 +74,7 @@ def env_for(redis_server: Any, tmp_path: Path, files: FileHost | None = None) ->
         "CALLBACK_SIGNING_KEYS": SIGNING,
         "ADMIN_TOKEN": ADMIN,
         "ARCHIVE_URL": str(tmp_path / "archive"),
+        "SPOOL_DIR": str(tmp_path / "spool"),  # never the working directory's default
     }
     if files is not None:
         env["DOWNLOAD_ALLOW_HOSTS"] = f"127.0.0.1:{files.port}"
@@ -189,7 +191,7 @@ def test_metrics_count_callbacks_and_worker_outcomes_exactly(redis_server, rds, 
 
 
 def test_redis_down_gives_redis_up_0_and_counts_503s(redis_server, tmp_path) -> None:  # type: ignore[no-untyped-def]
-    settings = settings_for(redis_server, tmp_path)
+    settings = settings_for(redis_server, tmp_path, spool_dir=None)  # SPOOL_DIR=off: the 503 path
     with TestClient(create_app(settings)) as client:
         assert post_kie(client, "veo_ok", ["https://cdn.example.com/v.mp4"]) == 200
         redis_server.stop()
@@ -210,6 +212,26 @@ def test_dead_letters_past_the_scan_limit_are_counted_as_not_scanned(redis_serve
     assert value(samples, "veo_archiver_registry_jobs", queue="veo-archiver", registry="failed") == DEAD_LETTER_SCAN + 3
     assert value(samples, "veo_archiver_dead_letters", queue="veo-archiver", reason="missing") == DEAD_LETTER_SCAN
     assert value(samples, "veo_archiver_dead_letters", queue="veo-archiver", reason="not_scanned") == 3
+
+
+def test_downloads_under_way_are_counted_with_their_bytes(redis_server, rds, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """Two started jobs with progress entries, one started job without (still confirming), one entry whose job
+    is no longer started (ignored: only running jobs count)."""
+    started = "rq:wip:veo-archiver"
+    rds.zadd(started, {"job-a:exec-1": time.time() + 600, "job-b:exec-1": time.time() + 600})
+    rds.zadd(started, {"job-c:exec-1": time.time() + 600})
+    for job_id, done in (("job-a", 1_000_000), ("job-b", 250_000), ("job-gone", 7)):
+        writer = ProgressWriter(rds, job_id, provider="kie", task_id=job_id, file=0, files=1)
+        writer.update(done, 4_000_000)
+    with TestClient(create_app(settings_for(redis_server, tmp_path))) as client:
+        samples = scrape(client)
+    assert value(samples, "veo_archiver_downloads_running", queue="veo-archiver") == 2
+    assert value(samples, "veo_archiver_download_bytes_in_flight", queue="veo-archiver") == 1_250_000
+    rds.delete(started)
+    with TestClient(create_app(settings_for(redis_server, tmp_path))) as client:
+        samples = scrape(client)
+    assert value(samples, "veo_archiver_downloads_running", queue="veo-archiver") == 0
+    assert value(samples, "veo_archiver_download_bytes_in_flight", queue="veo-archiver") == 0
 
 
 # ------------------------------------------------------------------------------------------- who may scrape

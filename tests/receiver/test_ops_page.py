@@ -18,10 +18,12 @@ from receiver.app import create_app
 from receiver.ops_page import COOKIE, cookie_value
 from tests.browser import Chromium, find_chromium
 from tests.procs import Service, start_receiver
-from veo_archiver.settings import Settings, StorageSettings
+from veo_archiver.settings import Settings
 from veo_archiver.sim import kie as kie_sim
 from veo_archiver.sim.files import FileHost
 from veo_archiver.sim.media import make_mp4
+from veo_archiver.storage_settings import StorageSettings
+from workers.progress import ProgressWriter
 
 pytestmark = pytest.mark.slow
 KEY = "ops-kie-key"
@@ -251,6 +253,25 @@ def test_every_value_is_escaped(redis_server) -> None:  # type: ignore[no-untype
     assert "script" not in dom.tags and "a" not in dom.tags
     assert dom.rows("archives")[0][3] == hostile and dom.rows("failures")[0][4] == hostile
     assert dom.rows("deliveries")[0][2] == hostile and dom.rows("tracked")[0][2] == hostile
+
+
+def test_downloads_under_way_show_bytes_total_rate_and_eta(redis_server) -> None:  # type: ignore[no-untyped-def]
+    rds = redis_server.client()
+    rds.zadd("rq:wip:veo-archiver", {"job-a:exec-1": 4e9})
+    clock = [1_800_000_000.0]
+    writer = ProgressWriter(rds, "job-a", provider="kie", task_id=SCRIPT_ID, file=1, files=2, clock=lambda: clock[0])
+    writer.update(0, 100_000_000)
+    clock[0] += 4
+    writer.update(40_000_000, 100_000_000)
+    rds.close()
+    with TestClient(create_app(app_settings(redis_server, admin_token=ADMIN))) as client:
+        page = client.get("/ops", headers={"Authorization": f"Bearer {ADMIN}"}).text
+    dom = Dom(page)
+    assert "script" not in dom.tags
+    assert dom.rows("downloads") == [
+        ["job-a", "kie", SCRIPT_ID, "2/2", "38.1 MiB", "95.4 MiB", "10 MB/s", "6 s", "2027-01-15 08:00:04 UTC"]
+    ]
+    assert "Downloads under way (1)" in page
 
 
 def test_a_refusal_is_json_for_an_api_client_and_a_page_for_a_browser(redis_server) -> None:  # type: ignore[no-untyped-def]

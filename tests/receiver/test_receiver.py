@@ -185,8 +185,9 @@ def test_unsigned_callbacks_refused_unless_the_operator_allows_them(redis_server
 
 
 def test_redis_down_gives_503_and_readyz_says_so(redis_server) -> None:  # type: ignore[no-untyped-def]
+    """Without a spool (SPOOL_DIR=off); with one, tests/receiver/test_spool_wiring.py."""
     body = kie_sim.success_body("veo_down", [URL])
-    with make_client(redis_server) as client:
+    with make_client(redis_server, spool_dir=None) as client:
         assert client.get("/healthz").status_code == 200
         assert client.get("/readyz").status_code == 200
         redis_server.stop()

@@ -33,8 +33,8 @@ from veo_archiver.errors import (
     DownloadTransient,
     StorageUnavailable,
 )
-from veo_archiver.settings import StorageSettings
 from veo_archiver.sim.media import iter_mp4, make_mp4
+from veo_archiver.storage_settings import StorageSettings
 from workers.egress import EgressPolicy
 from workers.fetch import (
     BoxWalker,
@@ -376,6 +376,39 @@ def test_redirect_to_other_scheme_is_refused(server: MisbehavingServer, target: 
     Fetcher(server).fail(target, url, DownloadRefused, "scheme")
 
 
+def test_the_provider_host_allowlist_applies_to_every_redirect_hop(server: MisbehavingServer, target: Target) -> None:
+    """DOWNLOAD_HOSTS_<PROVIDER> is checked on the URL and on each hop: a CDN redirect to another host is refused
+    before any connection to it, while a hop on an allowed host is followed."""
+    fetcher = Fetcher(server)
+    final = server.add("/cdn/v.mp4", Route(body=VIDEO))
+    onward = server.add("/signed", Route(status=302, location="/cdn/v.mp4"))
+    stream = VideoStream(fetcher.client, onward, fetcher.policy, host_allowed=lambda host: host == "127.0.0.1")
+    target.archive.put_stream(KEY, stream)
+    assert stream.final_url == final
+
+    away = server.add("/away", Route(status=302, location=f"http://localhost:{server.port}/cdn/v.mp4"))
+    hits = server.hits["/cdn/v.mp4"]
+    refused = VideoStream(fetcher.client, away, fetcher.policy, host_allowed=lambda host: host == "127.0.0.1")
+    with pytest.raises(DownloadRefused) as caught:
+        target.archive.put_stream("videos/other.mp4", refused)
+    assert caught.value.reason == "host_not_allowed"
+    assert server.hits["/cdn/v.mp4"] == hits  # the refused hop was never fetched
+
+    first = VideoStream(fetcher.client, final, fetcher.policy, host_allowed=lambda host: host == "cdn.example.com")
+    with pytest.raises(DownloadRefused):
+        target.archive.put_stream("videos/third.mp4", first)
+
+
+@pytest.mark.parametrize("url", ["http://0177.0.0.1/v.mp4", "http://" + "a" * 70_000 + ".com/", "http://[::1/"])
+def test_urls_httpx_refuses_are_dead_letters_not_crashes(server: MisbehavingServer, target: Target, url: str) -> None:
+    """URLs Python parses but httpx rejects crashed the job (httpx.InvalidURL) and ended as crashed after three
+    retries; the receiver refuses them now, and a worker that meets one anyway refuses it at once."""
+    fetcher = Fetcher(server)
+    with pytest.raises(DownloadRefused) as caught:
+        target.archive.put_stream(KEY, VideoStream(fetcher.client, url, fetcher.policy))
+    assert caught.value.reason in ("invalid_url", "scheme", "ssrf")
+
+
 def test_redirect_loop_is_permanent(server: MisbehavingServer, target: Target) -> None:
     url = server.add("/a", Route(status=302, location="/b"))
     server.add("/b", Route(status=307, location="/a"))
@@ -590,7 +623,7 @@ class PeakRss:
 
 
 def test_stale_local_staging_file_from_a_killed_writer_is_removed_before_the_next_write(tmp_path) -> None:  # type: ignore[no-untyped-def]
-    from veo_archiver.settings import StorageSettings
+    from veo_archiver.storage_settings import StorageSettings
     from workers.storage import open_archive
 
     archive = open_archive(StorageSettings(archive_url=str(tmp_path)))

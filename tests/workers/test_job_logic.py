@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -20,9 +21,10 @@ from veo_archiver import archive_keys
 from veo_archiver.clock import iso
 from veo_archiver.errors import BadContent, DownloadFailed, PermanentError, StorageUnavailable
 from veo_archiver.event import TaskEvent, TaskStatus, Verification
-from veo_archiver.settings import ProviderSettings, Settings, StorageSettings
+from veo_archiver.settings import ProviderSettings, Settings
 from veo_archiver.sim.files import FileHost
 from veo_archiver.sim.media import make_mp4
+from veo_archiver.storage_settings import StorageSettings
 from workers.context import WorkerContext, fetch_policy
 from workers.egress import EgressPolicy
 from workers.fetch import build_client
@@ -272,3 +274,16 @@ def test_archive_contract_a_failing_stream_leaves_nothing(archive: Archive) -> N
     with pytest.raises((Broken, StorageUnavailable)):
         archive.put_stream("k/0.mp4", chunks())
     assert archive.head("k/0.mp4") is None
+
+
+def test_archive_contract_lists_objects_by_whole_segments_with_their_write_time(archive: Archive) -> None:
+    before = time.time() - 5  # the local store stamps with the filesystem's clock
+    for key in ("kie/t1/manifest.json", "kie/t1/0.mp4", "kie2/t9/manifest.json", "apixo/t2/manifest.json"):
+        archive.put_bytes(key, b"{}" if key.endswith(".json") else VIDEO)
+    listed = {o.key: o for o in archive.iter_objects()}
+    assert sorted(listed) == ["apixo/t2/manifest.json", "kie/t1/0.mp4", "kie/t1/manifest.json", "kie2/t9/manifest.json"]
+    assert listed["kie/t1/0.mp4"].size == len(VIDEO)
+    assert all(before <= o.modified <= time.time() + 5 for o in listed.values())
+    assert sorted(o.key for o in archive.iter_objects("kie")) == ["kie/t1/0.mp4", "kie/t1/manifest.json"]
+    assert sorted(o.key for o in archive.iter_objects("kie/t1/")) == ["kie/t1/0.mp4", "kie/t1/manifest.json"]
+    assert list(archive.iter_objects("nobody")) == []

@@ -28,10 +28,11 @@ from starlette.testclient import TestClient
 from receiver.app import create_app
 from tests.servers import RedisServer
 from veo_archiver import archive_keys, redis_keys
-from veo_archiver.settings import Settings, StorageSettings
+from veo_archiver.settings import Settings
 from veo_archiver.sim import kie as kie_sim
 from veo_archiver.sim.files import FileHost
 from veo_archiver.sim.media import make_mp4
+from veo_archiver.storage_settings import StorageSettings
 from workers import context
 
 KEY = "interop-kie-key"

@@ -22,10 +22,11 @@ from types import FrameType
 
 from veo_archiver import archive_keys
 from veo_archiver.cli import local_env
+from veo_archiver.env_values import is_loopback_host
 from veo_archiver.errors import ArchiverError, ConfigError
 from veo_archiver.logs import configure as configure_logging
 from veo_archiver.logs import wants_json
-from veo_archiver.settings import Settings, is_loopback_host
+from veo_archiver.settings import Settings
 
 log = logging.getLogger("veo_archiver")
 
@@ -44,17 +45,19 @@ def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from receiver.app import create_app
+    from receiver.server import bounded_h11
 
     settings = _settings()
     app = create_app(settings)
     config = uvicorn.Config(
         app,
+        http=bounded_h11(settings.request_read_timeout_s),
         host=args.host,
         port=args.port,
         log_config=None,
         access_log=False,
-        proxy_headers=True,
-        forwarded_allow_ips=os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1"),
+        # X-Forwarded-* are read by the app itself, from the trusted hop only (receiver/proxy.py)
+        proxy_headers=False,
         timeout_graceful_shutdown=10,
         h11_max_incomplete_event_size=64 * 1024,
     )
@@ -94,6 +97,7 @@ def _up_env(args: argparse.Namespace, data_dir: Path) -> tuple[dict[str, str], d
     if not env.get("ADMIN_TOKEN") and is_loopback_host(args.host):
         provided["ADMIN_TOKEN"] = secrets.token_urlsafe(32)  # a development token, for this run only
     env.update(provided)
+    env.setdefault("SPOOL_DIR", str(data_dir / "spool"))  # the receiver's spool beside up's other data
     env.setdefault("DOWNLOAD_ALLOW_HOSTS", f"127.0.0.1:{SIMULATOR_PORT}")
     # the children write to this terminal too: same format and level as `up` itself
     env["LOG_FORMAT"] = "json" if args.json_logs else "text"
@@ -354,10 +358,11 @@ def build_parser() -> argparse.ArgumentParser:
     cb.add_argument("--ttl-days", type=float, default=0, help="token lifetime in days (default: no expiry)")
     cb.add_argument("--base", help="public base URL (default PUBLIC_BASE_URL)")
     cb.set_defaults(func=cmd_callback_url)
-    from veo_archiver.cli import ops, reconcile
+    from veo_archiver.cli import manifests, ops, reconcile
 
     ops.register(sub)  # status, failed, retry, replay, show
     reconcile.register(sub)  # track, tracked, sweep, notify
+    manifests.register(sub)  # manifests --since: catch up past the outcome stream's retention
     return parser
 
 

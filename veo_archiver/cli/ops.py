@@ -11,21 +11,16 @@ import argparse
 import json
 import sys
 import time
-from collections.abc import Sequence
 from typing import Any
 
-import redis
-
-from veo_archiver import clock, queue_view
-from veo_archiver.cli import admin, local_env, story
+from veo_archiver import queue_view
+from veo_archiver.cli import admin, output, story
+from veo_archiver.cli.output import age, clip, connect_redis, print_json, table, when
+from veo_archiver.cli.status import cmd_status
 from veo_archiver.errors import ConfigError, NothingToDo, RequestError
-from veo_archiver.redis_client import connect
-from veo_archiver.settings import Settings
 
 #: ``retry`` shows a progress counter on stderr from this many jobs on
 PROGRESS_FROM = 10
-#: how many leading characters of a long error are shown in tables
-ERROR_WIDTH = 90
 
 
 def register(sub: Any) -> None:
@@ -73,128 +68,27 @@ def register(sub: Any) -> None:
 # --------------------------------------------------------------------------------------------- helpers
 
 
-def _settings() -> Settings:
-    return local_env.settings()  # the environment, completed by a live `up` in this folder
-
-
-def _connect(settings: Settings) -> redis.Redis:
-    return connect(settings.redis_url)
-
-
-def _json(value: Any) -> None:
-    print(json.dumps(value, indent=2, sort_keys=True, default=str))
-
-
-age = queue_view.duration
-
-
-def when(stamp: str | None, now: float) -> str:
-    """``2026-11-21T10:00:00Z (3m05s ago)`` or ``(in 14s)``."""
-    ts = clock.epoch(stamp)
-    if stamp is None or ts is None:
-        return "-"
-    delta = now - ts
-    return f"{stamp} ({age(delta)} ago)" if delta >= 0 else f"{stamp} (in {age(delta)})"
-
-
-def table(header: Sequence[str], rows: Sequence[Sequence[object]], indent: str = "  ") -> list[str]:
-    cells = [[str(c) for c in header], *[["-" if c is None else str(c) for c in row] for row in rows]]
-    widths = [max(len(row[i]) for row in cells) for i in range(len(header))]
-    return [indent + "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in cells]
-
-
-def _clip(text: str | None, width: int = ERROR_WIDTH) -> str:
-    text = " ".join((text or "").split())
-    return text if len(text) <= width else text[: width - 1] + "…"
-
-
-# --------------------------------------------------------------------------------------------- status
-
-
-def cmd_status(args: argparse.Namespace) -> int:
-    settings = _settings()
-    now = time.time()
-    report = queue_view.status(
-        _connect(settings), settings.queue_name, tracked_overdue_s=settings.reconcile_after_s, now=now
-    )
-    if args.json:
-        _json({**report.to_json(), "stuck": report.stuck, "generated_at": clock.iso(now)})
-        return 0
-    for line in render_status(report, now):
-        print(line)
-    return 0
-
-
-def render_status(s: queue_view.Status, now: float) -> list[str]:
-    head = s.oldest_waiting
-    nxt = s.next_scheduled[0] if s.next_scheduled else None
-    counts = [
-        ("waiting", s.queued, f"oldest since {when(head.enqueued_at, now)}: {head.job_id}" if head else ""),
-        ("started", s.started, f"{s.started_expired} with no worker heartbeat" if s.started_expired else ""),
-        ("scheduled", s.scheduled, f"next retry {when(nxt.run_at, now)}" if nxt else ""),
-        ("failed", s.failed, "dead letters, see below" if s.failed else ""),
-        ("deferred", s.deferred, ""),
-        ("finished", s.finished, "kept for the result TTL"),
-    ]
-    out = [f"queue {s.queue}"]
-    out += table(("", "", ""), [(name, n, note) for name, n, note in counts])[1:]
-    out.append(f"workers: {len(s.workers)} alive")
-    if s.workers:
-        out += table(
-            ("NAME", "STATE", "CURRENT JOB", "LAST HEARTBEAT"),
-            [(w.name, w.state, w.current_job, f"{age(w.heartbeat_age_s)} ago") for w in s.workers],
-        )
-    total = sum(s.dead_letters.values())
-    out.append(f"dead letters: {total}")
-    if total:
-        out += table(("REASON", "JOBS"), list(s.dead_letters.items()))
-    if s.next_scheduled:
-        out.append("scheduled retries (soonest first):")
-        out += table(
-            ("JOB", "TASK", "RUNS", "ATTEMPTS", "LAST ERROR"),
-            [
-                (
-                    r.job_id,
-                    f"{r.provider}/{r.task_id}",
-                    when(r.run_at, now),
-                    r.attempts,
-                    _clip(f"{r.last_reason}: {r.last_error}" if r.last_reason else "", 60),
-                )
-                for r in s.next_scheduled
-            ],
-        )
-    tracked = f"tracked tasks: {s.tracked} not finished"
-    if s.oldest_tracked:
-        t = s.oldest_tracked
-        tracked += f", oldest {t.provider}/{t.task_id} since {when(t.since, now)}"
-    out.append(tracked)
-    out.append("last hour: " + "  ".join(f"{k} {v}" for k, v in s.events_last_hour.items()))
-    out.append("")
-    if s.problems:
-        out.append("stuck:")
-        out += [f"  ! {problem}" for problem in s.problems]
-    else:
-        out.append("nothing stuck")
-    return out
-
-
 # --------------------------------------------------------------------------------------------- failed
 
 
 def cmd_failed(args: argparse.Namespace) -> int:
-    settings = _settings()
+    settings = output.settings()
     now = time.time()
     letters = queue_view.dead_letters(
-        _connect(settings), settings.queue_name, reason=args.reason, provider=args.provider, limit=args.limit or None
+        connect_redis(settings),
+        settings.queue_name,
+        reason=args.reason,
+        provider=args.provider,
+        limit=args.limit or None,
     )
     if args.json:
-        _json([letter.to_json() for letter in letters])
+        print_json([letter.to_json() for letter in letters])
         return 0
     if not letters:
         print("no dead letters" + (" match" if args.reason or args.provider else ""))
         return 0
     rows = [
-        (d.job_id, d.provider, d.task_id, d.reason, when(d.at, now), len(d.attempts), _clip(d.error)) for d in letters
+        (d.job_id, d.provider, d.task_id, d.reason, when(d.at, now), len(d.attempts), clip(d.error)) for d in letters
     ]
     for line in table(("JOB", "PROVIDER", "TASK", "REASON", "WHEN", "ATTEMPTS", "ERROR"), rows, indent=""):
         print(line)
@@ -210,8 +104,8 @@ def cmd_retry(args: argparse.Namespace) -> int:
         raise ConfigError("retry: give job ids, or --reason/--provider/--all, not both")
     if not (args.job_ids or args.reason or args.provider or args.all):
         raise ConfigError("retry: name job ids, or choose with --reason R, --provider P or --all")
-    settings = _settings()
-    connection = _connect(settings)
+    settings = output.settings()
+    connection = connect_redis(settings)
     letters, skipped = admin.select(
         connection, settings.queue_name, job_ids=args.job_ids, reason=args.reason, provider=args.provider
     )
@@ -231,7 +125,7 @@ def cmd_retry(args: argparse.Namespace) -> int:
     )
     report.skipped[:0] = skipped
     if args.json:
-        _json(report.to_json())
+        print_json(report.to_json())
     else:
         verb = "would requeue" if args.dry_run else "requeued"
         for d in report.requeued:
@@ -252,8 +146,8 @@ def cmd_retry(args: argparse.Namespace) -> int:
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
-    settings = _settings()
-    connection = _connect(settings)
+    settings = output.settings()
+    connection = connect_redis(settings)
     try:
         plan = admin.plan_replay(connection, args.provider, args.task_id, args.delivery)
     except NothingToDo as exc:
@@ -264,7 +158,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
         return 1
     if args.dry_run:
         if args.json:
-            _json({**plan.to_json(), "dry_run": True, "queue": settings.queue_name})
+            print_json({**plan.to_json(), "dry_run": True, "queue": settings.queue_name})
             return 0
         print(
             f"delivery #{plan.number} of {plan.provider}/{plan.task_id}: received "
@@ -276,7 +170,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
         return 0
     result = admin.replay(settings, plan)
     if args.json:
-        _json(
+        print_json(
             {
                 **plan.to_json(),
                 "dry_run": False,
@@ -301,14 +195,14 @@ def cmd_replay(args: argparse.Namespace) -> int:
 def cmd_show(args: argparse.Namespace) -> int:
     from workers.storage import open_archive
 
-    settings = _settings()
-    connection = _connect(settings)
+    settings = output.settings()
+    connection = connect_redis(settings)
     told = story.task_story(
         connection, settings.queue_name, args.provider, args.task_id, open_archive(settings.storage)
     )
     known = told.deliveries or told.jobs or told.manifest or told.tracked_since
     if args.json:
-        _json(told.to_json())
+        print_json(told.to_json())
     else:
         for line in render_story(told, time.time()):
             print(line)
@@ -344,17 +238,20 @@ def render_story(t: story.TaskStory, now: float) -> list[str]:
                 out.append(f"      {name:<9}{when(stamp, now)}")
         if j.result:
             out.append(f"      result   {j.result.get('outcome')}")
+        if j.progress:
+            p = j.progress
+            out.append(f"      download {p.file + 1}/{p.files}: {p.describe()} (updated {when(p.updated_at, now)})")
         for n, a in enumerate(j.attempts, start=1):
             retry = f", retry in {age(a.get('retry_in_s'))}" if a.get("retry_in_s") is not None else ""
-            out.append(f"      attempt {n} failed {a.get('at')}: {a.get('reason')}: {_clip(a.get('error'))}{retry}")
+            out.append(f"      attempt {n} failed {a.get('at')}: {a.get('reason')}: {clip(a.get('error'))}{retry}")
         if j.next_run_at:
             out.append(f"      next run {when(j.next_run_at, now)}")
         if j.dead_letter:
             d = j.dead_letter
-            out.append(f"      DEAD LETTER {d.get('reason')} at {d.get('at')}: {_clip(d.get('error'))}")
+            out.append(f"      DEAD LETTER {d.get('reason')} at {d.get('at')}: {clip(d.get('error'))}")
             out.append(f"      requeue with `veo-archiver retry {j.job_id}`")
         elif j.error and j.state != "finished":
-            out.append(f"      error    {_clip(j.error)}")
+            out.append(f"      error    {clip(j.error)}")
     if t.archive_error:
         out.append(f"archive: cannot read {t.manifest_key}: {t.archive_error}")
     elif t.manifest is None:

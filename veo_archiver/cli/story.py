@@ -5,7 +5,7 @@ it uses; records are read through :mod:`veo_archiver.records` (deliveries, track
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import redis
@@ -16,8 +16,9 @@ from veo_archiver.clock import epoch, iso
 from veo_archiver.errors import StorageUnavailable
 from veo_archiver.event import TaskStatus
 from veo_archiver.queue_view import _Json, fetch_jobs, state_of
-from veo_archiver.records import delivery, tracked
+from veo_archiver.records import delivery, progress, tracked
 from veo_archiver.records.dead_letter import last_line, marked, task_status_of, verdict_of
+from veo_archiver.records.progress import Progress
 from workers.storage import ObjectArchive
 
 
@@ -51,6 +52,8 @@ class JobInfo(_Json):
     dead_letter: dict[str, Any] | None = None
     error: str | None = None
     result: dict[str, Any] | None = None
+    #: the download under way while the job runs (:mod:`veo_archiver.records.progress`)
+    progress: Progress | None = None
 
 
 @dataclass(frozen=True)
@@ -143,8 +146,9 @@ def task_jobs(
         job_id = redis_keys.job_id(provider, task_id, terminal)
         if job_id not in wanted and connection.exists(redis_keys.rq_job_key(job_id)):
             wanted[job_id] = terminal
+    running = progress.read(connection, wanted)
     return [
-        job_info(connection, queue_name, job_id, job, wanted[job_id])
+        replace(job_info(connection, queue_name, job_id, job, wanted[job_id]), progress=running.get(job_id))
         for job_id, job in fetch_jobs(connection, list(wanted))
     ]
 

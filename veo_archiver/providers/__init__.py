@@ -12,4 +12,3 @@ from veo_archiver.providers.base import ProviderSpec
 REGISTRY: dict[str, ProviderSpec] = {spec.name: spec for spec in (kie.SPEC, apixo.SPEC, useapi.SPEC, evolink.SPEC)}
 #: every provider name, in the order the README lists them
 NAMES: tuple[str, ...] = tuple(REGISTRY)
-

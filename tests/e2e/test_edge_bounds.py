@@ -7,6 +7,7 @@ cut within 45 s, while a valid callback sent meanwhile is answered 200.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import socket
 import time
@@ -119,5 +120,53 @@ def test_past_the_concurrency_bound_a_request_gets_503_with_retry_after(redis_se
         assert httpx.get(f"{base}/healthz", timeout=10).status_code == 200  # never shed
     finally:
         for sock in stalled:
+            sock.close()
+        service.stop()
+
+
+def test_forwarded_for_cannot_open_metrics_through_real_uvicorn(redis_server, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """With FORWARDED_ALLOW_IPS=* (once suggested by deploy/README.md) a forged ``127.0.0.1`` on the left of
+    X-Forwarded-For must not make a remote sender look local to the loopback-only /metrics."""
+    env = {"REDIS_URL": redis_server.url, "FORWARDED_ALLOW_IPS": "*", "LOG_LEVEL": "WARNING", "PATH": "/usr/bin:/bin"}
+    service, base = start_receiver(env, tmp_path)
+    try:
+        assert httpx.get(f"{base}/metrics", timeout=10).status_code == 200  # really local: allowed
+        forged = {"X-Forwarded-For": "127.0.0.1, 203.0.113.9"}
+        answer = httpx.get(f"{base}/metrics", headers=forged, timeout=10)
+        assert answer.status_code == 403, answer.text
+        assert answer.json()["reason"] == "loopback_only"
+    finally:
+        service.stop()
+
+
+def test_senders_dripping_their_headers_are_closed(redis_server, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """uvicorn bounds no header time by itself: 300 sockets dripping a byte every 10 s stayed open. With
+    REQUEST_READ_TIMEOUT=3 every dripping connection is closed, and a valid request meanwhile is answered."""
+    env = {"REDIS_URL": redis_server.url, "REQUEST_READ_TIMEOUT": "3", "LOG_LEVEL": "WARNING", "PATH": "/usr/bin:/bin"}
+    service, base = start_receiver(env, tmp_path)
+    port = int(base.rsplit(":", 1)[1])
+    drippers = []
+    try:
+        for _ in range(30):
+            sock = socket.create_connection(("127.0.0.1", port), timeout=30)
+            sock.sendall(b"POST /callbacks/apixo HTTP/1.1\r\nHost: x\r\n")  # and never the end of the headers
+            drippers.append(sock)
+        assert httpx.get(f"{base}/healthz", timeout=10).status_code == 200  # not blocked by them
+
+        def all_closed() -> bool:
+            for sock in drippers:
+                with contextlib.suppress(OSError):
+                    sock.sendall(b"X")  # keep dripping, as the attacker would
+            return all(_closed_or_answered(s) is not None for s in drippers)
+
+        wait_for(all_closed, timeout=30, interval=0.5, what="dripping connections to be closed")
+        # a keep-alive connection that starts a second request and stalls in its headers is closed too
+        with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
+            sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+            assert sock.recv(65536).startswith(b"HTTP/1.1 200")
+            sock.sendall(b"GET /healthz HTTP/1.1\r\n")
+            wait_for(lambda: _closed_or_answered(sock) is not None, timeout=30, interval=0.5, what="a close")
+    finally:
+        for sock in drippers:
             sock.close()
         service.stop()

@@ -1,0 +1,64 @@
+"""``veo_archiver.logs``: one record is one line in every format, and the one list of secret query words
+is what the scrubber removes, with credentials in URLs."""
+
+from __future__ import annotations
+
+import json
+import logging
+
+import pytest
+
+from veo_archiver.logs import SECRET_QUERY_WORDS, JsonFormatter, ScrubbingFormatter, escape_controls, scrub
+
+FORGED = "veo_task\nINFO rq.worker: forged line\r\u2028\x1b[31m"
+
+
+def record(msg: str, *args: object, **fields: object) -> logging.LogRecord:
+    rec = logging.LogRecord("tests.logs", logging.INFO, __file__, 1, msg, args, None)
+    for name, value in fields.items():
+        setattr(rec, name, value)
+    return rec
+
+
+@pytest.mark.parametrize("formatter", [ScrubbingFormatter("%(levelname)s %(name)s: %(message)s"), JsonFormatter()])
+def test_a_task_id_with_control_characters_cannot_forge_a_line(formatter: logging.Formatter) -> None:
+    line = formatter.format(record("archive kie:%s (succeeded)", FORGED, task_id=FORGED))
+    assert "\n" not in line and "\r" not in line and "\u2028" not in line and "\x1b" not in line
+    assert "forged line" in line  # kept, escaped, not dropped
+
+
+def test_escape_controls_is_reversible_enough_to_read() -> None:
+    assert escape_controls("a\nb\tc\x7f") == "a\\nb\\tc\\x7f"
+    assert escape_controls("plain text, ünïcode ok") == "plain text, ünïcode ok"
+
+
+@pytest.mark.parametrize("word", SECRET_QUERY_WORDS)
+def test_every_secret_query_word_is_scrubbed(word: str) -> None:
+    for name in (word, word.upper(), f"X-Amz-{word.title()}", f"{word}_id"):
+        text = f"GET https://cdn.example.com/v.mp4?a=1&{name}=S3CR3TVALUE&b=2"
+        assert "S3CR3TVALUE" not in scrub(text), name
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "https://user:pass@cdn.example.com/v.mp4",
+        "http://only-user@10.0.0.1:8080/x",
+        "s3://AKIAXXXX:secretkey@bucket/key",
+    ],
+)
+def test_credentials_in_urls_are_scrubbed(url: str) -> None:
+    out = scrub(f"downloading {url} now")
+    assert "pass" not in out and "only-user" not in out and "secretkey" not in out
+    assert "***@" in out
+
+
+def test_akamai_and_hmac_tokens_from_the_review_are_scrubbed() -> None:
+    text = "https://cdn.example.com/v.mp4?hdnts=exp=1700000000~acl=/*~hmac=0a1b2c3d4e&hmac=ffee"
+    out = scrub(text)
+    assert "0a1b2c3d4e" not in out and "ffee" not in out and "1700000000" not in out
+
+
+def test_json_lines_keep_fields_as_data() -> None:
+    out = json.loads(JsonFormatter().format(record("callback %s", "ok", task_id=FORGED)))
+    assert out["task_id"] == FORGED  # JSON escapes it; a reader gets the value back exactly
