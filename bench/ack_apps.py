@@ -29,9 +29,10 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from receiver import server
 from receiver.app import ACK, error_response, read_bounded
 from receiver.verify import verify_provider
-from veo_archiver import keys
+from veo_archiver import redis_keys
 from veo_archiver.errors import ArchiverError
 from veo_archiver.intake import Delivery, build_envelope
 from veo_archiver.logs import configure as configure_logging
@@ -72,14 +73,19 @@ def rq_sync_app(settings: Settings) -> Starlette:
             event = verify_provider(settings, "kie", request.headers, body, now=received_at, query={})
         except ArchiverError as exc:
             return error_response(exc)
-        delivery = Delivery(body=body, headers=dict(request.headers), received_at=received_at,
-                            remote=request.client.host if request.client else None, path=request.url.path)
+        delivery = Delivery(
+            body=body,
+            headers=dict(request.headers),
+            received_at=received_at,
+            remote=request.client.host if request.client else None,
+            path=request.url.path,
+        )
         envelope = build_envelope(event, delivery, uuid.uuid4().hex)
-        job_id = keys.job_id(event.provider, event.task_id, event.status.value)
+        job_id = redis_keys.job_id(event.provider, event.task_id, event.status.value)
         outcome = "accepted"
         try:
             queue.enqueue(  # blocking: the whole event loop waits for Redis here
-                keys.ARCHIVE_JOB,
+                redis_keys.ARCHIVE_JOB,
                 kwargs={"envelope": envelope},
                 job_id=job_id,
                 unique=True,
@@ -98,19 +104,8 @@ def rq_sync_app(settings: Settings) -> Starlette:
 
 
 def serve(app: Any, host: str, port: int) -> None:
-    """uvicorn exactly as ``veo_archiver.cli.main.cmd_serve`` configures it."""
-    config = uvicorn.Config(
-        app,
-        host=host,
-        port=port,
-        log_config=None,
-        access_log=False,
-        proxy_headers=True,
-        forwarded_allow_ips=os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1"),
-        timeout_graceful_shutdown=10,
-        h11_max_incomplete_event_size=64 * 1024,
-    )
-    uvicorn.Server(config).run()
+    """uvicorn exactly as ``veo-archiver serve`` configures it (``receiver.server.config``)."""
+    uvicorn.Server(server.config(app, host, port, header_timeout_s=10.0)).run()
 
 
 def main() -> None:

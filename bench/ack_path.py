@@ -200,8 +200,9 @@ class Server:
             cmd = [sys.executable, str(REPO_ROOT / "bench" / "ack_apps.py"), app, "--port", str(self.port)]
         self._log = self.log_path.open("ab")
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(repo), os.environ.get("PYTHONPATH")]))
-        self.proc = subprocess.Popen(cmd, env=env, cwd=repo, stdout=self._log, stderr=subprocess.STDOUT,
-                                     start_new_session=True)
+        self.proc = subprocess.Popen(
+            cmd, env=env, cwd=repo, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True
+        )
         deadline = time.monotonic() + 30
         while True:
             if self.proc.poll() is not None:
@@ -232,10 +233,22 @@ class Server:
         self._log.close()
 
 
-def run_wrk(script: Path, url: str, args: list[str], *, connections: int, threads: int, seconds: float,
-            out: Path) -> tuple[dict[str, Any], float]:
-    cmd = ["wrk", f"-t{threads}", f"-c{connections}", f"-d{seconds:g}s", "--timeout", "10s", "-s", str(script),
-           url, "--", *args]
+def run_wrk(
+    script: Path, url: str, args: list[str], *, connections: int, threads: int, seconds: float, out: Path
+) -> tuple[dict[str, Any], float]:
+    cmd = [
+        "wrk",
+        f"-t{threads}",
+        f"-c{connections}",
+        f"-d{seconds:g}s",
+        "--timeout",
+        "10s",
+        "-s",
+        str(script),
+        url,
+        "--",
+        *args,
+    ]
     with out.open("wb") as f:
         proc = subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT)
         _, status, usage = os.wait4(proc.pid, 0)
@@ -251,8 +264,9 @@ def run_wrk(script: Path, url: str, args: list[str], *, connections: int, thread
 # one run
 
 
-def one_run(variant: str, run: str, redis: Any, tmp: Path, opts: argparse.Namespace,
-            *, paced_rate: float | None = None) -> dict[str, Any]:
+def one_run(
+    variant: str, run: str, redis: Any, tmp: Path, opts: argparse.Namespace, *, paced_rate: float | None = None
+) -> dict[str, Any]:
     rds = redis.client()
     rds.flushall()
     server = Server(variant, redis.url, tmp)
@@ -264,8 +278,15 @@ def one_run(variant: str, run: str, redis: Any, tmp: Path, opts: argparse.Namesp
             paced.write_text(_LUA_CYCLE + _LUA_DELAY + _LUA_DONE)
         warm = tmp / "warm.req"
         write_requests(warm, f"warm-{run}-{variant}", 4000, server.port)
-        run_wrk(cycle, server.url, [str(warm), str(opts.threads), "0"], connections=opts.connections,
-                threads=opts.threads, seconds=2, out=tmp / "wrk-warm.out")
+        run_wrk(
+            cycle,
+            server.url,
+            [str(warm), str(opts.threads), "0"],
+            connections=opts.connections,
+            threads=opts.threads,
+            seconds=2,
+            out=tmp / "wrk-warm.out",
+        )
         if variant == "bare-static":
             from veo_archiver.sim import kie as kie_sim
 
@@ -282,8 +303,15 @@ def one_run(variant: str, run: str, redis: Any, tmp: Path, opts: argparse.Namesp
         queued0 = int(rds.llen("rq:queue:veo-archiver"))
         log0 = server.log_bytes()
         cpu_srv0, cpu_redis0 = cpu_seconds(server.proc.pid), cpu_seconds(redis.pid)
-        result, wrk_cpu = run_wrk(script, server.url, args, connections=opts.connections, threads=opts.threads,
-                                  seconds=opts.duration, out=tmp / "wrk.out")
+        result, wrk_cpu = run_wrk(
+            script,
+            server.url,
+            args,
+            connections=opts.connections,
+            threads=opts.threads,
+            seconds=opts.duration,
+            out=tmp / "wrk.out",
+        )
         result["server_cpu_s"] = cpu_seconds(server.proc.pid) - cpu_srv0
         result["redis_cpu_s"] = cpu_seconds(redis.pid) - cpu_redis0
         result["wrk_cpu_s"] = wrk_cpu
@@ -300,8 +328,9 @@ def one_run(variant: str, run: str, redis: Any, tmp: Path, opts: argparse.Namesp
         print(f"  !! {variant}: {errors} errors: {json.dumps(counts)}")
     if variant.startswith(("receiver", "candidate", "rq-sync")):
         if result["wrapped"]:
-            print(f"  !! {variant}: the {opts.requests} pre-signed requests ran out (duplicates sent): "
-                  "raise --requests")
+            print(
+                f"  !! {variant}: the {opts.requests} pre-signed requests ran out (duplicates sent): raise --requests"
+            )
         elif not (result["requests"] <= result["queued"] <= result["requests"] + opts.connections):
             print(f"  !! {variant}: {result['queued']} jobs queued for {result['requests']} answers")
     return result
@@ -309,10 +338,12 @@ def one_run(variant: str, run: str, redis: Any, tmp: Path, opts: argparse.Namesp
 
 def describe(r: dict[str, Any]) -> str:
     per = 1e6 / max(r["requests"], 1)
-    return (f"{r['rps']:8.0f} req/s  p50 {r['p50_us'] / 1000:6.1f} ms  p99 {r['p99_us'] / 1000:7.1f} ms  "
-            f"server {r['server_cpu_s'] * per:5.0f} us/req  redis {r['redis_cpu_s'] * per:4.0f} us/req  "
-            f"wrk {r['wrk_cpu_s'] * per:4.0f} us/req  log {r['log_bytes'] / max(r['requests'], 1):4.0f} B/req"
-            + (f"  queued {r['queued']}" if r["variant"].startswith(("receiver", "candidate", "rq-sync")) else ""))
+    return (
+        f"{r['rps']:8.0f} req/s  p50 {r['p50_us'] / 1000:6.1f} ms  p99 {r['p99_us'] / 1000:7.1f} ms  "
+        f"server {r['server_cpu_s'] * per:5.0f} us/req  redis {r['redis_cpu_s'] * per:4.0f} us/req  "
+        f"wrk {r['wrk_cpu_s'] * per:4.0f} us/req  log {r['log_bytes'] / max(r['requests'], 1):4.0f} B/req"
+        + (f"  queued {r['queued']}" if r["variant"].startswith(("receiver", "candidate", "rq-sync")) else "")
+    )
 
 
 def print_table(results: dict[str, list[dict[str, Any]]], paced: list[dict[str, Any]]) -> None:
@@ -320,8 +351,10 @@ def print_table(results: dict[str, list[dict[str, Any]]], paced: list[dict[str, 
         return float(statistics.median(float(r[f]) for r in results[v]))
 
     ref = med(REFERENCE, "rps")
-    header = (f"{'variant':<17} {'req/s med':>9} {'min-max':>11} {'p50 ms':>7} {'p99 ms':>7} {'vs bare':>8} "
-              f"{'srv us/req':>10} {'redis us/req':>12} {'wrk us/req':>10} {'log B/req':>9}")
+    header = (
+        f"{'variant':<17} {'req/s med':>9} {'min-max':>11} {'p50 ms':>7} {'p99 ms':>7} {'vs bare':>8} "
+        f"{'srv us/req':>10} {'redis us/req':>12} {'wrk us/req':>10} {'log B/req':>9}"
+    )
     print(header)
     print("-" * len(header))
     for v in results:
@@ -331,33 +364,43 @@ def print_table(results: dict[str, list[dict[str, Any]]], paced: list[dict[str, 
             scale = 1 if field == "log_bytes" else 1e6  # bytes per request, else CPU microseconds per request
             return float(statistics.median(r[field] * scale / max(r["requests"], 1) for r in results[v]))
 
-        print(f"{v:<17} {med(v, 'rps'):>9.0f} {f'{min(rps):.0f}-{max(rps):.0f}':>11} "
-              f"{med(v, 'p50_us') / 1000:>7.1f} {med(v, 'p99_us') / 1000:>7.1f} {med(v, 'rps') / ref:>7.2f}x "
-              f"{per('server_cpu_s'):>10.0f} {per('redis_cpu_s'):>12.0f} {per('wrk_cpu_s'):>10.0f} "
-              f"{per('log_bytes'):>9.0f}")
+        print(
+            f"{v:<17} {med(v, 'rps'):>9.0f} {f'{min(rps):.0f}-{max(rps):.0f}':>11} "
+            f"{med(v, 'p50_us') / 1000:>7.1f} {med(v, 'p99_us') / 1000:>7.1f} {med(v, 'rps') / ref:>7.2f}x "
+            f"{per('server_cpu_s'):>10.0f} {per('redis_cpu_s'):>12.0f} {per('wrk_cpu_s'):>10.0f} "
+            f"{per('log_bytes'):>9.0f}"
+        )
     print()
     for v in ("receiver-info", "receiver-warning", "candidate-info", "candidate-warning"):
         if v in results:
             ratio = med(v, "rps") / ref
             p99 = med(v, "p99_us") / 1000
-            print(f"{v}: receiver/bare {ratio:.2f}x (target >= 0.5: {'MET' if ratio >= 0.5 else 'MISSED'}), "
-                  f"p99 {p99:.1f} ms at {results[v][0]['connections']} connections "
-                  f"(target <= 25 ms: {'MET' if p99 <= 25 else 'MISSED'})")
+            print(
+                f"{v}: receiver/bare {ratio:.2f}x (target >= 0.5: {'MET' if ratio >= 0.5 else 'MISSED'}), "
+                f"p99 {p99:.1f} ms at {results[v][0]['connections']} connections "
+                f"(target <= 25 ms: {'MET' if p99 <= 25 else 'MISSED'})"
+            )
     if "rq-sync" in results:
         print(f"rq-sync (blocking enqueue in the loop) / bare: {med('rq-sync', 'rps') / ref:.2f}x")
     if "bare-static" in results:
-        print(f"generator: bare with per-request Lua / bare-static {ref / med('bare-static', 'rps'):.2f}x "
-              f"(wrk CPU {statistics.median(r['wrk_cpu_s'] / r['duration_us'] * 1e6 for r in results['bare']):.0%}"
-              " of one core during the bare runs)")
+        print(
+            f"generator: bare with per-request Lua / bare-static {ref / med('bare-static', 'rps'):.2f}x "
+            f"(wrk CPU {statistics.median(r['wrk_cpu_s'] / r['duration_us'] * 1e6 for r in results['bare']):.0%}"
+            " of one core during the bare runs)"
+        )
     if paced:
         print()
         print("paced (offered load below saturation, wrk delay(), open-ish loop):")
         for r in paced:
-            print(f"  {r['variant']:<17} offered {r['offered']:6.0f}/s  got {r['rps']:6.0f}/s  p50 "
-                  f"{r['p50_us'] / 1000:6.1f} ms  p90 {r['p90_us'] / 1000:6.1f} ms  p99 {r['p99_us'] / 1000:6.1f} ms  "
-                  f"max {r['max_us'] / 1000:6.1f} ms")
-    print("(p50/p99: wrk's latency histogram, per request; 'us/req': CPU time of that process per answered "
-          "request; median of the runs)")
+            print(
+                f"  {r['variant']:<17} offered {r['offered']:6.0f}/s  got {r['rps']:6.0f}/s  p50 "
+                f"{r['p50_us'] / 1000:6.1f} ms  p90 {r['p90_us'] / 1000:6.1f} ms  p99 {r['p99_us'] / 1000:6.1f} ms  "
+                f"max {r['max_us'] / 1000:6.1f} ms"
+            )
+    print(
+        "(p50/p99: wrk's latency histogram, per request; 'us/req': CPU time of that process per answered "
+        "request; median of the runs)"
+    )
 
 
 def main() -> None:
@@ -368,12 +411,22 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1, help="wrk threads (default 1: leaves a core to the server)")
     parser.add_argument("--requests", type=int, default=60000, help="pre-signed requests per run (default 60000)")
     parser.add_argument("--variants", default=",".join(VARIANTS))
-    parser.add_argument("--repo", default=str(REPO_ROOT),
-                        help="checkout whose receiver is served (default: this one; bench apps always from here)")
-    parser.add_argument("--candidate", default="",
-                        help="another checkout (a candidate change) served as candidate-info/-warning in the same run")
-    parser.add_argument("--paced-fraction", type=float, default=0.5,
-                        help="paced run at this fraction of the receiver's throughput (0: skip)")
+    parser.add_argument(
+        "--repo",
+        default=str(REPO_ROOT),
+        help="checkout whose receiver is served (default: this one; bench apps always from here)",
+    )
+    parser.add_argument(
+        "--candidate",
+        default="",
+        help="another checkout (a candidate change) served as candidate-info/-warning in the same run",
+    )
+    parser.add_argument(
+        "--paced-fraction",
+        type=float,
+        default=0.5,
+        help="paced run at this fraction of the receiver's throughput (0: skip)",
+    )
     opts = parser.parse_args()
     global REPO_UNDER_TEST, CANDIDATE
     REPO_UNDER_TEST = str(Path(opts.repo).resolve())
@@ -395,14 +448,20 @@ def main() -> None:
         tmp = Path(tmpname)
         with RedisServer(tmp / "redis") as redis:
             redis_version = redis.client().info("server")["redis_version"]
-            print(machine_description(
-                ("starlette", "uvicorn", "redis", "rq", "httpx"),
-                [f"servers:  uvicorn loop={loop} http={http} (as `veo-archiver serve` gets them), one process; "
-                 f"redis-server {redis_version} AOF appendfsync everysec (WAITAOF needs 7.2: not used)",
-                 f"load:     {wrk_version}; -t{opts.threads} -c{opts.connections}, 2 s warm-up + {opts.duration:g} s, "
-                 f"{opts.repeat} runs per variant, order alternating, fresh server process per run",
-                 f"receiver: {REPO_UNDER_TEST}" + (f"; candidate: {CANDIDATE}" if CANDIDATE else "")],
-            ), flush=True)
+            print(
+                machine_description(
+                    ("starlette", "uvicorn", "redis", "rq", "httpx"),
+                    [
+                        f"servers:  uvicorn loop={loop} http={http} (as `veo-archiver serve` gets them), one process; "
+                        f"redis-server {redis_version} AOF appendfsync everysec (WAITAOF needs 7.2: not used)",
+                        f"load:     {wrk_version}; -t{opts.threads} -c{opts.connections}, "
+                        f"2 s warm-up + {opts.duration:g} s, "
+                        f"{opts.repeat} runs per variant, order alternating, fresh server process per run",
+                        f"receiver: {REPO_UNDER_TEST}" + (f"; candidate: {CANDIDATE}" if CANDIDATE else ""),
+                    ],
+                ),
+                flush=True,
+            )
             print(flush=True)
             results: dict[str, list[dict[str, Any]]] = {v: [] for v in variants}
             for rep in range(opts.repeat):

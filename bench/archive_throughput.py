@@ -69,9 +69,15 @@ def child_plain(url: str, key: str) -> dict[str, Any]:
 
     env = os.environ
     bucket, _, prefix = env["ARCHIVE_URL"].removeprefix("s3://").partition("/")
-    store = S3Store(bucket, endpoint=env["AWS_ENDPOINT_URL"], access_key_id=env["AWS_ACCESS_KEY_ID"],
-                    secret_access_key=env["AWS_SECRET_ACCESS_KEY"], region=env["AWS_REGION"],
-                    virtual_hosted_style_request=False, client_options={"allow_http": True})
+    store = S3Store(
+        bucket,
+        endpoint=env["AWS_ENDPOINT_URL"],
+        access_key_id=env["AWS_ACCESS_KEY_ID"],
+        secret_access_key=env["AWS_SECRET_ACCESS_KEY"],
+        region=env["AWS_REGION"],
+        virtual_hosted_style_request=False,
+        client_options={"allow_http": True},
+    )
     total = [0]
 
     def counted(chunks: Any) -> Any:
@@ -83,12 +89,22 @@ def child_plain(url: str, key: str) -> dict[str, Any]:
     cpu0, start = os.times(), time.perf_counter()
     with httpx.Client(timeout=httpx.Timeout(60.0)) as client, client.stream("GET", url) as response:
         response.raise_for_status()
-        obstore.put(store, f"{prefix.strip('/')}/{key}".lstrip("/"), counted(response.iter_raw()),
-                   chunk_size=PART_BYTES, max_concurrency=PARTS_IN_FLIGHT)
+        obstore.put(
+            store,
+            f"{prefix.strip('/')}/{key}".lstrip("/"),
+            counted(response.iter_raw()),
+            chunk_size=PART_BYTES,
+            max_concurrency=PARTS_IN_FLIGHT,
+        )
     seconds = time.perf_counter() - start
     cpu1 = os.times()
-    return {"bytes": total[0], "seconds": seconds, "cpu_s": cpu1.user - cpu0.user + cpu1.system - cpu0.system,
-            "base_mib": baseline, "peak_mib": vm_status_mib()}
+    return {
+        "bytes": total[0],
+        "seconds": seconds,
+        "cpu_s": cpu1.user - cpu0.user + cpu1.system - cpu0.system,
+        "base_mib": baseline,
+        "peak_mib": vm_status_mib(),
+    }
 
 
 def child_job(envelope_path: str) -> dict[str, Any]:
@@ -104,17 +120,29 @@ def child_job(envelope_path: str) -> dict[str, Any]:
     seconds = time.perf_counter() - start
     cpu1 = os.times()
     assert isinstance(result, dict), result
-    return {"seconds": seconds, "cpu_s": cpu1.user - cpu0.user + cpu1.system - cpu0.system, "base_mib": baseline,
-            "peak_mib": vm_status_mib(), "result": result}
+    return {
+        "seconds": seconds,
+        "cpu_s": cpu1.user - cpu0.user + cpu1.system - cpu0.system,
+        "base_mib": baseline,
+        "peak_mib": vm_status_mib(),
+        "result": result,
+    }
 
 
 def spawn(args: list[str], env: dict[str, str]) -> dict[str, Any]:
-    proc = subprocess.run([sys.executable, __file__, *args], env=env, capture_output=True, text=True,
-                          timeout=1800, cwd=env.get("BENCH_REPO", CODE_ROOT))
+    proc = subprocess.run(
+        [sys.executable, __file__, *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=1800,
+        cwd=env.get("BENCH_REPO", CODE_ROOT),
+    )
     lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
     if proc.returncode != 0 or not lines:
-        raise SystemExit(f"child {args[:2]} failed (exit {proc.returncode}):\n{proc.stdout[-3000:]}\n"
-                         f"{proc.stderr[-5000:]}")
+        raise SystemExit(
+            f"child {args[:2]} failed (exit {proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}"
+        )
     out: dict[str, Any] = json.loads(lines[-1].removeprefix("RESULT "))
     return out
 
@@ -132,8 +160,13 @@ def make_envelope(task_id: str, url: str) -> tuple[Any, Any, dict[str, Any]]:
     body = kie_sim.success_body(task_id, [url])
     raw = json.dumps(body).encode()
     event = kie.parse(json.loads(raw), verification=Verification.SIGNATURE)
-    delivery = Delivery(body=raw, headers={"content-type": "application/json"}, received_at=time.time(),
-                        remote="127.0.0.1", path="/callbacks/kie")
+    delivery = Delivery(
+        body=raw,
+        headers={"content-type": "application/json"},
+        received_at=time.time(),
+        remote="127.0.0.1",
+        path="/callbacks/kie",
+    )
     return event, delivery, build_envelope(event, delivery, uuid.uuid4().hex)
 
 
@@ -164,9 +197,14 @@ def run_worker_variant(task_id: str, url: str, env: dict[str, str], redis_url: s
     job_id = asyncio.run(enqueue())
     log_path = tmp / f"worker-{task_id}.log"
     with log_path.open("wb") as log:
-        proc = subprocess.Popen([sys.executable, "-m", "veo_archiver", "worker", "--burst"], env=env,
-                                cwd=env.get("BENCH_REPO", CODE_ROOT), stdout=log, stderr=subprocess.STDOUT,
-                                start_new_session=True)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "veo_archiver", "worker", "--burst"],
+            env=env,
+            cwd=env.get("BENCH_REPO", CODE_ROOT),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
         worker = psutil.Process(proc.pid)
         horses: dict[int, dict[str, float]] = {}
         while proc.poll() is None:
@@ -195,8 +233,13 @@ def run_worker_variant(task_id: str, url: str, env: dict[str, str], redis_url: s
         raise SystemExit(f"expected one work horse, saw {len(horses)}: {horses}")
     horse = next(iter(horses.values()))
     result = job.return_value()
-    return {"seconds": (job.ended_at - job.started_at).total_seconds(), "cpu_s": horse["cpu"],
-            "base_mib": horse["first"], "peak_mib": horse["peak"], "result": result}
+    return {
+        "seconds": (job.ended_at - job.started_at).total_seconds(),
+        "cpu_s": horse["cpu"],
+        "base_mib": horse["first"],
+        "peak_mib": horse["peak"],
+        "result": result,
+    }
 
 
 def proc_cpu(pid: int | None) -> float:
@@ -232,7 +275,7 @@ def verify(s3: Any, bucket: str, key: str, size: int, sha256: str) -> None:
 
 
 def one_run(variant: str, size: int, source: dict[str, Any], ctx: dict[str, Any]) -> dict[str, Any]:
-    from veo_archiver import keys
+    from veo_archiver import archive_keys
 
     s3, bucket, prefix, env = ctx["s3"], ctx["bucket"], ctx["prefix"], ctx["env"]
     task_id = f"bench-{variant}-{uuid.uuid4().hex[:10]}"
@@ -254,12 +297,14 @@ def one_run(variant: str, size: int, source: dict[str, Any], ctx: dict[str, Any]
         result = r.pop("result")
         if result.get("outcome") != "archived":
             raise SystemExit(f"{variant}: job result {result}")
-        manifest_key = f"{prefix}/{keys.manifest_key('kie', task_id)}"
+        manifest_key = f"{prefix}/{archive_keys.manifest_key('kie', task_id)}"
         manifest = json.loads(s3.get_object(Bucket=bucket, Key=manifest_key)["Body"].read())
         (entry,) = manifest["files"]
         if entry["sha256"] != source["sha256"] or entry["size"] != size:
-            raise SystemExit(f"{variant}: manifest says {entry['size']} bytes sha256 {entry['sha256']}, "
-                             f"source is {size} bytes sha256 {source['sha256']}")
+            raise SystemExit(
+                f"{variant}: manifest says {entry['size']} bytes sha256 {entry['sha256']}, "
+                f"source is {size} bytes sha256 {source['sha256']}"
+            )
         key = entry["key"]
         objects = [f"{prefix}/{key}", manifest_key, f"{prefix}/{manifest['callback']['key']}"]
     r["s3_cpu_s"] = proc_cpu(ctx["weed_pid"]) - weed0
@@ -271,8 +316,10 @@ def one_run(variant: str, size: int, source: dict[str, Any], ctx: dict[str, Any]
 
 
 def print_table(results: dict[int, dict[str, list[dict[str, Any]]]], variants: tuple[str, ...]) -> None:
-    header = (f"{'size':<8} {'variant':<7} {'MB/s med':>8} {'min-max':>9} {'vs plain':>8} {'peak RSS MiB':>12} "
-              f"{'base':>6} {'over base':>9} {'CPU s/GB':>8} {'S3 srv CPU s/GB':>15}")
+    header = (
+        f"{'size':<8} {'variant':<7} {'MB/s med':>8} {'min-max':>9} {'vs plain':>8} {'peak RSS MiB':>12} "
+        f"{'base':>6} {'over base':>9} {'CPU s/GB':>8} {'S3 srv CPU s/GB':>15}"
+    )
     print(header)
     print("-" * len(header))
     for size, per in results.items():
@@ -286,8 +333,10 @@ def print_table(results: dict[int, dict[str, list[dict[str, Any]]]], variants: t
             over = statistics.median(r["peak_mib"] - r["base_mib"] for r in rs)
             cpu = statistics.median(r["cpu_s"] / (size / 1e9) for r in rs)
             s3cpu = statistics.median(r["s3_cpu_s"] / (size / 1e9) for r in rs)
-            print(f"{label(size):<8} {v:<7} {med:>8.1f} {f'{min(speeds):.0f}-{max(speeds):.0f}':>9} "
-                  f"{med / ref:>7.2f}x {peak:>12.1f} {base:>6.1f} {over:>9.1f} {cpu:>8.2f} {s3cpu:>15.2f}")
+            print(
+                f"{label(size):<8} {v:<7} {med:>8.1f} {f'{min(speeds):.0f}-{max(speeds):.0f}':>9} "
+                f"{med / ref:>7.2f}x {peak:>12.1f} {base:>6.1f} {over:>9.1f} {cpu:>8.2f} {s3cpu:>15.2f}"
+            )
     print()
     for size, per in results.items():
         ref = statistics.median(r["mbps"] for r in per[REFERENCE])
@@ -302,8 +351,10 @@ def print_table(results: dict[int, dict[str, list[dict[str, Any]]]], variants: t
                 verdict = "MET" if peak * MIB <= 150e6 else "MISSED"
                 line += f"; peak RSS (max of runs) {peak:.1f} MiB (target <= 150 MB: {verdict})"
             print(line)
-    print("(MB = 10^6 bytes; RSS in MiB; 'CPU s/GB': CPU seconds of the archiving process per 10^9 bytes, "
-          "'S3 srv': of weed mini during the run)")
+    print(
+        "(MB = 10^6 bytes; RSS in MiB; 'CPU s/GB': CPU seconds of the archiving process per 10^9 bytes, "
+        "'S3 srv': of weed mini during the run)"
+    )
 
 
 def main_parent(opts: argparse.Namespace) -> None:
@@ -321,26 +372,46 @@ def main_parent(opts: argparse.Namespace) -> None:
                 path = tmp / f"source-{n}.mp4"
                 sha = write_mp4(path, size, seed=n)
                 sources[size] = {"sha256": sha, "url": files.add(f"/cdn/{n}.mp4", path, sha)}
-            print(machine_description(
-                ("httpx", "obstore", "rq", "redis"),
-                [f"seaweed:  {seaweed_version()} (weed mini, loopback, HTTP); redis-server for the worker variant",
-                 f"workload: {', '.join(label(s) for s in sizes)} MP4 (iter_mp4) served from disk by a threaded "
-                 f"sendfile server on 127.0.0.1 -> S3 multipart 8 MiB x 4 in flight; {opts.repeat} runs per "
-                 f"variant and size, fresh process per run, order alternating",
-                 f"code:     job and worker run receiver/ and workers/ from {opts.repo}",
-                 f"sha256:   {sha256_speed()}"],
-            ), flush=True)
+            print(
+                machine_description(
+                    ("httpx", "obstore", "rq", "redis"),
+                    [
+                        f"seaweed:  {seaweed_version()} (weed mini, loopback, HTTP); "
+                        "redis-server for the worker variant",
+                        f"workload: {', '.join(label(s) for s in sizes)} MP4 (iter_mp4) served from disk by a threaded "
+                        f"sendfile server on 127.0.0.1 -> S3 multipart 8 MiB x 4 in flight; {opts.repeat} runs per "
+                        f"variant and size, fresh process per run, order alternating",
+                        f"code:     job and worker run receiver/ and workers/ from {opts.repo}",
+                        f"sha256:   {sha256_speed()}",
+                    ],
+                ),
+                flush=True,
+            )
             print(flush=True)
             bucket = seaweed.create_bucket("bench")
             s3 = seaweed.boto3_client()
             s3.put_object(Bucket=bucket, Key="warm-up", Body=os.urandom(8 * MIB))  # SeaweedFS grows a volume
             s3.delete_object(Bucket=bucket, Key="warm-up")
             prefix = "videos"
-            env = {**os.environ, **seaweed.env(bucket, prefix), "REDIS_URL": rds.url,
-                   "DOWNLOAD_ALLOW_HOSTS": f"127.0.0.1:{files.port}", "LOG_LEVEL": "INFO", "LOG_FORMAT": "json",
-                   "PYTHONPATH": opts.repo, "BENCH_REPO": opts.repo}
-            ctx = {"s3": s3, "bucket": bucket, "prefix": prefix, "env": env, "tmp": tmp, "redis_url": rds.url,
-                   "weed_pid": seaweed.pid}
+            env = {
+                **os.environ,
+                **seaweed.env(bucket, prefix),
+                "REDIS_URL": rds.url,
+                "DOWNLOAD_ALLOW_HOSTS": f"127.0.0.1:{files.port}",
+                "LOG_LEVEL": "INFO",
+                "LOG_FORMAT": "json",
+                "PYTHONPATH": opts.repo,
+                "BENCH_REPO": opts.repo,
+            }
+            ctx = {
+                "s3": s3,
+                "bucket": bucket,
+                "prefix": prefix,
+                "env": env,
+                "tmp": tmp,
+                "redis_url": rds.url,
+                "weed_pid": seaweed.pid,
+            }
             results: dict[int, dict[str, list[dict[str, Any]]]] = {s: {v: [] for v in variants} for s in sizes}
             for size in sizes:
                 for rep in range(opts.repeat):
@@ -348,9 +419,12 @@ def main_parent(opts: argparse.Namespace) -> None:
                     for v in order:
                         r = one_run(v, size, sources[size], ctx)
                         results[size][v].append(r)
-                        print(f"  {label(size):<8} run {rep + 1} {v:<7} {r['mbps']:7.1f} MB/s  {r['seconds']:6.2f} s  "
-                              f"peak RSS {r['peak_mib']:6.1f} MiB (base {r['base_mib']:5.1f})  CPU {r['cpu_s']:5.2f} s"
-                              f"  S3 server CPU {r['s3_cpu_s']:5.2f} s  size+sha256 verified", flush=True)
+                        print(
+                            f"  {label(size):<8} run {rep + 1} {v:<7} {r['mbps']:7.1f} MB/s  {r['seconds']:6.2f} s  "
+                            f"peak RSS {r['peak_mib']:6.1f} MiB (base {r['base_mib']:5.1f})  CPU {r['cpu_s']:5.2f} s"
+                            f"  S3 server CPU {r['s3_cpu_s']:5.2f} s  size+sha256 verified",
+                            flush=True,
+                        )
             print()
             print_table(results, variants)
 
@@ -360,8 +434,11 @@ def main() -> None:
     parser.add_argument("--sizes", default="100M,1G", help="comma-separated, K/M/G = KiB/MiB/GiB (default 100M,1G)")
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--variants", default=",".join(VARIANTS))
-    parser.add_argument("--repo", default=str(CODE_ROOT),
-                        help="checkout whose workers/ the job and worker variants run (default: this one)")
+    parser.add_argument(
+        "--repo",
+        default=str(CODE_ROOT),
+        help="checkout whose workers/ the job and worker variants run (default: this one)",
+    )
     parser.add_argument("--tmpdir", default=None, help="where sources and SeaweedFS data go (default: system tmp)")
     parser.add_argument("--child-plain", nargs=2, metavar=("URL", "KEY"), help=argparse.SUPPRESS)
     parser.add_argument("--child-job", metavar="ENVELOPE", help=argparse.SUPPRESS)

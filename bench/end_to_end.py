@@ -85,9 +85,15 @@ def child_copy(spec_path: str) -> None:
     env = os.environ
     spec = json.loads(Path(spec_path).read_text())
     bucket = env["ARCHIVE_URL"].removeprefix("s3://").partition("/")[0]
-    store = S3Store(bucket, endpoint=env["AWS_ENDPOINT_URL"], access_key_id=env["AWS_ACCESS_KEY_ID"],
-                    secret_access_key=env["AWS_SECRET_ACCESS_KEY"], region=env["AWS_REGION"],
-                    virtual_hosted_style_request=False, client_options={"allow_http": True})
+    store = S3Store(
+        bucket,
+        endpoint=env["AWS_ENDPOINT_URL"],
+        access_key_id=env["AWS_ACCESS_KEY_ID"],
+        secret_access_key=env["AWS_SECRET_ACCESS_KEY"],
+        region=env["AWS_REGION"],
+        virtual_hosted_style_request=False,
+        client_options={"allow_http": True},
+    )
     with httpx.Client(timeout=httpx.Timeout(60.0)) as client:
         for url, key in spec:
             with client.stream("GET", url) as response:
@@ -101,8 +107,15 @@ def child_copy(spec_path: str) -> None:
 
 
 class Harness:
-    def __init__(self, opts: argparse.Namespace, tmp: Path, redis: Any, seaweed: Any, files: DiskFileServer,
-                 sources: list[dict[str, Any]]) -> None:
+    def __init__(
+        self,
+        opts: argparse.Namespace,
+        tmp: Path,
+        redis: Any,
+        seaweed: Any,
+        files: DiskFileServer,
+        sources: list[dict[str, Any]],
+    ) -> None:
         self.opts = opts
         self.tmp = tmp
         self.redis = redis
@@ -122,10 +135,16 @@ class Harness:
         self.pids: dict[str, int | None] = {}
 
     def env(self) -> dict[str, str]:
-        return {**self.seaweed.env(self.bucket, self.prefix), "REDIS_URL": self.redis.url,
-                "KIE_WEBHOOK_HMAC_KEYS": KEY, "DOWNLOAD_ALLOW_HOSTS": f"127.0.0.1:{self.files.port}",
-                "LOG_LEVEL": self.opts.log_level, "LOG_FORMAT": "json", "PYTHONPATH": str(CODE_ROOT),
-                "BENCH_REPO": str(CODE_ROOT)}
+        return {
+            **self.seaweed.env(self.bucket, self.prefix),
+            "REDIS_URL": self.redis.url,
+            "KIE_WEBHOOK_HMAC_KEYS": KEY,
+            "DOWNLOAD_ALLOW_HOSTS": f"127.0.0.1:{self.files.port}",
+            "LOG_LEVEL": self.opts.log_level,
+            "LOG_FORMAT": "json",
+            "PYTHONPATH": str(CODE_ROOT),
+            "BENCH_REPO": str(CODE_ROOT),
+        }
 
     def task_url(self, task_id: str, n: int) -> str:
         src = self.sources[n % len(self.sources)]
@@ -139,8 +158,9 @@ class Harness:
         body = json.dumps(kie_sim.success_body(task_id, [url])).encode()
         for _attempt in range(20):
             try:
-                response = await client.post(self.base + "/callbacks/kie", content=body,
-                                             headers=kie_sim.signed_headers(KEY, task_id))
+                response = await client.post(
+                    self.base + "/callbacks/kie", content=body, headers=kie_sim.signed_headers(KEY, task_id)
+                )
             except httpx.TransportError as exc:  # counted and sent again, like a 503
                 self.refused[f"({type(exc).__name__})"] = self.refused.get(f"({type(exc).__name__})", 0) + 1
                 await asyncio.sleep(1.0)
@@ -197,23 +217,35 @@ class Harness:
         from rq.job import Job
         from rq.serializers import JSONSerializer
 
-        from veo_archiver import keys
+        from veo_archiver import archive_keys
 
         rows: list[dict[str, Any]] = []
         index = {task: n for n, (task, _, _) in enumerate(acks)}
         for task, acked, outcome in acks:
             if outcome != "accepted":
                 raise SystemExit(f"{task}: receiver outcome {outcome!r}")
-            manifest = json.loads(self.s3.get_object(
-                Bucket=self.bucket, Key=f"{self.prefix}/{keys.manifest_key('kie', task)}")["Body"].read())
+            manifest = json.loads(
+                self.s3.get_object(Bucket=self.bucket, Key=f"{self.prefix}/{archive_keys.manifest_key('kie', task)}")[
+                    "Body"
+                ].read()
+            )
             (entry,) = manifest["files"]
             src = self.sources[index[task] % len(self.sources)]
             if entry["sha256"] != src["sha256"] or entry["size"] != src["size"]:
-                raise SystemExit(f"{task}: manifest {entry['size']} B {entry['sha256']} != source {src['size']} B "
-                                 f"{src['sha256']}")
-            rows.append({"task": task, "acked": acked, "archived": parse_iso(manifest["archived_at"]),
-                         "visible": self.visible[task], "job_id": manifest["job_id"], "key": entry["key"],
-                         "sha256": entry["sha256"]})
+                raise SystemExit(
+                    f"{task}: manifest {entry['size']} B {entry['sha256']} != source {src['size']} B {src['sha256']}"
+                )
+            rows.append(
+                {
+                    "task": task,
+                    "acked": acked,
+                    "archived": parse_iso(manifest["archived_at"]),
+                    "visible": self.visible[task],
+                    "job_id": manifest["job_id"],
+                    "key": entry["key"],
+                    "sha256": entry["sha256"],
+                }
+            )
         jobs = Job.fetch_many([r["job_id"] for r in rows], connection=self.rds, serializer=JSONSerializer)
         for row, job in zip(rows, jobs, strict=True):
             assert job is not None and job.enqueued_at and job.started_at and job.ended_at, row
@@ -230,11 +262,20 @@ class Harness:
         vis = [r["visible"] - r["acked"] for r in rows]
         span = max(r["visible"] for r in rows) - min(r["acked"] for r in rows)
         return {
-            "phase": phase, "n": len(rows), "p50": pct(lat, 50), "p90": pct(lat, 90), "p99": pct(lat, 99),
-            "max": max(lat), "vis_p50": pct(vis, 50), "vis_p99": pct(vis, 99),
-            "queued_p50": pct([r["queued_s"] for r in rows], 50), "queued_p99": pct([r["queued_s"] for r in rows], 99),
-            "job_p50": pct([r["job_s"] for r in rows], 50), "job_p99": pct([r["job_s"] for r in rows], 99),
-            "span_s": span, "videos_per_s": len(rows) / span,
+            "phase": phase,
+            "n": len(rows),
+            "p50": pct(lat, 50),
+            "p90": pct(lat, 90),
+            "p99": pct(lat, 99),
+            "max": max(lat),
+            "vis_p50": pct(vis, 50),
+            "vis_p99": pct(vis, 99),
+            "queued_p50": pct([r["queued_s"] for r in rows], 50),
+            "queued_p99": pct([r["queued_s"] for r in rows], 99),
+            "job_p50": pct([r["job_s"] for r in rows], 50),
+            "job_p99": pct([r["job_s"] for r in rows], 99),
+            "span_s": span,
+            "videos_per_s": len(rows) / span,
             "mb_per_s": sum(self.sources[index[r["task"]] % len(self.sources)]["size"] for r in rows) / 1e6 / span,
             "ack_spread_s": max(r["acked"] for r in rows) - min(r["acked"] for r in rows),
         }
@@ -305,8 +346,15 @@ class Harness:
         for n, spec in enumerate(specs):
             path = self.tmp / f"copy-{n}.json"
             path.write_text(json.dumps(spec))
-            procs.append(subprocess.Popen([sys.executable, __file__, "--child-copy", str(path)], env=env,
-                                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+            procs.append(
+                subprocess.Popen(
+                    [sys.executable, __file__, "--child-copy", str(path)],
+                    env=env,
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.PIPE,
+                    text=True,
+                )
+            )
         for proc in procs:
             out, err = proc.communicate(timeout=self.opts.timeout)
             if proc.returncode != 0 or "DONE" not in out:
@@ -317,14 +365,21 @@ class Harness:
             key = spec[0][1]
             head = self.s3.head_object(Bucket=self.bucket, Key=key)
             assert head["ContentLength"] == self.sources[0]["size"], head
-        return {"phase": "copy", "n": count, "span_s": span, "videos_per_s": count / span,
-                "mb_per_s": total / 1e6 / span}
+        return {
+            "phase": "copy",
+            "n": count,
+            "span_s": span,
+            "videos_per_s": count / span,
+            "mb_per_s": total / 1e6 / span,
+        }
 
 
 def print_report(results: dict[str, dict[str, Any]], opts: argparse.Namespace) -> None:
-    header = (f"{'phase':<6} {'n':>4} {'p50 s':>6} {'p90 s':>6} {'p99 s':>6} {'max s':>6} {'vis p50':>7} "
-              f"{'vis p99':>7} {'queued p50/p99 s':>16} {'job p50/p99 s':>14} {'videos/s':>8} {'MB/s':>6} "
-              f"{'acks spread s':>13}")
+    header = (
+        f"{'phase':<6} {'n':>4} {'p50 s':>6} {'p90 s':>6} {'p99 s':>6} {'max s':>6} {'vis p50':>7} "
+        f"{'vis p99':>7} {'queued p50/p99 s':>16} {'job p50/p99 s':>14} {'videos/s':>8} {'MB/s':>6} "
+        f"{'acks spread s':>13}"
+    )
     print(header)
     print("-" * len(header))
     for phase in ("solo", "burst", "paced"):
@@ -333,18 +388,28 @@ def print_report(results: dict[str, dict[str, Any]], opts: argparse.Namespace) -
             continue
         queued = "{:.2f}/{:.2f}".format(r["queued_p50"], r["queued_p99"])
         job = "{:.2f}/{:.2f}".format(r["job_p50"], r["job_p99"])
-        print(f"{phase:<6} {r['n']:>4} {r['p50']:>6.2f} {r['p90']:>6.2f} {r['p99']:>6.2f} {r['max']:>6.2f} "
-              f"{r['vis_p50']:>7.2f} {r['vis_p99']:>7.2f} {queued:>16} {job:>14} {r['videos_per_s']:>8.2f} "
-              f"{r['mb_per_s']:>6.1f} {r['ack_spread_s']:>13.2f}")
+        print(
+            f"{phase:<6} {r['n']:>4} {r['p50']:>6.2f} {r['p90']:>6.2f} {r['p99']:>6.2f} {r['max']:>6.2f} "
+            f"{r['vis_p50']:>7.2f} {r['vis_p99']:>7.2f} {queued:>16} {job:>14} {r['videos_per_s']:>8.2f} "
+            f"{r['mb_per_s']:>6.1f} {r['ack_spread_s']:>13.2f}"
+        )
     if "copy" in results:
         c = results["copy"]
-        print(f"{'copy':<6} {c['n']:>4} {'':>6} {'':>6} {'':>6} {'':>6} {'':>7} {'':>7} {'':>16} {'':>14} "
-              f"{c['videos_per_s']:>8.2f} {c['mb_per_s']:>6.1f}")
+        print(
+            f"{'copy':<6} {c['n']:>4} {'':>6} {'':>6} {'':>6} {'':>6} {'':>7} {'':>7} {'':>16} {'':>14} "
+            f"{c['videos_per_s']:>8.2f} {c['mb_per_s']:>6.1f}"
+        )
     print()
     names = list(next(iter(results.values()))["cpu_per_video"])
-    print("CPU seconds per video: " + ", ".join(
-        f"{phase} [" + ", ".join(f"{n} {r['cpu_per_video'][n]:.3f}" for n in names if r["cpu_per_video"][n] >= 0.0005)
-        + "]" for phase, r in results.items()))
+    print(
+        "CPU seconds per video: "
+        + ", ".join(
+            f"{phase} ["
+            + ", ".join(f"{n} {r['cpu_per_video'][n]:.3f}" for n in names if r["cpu_per_video"][n] >= 0.0005)
+            + "]"
+            for phase, r in results.items()
+        )
+    )
     print()
     solo = results.get("solo")
     for phase in ("burst", "paced"):
@@ -352,16 +417,23 @@ def print_report(results: dict[str, dict[str, Any]], opts: argparse.Namespace) -
         if r is None:
             continue
         extra = f", {r['p50'] / solo['p50']:.1f}x the solo p50" if solo else ""
-        print(f"{phase}: p50 {r['p50']:.2f} s (target <= 1.5 s: {'MET' if r['p50'] <= 1.5 else 'MISSED'}){extra}, "
-              f"p99 {r['p99']:.2f} s, {r['videos_per_s']:.2f} videos/s"
-              + (f" ({r['videos_per_s'] / results['copy']['videos_per_s']:.2f}x the plain {opts.workers}-process copy)"
-                 if "copy" in results and phase == "burst" else "")
-              + (f", offered {r['offered_per_s']:.2f}/s" if "offered_per_s" in r else ""))
+        print(
+            f"{phase}: p50 {r['p50']:.2f} s (target <= 1.5 s: {'MET' if r['p50'] <= 1.5 else 'MISSED'}){extra}, "
+            f"p99 {r['p99']:.2f} s, {r['videos_per_s']:.2f} videos/s"
+            + (
+                f" ({r['videos_per_s'] / results['copy']['videos_per_s']:.2f}x the plain {opts.workers}-process copy)"
+                if "copy" in results and phase == "burst"
+                else ""
+            )
+            + (f", offered {r['offered_per_s']:.2f}/s" if "offered_per_s" in r else "")
+        )
     for phase in ("burst", "paced"):
         for body, count in (results.get(phase) or {}).get("refused", {}).items():
             print(f"{phase}: {count} answer(s) 503 / transport error: {body} (sent again 1 s later)")
-    print("(latency = manifest archived_at - 200 OK received; 'vis' = outcome published after the manifest PUT; "
-          "queued = RQ started_at - enqueued_at; job = ended_at - started_at)")
+    print(
+        "(latency = manifest archived_at - 200 OK received; 'vis' = outcome published after the manifest PUT; "
+        "queued = RQ started_at - enqueued_at; job = ended_at - started_at)"
+    )
 
 
 def main_parent(opts: argparse.Namespace) -> None:
@@ -392,17 +464,26 @@ def main_parent(opts: argparse.Namespace) -> None:
                     if time.monotonic() > deadline:
                         raise SystemExit(f"workers did not register:\n{workers.log()[-3000:]}")
                     time.sleep(0.2)
-                print(machine_description(
-                    ("starlette", "uvicorn", "rq", "redis", "httpx", "obstore"),
-                    [f"seaweed:  {seaweed_version()} (weed mini, loopback); redis-server AOF everysec",
-                     f"system:   receiver (veo-archiver serve) + `veo-archiver worker --count {opts.workers}` "
-                     f"(fork per job), LOG_LEVEL={opts.log_level}, code from {CODE_ROOT}",
-                     f"workload: {opts.callbacks} signed kie.ai callbacks of one {opts.mib:g} MiB MP4 each "
-                     f"({opts.files} distinct files served from disk on 127.0.0.1), solo reference x{opts.solo}"],
-                ), flush=True)
+                print(
+                    machine_description(
+                        ("starlette", "uvicorn", "rq", "redis", "httpx", "obstore"),
+                        [
+                            f"seaweed:  {seaweed_version()} (weed mini, loopback); redis-server AOF everysec",
+                            f"system:   receiver (veo-archiver serve) + `veo-archiver worker --count {opts.workers}` "
+                            f"(fork per job), LOG_LEVEL={opts.log_level}, code from {CODE_ROOT}",
+                            f"workload: {opts.callbacks} signed kie.ai callbacks of one {opts.mib:g} MiB MP4 each "
+                            f"({opts.files} distinct files served from disk on 127.0.0.1), solo reference x{opts.solo}",
+                        ],
+                    ),
+                    flush=True,
+                )
                 print(flush=True)
-                h.pids = {"workers+horses": workers.pid, "receiver": receiver.pid, "redis-server": redis.pid,
-                          "weed (S3)": seaweed.pid}
+                h.pids = {
+                    "workers+horses": workers.pid,
+                    "receiver": receiver.pid,
+                    "redis-server": redis.pid,
+                    "weed (S3)": seaweed.pid,
+                }
                 results: dict[str, dict[str, Any]] = {}
 
                 def measured(phase: Any, *args: Any) -> dict[str, Any]:
@@ -414,13 +495,19 @@ def main_parent(opts: argparse.Namespace) -> None:
 
                 if opts.solo:
                     results["solo"] = measured(h.phase_solo, opts.solo)
-                    print(f"  solo   p50 {results['solo']['p50']:.2f} s  p99 {results['solo']['p99']:.2f} s "
-                          f" job p50 {results['solo']['job_p50']:.2f} s", flush=True)
+                    print(
+                        f"  solo   p50 {results['solo']['p50']:.2f} s  p99 {results['solo']['p99']:.2f} s "
+                        f" job p50 {results['solo']['job_p50']:.2f} s",
+                        flush=True,
+                    )
                 results["burst"] = measured(h.phase_burst, opts.callbacks)
                 b = results["burst"]
-                print(f"  burst  p50 {b['p50']:.2f} s  p99 {b['p99']:.2f} s  {b['videos_per_s']:.2f} videos/s "
-                      f"(all {b['n']} acked within {b['ack_spread_s']:.2f} s; "
-                      f"{sum(b['refused'].values())} 503 answers sent again)", flush=True)
+                print(
+                    f"  burst  p50 {b['p50']:.2f} s  p99 {b['p99']:.2f} s  {b['videos_per_s']:.2f} videos/s "
+                    f"(all {b['n']} acked within {b['ack_spread_s']:.2f} s; "
+                    f"{sum(b['refused'].values())} 503 answers sent again)",
+                    flush=True,
+                )
                 if opts.copy:
                     results["copy"] = measured(h.phase_copy, opts.callbacks, opts.workers)
                     print(f"  copy   {results['copy']['videos_per_s']:.2f} videos/s", flush=True)
@@ -428,8 +515,11 @@ def main_parent(opts: argparse.Namespace) -> None:
                     rate = opts.paced_rate or opts.paced_fraction * b["videos_per_s"]
                     results["paced"] = measured(h.phase_paced, opts.callbacks, rate)
                     p = results["paced"]
-                    print(f"  paced  offered {rate:.2f}/s  p50 {p['p50']:.2f} s  p99 {p['p99']:.2f} s  "
-                          f"{p['videos_per_s']:.2f} videos/s", flush=True)
+                    print(
+                        f"  paced  offered {rate:.2f}/s  p50 {p['p50']:.2f} s  p99 {p['p99']:.2f} s  "
+                        f"{p['videos_per_s']:.2f} videos/s",
+                        flush=True,
+                    )
             finally:
                 workers.stop(timeout=30)
                 receiver.stop()
@@ -449,8 +539,12 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=4)
     parser.add_argument("--solo", type=int, default=10, help="callbacks of the sequential reference (0: skip)")
     parser.add_argument("--copy", type=int, default=1, help="1: run the plain-copy throughput reference")
-    parser.add_argument("--paced-fraction", type=float, default=0.7,
-                        help="paced phase at this fraction of the burst's archive rate (0: skip)")
+    parser.add_argument(
+        "--paced-fraction",
+        type=float,
+        default=0.7,
+        help="paced phase at this fraction of the burst's archive rate (0: skip)",
+    )
     parser.add_argument("--paced-rate", type=float, default=0.0, help="paced rate in callbacks/s (overrides)")
     parser.add_argument("--readback", type=int, default=10, help="archived videos read back and hashed per phase")
     parser.add_argument("--log-level", default="INFO")

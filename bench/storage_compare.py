@@ -224,9 +224,7 @@ def spawn_child(variant: str, url: str, bucket: str, key: str, env: dict[str, st
 def machine_description(seaweed_version: str, mib: int, repeat: int) -> str:
     cpu = "?"
     with contextlib.suppress(OSError):
-        cpu = next(
-            (ln.split(":", 1)[1].strip() for ln in open("/proc/cpuinfo") if ln.startswith("model name")), "?"
-        )
+        cpu = next((ln.split(":", 1)[1].strip() for ln in open("/proc/cpuinfo") if ln.startswith("model name")), "?")
     mem = "?"
     with contextlib.suppress(OSError, StopIteration, ValueError):
         kib = int(next(ln for ln in open("/proc/meminfo") if ln.startswith("MemTotal")).split()[1])
@@ -324,9 +322,7 @@ def main_parent(mib: int, repeat: int) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--mib", type=int, default=100, help="size of the served file in MiB (default 100)")
     parser.add_argument("--repeat", type=int, default=3, help="runs per variant (default 3)")
     parser.add_argument("--child", choices=VARIANTS, help=argparse.SUPPRESS)

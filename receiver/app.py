@@ -169,6 +169,11 @@ def create_app(
             log.warning("callback spooled", extra={"provider": provider, "reason": exc.reason, "detail": exc.message})
             return ack("spooled")
         counters.outcome(provider, result.outcome, time.perf_counter() - started)
+        if result.outcome == "conflict":  # recorded for operators (show, status, /metrics), never merged
+            log.warning(
+                "a delivery for an accepted task with other result URLs",
+                extra={"provider": provider, "task_id": event.task_id, "verification": event.verification.value},
+            )
         return ack(result.outcome)
 
     async def handle(request: Request, provider: str, verify: Callable[[bytes, float], TaskEvent]) -> Response:

@@ -74,6 +74,13 @@ class ReceiverMetrics:
             ["provider"],
             registry=r,
         )
+        self.conflict = Counter(
+            f"{NS}_callbacks_conflict",
+            "Deliveries for an already accepted (provider, task, status) whose result URLs differ: recorded, "
+            "never merged (a replayed kie.ai signature with other URLs, or a provider that changed its answer)",
+            ["provider"],
+            registry=r,
+        )
         self.rejected = Counter(
             f"{NS}_callbacks_rejected",
             "Callbacks refused with a 4xx, by reason",
@@ -111,6 +118,8 @@ class ReceiverMetrics:
         self.enqueue_seconds.observe(seconds)
         if outcome == "duplicate":
             self.duplicate.labels(provider).inc()
+        elif outcome == "conflict":
+            self.conflict.labels(provider).inc()
         elif outcome == "recorded":
             self.recorded.labels(provider).inc()
         else:  # accepted (or an operator's replay): a job was enqueued

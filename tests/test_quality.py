@@ -6,6 +6,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from tests.procs import REPO
 
 
@@ -18,6 +20,7 @@ def test_ruff_lint_is_clean() -> None:
     assert done.returncode == 0, done.stdout + done.stderr
 
 
+@pytest.mark.slow  # tens of seconds without its cache (a fresh clone)
 def test_mypy_strict_is_clean() -> None:
     done = run("mypy")
     assert done.returncode == 0, done.stdout + done.stderr

@@ -41,7 +41,7 @@ WAITING_ALERT_S = 5 * 60
 #: a scheduled retry this late means no worker runs RQ's scheduler
 SCHEDULER_LATE_S = 60
 EVENTS_WINDOW_S = 3600
-EVENT_OUTCOMES = ("accepted", "duplicate", "recorded", "replayed")
+EVENT_OUTCOMES = ("accepted", "duplicate", "conflict", "recorded", "replayed")
 
 
 # --------------------------------------------------------------------------------------------- time
@@ -320,8 +320,8 @@ def status(
     )
 
 
-def _n(count: int, noun: str) -> str:
-    return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
+def _n(count: int, noun: str, plural: str | None = None) -> str:
+    return f"{count} {noun}" if count == 1 else f"{count} {plural or noun + 's'}"
 
 
 def problems(s: Status, *, waiting_alert_s: float, tracked_overdue_s: float) -> list[str]:
@@ -332,6 +332,12 @@ def problems(s: Status, *, waiting_alert_s: float, tracked_overdue_s: float) -> 
         reasons = ", ".join(f"{reason} {count}" for reason, count in s.dead_letters.items())
         out.append(
             f"{_n(total, 'dead letter')} ({reasons}): see `veo-archiver failed`, requeue with `veo-archiver retry`"
+        )
+    conflicts = s.events_last_hour.get("conflict", 0)
+    if conflicts:
+        out.append(
+            f"{_n(conflicts, 'delivery', 'deliveries')} in the last hour for an accepted task with other result URLs "
+            "(kept, not merged): `veo-archiver show PROVIDER TASK_ID` compares them"
         )
     if s.queued and not s.workers:
         out.append(f"{_n(s.queued, 'job')} waiting and no worker alive: start `veo-archiver worker`")

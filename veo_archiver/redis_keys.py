@@ -79,6 +79,11 @@ def deliveries_key(provider: str, task_id: str) -> str:
     return f"{_PREFIX}deliveries:{provider}:{_digest(provider, task_id)[:40]}"
 
 
+def delivery_bytes_key(provider: str, task_id: str) -> str:
+    """The bytes of raw deliveries stored for one task (bounded by ``intake.DELIVERY_BYTES_PER_TASK``)."""
+    return f"{_PREFIX}deliveries-bytes:{provider}:{_digest(provider, task_id)[:40]}"
+
+
 def events_stream() -> str:
     """A capped stream of every accepted delivery, for operators (``status``, ``show``)."""
     return f"{_PREFIX}events"

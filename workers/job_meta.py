@@ -15,16 +15,22 @@ budget), and the old verdict moves to ``previous_dead_letters``. Per-file progre
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import time
 from typing import TYPE_CHECKING, Any
+
+import redis
 
 from veo_archiver import redis_keys
 from veo_archiver.clock import iso
+from veo_archiver.errors import TransientError
 from veo_archiver.event import TaskEvent
+from veo_archiver.records import outcome as outcomes
 
 if TYPE_CHECKING:
-    from veo_archiver.errors import TransientError
+    from veo_archiver.errors import PermanentError, TransientError
     from workers.context import WorkerContext
     from workers.jobs import JobHandle
 
@@ -113,3 +119,70 @@ def save_progress(job: JobHandle | None, record: FileRecord) -> None:
         return
     job.meta.setdefault("files", {})[str(record.index)] = record.to_json()
     job.save_meta()
+
+
+def republish_dead_letter(job: JobHandle) -> bool:
+    """Publish the outcome of a dead letter whose own publish failed (its mark says ``published: false``).
+    True when the mark is settled now; the stream's marker makes a second publish of one end a no-op."""
+    verdict = job.meta.get("dead_letter") if isinstance(job.meta, dict) else None
+    if not isinstance(verdict, dict) or verdict.get("published") is not False:
+        return False
+    outcomes.publish(
+        job.connection,
+        outcome="dead_letter",
+        provider=str(job.meta.get("provider") or ""),
+        task_id=str(job.meta.get("task_id") or ""),
+        status=str(verdict.get("status") or ""),
+        job_id=job.id,
+        at=str(verdict.get("at") or ""),
+        reason=str(verdict.get("reason") or ""),
+        error=str(verdict.get("error") or "")[:500],
+        strict=True,
+    )
+    verdict["published"] = True
+    job.save_meta()
+    log.info("published a dead letter's outcome late", extra={"job_id": job.id, "reason": verdict.get("reason")})
+    return True
+
+
+def mark_dead_letter(
+    ctx: WorkerContext,
+    job: JobHandle | None,
+    event: TaskEvent,
+    exc: PermanentError,
+    fields: dict[str, Any],
+    started: float,
+) -> None:
+    """Mark the job as a dead letter (no RQ retry left, the reason in its meta) and publish the outcome.
+
+    At least once: the mark says ``published: false`` until the entry is in the stream; a publish that fails
+    here is made by worker maintenance (:func:`republish_dead_letter`), and the stream keeps
+    one entry per ``outcome_id`` whoever publishes it."""
+    at = iso(ctx.clock())
+    verdict = {"reason": exc.reason, "error": exc.message, "at": at, "status": event.status.value, "published": False}
+    if job is not None:
+        job.retries_left = 0
+        job.meta["dead_letter"] = verdict
+        job.save_meta()
+    log.error("permanent failure: %s", exc.message, extra={**fields, "reason": exc.reason})
+    try:
+        outcomes.publish(
+            job.connection if job is not None else None,
+            outcome="dead_letter",
+            provider=event.provider,
+            task_id=event.task_id,
+            status=event.status.value,
+            job_id=job.id if job is not None else None,
+            at=at,
+            reason=exc.reason,
+            error=exc.message[:500],
+            duration_s=time.monotonic() - started,
+            strict=True,
+        )
+    except TransientError as unpublished:
+        log.warning("dead letter not published yet; worker maintenance will: %s", unpublished.message, extra=fields)
+        return
+    if job is not None:
+        verdict["published"] = True
+        with contextlib.suppress(redis.RedisError):  # maintenance would publish again: the stream dedupes
+            job.save_meta()

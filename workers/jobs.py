@@ -113,7 +113,7 @@ def run_archive(envelope: dict[str, Any], ctx: WorkerContext, job: JobHandle | N
         job_meta.record_attempt(ctx, job, exc, decision.delay_s)
         if decision.delay_s is None:
             final = PermanentError(f"{decision.reason}; last error: {exc.message}", reason=decision.reason)
-            _dead_letter(ctx, job, event, final, fields, started)
+            job_meta.mark_dead_letter(ctx, job, event, final, fields, started)
             raise final from exc
         log.warning(
             "transient failure, retry scheduled: %s",
@@ -122,7 +122,7 @@ def run_archive(envelope: dict[str, Any], ctx: WorkerContext, job: JobHandle | N
         )
         return Retry(max=_RQ_RETRY_CEILING, interval=[math.ceil(decision.delay_s)])
     except PermanentError as exc:
-        _dead_letter(ctx, job, event, exc, fields, started)
+        job_meta.mark_dead_letter(ctx, job, event, exc, fields, started)
         raise
     log.info("task %s", result["outcome"], extra=fields)
     result.pop("body", None)
@@ -364,33 +364,4 @@ def _stream(ctx: WorkerContext, event: TaskEvent, index: int, url: str, job: Job
     )
     return FileRecord(
         index=index, source_url=url, key=key, size=stream.size, sha256=stream.sha256, content_type=content_type
-    )
-
-
-def _dead_letter(
-    ctx: WorkerContext,
-    job: JobHandle | None,
-    event: TaskEvent,
-    exc: PermanentError,
-    fields: dict[str, Any],
-    started: float,
-) -> None:
-    """Mark the job as a dead letter (no RQ retry left, the reason in its meta) and publish the outcome."""
-    at = iso(ctx.clock())
-    if job is not None:
-        job.retries_left = 0
-        job.meta["dead_letter"] = {"reason": exc.reason, "error": exc.message, "at": at}
-        job.save_meta()
-    log.error("permanent failure: %s", exc.message, extra={**fields, "reason": exc.reason})
-    outcomes.publish(  # best effort: the failed registry holds the dead letter whether or not this lands
-        job.connection if job is not None else None,
-        outcome="dead_letter",
-        provider=event.provider,
-        task_id=event.task_id,
-        status=event.status.value,
-        job_id=job.id if job is not None else None,
-        at=at,
-        reason=exc.reason,
-        error=exc.message[:500],
-        duration_s=time.monotonic() - started,
     )

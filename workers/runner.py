@@ -22,11 +22,11 @@ from rq.serializers import JSONSerializer
 from rq.worker import HerokuWorker
 
 from veo_archiver.clock import epoch
-from veo_archiver.errors import ArchiverError, ConfigError
+from veo_archiver.errors import ArchiverError, ConfigError, TransientError
 from veo_archiver.logs import log_context
 from veo_archiver.redis_client import connect
 from veo_archiver.settings import Settings
-from workers import context, reconcile
+from workers import context, job_meta, reconcile
 
 log = logging.getLogger(__name__)
 
@@ -91,8 +91,14 @@ def requeue_abandoned(queue: Queue) -> list[str]:
     requeued: list[str] = []
     for job_id in registry.get_job_ids():
         job = Job.fetch(job_id, connection=queue.connection, serializer=queue.serializer) if queue.connection else None
-        if job is None or verdict_stands(job):
-            continue  # a permanent failure the job itself decided: stays a dead letter
+        if job is None:
+            continue
+        if verdict_stands(job):  # a permanent failure the job itself decided: stays a dead letter
+            try:
+                job_meta.republish_dead_letter(job)  # its outcome, if its own publish failed
+            except TransientError as exc:
+                log.warning("dead letter's outcome still not published: %s", exc.message, extra={"job_id": job_id})
+            continue
         latest = job.latest_result()
         exc_info = (latest.exc_string if latest is not None else None) or job.exc_info or ""
         if "AbandonedJobError" not in (exc_info or "") and "abandoned" not in (exc_info or "").lower():

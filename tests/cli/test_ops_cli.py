@@ -45,6 +45,8 @@ from workers import context
 from workers.progress import ProgressWriter
 from workers.runner import make_worker
 
+pytestmark = pytest.mark.slow  # real redis-server and in-process RQ workers
+
 Capture = pytest.CaptureFixture[str]
 KEY = "ops-cli-kie-key"
 QUEUE = "veo-archiver"
@@ -211,7 +213,7 @@ def test_status_json_counts_every_state(populated: World, capsys: Capture) -> No
     assert retry["run_in_s"] <= w.settings.retry_base_s + 1 and retry["run_at"].endswith("Z")
     assert s["tracked"] == 2 and s["tracked_overdue"] == 1
     assert s["oldest_tracked"]["task_id"] == "veo_lost" and s["oldest_tracked"]["age_s"] >= 7200
-    assert s["events_last_hour"] == {"accepted": 6, "duplicate": 1, "recorded": 0, "replayed": 0}
+    assert s["events_last_hour"] == {"accepted": 6, "duplicate": 1, "conflict": 0, "recorded": 0, "replayed": 0}
     assert s["stuck"] is True
     problems = "\n".join(s["problems"])
     assert "2 dead letters (http_404 1, not_a_video 1)" in problems
@@ -233,7 +235,7 @@ def test_status_human_output_is_aligned_and_says_what_is_stuck(populated: World,
     assert "workers: 0 alive" in out and "dead letters: 2" in out
     assert any(line.split()[:2] == ["http_404", "1"] for line in lines)
     assert "tracked tasks: 2 not finished, oldest kie/veo_lost since" in out
-    assert "last hour: accepted 6  duplicate 1  recorded 0  replayed 0" in out
+    assert "last hour: accepted 6  duplicate 1  conflict 0  recorded 0  replayed 0" in out
     assert "stuck:" in out and "nothing stuck" not in out
 
 

@@ -109,8 +109,8 @@ def test_failure_callback_is_queued_as_a_failed_task(redis_server, rds) -> None:
             lambda h: h.update({"X-Webhook-Signature": kie_sim.sign_for_test("other-key", "veo_t")}),
             "signature_mismatch",
         ),
-        (lambda h: h.update({"X-Webhook-Timestamp": str(int(time.time()) - 301)}), "timestamp_stale"),
-        (lambda h: h.update({"X-Webhook-Timestamp": str(int(time.time()) + 301)}), "timestamp_future"),
+        (lambda h: h.update({"X-Webhook-Timestamp": str(int(time.time()) - 400)}), "timestamp_stale"),
+        (lambda h: h.update({"X-Webhook-Timestamp": str(int(time.time()) + 400)}), "timestamp_future"),
     ],
 )
 def test_refused_callbacks_get_401_with_reason_and_enqueue_nothing(redis_server, rds, mutate, reason) -> None:  # type: ignore[no-untyped-def]

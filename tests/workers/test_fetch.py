@@ -45,6 +45,8 @@ from workers.fetch import (
 )
 from workers.storage import ObjectArchive, open_archive
 
+pytestmark = pytest.mark.slow  # real sockets against a misbehaving server, some waiting out deadlines on purpose
+
 MiB = 1024 * 1024
 KEY = "kie/task/0.mp4"
 VIDEO = make_mp4(256 * 1024, seed=7)

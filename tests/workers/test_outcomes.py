@@ -128,6 +128,27 @@ def test_a_lost_publish_retries_the_job_and_the_entry_appears_once(host: FileHos
     assert rds.ttl(outcomes.published_marker(entry["outcome_id"])) > 0
 
 
+def test_a_dead_letter_whose_publish_failed_is_published_by_maintenance_once(host: FileHost, rds: redis.Redis) -> None:
+    """A dead letter's outcome is at least once too: its mark says ``published: false`` until the entry is in the
+    stream, and worker maintenance (the failed-registry pass) publishes it, once, whoever tries again."""
+    from workers.job_meta import republish_dead_letter
+
+    w = world(host, closed_port_client(), "job-dead-fault")
+    with pytest.raises(DownloadFailed):
+        w.run(succeeded(f"{host.base_url}/gone.mp4"))
+    assert w.job.meta["dead_letter"]["published"] is False
+    assert entries(rds) == []
+
+    w.job.connection = rds  # type: ignore[assignment]
+    assert republish_dead_letter(w.job) is True
+    assert republish_dead_letter(w.job) is False  # settled: nothing more to do
+    w.job.meta["dead_letter"]["published"] = False  # even a second publish of the same end adds nothing
+    republish_dead_letter(w.job)
+    (entry,) = entries(rds)
+    assert (entry["outcome"], entry["job_id"], entry["reason"]) == ("dead_letter", "job-dead-fault", "http_404")
+    assert entry["status"] == "succeeded" and "404" in entry["error"]
+
+
 def quicktime(data: bytes) -> bytes:
     assert data[4:12] == b"ftypisom"
     return data[:8] + b"qt  " + data[12:16] + b"qt  " * ((int.from_bytes(data[:4], "big") - 16) // 4) + data[32:]

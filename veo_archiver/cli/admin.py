@@ -206,13 +206,19 @@ def plan_replay(connection: redis.Redis, provider: str, task_id: str, number: in
             f"({redis_keys.deliveries_key(provider, task_id)}) expired"
         )
     if number is None:
-        terminal = deliveries.terminal_numbers(records)
+        # the newest terminal delivery that kept its raw body (past a task's byte budget records keep none)
+        terminal = [n for n in deliveries.terminal_numbers(records) if _has_body(records[n - 1])]
         if not terminal:
             raise errors.NothingToDo(f"{provider}/{task_id} has no succeeded or failed delivery to replay")
         number = terminal[-1]
     if not 1 <= number <= len(records):
         raise errors.NothingToDo(f"{provider}/{task_id} has deliveries 1..{len(records)}, not {number}")
     record = records[number - 1]
+    if not _has_body(record):
+        raise errors.NothingToDo(
+            f"delivery {number} of {provider}/{task_id} kept no raw body (the task's stored deliveries passed "
+            "their byte budget): replay an earlier one, `veo-archiver show` lists them"
+        )
     event = parse_stored(provider, record)
     if event.task_id != task_id or event.provider != provider:
         raise errors.NothingToDo(
@@ -253,3 +259,8 @@ def replay(settings: Settings, plan: ReplayPlan) -> IntakeResult:
         extra={"provider": plan.provider, "task_id": plan.task_id, "job_id": result.job_id},
     )
     return result
+
+
+def _has_body(record: dict[str, Any]) -> bool:
+    callback = record.get("callback")
+    return isinstance(callback, dict) and isinstance(callback.get("body"), str)

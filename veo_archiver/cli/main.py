@@ -44,23 +44,11 @@ def _settings(**overrides: object) -> Settings:
 def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
+    from receiver import server
     from receiver.app import create_app
-    from receiver.server import bounded_h11
 
     settings = _settings()
-    app = create_app(settings)
-    config = uvicorn.Config(
-        app,
-        http=bounded_h11(settings.request_read_timeout_s),
-        host=args.host,
-        port=args.port,
-        log_config=None,
-        access_log=False,
-        # X-Forwarded-* are read by the app itself, from the trusted hop only (receiver/proxy.py)
-        proxy_headers=False,
-        timeout_graceful_shutdown=10,
-        h11_max_incomplete_event_size=64 * 1024,
-    )
+    config = server.config(create_app(settings), args.host, args.port, header_timeout_s=settings.request_read_timeout_s)
     log.info("receiver listening", extra={"host": args.host, "port": args.port})
     uvicorn.Server(config).run()
     return 0

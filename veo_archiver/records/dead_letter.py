@@ -1,10 +1,11 @@
 """Dead letters: why a job sits in RQ's failed registry. The one reader; ``veo-archiver status``/``failed``,
 ``/ops`` and ``/metrics`` all classify through :func:`classify`, so they name the same reason for a job.
 
-The writer is :func:`workers.jobs._dead_letter`: a job that gives up on purpose (a permanent error, or a
-transient one with no time or attempts left) records its verdict in its RQ meta::
+The writer is :func:`workers.job_meta.mark_dead_letter`: a job that gives up on purpose (a permanent error,
+or a transient one with no time or attempts left) records its verdict in its RQ meta::
 
-    job.meta["dead_letter"] = {"reason": "http_404", "error": "<message>", "at": "<ISO-8601 UTC>"}
+    job.meta["dead_letter"] = {"reason": "http_404", "error": "<message>", "at": "<ISO-8601 UTC>",
+                               "status": "<the provider's status>", "published": true | false}
     job.meta["attempts"] = [{"at", "reason", "error", "retry_in_s"}, ...]   # transient failures, last 20
 
 The vocabulary of :attr:`Verdict.reason`:

@@ -1,0 +1,441 @@
+"""Benchmark: durable callbacks per CPU-second, by server stack and process count, with a profile.
+
+    .venv/bin/python bench/ack_stack.py --duration 5 --repeat 2 \\
+        --variants 'bare@asyncio+h11,receiver-warning@asyncio+h11,bare@uvloop+httptools,receiver-info@uvloop+httptools'
+    .venv/bin/python bench/ack_stack.py --duration 5 --repeat 1 --baseline-rev 2a3c01e \\
+        --variants 'bare@asyncio+h11,baseline-warning@asyncio+h11,receiver-warning@asyncio+h11'
+    .venv/bin/python bench/ack_stack.py --duration 5 --repeat 1 --profile 'receiver-warning@uvloop+httptools' \\
+        --variants 'bare@uvloop+httptools,receiver-warning@uvloop+httptools'
+
+Same generator as bench/ack_path.py (wrk, one thread, 64 connections, pre-signed kie.ai callbacks with unique
+task ids, 2 s warm-up), against servers started by bench/ack_servers.py. A variant is
+``APP[-LEVEL]@LOOP+HTTP[xN][/nohiredis][/mtrim]``:
+
+  APP        ``bare`` (the reference: read the body, answer the ACK), ``receiver`` (this checkout's
+             ``receiver.app.create_app``) or ``baseline`` (the same from ``--baseline PATH`` or a copy of this
+             checkout with ``veo_archiver/intake.py`` taken from ``--baseline-rev``)
+  LEVEL      ``info`` (one JSON log line per callback) or ``warning`` (default)
+  LOOP+HTTP  uvicorn's ``loop`` and ``http``: ``asyncio+h11`` (what ``veo-archiver serve`` gets without
+             uvloop/httptools installed), ``uvloop+httptools`` (``uvicorn[standard]``), or a mix
+  xN         N receiver processes on one port (SO_REUSEPORT), one Redis
+  /nohiredis redis-py without hiredis even where it is installed
+  /mtrim     the server processes run with MALLOC_TRIM_THRESHOLD_=16 MiB (see MTRIM_ENV)
+
+Every receiver variant is compared with ``bare`` on the same stack measured in the same run ("vs bare").
+Per run: answered requests/s, wrk's p50/p99, non-2xx answers, jobs queued vs 200s answered, and CPU per
+answered request of the server processes (all of them), of redis-server (``INFO cpu``: used_cpu_user +
+used_cpu_sys delta) and of wrk. ``--profile VARIANT`` adds one run of that variant under py-spy (``--pyspy``)
+and splits its samples by where they fall (uvicorn, Starlette, verification, intake, redis-py, log…),
+converted to microseconds per callback with the CPU per callback of that variant's measured runs.
+
+``--redis-bin PATH``: the redis-server (or valkey-server) binary to run; ``--appendfsync``: its AOF policy (the
+receiver waits for WAITAOF when the server is >= 7.2). ``--site DIR``: a directory put on the servers'
+PYTHONPATH (uvloop, httptools, hiredis installed with ``pip install --target DIR``), when they are not in the venv.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import os
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ack_path import _LUA_CYCLE, _LUA_DONE, KEY, cpu_seconds, free_port, run_wrk, write_requests
+from benchlib import REPO_ROOT, machine_description
+
+QUEUE_KEY = "rq:queue:veo-archiver"
+_VARIANT = re.compile(
+    r"^(bare|receiver|baseline)(?:-(info|warning))?@(asyncio|uvloop)\+(h11|httptools)(?:x(\d+))?((?:/nohiredis|/mtrim)*)$"
+)
+#: ``/mtrim``: glibc keeps up to this much free memory at the top of the heap instead of giving it back at once
+#: (zlib allocates and frees ~256 KiB per compress(): without it, each compress page-faults ~20 pages back in)
+MTRIM_ENV = {"MALLOC_TRIM_THRESHOLD_": str(16 * 1024 * 1024)}
+
+
+@dataclass(frozen=True)
+class Variant:
+    name: str
+    app: str
+    level: str
+    loop: str
+    http: str
+    processes: int
+    hiredis: bool
+    mtrim: bool = False
+
+    @property
+    def stack(self) -> str:
+        return f"{self.loop}+{self.http}"
+
+    @classmethod
+    def parse(cls, text: str) -> Variant:
+        m = _VARIANT.match(text.strip().replace(" ", ""))
+        if not m:
+            raise SystemExit(f"bad variant {text!r}: expected APP[-LEVEL]@LOOP+HTTP[xN][/nohiredis][/mtrim]")
+        app, level, loop, http, procs, flags = m.groups()
+        name = text.strip().replace(" ", "")
+        return cls(name, app, level or "warning", loop, http, int(procs or 1), "/nohiredis" not in flags,
+                   "/mtrim" in flags)  # fmt: skip
+
+
+# ---------------------------------------------------------------------------------------------------------
+# processes
+
+
+def tree_pids(root: int) -> list[int]:
+    children: dict[int, list[int]] = collections.defaultdict(list)
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            children[ppid].append(int(entry.name))
+    out, todo = [], [root]
+    while todo:
+        pid = todo.pop()
+        out.append(pid)
+        todo.extend(children.get(pid, ()))
+    return out
+
+
+def tree_cpu(pids: list[int]) -> float:
+    return sum(cpu_seconds(pid) for pid in pids)
+
+
+def redis_cpu(client: Any) -> float:
+    info = client.info("cpu")
+    return float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
+
+
+def redis_reads(client: Any) -> int:
+    """Read events redis-server processed: with group commit, about one per batch (a pipeline in one read)."""
+    return int(client.info("stats").get("total_reads_processed", 0))
+
+
+class Server:
+    def __init__(self, variant: Variant, redis_url: str, tmp: Path, repo: Path, site: str | None) -> None:
+        self.variant = variant
+        self.port = free_port()
+        self.log_path = tmp / f"{variant.app}-{self.port}.log"
+        ready = tmp / f"ready-{self.port}"
+        ready.mkdir()
+        env = {
+            **os.environ,
+            "REDIS_URL": redis_url,
+            "KIE_WEBHOOK_HMAC_KEYS": KEY,
+            "LOG_LEVEL": variant.level.upper(),
+            "LOG_FORMAT": "json",
+            "PYTHONUNBUFFERED": "1",
+            "PYTHONPATH": os.pathsep.join(filter(None, [str(repo), site, os.environ.get("PYTHONPATH")])),
+            "BENCH_REPO": str(repo),  # benchlib puts this checkout first on sys.path (ack_servers imports it)
+            **(MTRIM_ENV if variant.mtrim else {}),
+        }
+        kind = "bare" if variant.app == "bare" else "receiver"
+        cmd = [sys.executable, str(REPO_ROOT / "bench" / "ack_servers.py"), kind, "--port", str(self.port),
+               "--loop", variant.loop, "--http", variant.http, "--processes", str(variant.processes),
+               "--ready-dir", str(ready)]  # fmt: skip
+        if not variant.hiredis:
+            cmd.append("--no-hiredis")
+        self._log = self.log_path.open("ab")
+        self.proc = subprocess.Popen(cmd, env=env, cwd=repo, stdout=self._log, stderr=subprocess.STDOUT,
+                                     start_new_session=True)  # fmt: skip
+        deadline = time.monotonic() + 60
+        while len(list(ready.iterdir())) < variant.processes:
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                self.stop()
+                raise SystemExit(f"{variant.name} did not start:\n{self.log_path.read_text()[-3000:]}")
+            time.sleep(0.05)
+        self.pids = tree_pids(self.proc.pid)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/callbacks/kie"
+
+    def log_bytes(self) -> int:
+        return self.log_path.stat().st_size
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(20)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, 9)
+                self.proc.wait()
+        self._log.close()
+
+
+# ---------------------------------------------------------------------------------------------------------
+# one run
+
+
+def one_run(variant: Variant, tag: str, redis: Any, tmp: Path, opts: argparse.Namespace,
+            profile_to: Path | None = None) -> dict[str, Any]:  # fmt: skip
+    rds = redis.client()
+    rds.flushall()
+    repo = Path(opts.baseline_path) if variant.app == "baseline" else REPO_ROOT
+    server = Server(variant, redis.url, tmp, repo, opts.site)
+    spy: subprocess.Popen[bytes] | None = None
+    try:
+        cycle = tmp / "cycle.lua"
+        if not cycle.exists():
+            cycle.write_text(_LUA_CYCLE + _LUA_DONE)
+        warm = tmp / "warm.req"
+        write_requests(warm, f"warm-{tag}-{variant.name}", 3000, server.port)
+        run_wrk(cycle, server.url, [str(warm), str(opts.threads), "0"], connections=opts.connections,
+                threads=opts.threads, seconds=2, out=tmp / "wrk-warm.out")  # fmt: skip
+        reqfile = tmp / "main.req"
+        write_requests(reqfile, f"run-{tag}-{variant.name}", opts.requests, server.port)
+        queued0 = int(rds.llen(QUEUE_KEY))
+        log0 = server.log_bytes()
+        if profile_to is not None:
+            spy = subprocess.Popen([opts.pyspy, "record", "--pid", str(server.pids[-1]), "--duration",
+                                    str(max(1, int(opts.duration) - 1)), "--rate", "250", "--format", "raw",
+                                    "--nonblocking", "--output", str(profile_to)],
+                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+            time.sleep(0.3)
+        cpu0, redis0, reads0 = tree_cpu(server.pids), redis_cpu(rds), redis_reads(rds)
+        result, wrk_cpu = run_wrk(cycle, server.url, [str(reqfile), str(opts.threads), "0"],
+                                  connections=opts.connections, threads=opts.threads, seconds=opts.duration,
+                                  out=tmp / "wrk.out")  # fmt: skip
+        result["server_cpu_s"] = tree_cpu(server.pids) - cpu0
+        result["redis_cpu_s"] = redis_cpu(rds) - redis0
+        result["redis_reads"] = redis_reads(rds) - reads0
+        result["wrk_cpu_s"] = wrk_cpu
+        result["log_bytes"] = server.log_bytes() - log0
+        result["queued"] = int(rds.llen(QUEUE_KEY)) - queued0
+        if spy is not None:
+            spy.wait(30)
+    finally:
+        if spy is not None and spy.poll() is None:
+            spy.kill()
+        server.stop()
+        rds.close()
+    result["variant"] = variant.name
+    result["rps"] = result["requests"] / (result["duration_us"] / 1e6)
+    result["errors"] = sum(result[k] for k in ("err_connect", "err_read", "err_write", "err_status", "err_timeout"))
+    if result["errors"]:
+        print(f"  !! {variant.name}: {result['errors']} errors / non-2xx "
+              f"{ {k: v for k, v in result.items() if k.startswith('err')} }")  # fmt: skip
+    if variant.app != "bare":
+        if result["wrapped"]:
+            print(f"  !! {variant.name}: the {opts.requests} pre-signed requests ran out: raise --requests")
+        elif not (result["requests"] <= result["queued"] <= result["requests"] + opts.connections):
+            print(f"  !! {variant.name}: {result['queued']} jobs queued for {result['requests']} answers")
+    return result
+
+
+def per_req(r: dict[str, Any], field: str) -> float:
+    return float(r[field]) * 1e6 / max(int(r["requests"]), 1)
+
+
+def describe(r: dict[str, Any]) -> str:
+    return (f"{r['rps']:8.0f} req/s  p50 {r['p50_us'] / 1000:6.1f} ms  p99 {r['p99_us'] / 1000:7.1f} ms  "
+            f"server {per_req(r, 'server_cpu_s'):5.0f} us/req  redis {per_req(r, 'redis_cpu_s'):5.1f} us/req  "
+            f"wrk {per_req(r, 'wrk_cpu_s'):4.0f} us/req  cb/read {r['requests'] / max(r['redis_reads'], 1):5.1f}  "
+            f"non-2xx {r['err_status']}  errors {r['errors']}")  # fmt: skip
+
+
+# ---------------------------------------------------------------------------------------------------------
+# profile
+
+
+#: (bucket, file, function names or None for any): the deepest frame that matches decides. ``file`` is matched
+#: against py-spy's short file name: a package's first directory ("redis/") or the module's base name
+BUCKETS: list[tuple[str, str, tuple[str, ...] | None]] = [
+    ("log line (logging + JsonFormatter)", "logging/", None),
+    ("log line (logging + JsonFormatter)", "logs.py", None),
+    ("redis-py (pool, pack, parse)", "redis/", None),
+    ("redis-py (pool, pack, parse)", "hiredis/", None),
+    ("rq (Job.create, _build_hset_args, JSONSerializer)", "rq/", None),
+    ("intake: job hash template (+ zlib)", "intake.py", ("JobTemplate.values", "JobTemplate.hset_args")),
+    ("intake: group commit (batch, futures, I/O)", "intake.py",
+     ("Intake._commit", "Intake._launch", "Intake._batch_done", "Intake._run_batch", "Intake._send",
+      "Intake._roundtrip", "Intake._evalsha_then_waitaof")),
+    ("intake: submit (JSON, keys, packing)", "intake.py", None),
+    ("intake: submit (JSON, keys, packing)", "redis_keys.py", None),
+    ("intake: submit (JSON, keys, packing)", "event.py", None),
+    ("intake: submit (JSON, keys, packing)", "uuid.py", None),
+    ("intake: submit (JSON, keys, packing)", "clock.py", None),
+    ("verify + parse (HMAC, JSON, provider)", "receiver/verify.py", None),
+    ("verify + parse (HMAC, JSON, provider)", "verify.py", None),
+    ("verify + parse (HMAC, JSON, provider)", "providers/", None),
+    ("verify + parse (HMAC, JSON, provider)", "urls.py", None),
+    ("verify + parse (HMAC, JSON, provider)", "payload.py", None),
+    ("verify + parse (HMAC, JSON, provider)", "hmac.py", None),
+    ("handler (receiver/*.py, prometheus)", "receiver/", None),
+    ("handler (receiver/*.py, prometheus)", "prometheus_client/", None),
+    ("bare handler (ack_apps.py)", "ack_apps.py", None),
+    ("Starlette (routing, request, response)", "starlette/", None),
+    ("uvicorn + HTTP parser (h11/httptools)", "uvicorn/", None),
+    ("uvicorn + HTTP parser (h11/httptools)", "h11/", None),
+    ("uvicorn + HTTP parser (h11/httptools)", "httptools/", None),
+    ("event loop (asyncio/uvloop)", "asyncio/", None),
+    ("event loop (asyncio/uvloop)", "uvloop/", None),
+]  # fmt: skip
+_FRAME = re.compile(r"^(?P<func>.*?) \((?P<file>[^:()]*)(?::\d+)?\)$")
+
+
+def _matches(file: str, pattern: str) -> bool:
+    if pattern.endswith("/"):
+        return file.startswith(pattern) or f"/{pattern}" in file
+    return file == pattern or file.endswith(f"/{pattern}")
+
+
+def bucket_profile(path: Path) -> collections.Counter[str]:
+    shares: collections.Counter[str] = collections.Counter()
+    for line in path.read_text().splitlines():
+        stack, _, count = line.rpartition(" ")
+        if not stack or not count.isdigit():
+            continue
+        frames = stack.split(";")
+        chosen = "other"
+        for frame in reversed(frames):
+            m = _FRAME.match(frame)
+            func, file = (m.group("func"), m.group("file")) if m else (frame, "")
+            hit = next(
+                (b for b, pat, funcs in BUCKETS if _matches(file, pat) and (funcs is None or func in funcs)), None
+            )
+            if hit:
+                chosen = hit
+                break
+        shares[chosen] += int(count)
+    return shares
+
+
+# ---------------------------------------------------------------------------------------------------------
+
+
+def make_baseline(rev: str, tmp: Path) -> Path:
+    """A copy of this checkout with veo_archiver/intake.py as of ``rev`` (git show: read-only)."""
+    dest = tmp / f"baseline-{rev}"
+    shutil.copytree(REPO_ROOT, dest, ignore=shutil.ignore_patterns(".venv", ".git", "__pycache__", "*.egg-info"))
+    text = subprocess.run(["git", "show", f"{rev}:veo_archiver/intake.py"], cwd=REPO_ROOT, check=True,
+                          capture_output=True, text=True).stdout  # fmt: skip
+    (dest / "veo_archiver" / "intake.py").write_text(text)
+    return dest
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--variants", required=True, help="APP[-LEVEL]@LOOP+HTTP[xN][/nohiredis][/mtrim],...")
+    parser.add_argument("--repeat", type=int, default=2)
+    parser.add_argument("--duration", type=float, default=5.0)
+    parser.add_argument("--connections", type=int, default=64)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--requests", type=int, default=60000)
+    parser.add_argument("--baseline", dest="baseline_path", default="", help="checkout served as 'baseline'")
+    parser.add_argument("--baseline-rev", default="", help="or: this checkout with intake.py from this git rev")
+    parser.add_argument("--redis-bin", default="", help="redis-server/valkey-server binary (default: as the tests)")
+    parser.add_argument("--appendfsync", default="everysec", choices=("everysec", "always", "no"))
+    parser.add_argument("--site", default=None, help="extra dir on the servers' PYTHONPATH (uvloop, httptools...)")
+    parser.add_argument("--profile", default="", help="one more run of this variant under py-spy")
+    parser.add_argument("--pyspy", default=shutil.which("py-spy") or "py-spy", help="py-spy (pip install py-spy)")
+    opts = parser.parse_args()
+    variants = [Variant.parse(v) for v in opts.variants.split(",") if v.strip()]
+    for v in variants:
+        if v.app != "bare" and not any(b.app == "bare" and b.stack == v.stack for b in variants):
+            raise SystemExit(f"{v.name}: add bare@{v.stack}, its reference, to --variants")
+
+    from tests.servers import RedisServer
+
+    with tempfile.TemporaryDirectory(prefix="ack-stack-") as tmpname:
+        tmp = Path(tmpname)
+        if any(v.app == "baseline" for v in variants) and not opts.baseline_path:
+            if not opts.baseline_rev:
+                raise SystemExit("a 'baseline' variant needs --baseline PATH or --baseline-rev REV")
+            opts.baseline_path = str(make_baseline(opts.baseline_rev, tmp))
+        if opts.redis_bin:
+            bindir = tmp / "redis-bin"
+            bindir.mkdir()
+            (bindir / "redis-server").symlink_to(Path(opts.redis_bin).resolve())
+            os.environ["PATH"] = f"{bindir}{os.pathsep}{os.environ['PATH']}"
+        with RedisServer(tmp / "redis", appendfsync=opts.appendfsync) as redis:
+            info = redis.client().info("server")
+            version = str(info.get("redis_version"))
+            name = f"valkey-server {info['valkey_version']} (redis_version {version})" if "valkey_version" in info \
+                else f"redis-server {version}"  # fmt: skip
+            waitaof = tuple(int(p) for p in version.split(".")[:2]) >= (7, 2)
+            wrk_version = subprocess.run(["wrk", "-v"], capture_output=True, text=True).stdout.splitlines()[0]
+            print(machine_description(
+                ("starlette", "uvicorn", "redis", "hiredis", "uvloop", "httptools", "rq"),
+                [f"redis:    {name}, AOF appendfsync {opts.appendfsync}; receiver waits for WAITAOF: "
+                 f"{'yes' if waitaof else 'no (needs 7.2)'}",
+                 f"load:     {wrk_version.split(' Copyright')[0]}; -t{opts.threads} -c{opts.connections}, "
+                 f"2 s warm-up + "
+                 f"{opts.duration:g} s, {opts.repeat} runs per variant, order alternating",
+                 f"site:     {opts.site or '(venv only)'}; baseline: {opts.baseline_path or '-'}"],
+            ) + "\n(package versions above are the venv's; --site may add others)", flush=True)  # fmt: skip
+            print(flush=True)
+            results: dict[str, list[dict[str, Any]]] = {v.name: [] for v in variants}
+            for rep in range(opts.repeat):
+                for v in variants if rep % 2 == 0 else list(reversed(variants)):
+                    r = one_run(v, str(rep), redis, tmp, opts)
+                    results[v.name].append(r)
+                    print(f"  run {rep + 1} {v.name:<38} {describe(r)}", flush=True)
+            profile: collections.Counter[str] | None = None
+            if opts.profile:
+                pv = Variant.parse(opts.profile)
+                out = tmp / "profile.txt"
+                r = one_run(pv, "profile", redis, tmp, opts, profile_to=out)
+                print(f"  profiled {pv.name:<35} {describe(r)}", flush=True)
+                profile = bucket_profile(out) if out.exists() else None
+                if out.exists():
+                    shutil.copy(out, Path(tempfile.gettempdir()) / "ack-stack-profile.txt")
+
+    print()
+    print_table(variants, results)
+    if profile:
+        pv = Variant.parse(opts.profile)
+        runs = results.get(pv.name) or []
+        cpu_us = statistics.median(per_req(r, "server_cpu_s") for r in runs) if runs else float("nan")
+        total = sum(profile.values())
+        print()
+        print(f"profile of {pv.name} (py-spy, {total} samples; us/callback = share x {cpu_us:.0f} us, "
+              f"the median server CPU per callback of its measured runs):")  # fmt: skip
+        for name, count in profile.most_common():
+            print(f"  {name:<42} {count / total:6.1%}  {count / total * cpu_us:6.0f} us")
+        print(f"  (raw collapsed stacks: {Path(tempfile.gettempdir()) / 'ack-stack-profile.txt'})")
+
+
+def print_table(variants: list[Variant], results: dict[str, list[dict[str, Any]]]) -> None:
+    def med(name: str, f: str) -> float:
+        return float(statistics.median(float(r[f]) for r in results[name]))
+
+    def med_per(name: str, f: str) -> float:
+        return float(statistics.median(per_req(r, f) for r in results[name]))
+
+    header = (f"{'variant':<38} {'req/s med':>9} {'min-max':>11} {'vs bare':>8} {'p50 ms':>7} {'p99 ms':>7} "
+              f"{'non-2xx':>7} {'srv us/cb':>9} {'redis us/cb':>11} {'wrk us/req':>10} {'cb/CPU-s':>8} "
+              f"{'cb/read':>7}")  # fmt: skip
+    print(header)
+    print("-" * len(header))
+    for v in variants:
+        rps = [r["rps"] for r in results[v.name]]
+        bare = next(b for b in variants if b.app == "bare" and b.stack == v.stack)
+        ratio = med(v.name, "rps") / med(bare.name, "rps")
+        srv = med_per(v.name, "server_cpu_s")
+        print(f"{v.name:<38} {med(v.name, 'rps'):>9.0f} {f'{min(rps):.0f}-{max(rps):.0f}':>11} {ratio:>7.2f}x "
+              f"{med(v.name, 'p50_us') / 1000:>7.1f} {med(v.name, 'p99_us') / 1000:>7.1f} "
+              f"{sum(r['err_status'] + r['errors'] for r in results[v.name]):>7} {srv:>9.0f} "
+              f"{med_per(v.name, 'redis_cpu_s'):>11.1f} {med_per(v.name, 'wrk_cpu_s'):>10.0f} {1e6 / srv:>8.0f} "
+              f"{statistics.median(r['requests'] / max(r['redis_reads'], 1) for r in results[v.name]):>7.1f}"
+              )  # fmt: skip
+    print("(medians of the runs; 'vs bare': req/s over bare's on the same stack in this run; 'srv us/cb': CPU of "
+          "all server processes per answered callback; 'redis us/cb': INFO cpu delta per callback; "
+          "'cb/CPU-s': callbacks per server CPU-second; 'cb/read': answered callbacks per read event of "
+          "redis-server, about the mean batch size; non-2xx: summed over runs)")  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()

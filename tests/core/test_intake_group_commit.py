@@ -1,0 +1,472 @@
+"""The intake's group commit against a real redis-server: concurrent callbacks share pipelines, each keeps its
+own promise (accepted once, deduplicated, 503 when Redis cannot take it, never left hanging), and the RQ job
+hash built from the template is the one ``rq.Job.create`` writes, which a real RQ worker fetches and runs.
+
+No timing thresholds: ``asyncio.wait_for`` bounds are hang guards only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import time
+import zlib
+from collections.abc import Iterator
+from datetime import UTC
+from typing import Any
+
+import pytest
+import redis
+import redis.asyncio as aioredis
+from rq import Queue, SimpleWorker
+from rq.job import Job, JobStatus
+from rq.scripts import _build_hset_args
+from rq.serializers import JSONSerializer
+from rq.utils import utcparse
+
+from veo_archiver import redis_keys
+from veo_archiver.errors import QueueUnavailable
+from veo_archiver.event import TaskEvent, TaskStatus, Verification
+from veo_archiver.intake import (
+    DELIVERIES_PER_TASK,
+    Delivery,
+    Intake,
+    IntakeResult,
+    JobTemplate,
+    build_envelope,
+    build_job,
+    envelope_json,
+    record_prefix,
+)
+from veo_archiver.settings import Settings
+
+QUEUE = "veo-archiver"
+HANG_GUARD_S = 60.0
+
+
+def event(task_id: str, status: TaskStatus = TaskStatus.SUCCEEDED, provider: str = "kie") -> TaskEvent:
+    return TaskEvent(
+        provider=provider,
+        task_id=task_id,
+        status=status,
+        result_urls=(f"https://tempfile.aiquickdraw.com/v/{task_id}.mp4",) if status.terminal else (),
+        verification=Verification.SIGNATURE,
+        extra={"resolution": "1080p", "note": 'quotes " and \\ and ünïcode'},
+    )
+
+
+def delivery(task_id: str, n: int = 0) -> Delivery:
+    body = json.dumps({"code": 200, "data": {"taskId": task_id, "n": n, "text": 'é\u2028"x"'}}).encode()
+    return Delivery(
+        body=body,
+        headers={"content-type": "application/json", "authorization": "Bearer s3cr3t", "x-webhook-timestamp": "1"},
+        received_at=1_790_000_000.123 + n,
+        remote="127.0.0.1",
+        path="/callbacks/kie",
+    )
+
+
+@pytest.fixture
+def rds(redis_server) -> Iterator[redis.Redis]:  # type: ignore[no-untyped-def]
+    client = redis_server.client()
+    yield client
+    client.close()
+
+
+def settings_for(redis_server, **overrides: Any) -> Settings:  # type: ignore[no-untyped-def]
+    return Settings(redis_url=redis_server.url, **overrides)
+
+
+def run(coro: Any) -> Any:
+    return asyncio.run(asyncio.wait_for(coro, HANG_GUARD_S))
+
+
+async def with_intake(settings: Settings, body: Any, **client_kwargs: Any) -> Any:
+    client = aioredis.Redis.from_url(settings.redis_url, **client_kwargs)
+    try:
+        intake = Intake(settings, client)
+        await intake.start()
+        return await body(intake)
+    finally:
+        await client.aclose()
+
+
+def queued(rds: redis.Redis) -> list[str]:
+    return [v.decode() for v in rds.lrange(redis_keys.rq_queue_key(QUEUE), 0, -1)]
+
+
+# ------------------------------------------------------------------------------------------ the template
+
+
+@pytest.mark.parametrize(
+    ("status", "job_suffix"),
+    [(TaskStatus.SUCCEEDED, ""), (TaskStatus.FAILED, ""), (TaskStatus.SUCCEEDED, "-replay-0123abcd")],
+)
+def test_job_hash_template_is_job_create_field_for_field(status: TaskStatus, job_suffix: str) -> None:
+    settings = Settings(job_timeout_s=1234, result_ttl_s=99, failure_ttl_s=77, retry_intervals_s=(1, 2, 30))
+    ev, dl = event('veo_pin "odd" id', status), delivery("veo_pin")
+    delivery_id = "0f" * 16
+    job_id = redis_keys.job_id(ev.provider, ev.task_id, ev.status.value) + job_suffix
+    envelope = build_envelope(ev, dl, delivery_id)
+    expected = _build_hset_args(build_job(settings, job_id, envelope))
+    got = JobTemplate(settings).hset_args(
+        envelope_json(json.dumps(ev.to_json()), json.dumps(dl.to_json()), dl, delivery_id),
+        provider=ev.provider,
+        task_id=ev.task_id,
+        status=ev.status.value,
+        delivery_id=delivery_id,
+    )
+    assert got[0::2] == expected[0::2]  # the same fields in the same order
+    varying = {"created_at", "enqueued_at"}
+    for name, want, have in zip(expected[0::2], expected[1::2], got[1::2], strict=True):
+        if name in varying:
+            assert isinstance(have, str) and have.endswith("Z")
+            assert time.time() - _rq_epoch(have) < 3600, (name, have)
+        else:
+            assert have == want, name  # data included: the same zlib bytes
+    assert json.loads(zlib.decompress(dict(zip(got[0::2], got[1::2], strict=True))["data"]))[3]["envelope"] == envelope
+
+
+def test_the_job_hash_the_script_writes_is_job_create_field_for_field(redis_server, rds) -> None:  # type: ignore[no-untyped-def]
+    """The script writes the template's constant fields itself (as Lua literals): pin what lands in Redis."""
+    settings = settings_for(redis_server, queue_name='odd "queue" \\ é', job_timeout_s=61, retry_intervals_s=(7,))
+    ev, dl = event("veo_pin_e2e"), delivery("veo_pin_e2e")
+
+    async def body(intake: Intake) -> IntakeResult:
+        return await intake.submit(ev, dl)
+
+    result = run(with_intake(settings, body))
+    assert result.outcome == "accepted" and result.job_id
+    stored = rds.hgetall(redis_keys.rq_job_key(result.job_id))
+    expected = _build_hset_args(build_job(settings, result.job_id, build_envelope(ev, dl, result.delivery_id)))
+    want = {
+        name.encode(): v if isinstance(v, bytes) else v.encode()
+        for name, v in zip(expected[0::2], expected[1::2], strict=True)
+    }
+    assert set(stored) == set(want)
+    for name, value in want.items():
+        if name in (b"created_at", b"enqueued_at"):
+            assert time.time() - _rq_epoch(stored[name].decode()) < 3600
+        else:
+            assert stored[name] == value, name
+    assert rds.lrange(redis_keys.rq_queue_key(settings.queue_name), 0, -1) == [result.job_id.encode()]
+    job = Job.fetch(result.job_id, connection=rds, serializer=JSONSerializer)
+    assert job.origin == settings.queue_name and job.timeout == 61 and job.retry_intervals == [7]
+
+
+def _rq_epoch(stamp: str) -> float:
+    return utcparse(stamp).replace(tzinfo=UTC).timestamp()
+
+
+def test_envelope_and_record_splices_are_json_dumps() -> None:
+    ev, dl = event("veo_splice"), delivery("veo_splice", 3)
+    event_json, callback_json = json.dumps(ev.to_json()), json.dumps(dl.to_json())
+    assert envelope_json(event_json, callback_json, dl, "d1") == json.dumps(build_envelope(ev, dl, "d1"))
+    record = {"delivery_id": "d1", "event": ev.to_json(), "callback": dl.to_json()}
+    prefix = record_prefix(event_json, callback_json, "d1", None)
+    assert prefix + ', "outcome": "accepted", "job_id": "j-1"}' == json.dumps(
+        {**record, "outcome": "accepted", "job_id": "j-1"}
+    )
+    replayed = record_prefix(event_json, callback_json, "d1", "2026-11-27T00:00:00.000Z")
+    assert replayed + ', "outcome": "replayed", "job_id": null}' == json.dumps(
+        {**record, "replayed_at": "2026-11-27T00:00:00.000Z", "outcome": "replayed", "job_id": None}
+    )
+
+
+def echo_envelope(envelope: dict[str, Any]) -> dict[str, Any]:
+    """Job function for the worker round trip below (the real archive job would go to the network)."""
+    return {"task_id": envelope["event"]["task_id"], "delivery_id": envelope["delivery_id"]}
+
+
+def test_a_real_rq_worker_fetches_and_runs_a_template_job(redis_server, rds) -> None:  # type: ignore[no-untyped-def]
+    settings = settings_for(redis_server, retry_intervals_s=(5, 60))
+    ev, dl = event("veo_worker"), delivery("veo_worker")
+    job_id = "template-worker-job"
+    args = JobTemplate(settings, func_name=f"{__name__}.echo_envelope").hset_args(
+        envelope_json(json.dumps(ev.to_json()), json.dumps(dl.to_json()), dl, "dw"),
+        provider=ev.provider,
+        task_id=ev.task_id,
+        status=ev.status.value,
+        delivery_id="dw",
+    )
+    rds.hset(redis_keys.rq_job_key(job_id), mapping=dict(zip(args[0::2], args[1::2], strict=True)))
+    rds.sadd(redis_keys.RQ_QUEUES_SET, redis_keys.rq_queue_key(QUEUE))
+    rds.rpush(redis_keys.rq_queue_key(QUEUE), job_id)
+
+    job = Job.fetch(job_id, connection=rds, serializer=JSONSerializer)
+    assert job.get_status() == JobStatus.QUEUED and job.origin == QUEUE
+    assert job.kwargs["envelope"] == build_envelope(ev, dl, "dw")
+    assert job.timeout == settings.job_timeout_s and job.result_ttl == settings.result_ttl_s
+    assert job.failure_ttl == settings.failure_ttl_s
+    assert job.retries_left == 2 and job.retry_intervals == [5, 60]
+    assert job.meta == {"provider": "kie", "task_id": "veo_worker", "delivery_id": "dw"}
+    assert job.description == "archive kie:veo_worker (succeeded)"
+
+    queue = Queue(QUEUE, connection=rds, serializer=JSONSerializer)
+    worker = SimpleWorker([queue], connection=rds, serializer=JSONSerializer)
+    assert worker.work(burst=True)
+    done = Job.fetch(job_id, connection=rds, serializer=JSONSerializer)
+    assert done.get_status() == JobStatus.FINISHED
+    assert done.return_value() == {"task_id": "veo_worker", "delivery_id": "dw"}
+
+
+# ------------------------------------------------------------------------------------------ group commit
+
+
+def test_concurrent_distinct_callbacks_are_all_accepted_in_shared_batches(redis_server, rds) -> None:  # type: ignore[no-untyped-def]
+    settings = settings_for(redis_server)
+    count = 300
+
+    async def body(intake: Intake) -> list[IntakeResult]:
+        return list(
+            await asyncio.gather(*(intake.submit(event(f"veo_c{n}"), delivery(f"veo_c{n}", n)) for n in range(count)))
+        )
+
+    intake_ref: list[Intake] = []
+
+    async def body_keep(intake: Intake) -> list[IntakeResult]:
+        intake_ref.append(intake)
+        return await body(intake)
+
+    results = run(with_intake(settings, body_keep))
+    assert [r.outcome for r in results] == ["accepted"] * count
+    assert len({r.delivery_id for r in results}) == count
+    intake = intake_ref[0]
+    assert intake.batched == count and intake.batches < count  # they shared pipelines
+    ids = queued(rds)
+    assert sorted(ids) == sorted(r.job_id for r in results if r.job_id)
+    for n, result in enumerate(results):
+        assert result.job_id == redis_keys.job_id("kie", f"veo_c{n}", "succeeded")
+        job = Job.fetch(result.job_id, connection=rds, serializer=JSONSerializer)
+        assert job.func_name == redis_keys.ARCHIVE_JOB
+        envelope = job.kwargs["envelope"]
+        assert envelope["delivery_id"] == result.delivery_id and envelope["event"]["task_id"] == f"veo_c{n}"
+        assert json.loads(envelope["callback"]["body"])["data"]["n"] == n
+        assert "authorization" not in envelope["callback"]["headers"]
+        (record,) = rds.lrange(redis_keys.deliveries_key("kie", f"veo_c{n}"), 0, -1)
+        assert json.loads(record) == {
+            "delivery_id": result.delivery_id,
+            "event": event(f"veo_c{n}").to_json(),
+            "callback": delivery(f"veo_c{n}", n).to_json(),
+            "outcome": "accepted",
+            "job_id": result.job_id,
+        }
+    assert rds.xlen(redis_keys.events_stream()) == count
+
+
+def test_concurrent_duplicates_give_exactly_one_job(redis_server, rds) -> None:  # type: ignore[no-untyped-def]
+    settings = settings_for(redis_server)
+
+    async def body(intake: Intake) -> list[IntakeResult]:
+        first = await asyncio.gather(*(intake.submit(event("veo_dup"), delivery("veo_dup", n)) for n in range(25)))
+        later = await asyncio.gather(*(intake.submit(event("veo_dup"), delivery("veo_dup", n)) for n in range(5)))
+        return [*first, *later]
+
+    results = run(with_intake(settings, body))
+    outcomes = [r.outcome for r in results]
+    assert outcomes.count("accepted") == 1 and outcomes.count("duplicate") == 29
+    job_id = redis_keys.job_id("kie", "veo_dup", "succeeded")
+    assert {r.job_id for r in results} == {job_id}
+    assert queued(rds) == [job_id]
+    records = [json.loads(r) for r in rds.lrange(redis_keys.deliveries_key("kie", "veo_dup"), 0, -1)]
+    assert len(records) == 30
+    assert sorted(r["outcome"] for r in records) == ["accepted"] + ["duplicate"] * 29
+    assert all(r["job_id"] == job_id for r in records)
+
+
+def test_the_delivery_records_of_one_task_are_capped(redis_server, rds) -> None:  # type: ignore[no-untyped-def]
+    settings = settings_for(redis_server)
+    count = DELIVERIES_PER_TASK + 3
+
+    async def body(intake: Intake) -> list[IntakeResult]:
+        submits = (intake.submit(event("veo_cap"), delivery("veo_cap", n)) for n in range(count))
+        return list(await asyncio.gather(*submits))
+
+    results = run(with_intake(settings, body))
+    records = [json.loads(r) for r in rds.lrange(redis_keys.deliveries_key("kie", "veo_cap"), 0, -1)]
+    assert len(records) == DELIVERIES_PER_TASK
+    assert [r["delivery_id"] for r in records] == [r.delivery_id for r in results[-DELIVERIES_PER_TASK:]]
+
+
+def test_record_only_and_replay_in_the_same_batch(redis_server, rds) -> None:  # type: ignore[no-untyped-def]
+    settings = settings_for(redis_server)
+
+    async def body(intake: Intake) -> list[IntakeResult]:
+        accepted = await intake.submit(event("veo_mix"), delivery("veo_mix"))
+        mixed = await asyncio.gather(
+            intake.submit(event("veo_mix"), delivery("veo_mix", 1), replay=True),
+            intake.submit(event("veo_mix", TaskStatus.IN_PROGRESS), delivery("veo_mix", 2)),
+            intake.submit(event("veo_mix"), delivery("veo_mix", 3)),
+        )
+        return [accepted, *mixed]
+
+    accepted, replayed, recorded, duplicate = run(with_intake(settings, body))
+    job_id = redis_keys.job_id("kie", "veo_mix", "succeeded")
+    assert (accepted.outcome, accepted.job_id) == ("accepted", job_id)
+    assert replayed.outcome == "replayed" and replayed.job_id and replayed.job_id.startswith(f"{job_id}-replay-")
+    assert (recorded.outcome, recorded.job_id) == ("recorded", None)
+    assert (duplicate.outcome, duplicate.job_id) == ("duplicate", job_id)
+    assert queued(rds) == [job_id, replayed.job_id]
+    replay_job = Job.fetch(replayed.job_id, connection=rds, serializer=JSONSerializer)
+    assert replay_job.kwargs["envelope"]["delivery_id"] == replayed.delivery_id
+    records = [json.loads(r) for r in rds.lrange(redis_keys.deliveries_key("kie", "veo_mix"), 0, -1)]
+    assert [(r["outcome"], r["job_id"]) for r in records] == [
+        ("accepted", job_id),
+        ("replayed", replayed.job_id),
+        ("recorded", None),
+        ("duplicate", job_id),
+    ]
+    assert "replayed_at" in records[1] and "replayed_at" not in records[0]
+
+
+def test_script_cache_flushed_between_batches_still_works(redis_server, rds) -> None:  # type: ignore[no-untyped-def]
+    settings = settings_for(redis_server)
+
+    async def body(intake: Intake) -> list[IntakeResult]:
+        first = await intake.submit(event("veo_flush_0"), delivery("veo_flush_0"))
+        await intake._redis.script_flush()  # what a Redis restart does to the script cache
+        rest = await asyncio.gather(
+            *(intake.submit(event(f"veo_flush_{n}"), delivery(f"veo_flush_{n}")) for n in range(1, 20))
+        )
+        await intake._redis.script_flush()
+        last = await intake.submit(event("veo_flush_0"), delivery("veo_flush_0", 1))
+        return [first, *rest, last]
+
+    results = run(with_intake(settings, body))
+    assert [r.outcome for r in results] == ["accepted"] * 20 + ["duplicate"]
+    assert len(queued(rds)) == 20
+
+
+def test_one_intake_on_two_event_loops(redis_server, rds) -> None:  # type: ignore[no-untyped-def]
+    """The CLI and the sweep call asyncio.run per batch; an Intake's batching follows the running loop."""
+    settings = settings_for(redis_server)
+    intake = Intake(settings, aioredis.Redis.from_url(settings.redis_url))
+    for n in range(2):
+
+        async def once(n: int = n) -> IntakeResult:
+            try:
+                return await intake.submit(event(f"veo_loop_{n}"), delivery(f"veo_loop_{n}"))
+            finally:
+                await intake._redis.connection_pool.disconnect()
+
+        assert run(once()).outcome == "accepted"
+    assert len(queued(rds)) == 2
+
+
+def test_started_while_redis_was_down_the_first_batch_probes_it(redis_server, rds) -> None:  # type: ignore[no-untyped-def]
+    """start() could not reach Redis: the first batch learns the server's durability (WAITAOF or not) itself."""
+    settings = settings_for(redis_server)
+    version = tuple(int(p) for p in rds.info("server")["redis_version"].split(".")[:2])
+    redis_server.stop()
+
+    async def body(intake: Intake) -> tuple[bool, IntakeResult]:
+        redis_server.start()
+        result = await intake.submit(event("veo_late"), delivery("veo_late"))
+        return intake.waits_for_aof, result
+
+    waits, result = run(with_intake(settings, body))
+    assert result.outcome == "accepted"
+    assert waits == (version >= (7, 2))
+    assert queued(redis_server.client()) == [result.job_id]
+
+
+# ------------------------------------------------------------------------------------------ failures
+
+
+def test_redis_killed_mid_way_fails_every_waiter_with_queue_unavailable(redis_server, rds) -> None:  # type: ignore[no-untyped-def]
+    settings = settings_for(redis_server, enqueue_timeout_s=2.0)
+    senders = 40
+
+    async def body(intake: Intake) -> tuple[list[list[str]], int]:
+        killed = asyncio.Event()
+
+        async def sender(s: int) -> list[str]:
+            seen: list[str] = []
+            n = 0
+            while True:
+                try:
+                    result = await intake.submit(event(f"veo_kill_{s}_{n}"), delivery(f"veo_kill_{s}_{n}"))
+                    seen.append(result.outcome)
+                except QueueUnavailable:
+                    seen.append("unavailable")
+                    if killed.is_set():
+                        return seen
+                n += 1
+                if n > 5000:  # Redis never went away: the test is broken, not the intake
+                    return seen
+
+        async def killer() -> None:
+            while intake.batches < 5:
+                await asyncio.sleep(0.001)
+            redis_server.kill()  # SIGKILL while batches are in flight and more are gathering
+            killed.set()
+
+        results = await asyncio.gather(*(sender(s) for s in range(senders)), killer())
+        return results[:senders], intake.batches
+
+    per_sender, batches = run(with_intake(settings, body, socket_timeout=2.0))
+    assert batches >= 5
+    for seen in per_sender:  # every sender was answered, and its last answer was the refusal
+        assert seen[-1] == "unavailable"
+        assert set(seen) <= {"accepted", "unavailable"}
+    assert sum(seen.count("accepted") for seen in per_sender) > 0
+
+
+def test_a_frozen_redis_fails_the_batch_instead_of_hanging(redis_server, rds) -> None:  # type: ignore[no-untyped-def]
+    """No socket timeout on the client at all: the intake's own guard answers the callers."""
+    settings = settings_for(redis_server, enqueue_timeout_s=0.5)
+    pid = redis_server._proc.pid
+
+    async def body(intake: Intake) -> list[Any]:
+        await intake.submit(event("veo_frozen_warm"), delivery("veo_frozen_warm"))
+        os.kill(pid, signal.SIGSTOP)
+        try:
+            return list(
+                await asyncio.gather(
+                    *(intake.submit(event(f"veo_frozen_{n}"), delivery(f"veo_frozen_{n}")) for n in range(10)),
+                    return_exceptions=True,
+                )
+            )
+        finally:
+            os.kill(pid, signal.SIGCONT)
+
+    results = run(with_intake(settings, body))
+    assert all(isinstance(r, QueueUnavailable) for r in results), results
+
+
+def test_a_failed_waitaof_fails_every_caller_of_the_batch(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """WAITAOF gates the batch: on a server without it (< 7.2) the error reply, on a server with it and
+    ``appendfsync no`` (never fsyncs by itself) a timed-out [0, 0], fails every caller."""
+    from tests.servers import RedisServer
+
+    with RedisServer(tmp_path / "redis", appendfsync="no") as server:
+        settings = settings_for(server, enqueue_timeout_s=0.3, redis_durability="none")
+
+        async def body(intake: Intake) -> list[Any]:
+            intake._wait_aof = True  # as start() decides for >= 7.2 with AOF on; forced for older servers
+            return list(
+                await asyncio.gather(
+                    *(intake.submit(event(f"veo_aof_{n}"), delivery(f"veo_aof_{n}")) for n in range(8)),
+                    return_exceptions=True,
+                )
+            )
+
+        results = run(with_intake(settings, body, socket_timeout=5.0))
+    assert len(results) == 8 and all(isinstance(r, QueueUnavailable) for r in results), results
+
+
+def test_waitaof_is_used_where_the_server_has_it(redis_server, rds) -> None:  # type: ignore[no-untyped-def]
+    """With Redis >= 7.2 and AOF on, a batch is answered only after its WAITAOF (the success path)."""
+    settings = settings_for(redis_server)
+
+    async def body(intake: Intake) -> tuple[bool, list[IntakeResult]]:
+        results = await asyncio.gather(*(intake.submit(event(f"veo_w{n}"), delivery(f"veo_w{n}")) for n in range(10)))
+        return intake.waits_for_aof, list(results)
+
+    waits, results = run(with_intake(settings, body))
+    version = tuple(int(p) for p in rds.info("server")["redis_version"].split(".")[:2])
+    assert waits == (version >= (7, 2))
+    assert [r.outcome for r in results] == ["accepted"] * 10
+    assert len(queued(rds)) == 10
