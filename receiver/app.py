@@ -29,13 +29,14 @@ from receiver import metrics, ops_page
 from receiver.body import read_bounded
 from receiver.limits import BodyBudget, ConcurrencyLimit
 from receiver.proxy import ProxyHeaders
-from receiver.responses import ACK, EXCEPTION_HANDLERS, NotFound, ack, error_response
+from receiver.responses import ACK, EXCEPTION_HANDLERS, ack, error_response
 from receiver.spool import Spool, SpoolDrainer, encode_entry
 from receiver.tracking import tasks_route
 from receiver.verify import standard_keyrings, verify_provider, verify_standard
 from veo_archiver.errors import (
     ArchiverError,
     ConfigError,
+    NotFound,
     Overloaded,
     QueueUnavailable,
     RequestError,

@@ -15,8 +15,8 @@ import hmac
 
 from starlette.requests import Request
 
-from receiver.responses import BearerRequired, Forbidden, NotFound
 from veo_archiver.env_values import is_loopback_host
+from veo_archiver.errors import BearerRequired, Forbidden, NotFound
 from veo_archiver.settings import Settings
 
 

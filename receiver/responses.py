@@ -6,14 +6,14 @@ callback path calls it directly after counting. One JSON shape for API callers::
 
     {"code": <status>, "msg": <message>, "reason": <reason>}
 
-    RequestError        its ``status_code`` (400, 401, 403, 404, 413, 415)
+    RequestError        its ``status_code`` (400, 401, 403, 404, 408, 413)
     TransientError      503 with ``Retry-After: 5``: try again later
     any other           500 (ConfigError, PermanentError: our fault, never the caller's)
 
 The HTML ops page is the only exception: it builds its own page from the same error through
-:func:`error_status` and :func:`error_headers`. The edge adds three refusals to the one tree, each a
-:class:`RequestError`: :class:`BearerRequired` (401 with a Bearer challenge), :class:`Forbidden` (403) and
-:class:`NotFound` (404); they live here because nothing but an HTTP answer ever raises them.
+:func:`error_status` and :func:`error_headers`. The refusals only the edge raises
+(:class:`BearerRequired`, :class:`Forbidden`, :class:`NotFound`) are part of the one tree in
+:mod:`veo_archiver.errors` like every other.
 """
 
 from __future__ import annotations
@@ -21,26 +21,12 @@ from __future__ import annotations
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from veo_archiver.errors import ArchiverError, Rejected, RequestError, TransientError
+from veo_archiver.errors import ArchiverError, BearerRequired, RequestError, TransientError
 
 #: the body every provider expects on success (kie.ai documents it; the others take any 2xx)
 ACK = {"code": 200, "msg": "success"}
 RETRY_AFTER_S = 5
 BEARER_CHALLENGE = 'Bearer realm="veo-archiver"'
-
-
-class BearerRequired(Rejected):
-    """401 from the admin check: missing, malformed or wrong ``Authorization: Bearer <ADMIN_TOKEN>``."""
-
-
-class Forbidden(RequestError):
-    status_code = 403
-    reason = "forbidden"
-
-
-class NotFound(RequestError):
-    status_code = 404
-    reason = "not_found"
 
 
 def error_status(exc: ArchiverError) -> int:

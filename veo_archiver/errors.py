@@ -5,10 +5,12 @@
     ├── NothingToDo            an operator command named something that is not there
     ├── RequestError           the caller sent something we will never accept (4xx, never retried by us)
     │   ├── Rejected           401: missing/failed signature or token, stale timestamp
+    │   │   └── BearerRequired 401 from the admin check, with a Bearer challenge
     │   ├── InvalidPayload     400: malformed body or a field of the wrong type
     │   ├── PayloadTooLarge    413: body over the configured bound
     │   ├── RequestTimeout     408: body not received within REQUEST_READ_TIMEOUT
-    │   └── UnsupportedMedia   415: not JSON
+    │   ├── Forbidden          403: an admin surface open to loopback only
+    │   └── NotFound           404: unknown provider, source, or a disabled admin surface
     ├── TransientError         try again later (503 at the edge, a scheduled retry in a worker)
     │   ├── QueueUnavailable   Redis could not take the job
     │   ├── Overloaded         the receiver is at its bound of requests or body bytes in flight
@@ -75,9 +77,19 @@ class RequestTimeout(RequestError):
     reason = "request_timeout"
 
 
-class UnsupportedMedia(RequestError):
-    status_code = 415
-    reason = "unsupported_media_type"
+class BearerRequired(Rejected):
+    """401 from the admin check: missing, malformed or wrong ``Authorization: Bearer <ADMIN_TOKEN>`` (the
+    answer carries a Bearer challenge)."""
+
+
+class Forbidden(RequestError):
+    status_code = 403
+    reason = "forbidden"
+
+
+class NotFound(RequestError):
+    status_code = 404
+    reason = "not_found"
 
 
 class TransientError(ArchiverError):

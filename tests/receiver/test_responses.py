@@ -17,19 +17,14 @@ from starlette.routing import Route
 from starlette.testclient import TestClient
 
 from receiver import auth, body
-from receiver.responses import (
-    ACK,
-    EXCEPTION_HANDLERS,
-    BearerRequired,
-    Forbidden,
-    NotFound,
-    ack,
-    error_response,
-)
+from receiver.responses import ACK, EXCEPTION_HANDLERS, ack, error_response
 from veo_archiver.errors import (
     ArchiverError,
+    BearerRequired,
     ConfigError,
+    Forbidden,
     InvalidPayload,
+    NotFound,
     PayloadTooLarge,
     PermanentError,
     QueueUnavailable,
@@ -37,7 +32,6 @@ from veo_archiver.errors import (
     RequestError,
     RequestTimeout,
     TransientError,
-    UnsupportedMedia,
 )
 from veo_archiver.settings import Settings
 
@@ -52,7 +46,6 @@ REFUSALS: dict[type[RequestError], tuple[int, str]] = {
     InvalidPayload: (400, "invalid_payload"),
     PayloadTooLarge: (413, "payload_too_large"),
     RequestTimeout: (408, "request_timeout"),
-    UnsupportedMedia: (415, "unsupported_media_type"),
     Forbidden: (403, "forbidden"),
     NotFound: (404, "not_found"),
 }
