@@ -16,6 +16,7 @@ from types import FrameType
 
 import redis
 from rq import Queue
+from rq.exceptions import StopRequested
 from rq.job import Job
 from rq.registry import FailedJobRegistry
 from rq.serializers import JSONSerializer
@@ -52,10 +53,17 @@ class ArchiveWorker(HerokuWorker):
     - Abandoned jobs: RQ retries a job whose worker died only while ``retries_left`` > 0 and otherwise moves
       it to the failed registry for good. Maintenance here puts such jobs back (``MAX_CRASH_REQUEUES``
       times), so a crash never turns into a lost video.
+    - A stop that was asked for (SIGTERM/SIGINT) is remembered in :attr:`stop_wanted`: RQ's loop also quits
+      on errors (Redis unreachable), and :func:`run_one` starts again after those, not after a stop.
     """
 
     #: set by :func:`make_worker`; the reconciliation sweep needs the provider keys and intervals
     settings: Settings | None = None
+    stop_wanted = False
+
+    def request_stop(self, signum: int, frame: FrameType | None) -> None:
+        self.stop_wanted = True
+        super().request_stop(signum, frame)  # type: ignore[no-untyped-call]
 
     @property
     def dequeue_timeout(self) -> int:
@@ -161,12 +169,40 @@ def make_worker(settings: Settings, connection: redis.Redis, name: str | None = 
 
 
 def run_one(settings: Settings, *, burst: bool = False) -> int:
+    """One worker until it is asked to stop. RQ's loop quits on an error it did not expect (a Redis outage
+    that outlasts its own retries, or one that breaks its maintenance) and then cannot even record its own
+    death: the worker waits for Redis and starts again, so an outage never leaves the queue without workers
+    (under ``up`` nothing would restart the process)."""
     context.install(settings)
     connection = connect(settings.redis_url, socket_timeout=None)
-    worker = make_worker(settings, connection)
-    log.info("worker starting", extra={"queue": settings.queue_name, "worker": worker.name})
-    worker.work(burst=burst, with_scheduler=True, logging_level=logging.getLevelName(logging.getLogger().level))
-    return 0
+    while True:
+        worker = make_worker(settings, connection)
+        log.info("worker starting", extra={"queue": settings.queue_name, "worker": worker.name})
+        try:
+            worker.work(burst=burst, with_scheduler=True, logging_level=logging.getLevelName(logging.getLogger().level))
+        except redis.RedisError as exc:  # raised by RQ's own teardown once Redis is gone
+            log.warning("the worker lost Redis: %s", exc)
+        if burst or worker.stop_wanted:
+            return 0
+        log.warning("the worker stopped on an error; it starts again once Redis answers")
+        if not wait_for_redis(connection, worker):
+            return 0
+
+
+def wait_for_redis(connection: redis.Redis, worker: ArchiveWorker, *, longest_s: float = 10.0) -> bool:
+    """Ping with backoff until Redis answers (True) or a stop is asked for meanwhile (False)."""
+    delay = 0.5
+    try:
+        while not worker.stop_wanted:
+            time.sleep(delay)
+            try:
+                connection.ping()
+                return True
+            except redis.RedisError:
+                delay = min(delay * 2, longest_s)
+    except StopRequested:  # the previous worker's SIGTERM handler, still installed
+        pass
+    return False
 
 
 def run_many(count: int, argv: list[str]) -> int:
