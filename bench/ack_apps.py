@@ -30,7 +30,8 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from receiver import server
-from receiver.app import ACK, error_response, read_bounded
+from receiver.body import read_bounded
+from receiver.responses import ACK, error_response
 from receiver.verify import verify_provider
 from veo_archiver import redis_keys
 from veo_archiver.errors import ArchiverError

@@ -29,7 +29,7 @@ from receiver import metrics, ops_page
 from receiver.body import read_bounded
 from receiver.limits import BodyBudget, ConcurrencyLimit
 from receiver.proxy import ProxyHeaders
-from receiver.responses import ACK, EXCEPTION_HANDLERS, ack, error_response
+from receiver.responses import EXCEPTION_HANDLERS, ack, error_response
 from receiver.spool import Spool, SpoolDrainer, encode_entry
 from receiver.tracking import tasks_route
 from receiver.verify import standard_keyrings, verify_provider, verify_standard
@@ -49,10 +49,6 @@ from veo_archiver.logs import log_context
 from veo_archiver.providers import REGISTRY
 from veo_archiver.redact import redact_bytes, redact_event, redact_tokens
 from veo_archiver.settings import Settings
-
-# ACK, error_response and read_bounded are imported from here by bench/ack_apps.py; their home is
-# receiver.responses and receiver.body
-__all__ = ["ACK", "create_app", "error_response", "read_bounded", "startup_warnings"]
 
 log = logging.getLogger(__name__)
 
