@@ -1,8 +1,9 @@
-"""The Starlette app factory: lifespan, routes, and the callback path that counts what it answered.
+"""The receiver's app factory: lifespan, routes, and the order of the layers every request goes through.
 
-The handler reads a bounded body (:mod:`receiver.body`), verifies, parses, and hands the event to
-:class:`veo_archiver.intake.Intake`; it never downloads anything and never answers 200 before Redis has the
-job. Errors become HTTP in :mod:`receiver.responses`, registered here for every route.
+The callback endpoints live in :mod:`receiver.callbacks` (read a bounded body, verify, parse, hand the event
+to :class:`veo_archiver.intake.Intake`, never answer 200 before Redis has the delivery); the other routes
+(health, readiness, metrics, the ops page, tracking) are Starlette's. Errors become HTTP in
+:mod:`receiver.responses`, registered here for every route.
 
 When Redis cannot take a verified callback and ``SPOOL_DIR`` is on, the callback is written to the local
 spool (:mod:`receiver.spool`) and answered 200 (``X-Archiver-Outcome: spooled``) once it is fsynced; a task
@@ -20,34 +21,21 @@ from typing import Any
 
 import redis.asyncio as aioredis
 from starlette.applications import Starlette
-from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
+from starlette.types import ASGIApp
 
 from receiver import metrics, ops_page
-from receiver.body import read_bounded
-from receiver.limits import BodyBudget, ConcurrencyLimit
+from receiver.callbacks import CallbackEndpoint, CallbackRoutes
+from receiver.limits import ConcurrencyLimit
 from receiver.proxy import ProxyHeaders
-from receiver.responses import EXCEPTION_HANDLERS, ack, error_response
-from receiver.spool import Spool, SpoolDrainer, encode_entry
+from receiver.responses import EXCEPTION_HANDLERS
+from receiver.spool import Spool, SpoolDrainer
 from receiver.tracking import tasks_route
-from receiver.verify import standard_keyrings, verify_provider, verify_standard
-from veo_archiver.errors import (
-    ArchiverError,
-    ConfigError,
-    NotFound,
-    Overloaded,
-    QueueUnavailable,
-    RequestError,
-    RequestTimeout,
-    TransientError,
-)
-from veo_archiver.event import TaskEvent
-from veo_archiver.intake import Delivery, Intake
-from veo_archiver.logs import log_context
-from veo_archiver.providers import REGISTRY
-from veo_archiver.redact import redact_bytes, redact_event, redact_tokens
+from receiver.verify import standard_keyrings
+from veo_archiver.errors import ConfigError
+from veo_archiver.intake import Intake
 from veo_archiver.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -91,13 +79,14 @@ def startup_warnings(settings: Settings) -> list[str]:
     return out
 
 
-def create_app(
-    settings: Settings, *, clock: Clock = time.time, redis_client: aioredis.Redis | None = None
-) -> Starlette:
-    """Build the receiver. ``redis_client`` and ``clock`` are injectable for tests; defaults come from settings."""
+def create_app(settings: Settings, *, clock: Clock = time.time, redis_client: aioredis.Redis | None = None) -> ASGIApp:
+    """Build the receiver. ``redis_client`` and ``clock`` are injectable for tests; defaults come from settings.
+
+    The ASGI app, outermost first: :class:`~receiver.proxy.ProxyHeaders` (who the client is),
+    :class:`~receiver.limits.ConcurrencyLimit`, :class:`~receiver.callbacks.CallbackRoutes` (the callback
+    POSTs, straight to their endpoint), then the Starlette app with every route and the lifespan."""
     keyrings = standard_keyrings(settings)
     counters = metrics.ReceiverMetrics()
-    budget = BodyBudget(settings.max_body_bytes_in_flight)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Any]]:
@@ -141,87 +130,6 @@ def create_app(
             if redis_client is None:
                 await client.aclose()
 
-    async def accept(request: Request, event: TaskEvent, body: bytes, received_at: float, provider: str) -> Response:
-        intake: Intake = request.state.intake
-        # verified with its token; stored (Redis, spool, job, archive) without it: veo_archiver/redact.py
-        event = redact_event(event)
-        delivery = Delivery(
-            body=redact_bytes(body),
-            # the first value of a repeated header, as Starlette's own lookups (and so verification) read it
-            headers={name: redact_tokens(value) for name, value in reversed(request.headers.items())},
-            received_at=received_at,
-            remote=request.client.host if request.client else None,
-            path=request.url.path,
-        )
-        started = time.perf_counter()
-        try:
-            result = await intake.submit(event, delivery)
-        except QueueUnavailable as exc:
-            spool: Spool | None = request.state.spool
-            if spool is None:
-                raise
-            # full or unwritable: raises QueueUnavailable (spool_full / spool_unwritable), answered 503 as before
-            await asyncio.to_thread(spool.append, encode_entry(event, delivery))
-            counters.spooled.labels(provider).inc()
-            log.warning("callback spooled", extra={"provider": provider, "reason": exc.reason, "detail": exc.message})
-            return ack("spooled")
-        counters.outcome(provider, result.outcome, time.perf_counter() - started)
-        if result.outcome == "conflict":  # recorded for operators (show, status, /metrics), never merged
-            log.warning(
-                "a delivery for an accepted task with other result URLs",
-                extra={"provider": provider, "task_id": event.task_id, "verification": event.verification.value},
-            )
-        return ack(result.outcome)
-
-    async def handle(request: Request, provider: str, verify: Callable[[bytes, float], TaskEvent]) -> Response:
-        """Every callback goes through here: the one place that counts what was answered."""
-        received_at = clock()
-        counters.received.labels(provider).inc()
-        event: TaskEvent | None = None
-        try:
-            body = await read_bounded(
-                request, settings.max_body_bytes, timeout=settings.request_read_timeout_s, budget=budget
-            )
-            event = verify(body, received_at)
-            with log_context(provider=provider, task_id=event.task_id):
-                return await accept(request, event, body, received_at, provider)
-        except ArchiverError as exc:
-            fields = {"provider": provider, "reason": exc.reason, "detail": exc.message}
-            if event is not None:
-                fields["task_id"] = event.task_id
-            if isinstance(exc, Overloaded | RequestTimeout):
-                counters.shed.labels(exc.reason).inc()
-            if isinstance(exc, RequestError):
-                counters.rejected.labels(provider, exc.reason).inc()
-                log.info("callback refused", extra=fields)
-            else:
-                (counters.unavailable if isinstance(exc, TransientError) else counters.errors).labels(
-                    provider, exc.reason
-                ).inc()
-                log.warning("callback not taken", extra=fields)
-            return error_response(exc)
-
-    async def provider_callback(request: Request) -> Response:
-        provider = request.path_params["provider"]
-        if provider not in REGISTRY:
-            raise NotFound(f"unknown provider {provider!r}", reason="unknown_provider")
-        query = dict(request.query_params)
-        return await handle(
-            request,
-            provider,
-            lambda body, now: verify_provider(settings, provider, request.headers, body, now=now, query=query),
-        )
-
-    async def standard_callback(request: Request) -> Response:
-        source = request.path_params["source"].lower()
-        if source not in keyrings:
-            raise NotFound(f"unknown Standard Webhooks source {source!r}", reason="unknown_source")
-        return await handle(
-            request,
-            f"standard-{source}",
-            lambda body, now: verify_standard(settings, source, request.headers, body, now=now, keyrings=keyrings),
-        )
-
     async def healthz(request: Request) -> Response:
         return JSONResponse({"status": "ok"})
 
@@ -237,10 +145,12 @@ def create_app(
             return JSONResponse({"status": "ready", "redis": "unreachable", "spool": "accepting", "spooled": count})
         return JSONResponse({"status": "unavailable", "redis": "unreachable"}, status_code=503)
 
-    return Starlette(
+    endpoint = CallbackEndpoint(settings, counters, keyrings=keyrings, clock=clock)
+    starlette = Starlette(
         routes=[
-            Route("/callbacks/standard/{source}", standard_callback, methods=["POST"]),
-            Route("/callbacks/{provider}", provider_callback, methods=["POST"]),
+            # the same endpoint as CallbackRoutes' fast path: here for what it does not take (405 for a GET...)
+            Route("/callbacks/standard/{source}", endpoint, methods=["POST"]),
+            Route("/callbacks/{provider}", endpoint, methods=["POST"]),
             Route("/healthz", healthz, methods=["GET"]),
             Route("/readyz", readyz, methods=["GET"]),
             metrics.route(settings, counters),
@@ -249,12 +159,10 @@ def create_app(
         ],
         lifespan=lifespan,
         exception_handlers=EXCEPTION_HANDLERS,
-        middleware=[
-            Middleware(ProxyHeaders, trusted=settings.forwarded_allow_ips),
-            Middleware(
-                ConcurrencyLimit,
-                limit=settings.max_concurrent_requests,
-                on_shed=lambda reason: counters.shed.labels(reason).inc(),
-            ),
-        ],
     )
+    limited = ConcurrencyLimit(
+        CallbackRoutes(starlette, endpoint),
+        limit=settings.max_concurrent_requests,
+        on_shed=lambda reason: counters.shed.labels(reason).inc(),
+    )
+    return ProxyHeaders(limited, trusted=settings.forwarded_allow_ips)

@@ -113,17 +113,30 @@ class ReceiverMetrics:
             registry=r,
         )
         ProcessCollector(namespace="", registry=r)
+        #: labelled children looked up once (``labels()`` costs a lock and a dict per call); created on first
+        #: use, so a series exists only once something was counted in it
+        self._children: dict[tuple[str, str], Any] = {}
+        self._outcomes = {
+            "duplicate": self.duplicate,
+            "conflict": self.conflict,
+            "recorded": self.recorded,
+            "accepted": self.accepted,
+        }
+
+    def _child(self, name: str, counter: Counter, provider: str) -> Any:
+        child = self._children.get((name, provider))
+        if child is None:
+            child = self._children[(name, provider)] = counter.labels(provider)
+        return child
+
+    def count_received(self, provider: str) -> None:
+        self._child("received", self.received, provider).inc()
 
     def outcome(self, provider: str, outcome: str, seconds: float) -> None:
         self.enqueue_seconds.observe(seconds)
-        if outcome == "duplicate":
-            self.duplicate.labels(provider).inc()
-        elif outcome == "conflict":
-            self.conflict.labels(provider).inc()
-        elif outcome == "recorded":
-            self.recorded.labels(provider).inc()
-        else:  # accepted (or an operator's replay): a job was enqueued
-            self.accepted.labels(provider).inc()
+        # anything else (an operator's replay): a job was enqueued, counted as accepted
+        name = outcome if outcome in self._outcomes else "accepted"
+        self._child(name, self._outcomes[name], provider).inc()
 
 
 # ------------------------------------------------------------------------------------------- exposition

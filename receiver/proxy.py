@@ -22,11 +22,18 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
+#: distinct peer addresses whose answer :class:`TrustedProxies` remembers before it starts afresh
+HOST_CACHE_SIZE = 4096
+
+
 class TrustedProxies:
     def __init__(self, entries: Sequence[str]) -> None:
         self.everyone = "*" in entries
         self.networks: list[Network] = []
         self.names: set[str] = set()
+        # host -> trusted: parsing an address and testing every network costs microseconds per request, and
+        # a receiver sees few distinct peers (its proxies); bounded, as X-Forwarded-For hops are sender-chosen
+        self._known: dict[str, bool] = {}
         for entry in entries:
             if entry == "*":
                 continue
@@ -38,6 +45,14 @@ class TrustedProxies:
     def __contains__(self, host: str) -> bool:
         if self.everyone or host in self.names:
             return True
+        known = self._known.get(host)
+        if known is None:
+            if len(self._known) >= HOST_CACHE_SIZE:
+                self._known.clear()
+            known = self._known[host] = self._in_networks(host)
+        return known
+
+    def _in_networks(self, host: str) -> bool:
         try:
             address = ipaddress.ip_address(host)
         except ValueError:

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
+from starlette.types import Message
 
 from veo_archiver.errors import ArchiverError, BearerRequired, RequestError, TransientError
 
@@ -55,9 +56,21 @@ def error_response(exc: ArchiverError) -> Response:
     )
 
 
-def ack(outcome: str) -> Response:
-    """``{"code":200,"msg":"success"}`` with what the intake did in ``X-Archiver-Outcome``."""
-    return JSONResponse(ACK, headers={"X-Archiver-Outcome": outcome})
+#: :data:`ACK` as Starlette's ``JSONResponse`` renders it (compact separators), encoded once
+ACK_BODY = b'{"code":200,"msg":"success"}'
+_ACK_HEADERS = [(b"content-length", str(len(ACK_BODY)).encode()), (b"content-type", b"application/json")]
+_ACK_BODY_MESSAGE: Message = {"type": "http.response.body", "body": ACK_BODY}
+_ACK_STARTS: dict[str, Message] = {}
+
+
+def ack_message(outcome: str) -> tuple[Message, Message]:
+    """The ASGI messages of ``{"code":200,"msg":"success"}`` with what the intake did in
+    ``X-Archiver-Outcome``; built once per outcome (the callback path sends them thousands of times a second)."""
+    start = _ACK_STARTS.get(outcome)
+    if start is None:
+        headers = [(b"x-archiver-outcome", outcome.encode("latin-1")), *_ACK_HEADERS]
+        start = _ACK_STARTS[outcome] = {"type": "http.response.start", "status": 200, "headers": headers}
+    return start, _ACK_BODY_MESSAGE
 
 
 async def _handle(request: Request, exc: Exception) -> Response:

@@ -24,6 +24,7 @@ from collections.abc import Mapping, Sequence
 from urllib.parse import parse_qsl, quote
 
 from veo_archiver.errors import ConfigError, Rejected
+from veo_archiver.payload import hmac_sha256
 
 VERSION = "v1"
 QUERY_PARAM = "token"
@@ -36,7 +37,7 @@ _MAC_SIZE = hashlib.sha256().digest_size
 
 
 def _mac(key: str, signed: str) -> bytes:
-    return hmac.new(key.encode("utf-8", "surrogatepass"), signed.encode("ascii"), hashlib.sha256).digest()
+    return hmac_sha256(key.encode("utf-8", "surrogatepass"), signed.encode("ascii"))
 
 
 def _b64url(raw: bytes) -> str:

@@ -41,18 +41,27 @@ STANDARD_PROOF_HEADERS = tuple(
 )
 
 
-def _values(headers: Mapping[str, str], name: str) -> list[str]:
-    """Every value of header ``name``: Starlette's ``Headers`` keeps repeats (``getlist``); a dict has one."""
+def _values(headers: Mapping[str, str], names: tuple[str, ...]) -> dict[str, list[str]]:
+    """Every value of each header in ``names`` (lower case), in the order of ``names``.
+
+    Starlette's ``Headers`` and the receiver's ``RequestHeaders`` keep repeats (``getlist``); a plain mapping
+    holds each key once, but keys differing only in case are the same header: one pass over its items
+    collects every name at once.
+    """
     getlist = getattr(headers, "getlist", None)
     if callable(getlist):
-        return list(getlist(name))
-    return [v for k, v in headers.items() if k.lower() == name]
+        return {name: list(getlist(name)) for name in names}
+    found: dict[str, list[str]] = {name: [] for name in names}
+    for key, value in headers.items():
+        bucket = found.get(key.lower())
+        if bucket is not None:
+            bucket.append(value)
+    return found
 
 
 def require_single_values(headers: Mapping[str, str], names: tuple[str, ...], *, distinct_only: bool) -> None:
     """Refuse a request carrying one of ``names`` twice (``distinct_only``: twice with different values)."""
-    for name in names:
-        values = _values(headers, name)
+    for name, values in _values(headers, names).items():
         if len(set(values) if distinct_only else values) > 1:
             raise InvalidPayload(f"header {name} sent {len(values)} times: send it once", reason="duplicate_header")
 

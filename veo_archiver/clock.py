@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import email.utils
+import math
 import time
 from datetime import UTC, datetime
 from typing import overload
@@ -13,10 +14,29 @@ def iso(ts: float) -> str: ...
 @overload
 def iso(ts: None) -> None: ...
 def iso(ts: float | None) -> str | None:
-    """``2026-11-27T16:10:59.123Z``: every record, manifest, outcome and JSON answer uses this form."""
+    """``2026-11-27T16:10:59.123Z``: every record, manifest, outcome and JSON answer uses this form.
+
+    The same text as ``datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds")`` (microseconds
+    rounded half-even, then cut to milliseconds), with the date and time of day formatted once a second:
+    the receiver stamps every callback with it."""
     if ts is None:
         return None
-    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    frac, whole = math.modf(ts)
+    micros = round(frac * 1_000_000)
+    second = int(whole)
+    if micros < 0:  # before 1970: modf keeps the sign
+        second, micros = second - 1, micros + 1_000_000
+    if micros >= 1_000_000:
+        second, micros = second + 1, micros - 1_000_000
+    global _iso_cache  # one entry, replaced whole: safe between threads
+    cached_second, text = _iso_cache
+    if second != cached_second:
+        text = datetime.fromtimestamp(second, UTC).strftime("%Y-%m-%dT%H:%M:%S")
+        _iso_cache = (second, text)
+    return f"{text}.{micros // 1000:03d}Z"
+
+
+_iso_cache: tuple[int | None, str] = (None, "")
 
 
 def epoch(value: datetime | str | None) -> float | None:

@@ -1,36 +1,42 @@
-"""Durable, deduplicated intake with group commit: the callbacks in flight share one Redis round trip.
+"""Durable, deduplicated intake with group commit: the callbacks in flight share one Redis command.
 
-One Lua script per callback, atomically: records the delivery (raw body + non-secret headers) for replay and
-audit, appends it to the operators' event stream, and, unless the (provider, task, terminal status) was
-already accepted, writes an RQ job hash *in RQ's own format* and pushes its id on the queue. An operator's
-replay (``submit(..., replay=True)``) skips the dedupe check and enqueues a job under a fresh id, recorded
-with the outcome ``replayed``.
+For each delivery, atomically (one Lua script runs a whole batch of them): record the delivery (raw body +
+non-secret headers) for replay and audit, append it to the operators' event stream, and, unless the
+(provider, task, terminal status) was already accepted, write an RQ job hash *in RQ's own format* and push its
+id on the queue. An operator's replay (``submit(..., replay=True)``) skips the dedupe check and enqueues a job
+under a fresh id, recorded with the outcome ``replayed``.
 
-**Group commit** (:mod:`veo_archiver.group_commit`): :meth:`Intake.submit` joins the batch of the current
-turn of the event loop and awaits its own reply; one pipeline carries the batch, with one ``WAITAOF`` after it
-when the server supports it and AOF is on. Each caller is answered only once its own script ran (and was
-fsynced); anything that goes wrong on the wire fails the whole batch with :class:`QueueUnavailable`.
+**Group commit** (:mod:`veo_archiver.group_commit`): :meth:`Intake.submit` joins a batch and awaits its own
+element of the reply; one ``EVALSHA`` carries the batch (Redis pays a script call's own cost once a batch),
+with one ``WAITAOF`` after it when the server supports it and AOF is on. Each caller is answered only once the
+script ran (and was fsynced); a failure of one delivery inside the script fails that caller only; anything
+that goes wrong on the wire fails the whole batch with :class:`QueueUnavailable`.
+
+**The raw callback is stored once**: in the task's delivery record (:mod:`veo_archiver.records.delivery`). The
+job (envelope version 2) carries the event and the record's ``delivery_id``; the worker reads the raw callback
+from the record when it archives it. A record that created a job is never dropped from a full list: the script
+parks it under its own key instead.
 
 **Conflicts and bounds.** The dedupe key remembers the accepted callback's result URLs (a digest): a later
 delivery for the same (provider, task, status) with other URLs is recorded with the outcome ``conflict``, never
-merged and never enqueued. A task keeps at most ``DELIVERY_BYTES_PER_TASK`` bytes of raw deliveries; past
-them a record keeps the event and the body's size and sha256, not the body.
+merged and never enqueued. A task keeps at most ``DELIVERY_BYTES_PER_TASK`` bytes of large raw deliveries
+(bodies over ``SMALL_BODY_BYTES``); past them a record keeps the event and the body's size and sha256, not the
+body. Small bodies cost no accounting: the cap of ``DELIVERIES_PER_TASK`` records bounds them.
 
 **Cheap per-callback work.** The RQ job hash comes from a :class:`JobTemplate` built once per ``Intake``
-from ``rq.Job.create`` + ``rq.scripts._build_hset_args`` (tests pin it field for field against them); its
-constant fields are literals in the script, and per callback only ``data``, ``description``, ``meta`` and the
-timestamp travel. Commands are packed to RESP here. The delivery record is
-sent once: the script appends its ``outcome`` and ``job_id`` itself (the same JSON bytes as before). The
-callback's JSON is encoded once and spliced into both the record and the job's envelope.
+from ``rq.Job.create`` + ``rq.scripts._build_hset_args`` (tests pin it against them); its constant fields are
+literals in the script, and per callback only ``data`` (not compressed), ``description``, ``meta`` and the
+timestamp travel. JSON is encoded once, compact, by orjson (:mod:`veo_archiver.jsontext`), and spliced into
+the record and the job's envelope; commands are packed to RESP here; the record is sent once and the script
+appends its ``outcome`` and ``job_id``.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
+import os
 import time
-import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -38,12 +44,21 @@ from typing import Any
 import redis
 import redis.asyncio as aioredis
 
+from veo_archiver import jsontext
 from veo_archiver import redis_keys as keys
 from veo_archiver.clock import iso
 from veo_archiver.errors import ConfigError
 from veo_archiver.event import TaskEvent
 from veo_archiver.group_commit import GroupCommit
+from veo_archiver.intake_script import (
+    ARGV_PER_DELIVERY,
+    DELIVERIES_PER_TASK,
+    EVENTS_MAXLEN,
+    KEYS_PER_DELIVERY,
+    intake_script,
+)
 from veo_archiver.job_template import JobTemplate, build_job, bulk, command
+from veo_archiver.redact import redact_bytes
 from veo_archiver.settings import Settings
 
 __all__ = [
@@ -68,86 +83,11 @@ log = logging.getLogger(__name__)
 SECRET_HEADERS = frozenset(
     {"authorization", "proxy-authorization", "cookie", "set-cookie", "x-api-key", "x-auth-token"}
 )
-EVENTS_MAXLEN = 100_000
-DELIVERIES_PER_TASK = 100
-#: raw deliveries kept per task, in bytes: past it a delivery's record keeps everything but its raw body (30
-#: replays of one signed callback padded to 900 KB once stored 28.5 MB for 30 days)
-DELIVERY_BYTES_PER_TASK = 4 * 1024 * 1024
 #: bodies up to this size are always kept whole (the common case: no second record to send)
 SMALL_BODY_BYTES = 16 * 1024
 
-_INTAKE_LUA = """
--- KEYS: 1 queue list, 2 rq:queues, 3 events stream, 4 dedupe, 5 job hash, 6 deliveries list, 7 the bytes of
---       deliveries stored for the task
--- ARGV: 1 job id (or '' for record-only), 2 '1' for an operator's replay (no dedupe check, the dedupe key is
---       left alone), 3 the delivery record: a JSON object without its closing brace (this script appends
---       "outcome" and "job_id"), 4 provider, 5 task id, 6 status, 7 the digest of the result URLs, 8 the
---       record without the raw body ('' when the body is small); with a job id: 9 created_at = enqueued_at,
---       10 data, 11 description, 12 meta (the job hash's other fields are constants, written in below)
-local job_id = ARGV[1]
-local outcome = 'recorded'
-if job_id ~= '' then
-  if ARGV[2] == '1' then
-    outcome = 'replayed'
-  else
-    local accepted = redis.call('GET', KEYS[4])
-    if accepted then
-      -- the value is "<job id>|<URL digest>": the same task and status with other URLs is never merged
-      local bar = string.find(accepted, '|', 1, true)
-      if bar and string.sub(accepted, bar + 1) ~= ARGV[7] then
-        outcome = 'conflict'
-      else
-        outcome = 'duplicate'
-      end
-    elseif redis.call('EXISTS', KEYS[5]) > 0 then
-      outcome = 'duplicate'
-    else
-      outcome = 'accepted'
-    end
-  end
-end
-local jid = 'null'
-if job_id ~= '' then
-  jid = '"' .. job_id .. '"'
-end
-local stored = ARGV[3]
--- each task keeps at most %(per_task_bytes)d bytes of raw deliveries; past them, records keep no body
-if redis.call('INCRBY', KEYS[7], #stored) > %(per_task_bytes)d and ARGV[8] ~= '' then
-  redis.call('DECRBY', KEYS[7], #stored - #ARGV[8])
-  stored = ARGV[8]
-end
-redis.call('EXPIRE', KEYS[7], '%(record_ttl)d')
-local record = stored .. ', "outcome": "' .. outcome .. '", "job_id": ' .. jid .. '}'
-if redis.call('RPUSH', KEYS[6], record) > %(per_task)d then
-  redis.call('LTRIM', KEYS[6], -%(per_task)d, -1)
-end
-redis.call('EXPIRE', KEYS[6], '%(record_ttl)d')
-redis.call('XADD', KEYS[3], 'MAXLEN', '~', '%(events_maxlen)d', '*', 'provider', ARGV[4], 'task_id', ARGV[5],
-           'status', ARGV[6], 'outcome', outcome, 'job_id', job_id)
-if outcome == 'accepted' then
-  redis.call('SET', KEYS[4], job_id .. '|' .. ARGV[7], 'EX', '%(dedupe_ttl)d')
-end
-if outcome == 'accepted' or outcome == 'replayed' then
-  %(job_hset)s
-  redis.call('SADD', KEYS[2], KEYS[1])
-  redis.call('RPUSH', KEYS[1], job_id)
-end
-return outcome
-"""
-
-
-def intake_script(settings: Settings, template: JobTemplate | None = None) -> str:
-    """The intake's Lua script for these settings: TTLs, caps and the job hash's constant fields are part of
-    its text (hence of its SHA), so that only what differs per callback travels."""
-    template = template or JobTemplate(settings)
-    return (
-        _INTAKE_LUA.replace("%(per_task)d", str(DELIVERIES_PER_TASK))
-        .replace("%(per_task_bytes)d", str(DELIVERY_BYTES_PER_TASK))
-        .replace("%(record_ttl)d", str(int(settings.raw_callback_ttl_s)))
-        .replace("%(events_maxlen)d", str(EVENTS_MAXLEN))
-        .replace("%(dedupe_ttl)d", str(int(settings.dedupe_ttl_s)))
-        .replace("%(job_hset)s", template.lua_hset("KEYS[5]", first_argv=9))
-    )
+#: a record-only delivery's last four arguments (the job fields it does not have)
+_NO_JOB = ("", b"", "", b"")
 
 
 @dataclass(frozen=True)
@@ -192,31 +132,47 @@ class IntakeResult:
     delivery_id: str
 
 
+#: version 2: the raw callback is stored once, in the task's delivery record, which the job reads when it runs
+#: (version 1 jobs, queued before, carry it in ``callback``; workers read both)
+ENVELOPE_VERSION = 2
+
+
 def build_envelope(event: TaskEvent, delivery: Delivery, delivery_id: str) -> dict[str, Any]:
-    """The job's only argument: JSON-safe, self-contained (the worker needs nothing else from Redis)."""
+    """The job's only argument: JSON-safe. The raw callback is not in it: it is stored once, in the delivery
+    record ``delivery_id`` of the task's deliveries (:mod:`veo_archiver.records.delivery`), where the job
+    reads it when it runs."""
     return {
-        "v": 1,
+        "v": ENVELOPE_VERSION,
         "delivery_id": delivery_id,
         "received_ts": delivery.received_at,
+        "received_at": iso(delivery.received_at),
         "event": event.to_json(),
-        "callback": delivery.to_json(),
     }
 
 
-def envelope_json(event_json: str, callback_json: str, delivery: Delivery, delivery_id: str) -> str:
-    """``json.dumps(build_envelope(...))`` from the event's and the callback's JSON, encoded once elsewhere."""
-    return (
-        f'{{"v": 1, "delivery_id": {json.dumps(delivery_id)}, "received_ts": {json.dumps(delivery.received_at)}, '
-        f'"event": {event_json}, "callback": {callback_json}}}'
+def envelope_json(event_json: bytes, delivery: Delivery, delivery_id: str) -> bytes:
+    """:func:`build_envelope` as JSON, from the event's JSON encoded once elsewhere."""
+    return b"".join(
+        (
+            b'{"v":2,"delivery_id":',
+            jsontext.string(delivery_id),
+            b',"received_ts":',
+            jsontext.dumpb(delivery.received_at),
+            b',"received_at":',
+            jsontext.string(iso(delivery.received_at)),
+            b',"event":',
+            event_json,
+            b"}",
+        )
     )
 
 
-def record_prefix(event_json: str, callback_json: str, delivery_id: str, replayed_at: str | None) -> str:
+def record_prefix(event_json: bytes, callback_json: bytes, delivery_id: str, replayed_at: str | None) -> bytes:
     """The delivery record as JSON, without its closing brace: the script appends outcome and job id."""
-    text = f'{{"delivery_id": {json.dumps(delivery_id)}, "event": {event_json}, "callback": {callback_json}'
+    parts = [b'{"delivery_id":', jsontext.string(delivery_id), b',"event":', event_json, b',"callback":', callback_json]
     if replayed_at is not None:
-        text += f', "replayed_at": {json.dumps(replayed_at)}'
-    return text
+        parts += (b',"replayed_at":', jsontext.string(replayed_at))
+    return b"".join(parts)
 
 
 class Intake:
@@ -237,17 +193,23 @@ class Intake:
         # the one timer of a batch on the wire (connection from the pool, send, every reply, WAITAOF's own
         # timeout of enqueue_timeout_s included): past it, every caller of the batch gets QueueUnavailable
         self._batch_timeout = settings.enqueue_timeout_s * 2 + 1.0
-        # what every EVALSHA starts with: the command, the script, and the constant keys (KEYS[1..3])
+        # what every batch's EVALSHA holds besides its deliveries: the command and the script, then (after the
+        # number of keys) the constant keys KEYS[1..3]
         head: list[bytes] = []
-        for arg in ("EVALSHA", self._sha, "7", keys.rq_queue_key(settings.queue_name), keys.RQ_QUEUES_SET,
-                    keys.events_stream()):  # fmt: skip
-            bulk(head, arg)
+        bulk(head, "EVALSHA")
+        bulk(head, self._sha)
         self._evalsha_head = b"".join(head)
+        constant: list[bytes] = []
+        for key in (keys.rq_queue_key(settings.queue_name), keys.RQ_QUEUES_SET, keys.events_stream()):
+            bulk(constant, key)
+        self._constant_keys = b"".join(constant)
         self._writer = GroupCommit(
             client,
+            pack=self._pack,
             batch_timeout_s=self._batch_timeout,
             script_load=self._script_load,
             waitaof=self._waitaof,
+            durability=lambda: self._wait_aof if self._probed else None,
             before_batch=self._durability,
         )
 
@@ -317,27 +279,26 @@ class Intake:
         accepted; the delivery is recorded with the outcome ``replayed`` and the dedupe key is not touched.
         Raises :class:`QueueUnavailable` when Redis cannot take it (or, with WAITAOF, did not fsync it).
         """
-        delivery_id = uuid.uuid4().hex
+        delivery_id = os.urandom(16).hex()
         provider, task_id, status = event.provider, event.task_id, event.status.value
-        event_json = json.dumps(event.to_json())
-        callback_json = json.dumps(delivery.to_json())
+        # stored without any callback-URL token (useapi.net echoes ours in replyRef): veo_archiver/redact.py
+        event_json = redact_bytes(jsontext.dumpb(event.to_json()))
+        callback_json = jsontext.dumpb(delivery.to_json())
+        terminal_job_id, dedupe_key, deliveries_key, bytes_key = keys.task_keys(provider, task_id, status)
         job_id = ""
         if event.status.terminal:
-            job_id = keys.job_id(provider, task_id, status)
+            job_id = terminal_job_id
             if replay:
-                job_id = f"{job_id}-replay-{uuid.uuid4().hex[:8]}"
+                job_id = f"{job_id}-replay-{os.urandom(4).hex()}"
         replayed_at = iso(time.time()) if replay else None
         record = record_prefix(event_json, callback_json, delivery_id, replayed_at)
-        compact = ""
+        compact = b""
         if len(delivery.body) > SMALL_BODY_BYTES:  # what is kept once the task's byte budget is spent
-            compact = record_prefix(event_json, json.dumps(delivery.to_json(body=False)), delivery_id, replayed_at)
-        # EVALSHA sha 7 <3 constant keys> dedupe job deliveries bytes | job_id replay record provider task status
-        # urls compact [job]
+            compact = record_prefix(event_json, jsontext.dumpb(delivery.to_json(body=False)), delivery_id, replayed_at)
+        packed_keys: list[bytes] = []
+        for key in (dedupe_key, keys.rq_job_key(job_id or "none"), deliveries_key, bytes_key):
+            bulk(packed_keys, key)
         args: list[str | bytes] = [
-            keys.dedupe_key(provider, task_id, status),
-            keys.rq_job_key(job_id or "none"),
-            keys.deliveries_key(provider, task_id),
-            keys.delivery_bytes_key(provider, task_id),
             job_id,
             "1" if replay else "0",
             record,
@@ -349,16 +310,18 @@ class Intake:
         ]
         if job_id:
             args += self._template.values(
-                envelope_json(event_json, callback_json, delivery, delivery_id),
+                envelope_json(event_json, delivery, delivery_id),
                 provider=provider,
                 task_id=task_id,
                 status=status,
                 delivery_id=delivery_id,
             )
-        packed = [b"*%d\r\n" % (6 + len(args)), self._evalsha_head]  # EVALSHA, sha, numkeys, 3 constant keys
+        else:
+            args += _NO_JOB
+        packed_args: list[bytes] = []
         for arg in args:
-            bulk(packed, arg)
-        reply = await self._writer.commit(b"".join(packed))
+            bulk(packed_args, arg)
+        reply = await self._writer.commit((b"".join(packed_keys), b"".join(packed_args)))
         outcome = reply.decode() if isinstance(reply, bytes) else str(reply)
         if log.isEnabledFor(logging.INFO):
             log.info(
@@ -366,6 +329,21 @@ class Intake:
                 extra={"provider": provider, "task_id": task_id, "job_id": job_id or None, "status": status},
             )
         return IntakeResult(outcome=outcome, job_id=job_id or None, delivery_id=delivery_id)
+
+    def _pack(self, items: list[tuple[bytes, bytes]]) -> bytes:
+        """One EVALSHA for a batch: the constant keys, then every delivery's keys, then every one's arguments."""
+        n = len(items)
+        numkeys = str(3 + KEYS_PER_DELIVERY * n).encode()
+        return b"".join(
+            [
+                b"*%d\r\n" % (6 + (KEYS_PER_DELIVERY + ARGV_PER_DELIVERY) * n),  # EVALSHA sha numkeys 3 keys
+                self._evalsha_head,
+                b"$%d\r\n%s\r\n" % (len(numkeys), numkeys),
+                self._constant_keys,
+                *(packed_keys for packed_keys, _ in items),
+                *(packed_args for _, packed_args in items),
+            ]
+        )
 
     async def ping(self) -> bool:
         try:

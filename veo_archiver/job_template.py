@@ -2,8 +2,8 @@
 
 :class:`JobTemplate` is built once per :class:`~veo_archiver.intake.Intake` from ``rq.Job.create`` +
 ``rq.scripts._build_hset_args``: every field but five is fixed by the settings and written into the intake
-script as a constant; per callback only ``created_at`` = ``enqueued_at``, ``data`` (the serialized,
-zlib-compressed call, as RQ writes it), ``description`` and ``meta`` travel. ``tests/core/
+script as a constant; per callback only ``created_at`` = ``enqueued_at``, ``data`` (the serialized
+call, not compressed: see :meth:`JobTemplate.values`), ``description`` and ``meta`` travel. ``tests/core/
 test_intake_group_commit.py`` pins the template, and the hash the script writes, against ``Job.create`` field
 for field for the installed RQ. The intake packs its commands to RESP itself (redis-py's pure-Python packer
 costs about 8 us an argument).
@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import time
-import zlib
 from datetime import UTC, datetime
 from typing import Any
 
@@ -22,6 +21,7 @@ from rq.job import Job, JobStatus, Retry
 from rq.scripts import _build_hset_args
 from rq.serializers import JSONSerializer
 
+from veo_archiver import jsontext
 from veo_archiver import redis_keys as keys
 from veo_archiver.logs import escape_controls
 from veo_archiver.settings import Settings
@@ -97,7 +97,7 @@ class JobTemplate:
 
     Every field but five is fixed by the settings (timeout, TTLs, retries, origin, status and RQ's empty
     fields) and is written into the intake script as a constant (:meth:`lua_hset`); per callback only
-    ``created_at`` = ``enqueued_at`` ("now"), ``data`` (the serialized, zlib-compressed call, as RQ writes it),
+    ``created_at`` = ``enqueued_at`` ("now"), ``data`` (the serialized call; RQ compresses it, the template does not),
     ``description`` and ``meta`` travel (:meth:`values`). :meth:`hset_args` is the whole hash in
     ``_build_hset_args``'s order; ``tests/test_intake_group_commit.py`` pins it, and the hash the script
     writes, against ``Job.create`` field for field for the installed RQ.
@@ -119,7 +119,7 @@ class JobTemplate:
             raise RuntimeError(f"this rq writes no {missing} field in a job hash: JobTemplate needs updating")
         self._args = args
         self._slot = {name: 2 * names.index(name) + 1 for name in self.VARYING}
-        # data = zlib(serializer.dumps((func_name, instance, args, kwargs))) with kwargs {"envelope": ...}
+        # data = serializer.dumps((func_name, instance, args, kwargs)) with kwargs {"envelope": ...} (RQ adds zlib)
         call = JSONSerializer.dumps((func_name, None, (), {"envelope": _SPLICE})).decode()
         head, tail = call.split(json.dumps(_SPLICE))
         self._data_head, self._data_tail = head.encode(), tail.encode()
@@ -136,17 +136,34 @@ class JobTemplate:
         return f"{self._second_text}.{int((now - second) * 1_000_000):06d}Z"
 
     def values(
-        self, envelope_json: str, *, provider: str, task_id: str, status: str, delivery_id: str
+        self, envelope_json: bytes, *, provider: str, task_id: str, status: str, delivery_id: str
     ) -> tuple[str, bytes, str, bytes]:
-        """The varying fields: (created_at = enqueued_at, data, description, meta)."""
+        """The varying fields: (created_at = enqueued_at, data, description, meta).
+
+        ``data`` is the serialized call *uncompressed*: ``rq.Job.restore`` tries ``zlib.decompress`` and keeps
+        the bytes as they are when they are not zlib data (a JSON call starts with ``[``, never a zlib
+        header), so RQ reads it exactly as the compressed form, and the receiver saves the 25-80 us that
+        ``zlib.compress`` costs per callback (most of it allocating and faulting in zlib's 256 KiB state)."""
         return (
             self._stamp(),
-            zlib.compress(self._data_head + envelope_json.encode() + self._data_tail),
+            self._data_head + envelope_json + self._data_tail,
             _description(provider, task_id, status),
-            JSONSerializer.dumps(_meta(provider, task_id, delivery_id)),
+            b"".join(
+                (
+                    b'{"provider":',
+                    jsontext.string(provider),
+                    b',"task_id":',
+                    jsontext.string(task_id),
+                    b',"delivery_id":',
+                    jsontext.string(delivery_id),
+                    b"}",
+                )
+            ),  # _meta(...) as JSON, encoded without building the dict
         )
 
-    def hset_args(self, envelope_json: str, *, provider: str, task_id: str, status: str, delivery_id: str) -> list[Any]:
+    def hset_args(
+        self, envelope_json: bytes, *, provider: str, task_id: str, status: str, delivery_id: str
+    ) -> list[Any]:
         """The job hash's HSET field/value pairs, in ``_build_hset_args``'s order."""
         stamp, data, description, meta = self.values(
             envelope_json, provider=provider, task_id=task_id, status=status, delivery_id=delivery_id
@@ -159,14 +176,21 @@ class JobTemplate:
         args[slot["meta"]] = meta
         return args
 
-    def lua_hset(self, key: str, *, first_argv: int) -> str:
+    def lua_hset(self, key: str, *, first_argv: str) -> str:
         """``redis.call('HSET', key, ...)``: the constant fields as literals, the varying ones from
-        ``ARGV[first_argv ..]`` in :meth:`values`' order."""
+        ``ARGV[first_argv + 0 ..]`` (a Lua expression) in :meth:`values`' order.
+
+        RQ's empty fields (callbacks, ``started_at``, ``worker_name``...: 8 of 20 for a queued job) are left
+        out: ``Job.restore`` reads every one of them as ``obj.get(name)`` and treats absent and empty alike
+        (``tests/core/test_intake_group_commit.py`` restores both hashes and compares the jobs), and each field
+        of a hash this size costs Redis an allocation and the AOF its bytes."""
         argv = {"created_at": 0, "enqueued_at": 0, "data": 1, "description": 2, "meta": 3}
         parts = [key]
         for name, value in zip(self._args[0::2], self._args[1::2], strict=True):
+            if name not in argv and value in ("", b""):
+                continue
             parts.append(lua_string(name))
-            parts.append(f"ARGV[{first_argv + argv[name]}]" if name in argv else lua_string(value))
+            parts.append(f"ARGV[{first_argv} + {argv[name]}]" if name in argv else lua_string(value))
         return f"redis.call('HSET', {', '.join(parts)})"
 
 

@@ -79,9 +79,29 @@ def deliveries_key(provider: str, task_id: str) -> str:
     return f"{_PREFIX}deliveries:{provider}:{_digest(provider, task_id)[:40]}"
 
 
+def parked_delivery_key(delivery_id: str) -> str:
+    """A delivery record that created a job, moved out of a full deliveries list (more than
+    ``intake_script.DELIVERIES_PER_TASK`` deliveries for one task) for its job to read:
+    :mod:`veo_archiver.records.delivery`."""
+    return f"{_PREFIX}delivery:{delivery_id}"
+
+
 def delivery_bytes_key(provider: str, task_id: str) -> str:
-    """The bytes of raw deliveries stored for one task (bounded by ``intake.DELIVERY_BYTES_PER_TASK``)."""
+    """The bytes of large raw deliveries stored for one task (bounded by
+    ``intake_script.DELIVERY_BYTES_PER_TASK``)."""
     return f"{_PREFIX}deliveries-bytes:{provider}:{_digest(provider, task_id)[:40]}"
+
+
+def task_keys(provider: str, task_id: str, status: str) -> tuple[str, str, str, str]:
+    """``(job_id, dedupe_key, deliveries_key, delivery_bytes_key)`` of one delivery, hashing the task once
+    (the intake needs all four for every callback)."""
+    task = _digest(provider, task_id)[:40]
+    return (
+        job_id(provider, task_id, status),
+        f"{_PREFIX}dedupe:{provider}:{status}:{task}",
+        f"{_PREFIX}deliveries:{provider}:{task}",
+        f"{_PREFIX}deliveries-bytes:{provider}:{task}",
+    )
 
 
 def events_stream() -> str:

@@ -37,9 +37,11 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from veo_archiver.errors import ConfigError, Rejected
-from veo_archiver.payload import lower_headers
+from veo_archiver.payload import header_value, hmac_sha256
 
 HEADER_PREFIXES = ("webhook-", "svix-")
+#: each family's (id, timestamp, signature) header names
+_HEADER_NAMES = {prefix: (f"{prefix}id", f"{prefix}timestamp", f"{prefix}signature") for prefix in HEADER_PREFIXES}
 SECRET_PREFIX = "whsec_"  # noqa: S105 (a format marker, not a secret)
 PUBLIC_KEY_PREFIX = "whpk_"
 PRIVATE_KEY_PREFIX = "whsk_"
@@ -153,10 +155,11 @@ def generate_ed25519_keypair() -> tuple[str, str]:
 
 def _headers(headers: Mapping[str, str]) -> tuple[str, str, str, str]:
     """``(prefix, id, timestamp, signatures)``, one family: ``webhook-`` unless only ``svix-`` is there."""
-    lowered = lower_headers(headers)
-    prefix = next((p for p in HEADER_PREFIXES if f"{p}signature" in lowered), HEADER_PREFIXES[0])
-    names = (f"{prefix}id", f"{prefix}timestamp", f"{prefix}signature")
-    values = [lowered.get(name, "").strip() for name in names]
+    prefix = next(
+        (p for p in HEADER_PREFIXES if header_value(headers, _HEADER_NAMES[p][2]) is not None), HEADER_PREFIXES[0]
+    )
+    names = _HEADER_NAMES[prefix]
+    values = [(header_value(headers, name) or "").strip() for name in names]
     missing = [name for name, value in zip(names, values, strict=True) if not value]
     if missing:
         raise Rejected(f"missing Standard Webhooks header(s): {', '.join(missing)}", reason="signature_missing")
@@ -219,7 +222,7 @@ def verify(
     matched = False
     # Every secret and every entry is tried, no early exit: timing tells nothing about which one matched.
     for key in keyring.hmac_keys:
-        expected = hmac.new(key, content, hashlib.sha256).digest()
+        expected = hmac_sha256(key, content)
         for given in hmac_sigs:
             matched |= hmac.compare_digest(expected, given)
     for public_key in keyring.public_keys:

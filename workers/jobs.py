@@ -44,10 +44,12 @@ from veo_archiver.errors import (
     DownloadFailed,
     DownloadTransient,
     PermanentError,
+    QueueUnavailable,
     StorageUnavailable,
     TransientError,
 )
 from veo_archiver.event import TaskEvent, TaskStatus, Verification
+from veo_archiver.records import delivery as delivery_records
 from veo_archiver.records import outcome as outcomes
 from workers import job_meta, manifest
 from workers.context import WorkerContext, current
@@ -181,6 +183,35 @@ def _deadline(ctx: WorkerContext, event: TaskEvent, envelope: dict[str, Any]) ->
     return min(url_deadline(url, received, lifetime) for url in urls)
 
 
+def _raw_callback(envelope: dict[str, Any], event: TaskEvent, job: JobHandle | None) -> dict[str, Any]:
+    """The delivery as received (headers, body), archived next to the manifest: carried by a version-1 job,
+    read from its one stored copy, the task's delivery record, for a version-2 job
+    (:mod:`veo_archiver.intake`). A record that expired before the job ran (a dead letter requeued after
+    ``RAW_CALLBACK_TTL``) leaves a note in its place; the event itself is in the manifest either way."""
+    carried = envelope.get("callback")
+    if isinstance(carried, dict):
+        return carried
+    connection = job.connection if job is not None else None
+    record = None
+    if connection is not None:
+        try:
+            record = delivery_records.find(connection, event.provider, event.task_id, envelope["delivery_id"])
+        except redis.RedisError as exc:
+            raise QueueUnavailable(f"redis: reading the delivery record: {exc}") from exc
+    callback = record.get("callback") if record is not None else None
+    if isinstance(callback, dict):
+        return callback
+    log.warning(
+        "the delivery record of this job is no longer in Redis: its raw callback is not archived",
+        extra={"provider": event.provider, "task_id": event.task_id, "delivery_id": envelope["delivery_id"]},
+    )
+    return {
+        "received_at": envelope.get("received_at"),
+        "body": None,
+        "missing": "the delivery record had expired from Redis when the job ran",
+    }
+
+
 def _archive(ctx: WorkerContext, event: TaskEvent, envelope: dict[str, Any], job: JobHandle | None) -> dict[str, Any]:
     archive = ctx.archive
     manifest_key = archive_keys.manifest_key(event.provider, event.task_id)
@@ -211,9 +242,10 @@ def _archive(ctx: WorkerContext, event: TaskEvent, envelope: dict[str, Any], job
 
     # the raw callback is written with the manifest, after the videos: a dead letter leaves no half task
     callback_key = archive_keys.callback_key(event.provider, event.task_id, claimed.status.value)
+    raw_callback = _raw_callback(envelope, claimed, job)
     archive.put_bytes(
         callback_key,
-        json.dumps({**envelope["callback"], "delivery_id": envelope["delivery_id"]}, indent=2).encode(),
+        json.dumps({**raw_callback, "delivery_id": envelope["delivery_id"]}, indent=2).encode(),
     )
     callback = {
         "key": callback_key,
@@ -224,7 +256,7 @@ def _archive(ctx: WorkerContext, event: TaskEvent, envelope: dict[str, Any], job
     body = manifest.build(
         event,
         files,
-        received_at=envelope["callback"]["received_at"],
+        received_at=raw_callback.get("received_at") or envelope.get("received_at") or iso(envelope["received_ts"]),
         archived_at=iso(ctx.clock()),
         callback=callback,
         job_id=job.id if job else None,

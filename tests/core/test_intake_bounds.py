@@ -14,7 +14,8 @@ from rq.serializers import JSONSerializer
 
 from veo_archiver import redis_keys
 from veo_archiver.event import TaskEvent, TaskStatus, Verification
-from veo_archiver.intake import DELIVERY_BYTES_PER_TASK, Delivery, Intake
+from veo_archiver.intake import SMALL_BODY_BYTES, Delivery, Intake
+from veo_archiver.intake_script import DELIVERY_BYTES_PER_TASK
 from veo_archiver.records import delivery as deliveries
 from veo_archiver.settings import Settings
 
@@ -86,3 +87,18 @@ def test_a_task_id_with_control_characters_gets_an_escaped_job_description(redis
     description: Any = job.description
     assert "\n" not in description and "\x1b" not in description and "\\n" in description
     assert job.kwargs["envelope"]["event"]["task_id"] == forged  # the data itself is untouched
+
+
+def test_small_bodies_cost_no_byte_accounting(redis_server) -> None:  # type: ignore[no-untyped-def]
+    """Bodies up to SMALL_BODY_BYTES are bounded by the records' cap, not counted: no bytes key, every body
+    kept; a large one starts the count."""
+    small = json.dumps({"code": 200, "data": {"taskId": "veo_small"}}).encode()
+    assert len(small) <= SMALL_BODY_BYTES
+    assert submit_all(redis_server.url, [(event("veo_small"), delivery(small))] * 3) == ["accepted"] + ["duplicate"] * 2
+    rds: redis.Redis = redis_server.client()
+    assert rds.exists(redis_keys.delivery_bytes_key("kie", "veo_small")) == 0
+    assert all(r["callback"]["body"] == small.decode() for r in deliveries.stored(rds, "kie", "veo_small"))
+    large = json.dumps({"code": 200, "data": {"taskId": "veo_small"}, "pad": "x" * SMALL_BODY_BYTES}).encode()
+    submit_all(redis_server.url, [(event("veo_small"), delivery(large))])
+    assert int(rds.get(redis_keys.delivery_bytes_key("kie", "veo_small")) or 0) > len(large)
+    assert rds.ttl(redis_keys.delivery_bytes_key("kie", "veo_small")) > 0

@@ -26,9 +26,10 @@ from rq.scripts import _build_hset_args
 from rq.serializers import JSONSerializer
 from rq.utils import utcparse
 
-from veo_archiver import redis_keys
+from veo_archiver import jsontext, redis_keys
 from veo_archiver.errors import QueueUnavailable
 from veo_archiver.event import TaskEvent, TaskStatus, Verification
+from veo_archiver.group_commit import FLUSH_AT, FRESH_S, MAX_BATCHES_IN_FLIGHT
 from veo_archiver.intake import (
     DELIVERIES_PER_TASK,
     Delivery,
@@ -40,6 +41,7 @@ from veo_archiver.intake import (
     envelope_json,
     record_prefix,
 )
+from veo_archiver.records import delivery as delivery_records
 from veo_archiver.settings import Settings
 
 QUEUE = "veo-archiver"
@@ -112,7 +114,7 @@ def test_job_hash_template_is_job_create_field_for_field(status: TaskStatus, job
     envelope = build_envelope(ev, dl, delivery_id)
     expected = _build_hset_args(build_job(settings, job_id, envelope))
     got = JobTemplate(settings).hset_args(
-        envelope_json(json.dumps(ev.to_json()), json.dumps(dl.to_json()), dl, delivery_id),
+        envelope_json(jsontext.dumpb(ev.to_json()), dl, delivery_id),
         provider=ev.provider,
         task_id=ev.task_id,
         status=ev.status.value,
@@ -124,9 +126,13 @@ def test_job_hash_template_is_job_create_field_for_field(status: TaskStatus, job
         if name in varying:
             assert isinstance(have, str) and have.endswith("Z")
             assert time.time() - _rq_epoch(have) < 3600, (name, have)
+        elif name == "data":  # RQ compresses it, the template does not (and encodes it compact): the same call
+            assert json.loads(have) == json.loads(zlib.decompress(want)) and have[:1] == b"["
+        elif name == "meta":  # compact JSON: the same object
+            assert json.loads(have) == json.loads(want)
         else:
-            assert have == want, name  # data included: the same zlib bytes
-    assert json.loads(zlib.decompress(dict(zip(got[0::2], got[1::2], strict=True))["data"]))[3]["envelope"] == envelope
+            assert have == want, name
+    assert json.loads(dict(zip(got[0::2], got[1::2], strict=True))["data"])[3]["envelope"] == envelope
 
 
 def test_the_job_hash_the_script_writes_is_job_create_field_for_field(redis_server, rds) -> None:  # type: ignore[no-untyped-def]
@@ -145,12 +151,28 @@ def test_the_job_hash_the_script_writes_is_job_create_field_for_field(redis_serv
         name.encode(): v if isinstance(v, bytes) else v.encode()
         for name, v in zip(expected[0::2], expected[1::2], strict=True)
     }
-    assert set(stored) == set(want)
+    # RQ's empty fields are left out (absent and empty restore alike: compared below)
+    assert set(stored) == {name for name, value in want.items() if value != b""}
     for name, value in want.items():
         if name in (b"created_at", b"enqueued_at"):
             assert time.time() - _rq_epoch(stored[name].decode()) < 3600
+        elif name in (b"data", b"meta"):
+            data = zlib.decompress(value) if name == b"data" else value
+            assert json.loads(stored[name]) == json.loads(data), name
+        elif value == b"":
+            assert name not in stored
         else:
             assert stored[name] == value, name
+    # the job RQ restores from the written hash is the one it restores from its own full hash
+    full_id = f"{result.job_id}-full"
+    rds.hset(redis_keys.rq_job_key(full_id), mapping={**want, b"data": zlib.decompress(want[b"data"])})
+    mine = Job.fetch(result.job_id, connection=rds, serializer=JSONSerializer)
+    theirs = Job.fetch(full_id, connection=rds, serializer=JSONSerializer)
+    skip = {"id", "created_at", "enqueued_at", "meta"}
+    assert {k: v for k, v in vars(mine).items() if k not in skip and not k.startswith("_data")} == {
+        k: v for k, v in vars(theirs).items() if k not in skip and not k.startswith("_data")
+    } | {"_id": mine.id, "_cached_result": mine._cached_result}
+    assert mine.kwargs == theirs.kwargs and mine.meta == theirs.meta and mine.func_name == theirs.func_name
     assert rds.lrange(redis_keys.rq_queue_key(settings.queue_name), 0, -1) == [result.job_id.encode()]
     job = Job.fetch(result.job_id, connection=rds, serializer=JSONSerializer)
     assert job.origin == settings.queue_name and job.timeout == 61 and job.retry_intervals == [7]
@@ -160,19 +182,24 @@ def _rq_epoch(stamp: str) -> float:
     return utcparse(stamp).replace(tzinfo=UTC).timestamp()
 
 
-def test_envelope_and_record_splices_are_json_dumps() -> None:
-    ev, dl = event("veo_splice"), delivery("veo_splice", 3)
-    event_json, callback_json = json.dumps(ev.to_json()), json.dumps(dl.to_json())
-    assert envelope_json(event_json, callback_json, dl, "d1") == json.dumps(build_envelope(ev, dl, "d1"))
+def test_envelope_and_record_splices_are_the_json_of_the_objects() -> None:
+    ev, dl = event("veo_splice \u00e9 \ud800"), delivery("veo_splice", 3)  # a lone surrogate: the fallback encoder
+    event_json, callback_json = jsontext.dumpb(ev.to_json()), jsontext.dumpb(dl.to_json())
+    assert json.loads(envelope_json(event_json, dl, "d1")) == build_envelope(ev, dl, "d1")
     record = {"delivery_id": "d1", "event": ev.to_json(), "callback": dl.to_json()}
     prefix = record_prefix(event_json, callback_json, "d1", None)
-    assert prefix + ', "outcome": "accepted", "job_id": "j-1"}' == json.dumps(
-        {**record, "outcome": "accepted", "job_id": "j-1"}
-    )
+    assert json.loads(prefix + b', "outcome": "accepted", "job_id": "j-1"}') == {
+        **record,
+        "outcome": "accepted",
+        "job_id": "j-1",
+    }
     replayed = record_prefix(event_json, callback_json, "d1", "2026-11-27T00:00:00.000Z")
-    assert replayed + ', "outcome": "replayed", "job_id": null}' == json.dumps(
-        {**record, "replayed_at": "2026-11-27T00:00:00.000Z", "outcome": "replayed", "job_id": None}
-    )
+    assert json.loads(replayed + b', "outcome": "replayed", "job_id": null}') == {
+        **record,
+        "replayed_at": "2026-11-27T00:00:00.000Z",
+        "outcome": "replayed",
+        "job_id": None,
+    }
 
 
 def echo_envelope(envelope: dict[str, Any]) -> dict[str, Any]:
@@ -185,7 +212,7 @@ def test_a_real_rq_worker_fetches_and_runs_a_template_job(redis_server, rds) -> 
     ev, dl = event("veo_worker"), delivery("veo_worker")
     job_id = "template-worker-job"
     args = JobTemplate(settings, func_name=f"{__name__}.echo_envelope").hset_args(
-        envelope_json(json.dumps(ev.to_json()), json.dumps(dl.to_json()), dl, "dw"),
+        envelope_json(jsontext.dumpb(ev.to_json()), dl, "dw"),
         provider=ev.provider,
         task_id=ev.task_id,
         status=ev.status.value,
@@ -243,8 +270,10 @@ def test_concurrent_distinct_callbacks_are_all_accepted_in_shared_batches(redis_
         assert job.func_name == redis_keys.ARCHIVE_JOB
         envelope = job.kwargs["envelope"]
         assert envelope["delivery_id"] == result.delivery_id and envelope["event"]["task_id"] == f"veo_c{n}"
-        assert json.loads(envelope["callback"]["body"])["data"]["n"] == n
-        assert "authorization" not in envelope["callback"]["headers"]
+        assert "callback" not in envelope  # stored once: in the delivery record below, where the job reads it
+        found = delivery_records.find(rds, "kie", f"veo_c{n}", result.delivery_id)
+        assert found is not None and json.loads(found["callback"]["body"])["data"]["n"] == n
+        assert "authorization" not in found["callback"]["headers"]
         (record,) = rds.lrange(redis_keys.deliveries_key("kie", f"veo_c{n}"), 0, -1)
         assert json.loads(record) == {
             "delivery_id": result.delivery_id,
@@ -470,3 +499,89 @@ def test_waitaof_is_used_where_the_server_has_it(redis_server, rds) -> None:  # 
     assert waits == (version >= (7, 2))
     assert [r.outcome for r in results] == ["accepted"] * 10
     assert len(queued(rds)) == 10
+
+
+def test_a_full_deliveries_list_parks_the_records_jobs_still_need(redis_server, rds) -> None:  # type: ignore[no-untyped-def]
+    """Past the cap the oldest records go; the accepted one (its job reads the raw callback from it) is parked
+    under its own key, so the job finds it however many deliveries followed."""
+    settings = settings_for(redis_server)
+    extra = 5
+
+    async def body(intake: Intake) -> list[IntakeResult]:
+        first = [await intake.submit(event("veo_cap"), delivery("veo_cap", 0))]
+        rest = [
+            await intake.submit(event("veo_cap", TaskStatus.IN_PROGRESS), delivery("veo_cap", n))
+            for n in range(1, DELIVERIES_PER_TASK + extra)
+        ]
+        return first + rest
+
+    results = run(with_intake(settings, body))
+    accepted = results[0]
+    assert accepted.outcome == "accepted" and {r.outcome for r in results[1:]} == {"recorded"}
+    kept = [json.loads(r) for r in rds.lrange(redis_keys.deliveries_key("kie", "veo_cap"), 0, -1)]
+    assert len(kept) == DELIVERIES_PER_TASK and accepted.delivery_id not in {r["delivery_id"] for r in kept}
+    # only the record that created a job is parked; the recorded ones that went are gone
+    assert rds.exists(redis_keys.parked_delivery_key(accepted.delivery_id)) == 1
+    assert rds.ttl(redis_keys.parked_delivery_key(accepted.delivery_id)) > 0
+    assert not any(rds.exists(redis_keys.parked_delivery_key(r.delivery_id)) for r in results[1 : extra + 1])
+    found = delivery_records.find(rds, "kie", "veo_cap", accepted.delivery_id)
+    assert found is not None and found["outcome"] == "accepted" and found["job_id"] == accepted.job_id
+    assert json.loads(found["callback"]["body"])["data"]["n"] == 0
+
+
+def test_one_failing_delivery_fails_only_its_own_caller_in_a_shared_batch(redis_server, rds) -> None:  # type: ignore[no-untyped-def]
+    """The script runs every delivery of a batch under pcall: a key of the wrong type fails that one caller
+    (503 for it), and the others of the same call are accepted."""
+    settings = settings_for(redis_server)
+    rds.set(redis_keys.deliveries_key("kie", "veo_wrongtype"), "not a list")
+
+    async def body(intake: Intake) -> list[IntakeResult | BaseException]:
+        tasks = [intake.submit(event(f"veo_ok{n}"), delivery(f"veo_ok{n}", n)) for n in range(3)]
+        tasks.insert(1, intake.submit(event("veo_wrongtype"), delivery("veo_wrongtype", 9)))
+        return await asyncio.gather(*tasks, return_exceptions=True)
+
+    results = run(with_intake(settings, body))
+    failed = results[1]
+    assert isinstance(failed, QueueUnavailable) and "WRONGTYPE" in failed.message
+    assert [r.outcome for r in results if isinstance(r, IntakeResult)] == ["accepted"] * 3
+    assert sorted(queued(rds)) == sorted(redis_keys.job_id("kie", f"veo_ok{n}", "succeeded") for n in range(3))
+
+
+def test_the_writer_keeps_its_connections_and_writes_full_batches_at_once(redis_server, rds) -> None:  # type: ignore[no-untyped-def]
+    """Batches reuse the writer's own connections; a batch that reaches FLUSH_AT on a ready connection is
+    written in the caller's turn of the loop (``eager``) instead of at the end of it."""
+    settings = settings_for(redis_server)
+    count = 4 * FLUSH_AT
+
+    async def body(intake: Intake) -> tuple[list[IntakeResult], int, int]:
+        await intake.submit(event("veo_warm"), delivery("veo_warm"))  # the writer's first connection
+        results = await asyncio.gather(
+            *(intake.submit(event(f"veo_e{n}"), delivery(f"veo_e{n}")) for n in range(count))
+        )
+        clients = int((await intake._redis.info("clients"))["connected_clients"])
+        return list(results), intake._writer.eager, clients
+
+    results, eager, clients = run(with_intake(settings, body))
+    assert [r.outcome for r in results] == ["accepted"] * count
+    assert eager >= 1
+    assert clients <= MAX_BATCHES_IN_FLIGHT + 2  # the writer's connections, the INFO one and this test's
+    assert len(queued(rds)) == count + 1
+
+
+def test_a_redis_restart_between_batches_costs_no_callback(redis_server, rds) -> None:  # type: ignore[no-untyped-def]
+    """The writer's idle connections die with Redis; the first batch after the restart checks its connection
+    (idle past FRESH_S), reconnects, and is accepted: nobody gets a 503 for a Redis that is back."""
+    settings = settings_for(redis_server)
+
+    async def body(intake: Intake) -> list[IntakeResult]:
+        first = await intake.submit(event("veo_before"), delivery("veo_before"))
+        redis_server.restart()
+        await asyncio.sleep(FRESH_S + 0.2)
+        later = await asyncio.gather(
+            *(intake.submit(event(f"veo_after{n}"), delivery(f"veo_after{n}")) for n in range(20))
+        )
+        return [first, *later]
+
+    results = run(with_intake(settings, body))
+    assert [r.outcome for r in results] == ["accepted"] * 21
+    assert len(queued(redis_server.client())) == 21

@@ -9,6 +9,7 @@ from hypothesis import given
 from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 
+from veo_archiver import redis_keys
 from veo_archiver.archive_keys import decode_task_id, encode_task_id, task_prefix, video_key
 from veo_archiver.redis_keys import job_id
 
@@ -160,3 +161,16 @@ def test_job_id_differs_per_task() -> None:
 def test_job_id_charset_property(task_id: str) -> None:
     for provider in PROVIDERS:
         assert JOB_ID_CHARS.fullmatch(job_id(provider, task_id, "succeeded"))
+
+
+@pytest.mark.parametrize(
+    ("provider", "task_id", "status"),
+    [("kie", "abc", "succeeded"), ("useapi", "a:b|c d", "failed"), ("standard-x", "é" * 300, "succeeded")],
+)
+def test_task_keys_are_the_single_key_builders(provider: str, task_id: str, status: str) -> None:
+    assert redis_keys.task_keys(provider, task_id, status) == (
+        redis_keys.job_id(provider, task_id, status),
+        redis_keys.dedupe_key(provider, task_id, status),
+        redis_keys.deliveries_key(provider, task_id),
+        redis_keys.delivery_bytes_key(provider, task_id),
+    )

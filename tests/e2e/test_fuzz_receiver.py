@@ -46,6 +46,7 @@ from receiver.app import create_app
 from tests.servers import RedisServer
 from veo_archiver import redis_keys, standard_webhooks
 from veo_archiver.providers.kie import sign as kie_sign
+from veo_archiver.records import delivery as delivery_records
 from veo_archiver.redact import TOKEN_PATTERN, redact_tokens
 from veo_archiver.settings import Settings
 from veo_archiver.sim import apixo as apixo_sim
@@ -164,6 +165,13 @@ class Harness:
             job = pool.submit(Job.fetch, job_id, connection=self.rds, serializer=JSONSerializer).result()
             return pool.submit(lambda: job.kwargs["envelope"]).result()  # type: ignore[no-any-return]
 
+    def record(self, provider: str, task_id: str, delivery_id: str) -> dict[str, Any]:
+        """The delivery record the job reads its raw callback from (decoded on a fresh thread, as above)."""
+        with ThreadPoolExecutor(1) as pool:
+            found = pool.submit(delivery_records.find, self.rds, provider, task_id, delivery_id).result()
+        assert found is not None, (provider, task_id, delivery_id)
+        return found
+
     def absorb(self) -> None:
         """Take in jobs created outside :meth:`exercise` (the known-bug tests), so later checks stay exact."""
         for job_id in self.job_ids() - self.jobs:
@@ -179,7 +187,9 @@ class Harness:
         assert event["status"] in TERMINAL
         assert job_id == redis_keys.job_id(*callback)
         # stored as received, less the MAC of any callback-URL token (never stored: veo_archiver/redact.py)
-        stored = envelope["callback"]["body"]
+        record = self.record(event["provider"], event["task_id"], envelope["delivery_id"])
+        assert record["job_id"] == job_id and "callback" not in envelope  # the raw callback is stored once
+        stored = record["callback"]["body"]
         assert stored == redact_tokens(req.body.decode("utf-8", errors="replace"))
         assert TOKEN_PATTERN.search(stored) is None, stored[:300]  # a redacted token no longer matches
         if req.signed_task is not None:

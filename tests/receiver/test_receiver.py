@@ -15,6 +15,7 @@ from starlette.testclient import TestClient
 
 from receiver.app import create_app
 from veo_archiver import redis_keys
+from veo_archiver.records import delivery as delivery_records
 from veo_archiver.settings import Settings
 from veo_archiver.sim import kie as kie_sim
 
@@ -58,7 +59,10 @@ def test_signed_callback_is_acknowledged_after_the_job_is_in_redis(redis_server,
     assert envelope["event"]["task_id"] == "veo_task_1"
     assert envelope["event"]["result_urls"] == [URL]
     assert envelope["event"]["verification"] == "signature"
-    assert json.loads(envelope["callback"]["body"]) == body
+    # the raw callback is stored once: in the delivery record the job names, where the worker reads it
+    record = delivery_records.find(rds, "kie", "veo_task_1", envelope["delivery_id"])
+    assert record is not None and record["job_id"] == ids[0] and json.loads(record["callback"]["body"]) == body
+    assert "callback" not in envelope
     assert job.timeout == 3600 and job.result_ttl == 7 * 24 * 3600 and job.retries_left == 3
     assert job.get_status() == "queued"
 

@@ -17,7 +17,7 @@ from starlette.routing import Route
 from starlette.testclient import TestClient
 
 from receiver import auth, body
-from receiver.responses import ACK, EXCEPTION_HANDLERS, ack, error_response
+from receiver.responses import ACK, EXCEPTION_HANDLERS, ack_message, error_response
 from veo_archiver.errors import (
     ArchiverError,
     BearerRequired,
@@ -96,11 +96,16 @@ def test_other_errors_are_ours_500(exc: ArchiverError) -> None:
 
 
 def test_the_ack_is_the_exact_bytes_providers_expect() -> None:
-    response = ack("accepted")
-    assert response.body == b'{"code":200,"msg":"success"}' and ACK == {"code": 200, "msg": "success"}
-    assert response.status_code == 200
-    assert response.headers["x-archiver-outcome"] == "accepted"
-    assert response.headers["content-type"] == "application/json"
+    start, body = ack_message("accepted")
+    assert body == {"type": "http.response.body", "body": b'{"code":200,"msg":"success"}'}
+    assert json.loads(body["body"]) == ACK == {"code": 200, "msg": "success"}
+    assert start["type"] == "http.response.start" and start["status"] == 200
+    headers = dict(start["headers"])
+    assert headers[b"x-archiver-outcome"] == b"accepted"
+    assert headers[b"content-type"] == b"application/json"
+    assert headers[b"content-length"] == str(len(body["body"])).encode()
+    assert ack_message("duplicate")[0] is ack_message("duplicate")[0]  # built once per outcome
+    assert dict(ack_message("duplicate")[0]["headers"])[b"x-archiver-outcome"] == b"duplicate"
 
 
 # ------------------------------------------------------------------------------------------- the inline app

@@ -10,7 +10,6 @@ There, ``code`` is the HTTP status, and 404 means "task or model not found".
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
@@ -19,7 +18,7 @@ from urllib.parse import quote
 
 from veo_archiver.errors import ConfigError, InvalidPayload, PermanentError
 from veo_archiver.event import TaskEvent, TaskStatus, Verification
-from veo_archiver.payload import as_object, get_int, get_object, get_str, task_id_value
+from veo_archiver.payload import as_object, get_int, get_object, get_str, loads_json, task_id_value
 from veo_archiver.providers.base import ProviderSpec
 from veo_archiver.providers.status_api import api_base, bearer_headers
 from veo_archiver.urls import parse_url_list
@@ -134,7 +133,7 @@ def _result_json(value: Any) -> dict[str, Any]:
     if not value.strip():
         return {}
     try:
-        decoded = json.loads(value)
+        decoded = loads_json(value)
     except (ValueError, RecursionError):
         raise InvalidPayload(f"data.resultJson: not valid JSON: {value[:80]!r}") from None
     if not isinstance(decoded, dict):

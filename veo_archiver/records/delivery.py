@@ -8,6 +8,11 @@ the newest ``DELIVERIES_PER_TASK`` with a TTL::
     {"delivery_id", "event": {provider, task_id, status, verification…},
      "callback": {"received_at", "remote", "path", "headers", "body"},
      "replayed_at"?,  "outcome": "accepted|duplicate|recorded|replayed", "job_id": str | null}
+
+A record is the one stored copy of its raw callback: the archive job of an accepted delivery carries only its
+``delivery_id`` and reads the callback from here (:func:`find`) when it runs. When a task's list passes the cap,
+the oldest records go; one that created a job is parked under ``veo:delivery:<delivery_id>``
+(:func:`veo_archiver.redis_keys.parked_delivery_key`, same TTL) so that its job still finds it.
 """
 
 from __future__ import annotations
@@ -35,6 +40,15 @@ def stored(connection: redis.Redis, provider: str, task_id: str) -> list[dict[st
     """The task's delivery records, oldest first, as the intake wrote them (unreadable ones skipped)."""
     raw: Any = connection.lrange(redis_keys.deliveries_key(provider, task_id), 0, -1)
     return [record for record in (decode(item) for item in raw or []) if record is not None]
+
+
+def find(connection: redis.Redis, provider: str, task_id: str, delivery_id: str) -> dict[str, Any] | None:
+    """The record of one delivery: in the task's list, else parked (see above); None once it expired."""
+    for record in stored(connection, provider, task_id):
+        if record.get("delivery_id") == delivery_id:
+            return record
+    raw: Any = connection.get(redis_keys.parked_delivery_key(delivery_id))
+    return decode(raw) if raw is not None else None
 
 
 def status_of(record: dict[str, Any]) -> str | None:
