@@ -28,12 +28,12 @@ if "--no-hiredis" in sys.argv:
 
 import benchlib  # noqa: F401  # puts the repo root on sys.path
 
-#: what ``veo_archiver.cli.main.cmd_serve`` passes to uvicorn.Config, besides app/host/port
+#: what ``receiver.server.config`` (``veo-archiver serve``) passes to uvicorn.Config besides app, host, port,
+#: loop and http (the last two vary here); X-Forwarded-* are read by the app itself (receiver/proxy.py)
 UVICORN_KWARGS: dict[str, Any] = {
     "log_config": None,
     "access_log": False,
-    "proxy_headers": True,
-    "forwarded_allow_ips": "127.0.0.1",
+    "proxy_headers": False,
     "timeout_graceful_shutdown": 10,
     "h11_max_incomplete_event_size": 64 * 1024,
 }
@@ -64,7 +64,11 @@ def serve_one(kind: str, host: str, port: int, loop: str, http: str, ready_dir: 
     sock.bind((host, port))
     sock.listen(2048)
     sock.set_inheritable(True)
-    config = uvicorn.Config(build_app(kind), host=host, port=port, loop=loop, http=http, **UVICORN_KWARGS)
+    from receiver import server
+
+    # the header-timeout protocol of ``serve`` on the chosen parser (receiver/server.py)
+    protocol = server.protocol_class(10.0, http)
+    config = uvicorn.Config(build_app(kind), host=host, port=port, loop=loop, http=protocol, **UVICORN_KWARGS)
 
     class Server(uvicorn.Server):
         async def startup(self, sockets: list[socket.socket] | None = None) -> None:

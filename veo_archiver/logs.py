@@ -15,6 +15,7 @@ URLs: ``X-Amz-Signature``, ``token``, ``sig``…). uvicorn's ``color_message`` d
 from __future__ import annotations
 
 import contextvars
+import functools
 import json
 import logging
 import re
@@ -116,9 +117,16 @@ def scrub(text: str) -> str:
     return text
 
 
-def _clean(name: str, value: Any) -> Any:
+@functools.lru_cache(maxsize=1024)
+def _secret_name(name: str) -> bool:
+    """Whether a field of this name holds a secret (decided once per name: the same few names come back on
+    every line)."""
     lowered = name.lower()
-    if lowered not in _NOT_SECRET and any(word in lowered for word in _SECRET_WORDS):
+    return lowered not in _NOT_SECRET and any(word in lowered for word in _SECRET_WORDS)
+
+
+def _clean(name: str, value: Any) -> Any:
+    if _secret_name(name):
         return "***"
     if isinstance(value, str):
         return scrub(value)
