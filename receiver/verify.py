@@ -95,17 +95,18 @@ def verify_kie(
         _require_token(settings, "kie", token, now=now)
         return kie.parse(decode_json_object(body), verification=Verification.TOKEN)
     if settings.kie_hmac_keys:
-        if not kie.has_signature(headers):
+        timestamp, signature = kie.signature_headers(headers)  # read once, checked after the body is decoded
+        if timestamp is None or signature is None:
             raise Rejected(
                 "missing X-Webhook-Timestamp / X-Webhook-Signature: this receiver requires signed kie.ai callbacks",
                 reason="signature_missing",
             )
         decoded = decode_json_object(body)
         task_id = kie.task_id_of(decoded)
-        kie.verify_signature(
-            headers, task_id, settings.kie_hmac_keys, now=now, tolerance_s=settings.timestamp_tolerance_s
+        kie.check_signature(
+            timestamp, signature, task_id, settings.kie_hmac_keys, now=now, tolerance_s=settings.timestamp_tolerance_s
         )
-        return kie.parse(decoded, verification=Verification.SIGNATURE)
+        return kie.event_from(decoded, task_id, verification=Verification.SIGNATURE)
     if settings.kie_allow_unsigned:
         return kie.parse(decode_json_object(body), verification=Verification.UNSIGNED)
     raise Rejected(

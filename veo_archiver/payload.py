@@ -198,18 +198,14 @@ def as_object(body: Any) -> Mapping[str, Any]:
     return body
 
 
+#: a surrogate code point (JSON's ``"\\ud800"``) alone, which UTF-8 cannot encode
 _SURROGATE = re.compile("[\ud800-\udfff]")
-
-
-def has_lone_surrogate(text: str) -> bool:
-    """Whether ``text`` holds a surrogate code point (JSON's ``"\\ud800"``), which UTF-8 cannot encode."""
-    # isascii() reads a flag of the string object: the regex scan is only for non-ASCII text
-    return not text.isascii() and _SURROGATE.search(text) is not None
 
 
 def is_task_id_text(value: Any) -> TypeGuard[str]:
     """A non-empty string with no lone surrogate: what a provider task id must be (it is HMACed, used in keys)."""
-    return isinstance(value, str) and bool(value.strip()) and not has_lone_surrogate(value)
+    # isascii() reads a flag of the string object: only non-ASCII text is scanned for a surrogate
+    return isinstance(value, str) and bool(value.strip()) and (value.isascii() or _SURROGATE.search(value) is None)
 
 
 def task_id_value(value: Any, path: str) -> str:

@@ -42,8 +42,16 @@ _DOTTED_DECIMAL = re.compile(rf"{_OCTET}(?:\.{_OCTET}){{3}}")
 _LABEL = r"(?!-)[A-Za-z0-9_-]{1,63}(?<!-)"  # not starting or ending with a hyphen
 _HOST_NAME = re.compile(rf"{_LABEL}(?:\.{_LABEL})*")
 _A_LABEL = re.compile(r"(?:^|\.)xn--", re.IGNORECASE)
-# the usual host, in one match: valid labels, no xn-- label, the top label starting with a letter
-_PLAIN_HOST_NAME = re.compile(rf"(?:(?![xX][nN]--){_LABEL}\.)*(?![xX][nN]--)(?=[A-Za-z]){_LABEL}")
+# The usual result URL, told in one match from its start: http(s)://, a host name of valid labels with no
+# xn-- label and a top label starting with a letter, an optional port of 1-5 digits, then the end of the
+# authority. url_problem accepts it after checking the name's length and the port's range; anything else
+# (a trailing dot included) goes through the step-by-step checks, which say what is wrong. The quantifiers
+# are possessive: a label is never shortened to retry, so a hostile 8 KiB host costs one linear pass.
+_PLAIN_LABEL = r"(?![xX][nN]--)(?!-)[A-Za-z0-9_-]{1,63}+(?<!-)"
+_PLAIN_URL_START = re.compile(
+    rf"[hH][tT][tT][pP][sS]?://(?P<name>(?:{_PLAIN_LABEL}\.)*+(?=[A-Za-z]){_PLAIN_LABEL})"
+    r"(?::(?P<port>[0-9]{1,5}+)?)?(?![^/?#])"
+)
 
 
 def _host_problem(host: str) -> str | None:
@@ -58,9 +66,6 @@ def _host_problem(host: str) -> str | None:
         except ValueError:
             return f"not an IPv6 literal: {host[:80]!r}"
         return None
-    name = host[:-1] if host.endswith(".") else host  # one trailing dot: a fully qualified name
-    if len(name) <= 253 and _PLAIN_HOST_NAME.fullmatch(name):
-        return None  # what the checks below would all accept, in one step; they name what is wrong
     if not host.isascii():
         return f"host is not ASCII: {host[:80]!r}"
     if _DIGITS_AND_DOTS.fullmatch(host):
@@ -68,6 +73,7 @@ def _host_problem(host: str) -> str | None:
         if not _DOTTED_DECIMAL.fullmatch(host):
             return f"not a dotted-decimal IPv4 address: {host[:80]!r}"
         return None
+    name = host[:-1] if host.endswith(".") else host  # one trailing dot: a fully qualified name
     if len(name) > 253:
         return "host name longer than 253 characters"
     if not _HOST_NAME.fullmatch(name):
@@ -95,6 +101,9 @@ def url_problem(url: str) -> str | None:
         return f"URL longer than {MAX_URL_CHARS} characters"
     if not url.isprintable() and _CONTROL.search(url):  # every control character is unprintable
         return "control character in URL"
+    plain = _PLAIN_URL_START.match(url)
+    if plain and len(plain["name"]) <= 253 and (plain["port"] is None or 1 <= int(plain["port"]) <= 65535):
+        return None
     scheme, sep, rest = url.partition("://")
     if not sep or scheme.lower() not in ("http", "https"):
         return "not an http(s) URL"

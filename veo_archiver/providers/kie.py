@@ -51,11 +51,10 @@ def task_id_of(body: Mapping[str, Any]) -> str:
     data = body.get("data")
     if not isinstance(data, dict):
         data = {}
-    places = (
-        ("taskId", body.get("taskId")),
-        ("data.taskId", data.get("taskId")),
-        ("data.task_id", data.get("task_id")),
-    )
+    top, nested, snake = body.get("taskId"), data.get("taskId"), data.get("task_id")
+    if top is None and snake is None and is_task_id_text(nested):
+        return str(nested)  # the usual callback: data.taskId alone, and well formed
+    places = (("taskId", top), ("data.taskId", nested), ("data.task_id", snake))
     present = [(path, value) for path, value in places if value is not None]
     if not present:
         raise InvalidPayload("taskId is missing (looked at data.taskId, data.task_id and taskId)")
@@ -63,21 +62,33 @@ def task_id_of(body: Mapping[str, Any]) -> str:
         if not is_task_id_text(value):
             raise InvalidPayload(f"{path}: expected a non-empty string")
     first = present[0][1]
-    if any(value != first for _, value in present):
+    if len(present) > 1 and any(value != first for _, value in present):
         raise InvalidPayload("taskId fields disagree: " + ", ".join(f"{p}={v!r}" for p, v in present))
     return str(first)
 
 
+def signature_headers(headers: Mapping[str, str]) -> tuple[str | None, str | None]:
+    """The ``X-Webhook-Timestamp`` and ``X-Webhook-Signature`` values (any case), ``None`` where absent."""
+    return header_value(headers, TIMESTAMP_HEADER), header_value(headers, SIGNATURE_HEADER)
+
+
 def has_signature(headers: Mapping[str, str]) -> bool:
-    return header_value(headers, TIMESTAMP_HEADER) is not None and header_value(headers, SIGNATURE_HEADER) is not None
+    timestamp, signature = signature_headers(headers)
+    return timestamp is not None and signature is not None
 
 
 def verify_signature(
     headers: Mapping[str, str], task_id: str, keys: Sequence[str], *, now: float, tolerance_s: int
 ) -> None:
     """Raise :class:`Rejected` unless the headers hold a fresh signature of ``task_id`` by one of ``keys``."""
-    ts_raw = header_value(headers, TIMESTAMP_HEADER)
-    sig_raw = header_value(headers, SIGNATURE_HEADER)
+    ts_raw, sig_raw = signature_headers(headers)
+    check_signature(ts_raw, sig_raw, task_id, keys, now=now, tolerance_s=tolerance_s)
+
+
+def check_signature(
+    ts_raw: str | None, sig_raw: str | None, task_id: str, keys: Sequence[str], *, now: float, tolerance_s: int
+) -> None:
+    """:func:`verify_signature` on the header values already read by :func:`signature_headers`."""
     if ts_raw is None or sig_raw is None:
         missing = [h for h, v in ((TIMESTAMP_HEADER, ts_raw), (SIGNATURE_HEADER, sig_raw)) if v is None]
         raise Rejected(f"missing signature header(s): {', '.join(missing)}", reason="signature_missing")
@@ -108,7 +119,11 @@ def verify_signature(
 
 def parse(body: Mapping[str, Any], *, verification: Verification) -> TaskEvent:
     """Turn a decoded kie.ai callback body into a :class:`TaskEvent`."""
-    task_id = task_id_of(body)
+    return event_from(body, task_id_of(body), verification=verification)
+
+
+def event_from(body: Mapping[str, Any], task_id: str, *, verification: Verification) -> TaskEvent:
+    """:func:`parse`, given the ``task_id_of(body)`` a signature check has already read."""
     code = get_int(body, "code", path="code")
     assert code is not None
     msg = get_str(body, "msg", path="msg", required=False) or ""
