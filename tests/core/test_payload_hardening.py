@@ -4,15 +4,19 @@ for a filesystem without changing the keys of ids that already fit."""
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
 
 import pytest
 from hypothesis import given
 from hypothesis import settings as hsettings
 from hypothesis import strategies as st
+from starlette.datastructures import Headers
 from starlette.testclient import TestClient
 
 from receiver.app import create_app
+from receiver.headers import RequestHeaders
 from veo_archiver.archive_keys import (
     MAX_SEGMENT_BYTES,
     encode_task_id,
@@ -22,7 +26,7 @@ from veo_archiver.archive_keys import (
     video_key,
 )
 from veo_archiver.errors import InvalidPayload
-from veo_archiver.payload import decode_json_object
+from veo_archiver.payload import MAX_DEPTH, decode_json_object, header_value, hmac_sha256, loads_json
 from veo_archiver.settings import Settings
 
 DOC = {"code": 200, "msg": "vidéo 🎬", "data": {"taskId": "t1"}}
@@ -110,3 +114,73 @@ def test_segments_are_short_and_distinct(a: str, b: str) -> None:
     assert len(sa.encode()) <= MAX_SEGMENT_BYTES and len(sb.encode()) <= MAX_SEGMENT_BYTES
     if a != b:
         assert sa != sb
+
+
+# --------------------------------------------------------------------------------------------- fast paths
+# decode_json_object, loads_json, header_value and hmac_sha256 take shortcuts on the receiver's hot path;
+# these pin that the shortcuts answer exactly what the plain stdlib computation answers.
+
+
+def nested(depth: int) -> str:
+    return '{"a": ' + "[" * (depth - 1) + "]" * (depth - 1) + "}"
+
+
+def test_nesting_limit_is_exact() -> None:
+    assert decode_json_object(nested(MAX_DEPTH).encode())
+    with pytest.raises(InvalidPayload, match=f"nested deeper than {MAX_DEPTH}"):
+        decode_json_object(nested(MAX_DEPTH + 1).encode())
+
+
+def test_brackets_inside_strings_do_not_count_as_nesting() -> None:
+    body = json.dumps({"s": "[{" * 500, "urls": [["x"]]}).encode()
+    assert decode_json_object(body)["s"] == "[{" * 500
+
+
+@hsettings(max_examples=500, deadline=None)
+@given(
+    st.one_of(
+        st.recursive(
+            st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=5),
+            lambda children: (
+                st.lists(children, max_size=3) | st.dictionaries(st.text(max_size=3), children, max_size=3)
+            ),
+            max_leaves=10,
+        ).map(json.dumps),
+        st.text(alphabet=' \t\n\ufeff{}[]",:0-1ae.', max_size=12),
+    ),
+    st.sampled_from(["", " ", "\n", "\ufeff", "x", "}", " 1"]),
+    st.sampled_from(["", " ", "\ufeff"]),
+)
+def test_loads_json_answers_as_json_loads(text: str, suffix: str, prefix: str) -> None:
+    candidate = prefix + text + suffix
+    try:
+        expected: object = ("value", json.loads(candidate))
+    except ValueError as exc:
+        expected = (type(exc), str(exc))
+    try:
+        got: object = ("value", loads_json(candidate))
+    except ValueError as exc:
+        got = (type(exc), str(exc))
+    assert got == expected
+
+
+def test_header_value_reads_any_case_from_any_mapping() -> None:
+    raw = [(b"x-webhook-signature", b"sig"), (b"content-type", b"application/json")]
+    for headers in (
+        Headers(raw=raw),
+        RequestHeaders(raw),
+        {"X-Webhook-Signature": "sig"},
+        {"x-webhook-signature": "sig"},
+    ):
+        assert header_value(headers, "x-webhook-signature") == "sig"
+        assert header_value(headers, "x-webhook-timestamp") is None
+    assert header_value({"X-A": "1", "x-a": "2"}, "x-a") == "2"  # the lower-case key answers directly
+    assert header_value({"X-A": "1", "X-a": "2"}, "x-a") == "2"  # else the last one, as lower_headers gives
+
+
+@pytest.mark.parametrize("key_size", [0, 1, 32, 63, 64, 65, 200])
+@pytest.mark.parametrize("message", [b"", b"task.1750000000", bytes(range(256)) * 4])
+def test_hmac_sha256_is_hmac(key_size: int, message: bytes) -> None:
+    key = bytes((7 * i + key_size) % 256 for i in range(key_size))
+    assert hmac_sha256(key, message) == hmac.new(key, message, hashlib.sha256).digest()
+    assert hmac_sha256(key, message) == hmac.new(key, message, hashlib.sha256).digest()  # from the cached state

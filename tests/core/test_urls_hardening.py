@@ -17,6 +17,7 @@ from veo_archiver.urls import (
     MAX_URL_CHARS,
     URL_LIST_CEILING,
     check_url_count,
+    is_http_url,
     parse_url_list,
     url_problem,
 )
@@ -183,3 +184,45 @@ def test_never_raises_on_any_text(text: str) -> None:
         problem = url_problem(candidate)
         if problem is None:
             httpx.URL(candidate)
+
+
+# The usual URL is accepted in one regex match, and only a refused one is read with urllib to word the error
+# ("not an http(s) URL" or the problem found): both shortcuts rest on what these check.
+
+
+@hsettings(max_examples=3000, deadline=None)
+@given(urls())
+@example("https://cdn.example.com./v.mp4")
+@example("httpſ://a.example/")
+def test_whatever_is_accepted_urllib_reads_as_an_http_url_with_a_host(url: str) -> None:
+    if url_problem(url) is None:
+        assert is_http_url(url)
+
+
+@pytest.mark.parametrize(
+    ("item", "words"),
+    [
+        (5, "not an http(s) URL: '5'"),
+        ("ftp://a.example/x", "not an http(s) URL"),
+        ("http://", "not an http(s) URL"),
+        ("http://a.example:0/x", "port out of range 1-65535: '0'"),
+        ("http://xn--bcher-kva.example/x", "internationalised host names (xn--) are not accepted"),
+        ("http://a.example/\x00", "control character in URL"),
+        ("https://" + "a." * 200 + "example/x", "host name longer than 253 characters"),
+    ],
+)
+def test_refusals_keep_their_words(item: object, words: str) -> None:
+    with pytest.raises(InvalidPayload) as info:
+        parse_url_list([item], field=F)
+    assert info.value.reason == "invalid_url"
+    assert str(info.value).startswith(f"{F}: {words}")
+
+
+@pytest.mark.parametrize(
+    "host",
+    ["a." * 4000, "a" * 8100, ("a" * 63 + ".") * 126 + "!", "1." * 4000, "xn--a." * 1300, ("a-" * 31 + "a.") * 126],
+)
+def test_hostile_long_hosts_are_refused(host: str) -> None:
+    url = f"http://{host}"[:MAX_URL_CHARS]
+    assert url_problem(url) is not None
+    assert url_problem(url + "/x"[: MAX_URL_CHARS - len(url)]) is not None

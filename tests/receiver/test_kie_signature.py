@@ -589,3 +589,39 @@ def test_validly_signed_random_bodies_raise_only_request_errors(body: dict[str, 
     task_id = body.get("taskId") or (data.get("taskId") or data.get("task_id") if isinstance(data, dict) else None)
     headers = signed_headers(task_id=task_id if isinstance(task_id, str) else TASK, ts=ts)
     _only_request_errors(signed_settings(), headers, json.dumps(body).encode(), NOW)
+
+
+# --------------------------------------------------------------------------------------------------------
+# verify_kie reads the proof headers once and the task id once: the split functions answer as the whole ones
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        signed_headers(),
+        {"x-webhook-timestamp": str(NOW), "x-webhook-signature": expected_signature(KEY, TASK, NOW)},
+        {"X-Webhook-Timestamp": str(NOW - 400), "X-Webhook-Signature": expected_signature(KEY, TASK, NOW - 400)},
+        {"X-Webhook-Timestamp": str(NOW), "X-Webhook-Signature": "not base64!"},
+        {"X-Webhook-Timestamp": str(NOW)},
+        {},
+    ],
+)
+def test_check_signature_answers_as_verify_signature(headers: dict[str, str]) -> None:
+    def outcome(check: Any) -> Any:
+        try:
+            check()
+        except Rejected as exc:
+            return exc.reason, str(exc)
+        return "ok"
+
+    ts, sig = kie.signature_headers(headers)
+    assert kie.has_signature(headers) is (ts is not None and sig is not None)
+    whole = outcome(lambda: kie.verify_signature(headers, TASK, [KEY], now=NOW, tolerance_s=300))
+    split = outcome(lambda: kie.check_signature(ts, sig, TASK, [KEY], now=NOW, tolerance_s=300))
+    assert whole == split
+
+
+def test_event_from_is_parse() -> None:
+    body = success_body()
+    event = kie.event_from(body, kie.task_id_of(body), verification=Verification.SIGNATURE)
+    assert event == kie.parse(body, verification=Verification.SIGNATURE)

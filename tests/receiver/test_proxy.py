@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from receiver.proxy import ProxyHeaders, TrustedProxies
+from receiver.proxy import HOST_CACHE_SIZE, ProxyHeaders, TrustedProxies
 
 
 def seen_by_app(trusted: list[str], peer: str, headers: list[tuple[bytes, bytes]]) -> tuple[str, str]:
@@ -49,3 +49,14 @@ def test_several_header_lines_are_one_list() -> None:
 @pytest.mark.parametrize(("host", "inside"), [("10.9.9.9", True), ("11.0.0.1", False), ("::1", True), ("x", False)])
 def test_trusted_networks(host: str, inside: bool) -> None:
     assert (host in TrustedProxies(["10.0.0.0/8", "::1"])) is inside
+
+
+def test_answers_are_remembered_within_a_bound() -> None:
+    trusted = TrustedProxies(["10.0.0.0/8", "::1"])
+    for _ in range(2):  # the second round is answered from memory, the same way
+        assert "10.1.2.3" in trusted and "::1" in trusted
+        assert "11.0.0.1" not in trusted and "not-an-address" not in trusted
+    for i in range(HOST_CACHE_SIZE + 10):  # sender-chosen X-Forwarded-For hops cannot grow it without bound
+        assert f"192.0.{i // 256 % 256}.{i % 256}:{i}" not in trusted
+    assert len(trusted._known) <= HOST_CACHE_SIZE
+    assert "10.1.2.3" in trusted and "11.0.0.1" not in trusted

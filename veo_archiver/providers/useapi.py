@@ -38,13 +38,15 @@ _NOT_FOUND_TEXT = re.compile(r"not\s*found|not\s*exist|no\s+such", re.IGNORECASE
 def task_id_of(body: Mapping[str, Any]) -> str:
     """The job id from ``jobid`` (documented) or ``jobId`` (client code); both present must agree."""
     body = as_object(body)
-    present = [(key, body.get(key)) for key in ("jobid", "jobId") if body.get(key) is not None]
-    if not present:
-        raise InvalidPayload("jobid is missing (looked at jobid and jobId)")
-    ids = [task_id_value(value, key) for key, value in present]
-    if len(set(ids)) > 1:
-        raise InvalidPayload(f"jobid fields disagree: jobid={ids[0]!r}, jobId={ids[1]!r}")
-    return ids[0]
+    jobid, job_id = body.get("jobid"), body.get("jobId")
+    if jobid is None or job_id is None:  # one place (the usual case) or none
+        if jobid is None and job_id is None:
+            raise InvalidPayload("jobid is missing (looked at jobid and jobId)")
+        return task_id_value(job_id, "jobId") if jobid is None else task_id_value(jobid, "jobid")
+    first, second = task_id_value(jobid, "jobid"), task_id_value(job_id, "jobId")
+    if first != second:
+        raise InvalidPayload(f"jobid fields disagree: jobid={first!r}, jobId={second!r}")
+    return first
 
 
 def parse(body: Mapping[str, Any], *, verification: Verification) -> TaskEvent:
@@ -255,7 +257,10 @@ def _failure(
 
 
 def _opt_str(parent: Mapping[str, Any], key: str, path: str) -> str | None:
-    return get_str(parent, key, path=path, required=False)
+    value = parent.get(key)
+    if value is None or isinstance(value, str):  # what get_str answers for these, without a second call
+        return value
+    return get_str(parent, key, path=path, required=False)  # raises, naming the path
 
 
 def _opaque_code(parent: Mapping[str, Any], key: str, path: str) -> str | None:
