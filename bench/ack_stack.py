@@ -21,7 +21,8 @@ task ids, 2 s warm-up), against servers started by bench/ack_servers.py. A varia
   /nohiredis redis-py without hiredis even where it is installed
   /mtrim     the server processes run with MALLOC_TRIM_THRESHOLD_=16 MiB (see MTRIM_ENV)
 
-Every receiver variant is compared with ``bare`` on the same stack measured in the same run ("vs bare").
+Every receiver variant is compared with ``bare`` on the same stack measured in the same run ("vs bare"), with
+as many processes where the run has that variant (``bare@uvloop+httptoolsx4`` for ``receiver@uvloop+httptoolsx4``).
 Per run: answered requests/s, wrk's p50/p99, non-2xx answers, jobs queued vs 200s answered, and CPU per
 answered request of the server processes (all of them), of redis-server (``INFO cpu``: used_cpu_user +
 used_cpu_sys delta) and of wrk. ``--profile VARIANT`` adds one run of that variant under py-spy (``--pyspy``)
@@ -49,7 +50,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ack_path import _LUA_CYCLE, _LUA_DONE, KEY, cpu_seconds, free_port, run_wrk, write_requests
+from ack_path import _LUA_CYCLE, _LUA_DONE, CLK, KEY, cpu_seconds, free_port, run_wrk, write_requests
 from benchlib import REPO_ROOT, machine_description
 
 QUEUE_KEY = "rq:queue:veo-archiver"
@@ -115,6 +116,29 @@ def tree_cpu(pids: list[int]) -> float:
 def redis_cpu(client: Any) -> float:
     info = client.info("cpu")
     return float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
+
+
+def redis_scripts_s(client: Any) -> float:
+    """Seconds redis-server's main thread spent running scripts so far (``INFO commandstats``: EVAL and EVALSHA;
+    the commands a script calls are counted again under their own names, so they are not added)."""
+    stats = client.info("commandstats")
+    return sum(float(stats.get(f"cmdstat_{name}", {}).get("usec", 0)) for name in ("eval", "evalsha")) / 1e6
+
+
+def thread_cpu(pid: int | None) -> dict[str, float]:
+    """CPU seconds of each thread of ``pid`` by thread name: redis-server's main thread apart from its
+    background threads (bio_aof_fsync, bio_close_file, bio_lazy_free, jemalloc's), which INFO cpu sums in."""
+    out: dict[str, float] = collections.defaultdict(float)
+    if pid is None:
+        return out
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            name = (task / "comm").read_text().strip()
+            fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        out[name] += (int(fields[11]) + int(fields[12])) / CLK
+    return out
 
 
 def redis_reads(client: Any) -> int:
@@ -191,11 +215,11 @@ def one_run(variant: Variant, tag: str, redis: Any, tmp: Path, opts: argparse.Na
         if not cycle.exists():
             cycle.write_text(_LUA_CYCLE + _LUA_DONE)
         warm = tmp / "warm.req"
-        write_requests(warm, f"warm-{tag}-{variant.name}", 3000, server.port)
-        run_wrk(cycle, server.url, [str(warm), str(opts.threads), "0"], connections=opts.connections,
+        write_requests(warm, f"warm-{tag}-{variant.name}", 3000, server.port, parts=opts.threads)
+        run_wrk(cycle, server.url, [str(warm), "0"], connections=opts.connections,
                 threads=opts.threads, seconds=2, out=tmp / "wrk-warm.out")  # fmt: skip
         reqfile = tmp / "main.req"
-        write_requests(reqfile, f"run-{tag}-{variant.name}", opts.requests, server.port)
+        write_requests(reqfile, f"run-{tag}-{variant.name}", opts.requests, server.port, parts=opts.threads)
         queued0 = int(rds.llen(QUEUE_KEY))
         log0 = server.log_bytes()
         if profile_to is not None:
@@ -205,12 +229,20 @@ def one_run(variant: Variant, tag: str, redis: Any, tmp: Path, opts: argparse.Na
                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
             time.sleep(0.3)
         cpu0, redis0, reads0 = tree_cpu(server.pids), redis_cpu(rds), redis_reads(rds)
-        result, wrk_cpu = run_wrk(cycle, server.url, [str(reqfile), str(opts.threads), "0"],
+        commands0, threads0 = redis_scripts_s(rds), thread_cpu(redis.pid)
+        started = time.monotonic()
+        result, wrk_cpu = run_wrk(cycle, server.url, [str(reqfile), "0"],
                                   connections=opts.connections, threads=opts.threads, seconds=opts.duration,
                                   out=tmp / "wrk.out")  # fmt: skip
+        result["window_s"] = time.monotonic() - started  # wrk's start-up (reading the request file) included
         result["server_cpu_s"] = tree_cpu(server.pids) - cpu0
         result["redis_cpu_s"] = redis_cpu(rds) - redis0
         result["redis_reads"] = redis_reads(rds) - reads0
+        result["redis_scripts_s"] = redis_scripts_s(rds) - commands0
+        threads = thread_cpu(redis.pid)
+        main = threads.pop("redis-server", 0.0) - threads0.pop("redis-server", 0.0)
+        result["redis_main_s"] = main
+        result["redis_background_s"] = sum(threads.values()) - sum(threads0.values())
         result["wrk_cpu_s"] = wrk_cpu
         result["log_bytes"] = server.log_bytes() - log0
         result["queued"] = int(rds.llen(QUEUE_KEY)) - queued0
@@ -241,7 +273,11 @@ def per_req(r: dict[str, Any], field: str) -> float:
 
 def describe(r: dict[str, Any]) -> str:
     return (f"{r['rps']:8.0f} req/s  p50 {r['p50_us'] / 1000:6.1f} ms  p99 {r['p99_us'] / 1000:7.1f} ms  "
-            f"server {per_req(r, 'server_cpu_s'):5.0f} us/req  redis {per_req(r, 'redis_cpu_s'):5.1f} us/req  "
+            f"server {per_req(r, 'server_cpu_s'):5.0f} us/req  redis {per_req(r, 'redis_cpu_s'):5.1f} us/req "
+            f"(main thread {per_req(r, 'redis_main_s'):5.1f}, in scripts {per_req(r, 'redis_scripts_s'):5.1f}, "
+            f"background threads {per_req(r, 'redis_background_s'):5.1f}; main thread busy "
+            f"{r['redis_main_s'] / r['window_s']:4.0%} of {r['window_s']:.1f} s, "
+            f"wrk ran {r['duration_us'] / 1e6:.1f} s)  "
             f"wrk {per_req(r, 'wrk_cpu_s'):4.0f} us/req  cb/read {r['requests'] / max(r['redis_reads'], 1):5.1f}  "
             f"non-2xx {r['err_status']}  errors {r['errors']}")  # fmt: skip
 
@@ -408,6 +444,13 @@ def main() -> None:
         print(f"  (raw collapsed stacks: {Path(tempfile.gettempdir()) / 'ack-stack-profile.txt'})")
 
 
+def reference(variants: list[Variant], v: Variant) -> Variant:
+    """The bare handler ``v`` is compared with: same stack and process count where the run has it, else the
+    same stack with any count (the first listed)."""
+    same_stack = [b for b in variants if b.app == "bare" and b.stack == v.stack]
+    return next((b for b in same_stack if b.processes == v.processes), same_stack[0])
+
+
 def print_table(variants: list[Variant], results: dict[str, list[dict[str, Any]]]) -> None:
     def med(name: str, f: str) -> float:
         return float(statistics.median(float(r[f]) for r in results[name]))
@@ -422,7 +465,7 @@ def print_table(variants: list[Variant], results: dict[str, list[dict[str, Any]]
     print("-" * len(header))
     for v in variants:
         rps = [r["rps"] for r in results[v.name]]
-        bare = next(b for b in variants if b.app == "bare" and b.stack == v.stack)
+        bare = reference(variants, v)
         ratio = med(v.name, "rps") / med(bare.name, "rps")
         srv = med_per(v.name, "server_cpu_s")
         print(f"{v.name:<38} {med(v.name, 'rps'):>9.0f} {f'{min(rps):.0f}-{max(rps):.0f}':>11} {ratio:>7.2f}x "
@@ -431,7 +474,8 @@ def print_table(variants: list[Variant], results: dict[str, list[dict[str, Any]]
               f"{med_per(v.name, 'redis_cpu_s'):>11.1f} {med_per(v.name, 'wrk_cpu_s'):>10.0f} {1e6 / srv:>8.0f} "
               f"{statistics.median(r['requests'] / max(r['redis_reads'], 1) for r in results[v.name]):>7.1f}"
               )  # fmt: skip
-    print("(medians of the runs; 'vs bare': req/s over bare's on the same stack in this run; 'srv us/cb': CPU of "
+    print("(medians of the runs; 'vs bare': req/s over bare's on the same stack (and process count, where run) "
+          "in this run; 'srv us/cb': CPU of "
           "all server processes per answered callback; 'redis us/cb': INFO cpu delta per callback; "
           "'cb/CPU-s': callbacks per server CPU-second; 'cb/read': answered callbacks per read event of "
           "redis-server, about the mean batch size; non-2xx: summed over runs)")  # fmt: skip
