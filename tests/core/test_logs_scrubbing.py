@@ -7,7 +7,11 @@ import json
 import logging
 
 import pytest
+from hypothesis import example, given
+from hypothesis import settings as hsettings
+from hypothesis import strategies as st
 
+from veo_archiver import logs
 from veo_archiver.logs import SECRET_QUERY_WORDS, JsonFormatter, ScrubbingFormatter, escape_controls, scrub
 
 FORGED = "veo_task\nINFO rq.worker: forged line\r\u2028\x1b[31m"
@@ -62,3 +66,45 @@ def test_akamai_and_hmac_tokens_from_the_review_are_scrubbed() -> None:
 def test_json_lines_keep_fields_as_data() -> None:
     out = json.loads(JsonFormatter().format(record("callback %s", "ok", task_id=FORGED)))
     assert out["task_id"] == FORGED  # JSON escapes it; a reader gets the value back exactly
+
+
+# ------------------------------------------------------------------------------------------------------------
+# The shortcuts on the per-callback log line answer exactly what the patterns answer.
+
+_SECRETISH = st.text(
+    alphabet=st.sampled_from(list("abBeEkKrRsSwWhHpPvV1.=@ _-:/?&\t\n\x7f\x80\u2028ſKé")) | st.characters(),
+    max_size=40,
+)
+
+
+@hsettings(max_examples=3000, deadline=None)
+@given(_SECRETISH)
+@example("Bearer abc.def")
+@example("BASIC\tdXNlcjpwYXNz")
+@example("WHSEC_abc")
+@example("V1.kie.1750000000.abcdefghijabcdefghij")
+@example("baſic x")
+def test_the_secret_prefilter_lets_through_whatever_the_pattern_matches(text: str) -> None:
+    if logs._MAYBE_SECRET.search(text) is not None:
+        assert logs._maybe_secret(text)
+    scrubbed = text
+    if logs._MAYBE_SECRET.search(text) is not None:
+        for pattern, replacement in logs._SCRUBBERS:
+            scrubbed = pattern.sub(replacement, scrubbed)
+    assert scrub(text) == scrubbed
+
+
+@hsettings(max_examples=2000, deadline=None)
+@given(st.text(max_size=30))
+@example("a\x7fb")
+@example("tab\there")
+def test_escape_controls_shortcut_is_the_pattern(text: str) -> None:
+    expected = logs._CONTROL.sub(lambda m: m.group().encode("unicode_escape").decode("ascii"), text)
+    assert escape_controls(text) == expected
+
+
+@pytest.mark.parametrize("value", ["plain", "del\x7fhere", "c1\x85here", "ls\u2028here", "é ok", "\ud800"])
+def test_json_lines_never_carry_a_raw_line_break(value: str) -> None:
+    line = JsonFormatter().format(record("m", task_id=value))
+    assert logs._RAW_BREAKS.search(line) is None and "\n" not in line
+    assert json.loads(line)["task_id"] == value
