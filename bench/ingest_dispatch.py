@@ -102,6 +102,7 @@ from veo_archiver.intake import (
     record_prefix,
     urls_digest,
 )
+from veo_archiver.intake_script import TRIM_LOOP
 from veo_archiver.job_template import JobTemplate, bulk, command
 from veo_archiver.records import delivery as delivery_records
 from veo_archiver.redact import redact_bytes
@@ -277,23 +278,8 @@ def _raw(value: str | bytes) -> bytes:
     return value.encode() if isinstance(value, str) else value
 
 
-#: the shipped script's bound on a deliveries list (``kept`` = its length after the RPUSH): past the cap the
-#: oldest records go, and one that created a job is parked under its own key for that job to find
-_TRIM_LOOP = """
-  while kept > %(per_task)d do
-    local oldest = redis.call('LPOP', %(list)s)
-    kept = kept - 1
-    if oldest and not string.find(oldest, '"job_id":%s?null}$') then
-      local parked = string.match(oldest, '^{"delivery_id":%s?"(%x+)"')
-      if parked then
-        redis.call('SET', '%(parked_prefix)s' .. parked, oldest, 'EX', '%(record_ttl)d')
-      end
-    end
-  end
-"""
-
 #: the MULTI/EXEC dispatcher's trim of a list RPUSH reported too long, after the EXEC: KEYS[1] the list
-_TRIM_LUA = "local kept = redis.call('LLEN', KEYS[1])\n" + _TRIM_LOOP.replace("%(list)s", "KEYS[1]")
+_TRIM_LUA = "local kept = redis.call('LLEN', KEYS[1])\n" + TRIM_LOOP.replace("%(list)s", "KEYS[1]")
 
 #: the dispatcher as one script per batch (``--dispatch-mode script``): KEYS 1 queue, 2 rq:queues, 3 events
 #: stream, 4 ingest stream, then 3 per entry (job hash, byte counter, deliveries list); ARGV 11 per entry
@@ -345,7 +331,7 @@ def _fill(lua: str, settings: Settings) -> str:
 def dispatch_script(settings: Settings, template: JobTemplate) -> str:
     return _fill(
         _DISPATCH_LUA.replace("%(job_hset)s", template.lua_hset("KEYS[k + 1]", first_argv="a + 8")).replace(
-            "%(trim_loop)s", _TRIM_LOOP.replace("%(list)s", "KEYS[k + 3]")
+            "%(trim_loop)s", TRIM_LOOP.replace("%(list)s", "KEYS[k + 3]")
         ),
         settings,
     )

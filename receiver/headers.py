@@ -55,7 +55,3 @@ class RequestHeaders(Mapping[str, str]):
             return list(self._repeated[key])
         value = self._first.get(key)
         return [] if value is None else [value]
-
-    def first_values(self) -> dict[str, str]:
-        """A copy: each name once, with its first value, in the order the names first came."""
-        return dict(self._first)

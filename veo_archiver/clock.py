@@ -28,15 +28,21 @@ def iso(ts: float | None) -> str | None:
         second, micros = second - 1, micros + 1_000_000
     if micros >= 1_000_000:
         second, micros = second + 1, micros - 1_000_000
-    global _iso_cache  # one entry, replaced whole: safe between threads
-    cached_second, text = _iso_cache
+    return f"{utc_second(second)}.{micros // 1000:03d}Z"
+
+
+def utc_second(second: int) -> str:
+    """``2026-11-27T16:10:59``: a whole second of the epoch, formatted once per second (strftime is the dear
+    part of a timestamp; :func:`iso` and RQ's job stamps in :mod:`veo_archiver.job_template` add the fraction)."""
+    global _second_cache  # one entry, replaced whole: safe between threads
+    cached_second, text = _second_cache
     if second != cached_second:
         text = datetime.fromtimestamp(second, UTC).strftime("%Y-%m-%dT%H:%M:%S")
-        _iso_cache = (second, text)
-    return f"{text}.{micros // 1000:03d}Z"
+        _second_cache = (second, text)
+    return text
 
 
-_iso_cache: tuple[int | None, str] = (None, "")
+_second_cache: tuple[int | None, str] = (None, "")
 
 
 def epoch(value: datetime | str | None) -> float | None:

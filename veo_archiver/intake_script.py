@@ -68,19 +68,7 @@ local function one(k, a)
   end
   local record = stored .. ',"outcome":"' .. outcome .. '","job_id":' .. jid .. '}'
   local kept = redis.call('RPUSH', KEYS[k + 3], record)
-  while kept > %(per_task)d do
-    local oldest = redis.call('LPOP', KEYS[k + 3])
-    kept = kept - 1
-    -- a record that created a job is what that job archives as its raw callback (the job does not carry
-    -- it): past the cap it is parked under its own key for the job to find
-    if oldest and not string.find(oldest, '"job_id":%s?null}$') then
-      local parked = string.match(oldest, '^{"delivery_id":%s?"(%x+)"')
-      if parked then
-        redis.call('SET', '%(parked_prefix)s' .. parked, oldest, 'EX', '%(record_ttl)d')
-      end
-    end
-  end
-  redis.call('EXPIRE', KEYS[k + 3], '%(record_ttl)d')
+%(trim_loop)s  redis.call('EXPIRE', KEYS[k + 3], '%(record_ttl)d')
   redis.call('XADD', KEYS[3], 'MAXLEN', '~', '%(events_maxlen)d', '*', 'provider', ARGV[a + 4], 'task_id',
              ARGV[a + 5], 'status', ARGV[a + 6], 'outcome', outcome, 'job_id', job_id)
   if outcome == 'accepted' then
@@ -112,6 +100,21 @@ end
 return out
 """
 
+#: the bound on a deliveries list (``kept`` = its length after the RPUSH, ``%(list)s`` the list's key): past the
+#: cap the oldest records go, and a record that created a job, which that job archives as its raw callback (the
+#: job does not carry it), is parked under its own key for the job to find
+TRIM_LOOP = """  while kept > %(per_task)d do
+    local oldest = redis.call('LPOP', %(list)s)
+    kept = kept - 1
+    if oldest and not string.find(oldest, '"job_id":%s?null}$') then
+      local parked = string.match(oldest, '^{"delivery_id":%s?"(%x+)"')
+      if parked then
+        redis.call('SET', '%(parked_prefix)s' .. parked, oldest, 'EX', '%(record_ttl)d')
+      end
+    end
+  end
+"""
+
 #: the script's KEYS and ARGV per delivery
 KEYS_PER_DELIVERY = 4
 ARGV_PER_DELIVERY = 12
@@ -122,7 +125,8 @@ def intake_script(settings: Settings, template: JobTemplate | None = None) -> st
     its text (hence of its SHA), so that only what differs per callback travels."""
     template = template or JobTemplate(settings)
     return (
-        _INTAKE_LUA.replace("%(per_task)d", str(DELIVERIES_PER_TASK))
+        _INTAKE_LUA.replace("%(trim_loop)s", TRIM_LOOP.replace("%(list)s", "KEYS[k + 3]"))
+        .replace("%(per_task)d", str(DELIVERIES_PER_TASK))
         .replace("%(per_task_bytes)d", str(DELIVERY_BYTES_PER_TASK))
         .replace("%(record_ttl)d", str(int(settings.raw_callback_ttl_s)))
         .replace("%(events_maxlen)d", str(EVENTS_MAXLEN))

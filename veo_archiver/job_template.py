@@ -23,6 +23,7 @@ from rq.serializers import JSONSerializer
 
 from veo_archiver import jsontext
 from veo_archiver import redis_keys as keys
+from veo_archiver.clock import utc_second
 from veo_archiver.logs import escape_controls
 from veo_archiver.settings import Settings
 
@@ -123,17 +124,12 @@ class JobTemplate:
         call = JSONSerializer.dumps((func_name, None, (), {"envelope": _SPLICE})).decode()
         head, tail = call.split(json.dumps(_SPLICE))
         self._data_head, self._data_tail = head.encode(), tail.encode()
-        self._second = -1
-        self._second_text = ""
 
     def _stamp(self) -> str:
-        """Now as ``rq.utils.utcformat`` writes it (``%Y-%m-%dT%H:%M:%S.%fZ``, UTC); the seconds are formatted
-        once a second (strftime is the dear part)."""
+        """Now as ``rq.utils.utcformat`` writes it (``%Y-%m-%dT%H:%M:%S.%fZ``, UTC)."""
         now = time.time()
         second = int(now)
-        if second != self._second:
-            self._second, self._second_text = second, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
-        return f"{self._second_text}.{int((now - second) * 1_000_000):06d}Z"
+        return f"{utc_second(second)}.{int((now - second) * 1_000_000):06d}Z"
 
     def values(
         self, envelope_json: bytes, *, provider: str, task_id: str, status: str, delivery_id: str

@@ -70,13 +70,30 @@ def job_id(provider: str, task_id: str, status: str) -> str:
     return f"archive-{provider}-{status}-{_digest(provider, task_id, status)[:40]}"
 
 
+def _task(provider: str, task_id: str) -> str:
+    """The task's part of its keys (one hash serves all of them: :func:`task_keys`)."""
+    return _digest(provider, task_id)[:40]
+
+
+def _dedupe(provider: str, status: str, task: str) -> str:
+    return f"{_PREFIX}dedupe:{provider}:{status}:{task}"
+
+
+def _deliveries(provider: str, task: str) -> str:
+    return f"{_PREFIX}deliveries:{provider}:{task}"
+
+
+def _delivery_bytes(provider: str, task: str) -> str:
+    return f"{_PREFIX}deliveries-bytes:{provider}:{task}"
+
+
 def dedupe_key(provider: str, task_id: str, status: str) -> str:
-    return f"{_PREFIX}dedupe:{provider}:{status}:{_digest(provider, task_id)[:40]}"
+    return _dedupe(provider, status, _task(provider, task_id))
 
 
 def deliveries_key(provider: str, task_id: str) -> str:
     """List of every delivery we accepted for one task (raw body + non-secret headers), newest last."""
-    return f"{_PREFIX}deliveries:{provider}:{_digest(provider, task_id)[:40]}"
+    return _deliveries(provider, _task(provider, task_id))
 
 
 def parked_delivery_key(delivery_id: str) -> str:
@@ -89,18 +106,18 @@ def parked_delivery_key(delivery_id: str) -> str:
 def delivery_bytes_key(provider: str, task_id: str) -> str:
     """The bytes of large raw deliveries stored for one task (bounded by
     ``intake_script.DELIVERY_BYTES_PER_TASK``)."""
-    return f"{_PREFIX}deliveries-bytes:{provider}:{_digest(provider, task_id)[:40]}"
+    return _delivery_bytes(provider, _task(provider, task_id))
 
 
 def task_keys(provider: str, task_id: str, status: str) -> tuple[str, str, str, str]:
     """``(job_id, dedupe_key, deliveries_key, delivery_bytes_key)`` of one delivery, hashing the task once
     (the intake needs all four for every callback)."""
-    task = _digest(provider, task_id)[:40]
+    task = _task(provider, task_id)
     return (
         job_id(provider, task_id, status),
-        f"{_PREFIX}dedupe:{provider}:{status}:{task}",
-        f"{_PREFIX}deliveries:{provider}:{task}",
-        f"{_PREFIX}deliveries-bytes:{provider}:{task}",
+        _dedupe(provider, status, task),
+        _deliveries(provider, task),
+        _delivery_bytes(provider, task),
     )
 
 
