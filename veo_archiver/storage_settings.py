@@ -12,7 +12,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from veo_archiver.env_values import env_bool as _bool
-from veo_archiver.env_values import is_loopback_host
+from veo_archiver.env_values import env_int, is_loopback_host
 from veo_archiver.errors import ConfigError
 
 #: Azurite's well-known development account and its published key (Azure's docs print both)
@@ -32,6 +32,12 @@ def _plain_http(endpoint: str | None, var: str, allow_var: str, allowed: bool) -
             f"use https, or set {allow_var}=true if the network path is trusted"
         )
     return True
+
+
+def _at_most(value: int, var: str, ceiling: int) -> int:
+    if value > ceiling:
+        raise ConfigError(f"{var}={value}: must be at most {ceiling}")
+    return value
 
 
 def _azure_storage(env: Mapping[str, str], archive_url: str) -> dict[str, Any]:
@@ -125,6 +131,10 @@ class StorageSettings:
     google_service_account_key: str | None = field(default=None, repr=False)
     google_application_credentials: str | None = None
     google_base_url: str | None = None
+    #: retries of one failed store request (5xx, connection errors) inside one job attempt, and the time they
+    #: may take; past them the job's own backoff (RETRY_BASE..RETRY_CAP) takes over, visible in its attempts
+    retries: int = 3
+    retry_timeout_s: int = 30
 
     @property
     def scheme(self) -> str:
@@ -174,5 +184,7 @@ def storage_from_env(env: Mapping[str, str]) -> StorageSettings:
         access_key_id=env.get("AWS_ACCESS_KEY_ID") or None,
         secret_access_key=env.get("AWS_SECRET_ACCESS_KEY") or None,
         region=env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION") or "us-east-1",
+        retries=_at_most(env_int(env, "STORAGE_RETRIES", 3), "STORAGE_RETRIES", 10),
+        retry_timeout_s=env_int(env, "STORAGE_RETRY_TIMEOUT", 30, minimum=1),
         **{"allow_http": allow_http, **cloud},
     )

@@ -26,7 +26,7 @@ from obstore.store import LocalStore, S3Store
 
 from veo_archiver.errors import ConfigError, StorageUnavailable
 from veo_archiver.storage_settings import StorageSettings
-from workers.storage_cloud import cloud_store
+from workers.storage_cloud import cloud_store, reason, store_options
 
 MiB = 1024 * 1024
 PART_BYTES = 8 * MiB
@@ -133,13 +133,13 @@ class ObjectArchive:
                 max_concurrency=PARTS_IN_FLIGHT,
             )
         except (OSError, obstore.exceptions.BaseError) as exc:
-            raise StorageUnavailable(f"writing {key}: {exc}") from exc
+            raise StorageUnavailable(f"writing {key}: {reason(exc)}") from exc
 
     def put_bytes(self, key: str, data: bytes) -> None:
         try:
             obstore.put(self._store, self._path(key), data, attributes=self._attrs(key))
         except (OSError, obstore.exceptions.BaseError) as exc:
-            raise StorageUnavailable(f"writing {key}: {exc}") from exc
+            raise StorageUnavailable(f"writing {key}: {reason(exc)}") from exc
 
     def put_if_absent(self, key: str, data: bytes) -> bool:
         try:
@@ -147,7 +147,7 @@ class ObjectArchive:
         except (AlreadyExistsError, PreconditionError, FileExistsError):
             return False
         except (OSError, obstore.exceptions.BaseError) as exc:
-            raise StorageUnavailable(f"writing {key}: {exc}") from exc
+            raise StorageUnavailable(f"writing {key}: {reason(exc)}") from exc
         return True
 
     def get_bytes(self, key: str) -> bytes | None:
@@ -156,7 +156,7 @@ class ObjectArchive:
         except (NotFoundError, FileNotFoundError):
             return None
         except (OSError, obstore.exceptions.BaseError) as exc:
-            raise StorageUnavailable(f"reading {key}: {exc}") from exc
+            raise StorageUnavailable(f"reading {key}: {reason(exc)}") from exc
 
     def iter_bytes(self, key: str) -> Iterator[bytes]:
         try:
@@ -164,7 +164,7 @@ class ObjectArchive:
             for chunk in result:
                 yield bytes(chunk)
         except (OSError, obstore.exceptions.BaseError) as exc:
-            raise StorageUnavailable(f"reading {key}: {exc}") from exc
+            raise StorageUnavailable(f"reading {key}: {reason(exc)}") from exc
 
     def head(self, key: str) -> StoredObject | None:
         try:
@@ -172,7 +172,7 @@ class ObjectArchive:
         except (NotFoundError, FileNotFoundError):
             return None
         except (OSError, obstore.exceptions.BaseError) as exc:
-            raise StorageUnavailable(f"reading {key}: {exc}") from exc
+            raise StorageUnavailable(f"reading {key}: {reason(exc)}") from exc
         return StoredObject(key=key, size=int(meta["size"]))
 
     def iter_objects(self, prefix: str = "") -> Iterator[ListedObject]:
@@ -188,7 +188,7 @@ class ObjectArchive:
                         modified=meta["last_modified"].timestamp(),
                     )
         except (OSError, obstore.exceptions.BaseError) as exc:
-            raise StorageUnavailable(f"listing {prefix or 'the archive'}: {exc}") from exc
+            raise StorageUnavailable(f"listing {prefix or 'the archive'}: {reason(exc)}") from exc
 
     def get_json(self, key: str) -> dict[str, Any] | None:
         return read_json(self, key)
@@ -220,14 +220,14 @@ def open_archive(settings: StorageSettings) -> ObjectArchive:
         if settings.endpoint_url:
             config["virtual_hosted_style_request"] = False
         try:
-            store = S3Store(bucket, client_options={"allow_http": settings.allow_http}, **config)
+            store = S3Store(bucket, **store_options(settings), **config)
         except (ValueError, obstore.exceptions.BaseError) as exc:
-            raise ConfigError(f"ARCHIVE_URL={settings.archive_url}: {exc}") from exc
+            raise ConfigError(f"ARCHIVE_URL={settings.archive_url}: {reason(exc)}") from exc
         return ObjectArchive(store, prefix=prefix, base_url=f"s3://{bucket}", attributes=True)
     root = settings.local_root()
     try:
         root.mkdir(parents=True, exist_ok=True)
         local = LocalStore(str(root), mkdir=True)
     except OSError as exc:
-        raise ConfigError(f"ARCHIVE_URL={settings.archive_url}: cannot use {root}: {exc}") from exc
+        raise ConfigError(f"ARCHIVE_URL={settings.archive_url}: cannot use {root}: {reason(exc)}") from exc
     return ObjectArchive(local, prefix="", base_url=root.as_uri(), attributes=False, local_root=root)

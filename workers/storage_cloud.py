@@ -18,6 +18,7 @@ workload or managed identity's variables, application default credentials) is ob
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 
 import obstore
@@ -25,6 +26,30 @@ from obstore.store import AzureStore, GCSStore
 
 from veo_archiver.errors import ConfigError
 from veo_archiver.storage_settings import StorageSettings
+
+#: obstore's own backoff between the retries of one request: 0.1 s doubling up to 2 s, jittered. Its default
+#: (10 retries, up to 15 s apart, 3 minutes in all) would hold a job attempt through an outage that the job's
+#: own schedule should see, count and back off from.
+_BACKOFF = {"init_backoff": timedelta(milliseconds=100), "max_backoff": timedelta(seconds=2), "base": 2}
+
+
+def reason(exc: BaseException) -> str:
+    """An obstore error for operators: its first paragraph says it all; the ``Debug source:`` dump after it
+    (a multi-line Rust structure) stays on the exception, for ``raise ... from``."""
+    return str(exc).split("\n\nDebug source:")[0].strip()
+
+
+def store_options(settings: StorageSettings) -> dict[str, Any]:
+    """The options every obstore store is built with: plain http where allowed, and bounded retries
+    (``STORAGE_RETRIES`` within ``STORAGE_RETRY_TIMEOUT`` seconds) for one request."""
+    return {
+        "client_options": {"allow_http": settings.allow_http},
+        "retry_config": {
+            "max_retries": settings.retries,
+            "retry_timeout": timedelta(seconds=settings.retry_timeout_s),
+            "backoff": _BACKOFF,
+        },
+    }
 
 
 def cloud_store(settings: StorageSettings) -> tuple[Any, str, str]:
@@ -39,10 +64,8 @@ def cloud_store(settings: StorageSettings) -> tuple[Any, str, str]:
         else:
             raise ConfigError(f"ARCHIVE_URL={settings.archive_url}: not an az:// or gs:// archive")
     except (ValueError, obstore.exceptions.BaseError) as exc:
-        # obstore's messages name the option, never its value: safe to show for a bad key. Its first
-        # paragraph says it all; the "Debug source:" dump after it is for `raise ... from`.
-        reason = str(exc).split("\n\nDebug source:")[0].strip()
-        raise ConfigError(f"ARCHIVE_URL={settings.archive_url}: {reason}") from exc
+        # obstore's messages name the option, never its value: safe to show for a bad key
+        raise ConfigError(f"ARCHIVE_URL={settings.archive_url}: {reason(exc)}") from exc
     return store, f"{scheme}://{name}", prefix
 
 
@@ -58,7 +81,7 @@ def _azure(settings: StorageSettings, container: str) -> AzureStore:
     elif settings.azure_sas_token:
         config["sas_key"] = settings.azure_sas_token
         config["credential_type"] = "sas_token"
-    return AzureStore(container, client_options={"allow_http": settings.allow_http}, **config)
+    return AzureStore(container, **store_options(settings), **config)
 
 
 def _gcs(settings: StorageSettings, bucket: str) -> GCSStore:
@@ -71,4 +94,4 @@ def _gcs(settings: StorageSettings, bucket: str) -> GCSStore:
         config["application_credentials"] = settings.google_application_credentials
     if settings.google_base_url:
         config["base_url"] = settings.google_base_url
-    return GCSStore(bucket, client_options={"allow_http": settings.allow_http}, **config)
+    return GCSStore(bucket, **store_options(settings), **config)

@@ -198,9 +198,11 @@ def test_s3_down_for_30_seconds_while_jobs_run(
     redis_server: RedisServer, seaweed: Any, s3_bucket: str, files: FileHost, tmp_path: Path
 ) -> None:
     # RETRY_BASE/RETRY_CAP make transient retries come every 1-5 s. DOWNLOAD_ATTEMPTS is raised from its
-    # default 8: with a 5 s cap, 8 attempts span only ~30-45 s (each failed S3 call also spends ~2 s in
-    # obstore's own retries), less than this outage plus SeaweedFS's ~15 s start-up. With the production
-    # defaults (base 15 s, cap 1 h) 8 attempts span hours.
+    # default 12: with a 5 s cap, 12 attempts span only ~40-60 s (each failed S3 call also spends ~0.5 s in
+    # obstore's own STORAGE_RETRIES=3), about this outage plus SeaweedFS's ~15 s start-up. With the
+    # production defaults (base 15 s, cap 1 h) 12 attempts span hours. Before STORAGE_RETRIES, obstore's
+    # default (10 retries, up to 15 s apart) held one HEAD for 3-50 s, and 5 jobs per worker did not all fail
+    # once within the outage (CI, 2026-11-27).
     stack = DrillStack(
         tmp_path,
         redis_server.url,
