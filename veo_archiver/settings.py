@@ -33,13 +33,6 @@ def _spool_dir(env: Mapping[str, str]) -> Path | None:
     return Path(raw).expanduser()
 
 
-def _max_result_urls(env: Mapping[str, str]) -> int:
-    value = env_int(env, "MAX_RESULT_URLS", DEFAULT_MAX_RESULT_URLS, minimum=1)
-    if value > URL_LIST_CEILING:
-        raise ConfigError(f"MAX_RESULT_URLS={value}: at most {URL_LIST_CEILING}")
-    return value
-
-
 def _host_port(entry: str) -> tuple[str, int]:
     host, sep, port = entry.rpartition(":")
     if not sep or not host or not port.isdigit():
@@ -195,7 +188,9 @@ class Settings:
             providers={name: ProviderSettings.from_env(env, name) for name in NAMES},
             standard_webhook_secrets=_standard_secrets(env.get("STANDARD_WEBHOOK_SECRETS")),
             redis_durability=durability,
-            max_result_urls=_max_result_urls(env),
+            max_result_urls=env_int(
+                env, "MAX_RESULT_URLS", DEFAULT_MAX_RESULT_URLS, minimum=1, maximum=URL_LIST_CEILING
+            ),
             spool_dir=_spool_dir(env),
             spool_max_bytes=env_int(env, "SPOOL_MAX_BYTES", 256 * MiB, minimum=64 * 1024),
             spool_max_files=env_int(env, "SPOOL_MAX_FILES", 100_000, minimum=1),

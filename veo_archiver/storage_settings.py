@@ -34,12 +34,6 @@ def _plain_http(endpoint: str | None, var: str, allow_var: str, allowed: bool) -
     return True
 
 
-def _at_most(value: int, var: str, ceiling: int) -> int:
-    if value > ceiling:
-        raise ConfigError(f"{var}={value}: must be at most {ceiling}")
-    return value
-
-
 def _azure_storage(env: Mapping[str, str], archive_url: str) -> dict[str, Any]:
     """StorageSettings fields for ``az://``: the account, at most one credential, the endpoint.
 
@@ -184,7 +178,7 @@ def storage_from_env(env: Mapping[str, str]) -> StorageSettings:
         access_key_id=env.get("AWS_ACCESS_KEY_ID") or None,
         secret_access_key=env.get("AWS_SECRET_ACCESS_KEY") or None,
         region=env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION") or "us-east-1",
-        retries=_at_most(env_int(env, "STORAGE_RETRIES", 3), "STORAGE_RETRIES", 10),
+        retries=env_int(env, "STORAGE_RETRIES", 3, maximum=10),
         retry_timeout_s=env_int(env, "STORAGE_RETRY_TIMEOUT", 30, minimum=1),
         **{"allow_http": allow_http, **cloud},
     )

@@ -229,5 +229,5 @@ def open_archive(settings: StorageSettings) -> ObjectArchive:
         root.mkdir(parents=True, exist_ok=True)
         local = LocalStore(str(root), mkdir=True)
     except OSError as exc:
-        raise ConfigError(f"ARCHIVE_URL={settings.archive_url}: cannot use {root}: {reason(exc)}") from exc
+        raise ConfigError(f"ARCHIVE_URL={settings.archive_url}: cannot use {root}: {exc}") from exc
     return ObjectArchive(local, prefix="", base_url=root.as_uri(), attributes=False, local_root=root)

@@ -1,5 +1,6 @@
 """obstore stores for ``az://container/prefix`` (Azure Blob Storage) and ``gs://bucket/prefix`` (Google Cloud
-Storage), built from :class:`~veo_archiver.settings.StorageSettings` for :func:`workers.storage.open_archive`.
+Storage), built from :class:`~veo_archiver.settings.StorageSettings` for :func:`workers.storage.open_archive`,
+and what every obstore store shares, S3's included: :func:`store_options` and :func:`reason`.
 
 Both go through the same :class:`workers.storage.ObjectArchive` as S3, so they keep its contract with the
 store's own mechanisms:
