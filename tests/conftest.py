@@ -10,6 +10,13 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import settings as hypothesis_settings
+
+# Property tests: a small default so the fast lane stays fast; CI's whole run loads the large profile
+# (.ci/run sets HYPOTHESIS_PROFILE=ci). No test hard-codes its own max_examples: choose a profile instead.
+hypothesis_settings.register_profile("dev", max_examples=60)
+hypothesis_settings.register_profile("ci", max_examples=1000)
+hypothesis_settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "dev"))
 
 # The project is not installed into the venv: make `receiver`, `workers` and `tests.servers` importable.
 _ROOT = str(Path(__file__).resolve().parents[1])

@@ -109,7 +109,7 @@ def test_keys_use_one_segment_per_task() -> None:
     assert video_key("useapi", USEAPI_ID, 0) == f"useapi/{encode_task_id(USEAPI_ID)}/0.mp4"
 
 
-@hsettings(max_examples=500, deadline=None)
+@hsettings(deadline=None)
 @given(st.text(min_size=1))
 def test_round_trip_property(task_id: str) -> None:
     encoded = encode_task_id(task_id)
@@ -118,7 +118,7 @@ def test_round_trip_property(task_id: str) -> None:
     assert encoded not in (".", "..")
 
 
-@hsettings(max_examples=300, deadline=None)
+@hsettings(deadline=None)
 @given(st.text(min_size=1), st.text(min_size=1))
 def test_encoding_is_injective(a: str, b: str) -> None:
     if a != b:
@@ -156,7 +156,7 @@ def test_job_id_differs_per_task() -> None:
     assert job_id("kie", "veo_task_abc", "succeeded") != job_id("kie", "veo_task_abd", "succeeded")
 
 
-@hsettings(max_examples=300, deadline=None)
+@hsettings(deadline=None)
 @given(st.text(min_size=1))
 def test_job_id_charset_property(task_id: str) -> None:
     for provider in PROVIDERS:

@@ -77,7 +77,7 @@ _SECRETISH = st.text(
 )
 
 
-@hsettings(max_examples=3000, deadline=None)
+@hsettings(deadline=None)
 @given(_SECRETISH)
 @example("Bearer abc.def")
 @example("BASIC\tdXNlcjpwYXNz")
@@ -94,7 +94,7 @@ def test_the_secret_prefilter_lets_through_whatever_the_pattern_matches(text: st
     assert scrub(text) == scrubbed
 
 
-@hsettings(max_examples=2000, deadline=None)
+@hsettings(deadline=None)
 @given(st.text(max_size=30))
 @example("a\x7fb")
 @example("tab\there")

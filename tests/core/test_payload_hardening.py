@@ -107,7 +107,7 @@ def test_ids_sharing_a_long_prefix_get_distinct_segments() -> None:
     assert task_segment(base + "a") != task_segment(base + "b")
 
 
-@hsettings(max_examples=300, deadline=None)
+@hsettings(deadline=None)
 @given(st.text(min_size=1, max_size=1500), st.text(min_size=1, max_size=1500))
 def test_segments_are_short_and_distinct(a: str, b: str) -> None:
     sa, sb = task_segment(a), task_segment(b)
@@ -136,7 +136,7 @@ def test_brackets_inside_strings_do_not_count_as_nesting() -> None:
     assert decode_json_object(body)["s"] == "[{" * 500
 
 
-@hsettings(max_examples=500, deadline=None)
+@hsettings(deadline=None)
 @given(
     st.one_of(
         st.recursive(

@@ -410,13 +410,13 @@ def _only_invalid_payload(body: Any) -> None:
     assert parsed.task_id == apixo.task_id_of(body)
 
 
-@hsettings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@hsettings(deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.dictionaries(st.sampled_from(["code", "message", "data", "x"]), JSON, max_size=4))
 def test_random_objects_raise_only_invalid_payload(body: dict[str, Any]) -> None:
     _only_invalid_payload(body)
 
 
-@hsettings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@hsettings(deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     st.sampled_from(BASES),
     st.lists(st.tuples(st.sampled_from(PATHS), NEAR_VALUES), min_size=1, max_size=4),
@@ -430,7 +430,7 @@ def test_random_values_at_documented_paths_raise_only_invalid_payload(
     _only_invalid_payload(body)
 
 
-@hsettings(max_examples=100, deadline=None)
+@hsettings(deadline=None)
 @given(st.dictionaries(st.text(max_size=10), JSON, max_size=6))
 def test_random_data_objects_raise_only_invalid_payload(data: dict[str, Any]) -> None:
     _only_invalid_payload({"code": 200, "message": "success", "data": data})

@@ -363,13 +363,13 @@ def _only_invalid_payload(body: Any) -> None:
     assert parsed.task_id == evolink.task_id_of(body)
 
 
-@hsettings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@hsettings(deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.dictionaries(st.sampled_from(KEYS) | st.text(max_size=8), JSON, max_size=8))
 def test_random_objects_raise_only_invalid_payload(body: dict[str, Any]) -> None:
     _only_invalid_payload(body)
 
 
-@hsettings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@hsettings(deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     st.sampled_from([COMPLETED, FAILED, SEED_PENDING, SKILL_REPO_COMPLETED]),
     st.dictionaries(st.sampled_from(KEYS), NEAR_VALUES, min_size=1, max_size=4),

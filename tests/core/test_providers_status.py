@@ -887,7 +887,7 @@ def _only_expected_errors(parse: Callable[[Any, str], TaskEvent], body: Any, tas
     json.dumps(parsed.to_json())
 
 
-@hsettings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@hsettings(deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     st.sampled_from(STATUS_PARSERS),
     st.dictionaries(st.sampled_from(TOP_KEYS), JSON | st.sampled_from([200, 404, 422, "completed"]), max_size=6),
@@ -898,7 +898,7 @@ def test_random_answers_raise_only_expected_errors(
     _only_expected_errors(parser[1], body, parser[3])
 
 
-@hsettings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@hsettings(deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     st.sampled_from(STATUS_PARSERS),
     st.dictionaries(st.sampled_from(TOP_KEYS + DATA_KEYS), JSON, min_size=1, max_size=4),

@@ -687,7 +687,7 @@ def _only_invalid_payload(body: Any) -> None:
     assert parsed.task_id == useapi.task_id_of(body)
 
 
-@hsettings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@hsettings(deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     st.dictionaries(
         st.sampled_from(["jobid", "jobId", "status", "request", "response", "error", "code", "replyRef"]),
@@ -699,7 +699,7 @@ def test_random_objects_raise_only_invalid_payload(body: dict[str, Any]) -> None
     _only_invalid_payload(body)
 
 
-@hsettings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@hsettings(deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.sampled_from(BASES), st.lists(st.tuples(st.sampled_from(PATHS), NEAR_VALUES), min_size=1, max_size=4))
 def test_random_values_at_documented_paths_raise_only_invalid_payload(
     base: Any, changes: list[tuple[tuple[str | int, ...], Any]]

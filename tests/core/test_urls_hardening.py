@@ -162,7 +162,7 @@ def urls(draw: st.DrawFn) -> str:
     return f"{draw(scheme)}://{authority}{draw(path)}"
 
 
-@hsettings(max_examples=3000, deadline=None)
+@hsettings(deadline=None)
 @given(urls())
 @example("http://0177.0.0.1/")
 @example("http://a.example:65535/")
@@ -177,7 +177,7 @@ def test_whatever_is_accepted_httpx_accepts(url: str) -> None:
         assert parts.port in (None, parsed.port, 80, 443)
 
 
-@hsettings(max_examples=1000, deadline=None)
+@hsettings(deadline=None)
 @given(st.text(max_size=200))
 def test_never_raises_on_any_text(text: str) -> None:
     for candidate in (text, "http://" + text, "https://a.example:" + text):
@@ -190,7 +190,7 @@ def test_never_raises_on_any_text(text: str) -> None:
 # ("not an http(s) URL" or the problem found): both shortcuts rest on what these check.
 
 
-@hsettings(max_examples=3000, deadline=None)
+@hsettings(deadline=None)
 @given(urls())
 @example("https://cdn.example.com./v.mp4")
 @example("httpſ://a.example/")

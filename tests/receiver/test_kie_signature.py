@@ -560,7 +560,7 @@ def _only_request_errors(settings: Settings, headers: dict[str, str], body: byte
         assert exc.status_code in (400, 401, 413, 415)
 
 
-@hsettings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@hsettings(deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     settings=all_settings,
     headers=headers_strategy,
@@ -573,7 +573,7 @@ def test_random_headers_and_bodies_raise_only_request_errors(
     _only_request_errors(settings, headers, body, now)
 
 
-@hsettings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@hsettings(deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(settings=all_settings, headers=headers_strategy, body=kie_like_body)
 def test_random_kie_like_bodies_raise_only_request_errors(
     settings: Settings, headers: dict[str, str], body: dict[str, Any]
@@ -581,7 +581,7 @@ def test_random_kie_like_bodies_raise_only_request_errors(
     _only_request_errors(settings, headers, json.dumps(body).encode(), NOW)
 
 
-@hsettings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@hsettings(deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(body=kie_like_body, ts=st.integers(min_value=NOW - 300, max_value=NOW + 300))
 def test_validly_signed_random_bodies_raise_only_request_errors(body: dict[str, Any], ts: int) -> None:
     # The body is not covered by the signature: a replayed valid signature can carry any body.
