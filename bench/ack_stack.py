@@ -1,33 +1,34 @@
 """Benchmark: durable callbacks per CPU-second, by server stack and process count, with a profile.
 
-    .venv/bin/python bench/ack_stack.py --duration 5 --repeat 2 \\
-        --variants 'bare@asyncio+h11,receiver-warning@asyncio+h11,bare@uvloop+httptools,receiver-info@uvloop+httptools'
-    .venv/bin/python bench/ack_stack.py --duration 5 --repeat 1 --baseline-rev 2a3c01e \\
-        --variants 'bare@asyncio+h11,baseline-warning@asyncio+h11,receiver-warning@asyncio+h11'
-    .venv/bin/python bench/ack_stack.py --duration 5 --repeat 1 --profile 'receiver-warning@uvloop+httptools' \\
-        --variants 'bare@uvloop+httptools,receiver-warning@uvloop+httptools'
+    .venv/bin/python bench/ack_stack.py --duration 5 --repeat 2 --variants \\
+        'bare@serve,receiver-warning@serve,receiver-warning@servex2,bare@asyncio+h11,receiver-warning@asyncio+h11'
+    .venv/bin/python bench/ack_stack.py --duration 5 --repeat 1 --baseline /tmp/base \\
+        --variants 'bare@serve,baseline-warning@serve,receiver-warning@serve'
+    .venv/bin/python bench/ack_stack.py --duration 5 --repeat 1 --profile 'receiver-warning@serve' \\
+        --variants 'bare@serve,receiver-warning@serve'
 
 Same generator as bench/ack_path.py (wrk, one thread, 64 connections, pre-signed kie.ai callbacks with unique
-task ids, 2 s warm-up), against servers started by bench/ack_servers.py. A variant is
-``APP[-LEVEL]@LOOP+HTTP[xN][/nohiredis][/mtrim]``:
+task ids, 2 s warm-up: benchlib + requests.lua), against servers started by bench/ack_servers.py. A variant is
+``APP[-LEVEL]@STACK[xN][/nohiredis][/mtrim]``:
 
   APP        ``bare`` (the reference: read the body, answer the ACK), ``receiver`` (this checkout's
-             ``receiver.app.create_app``) or ``baseline`` (the same from ``--baseline PATH`` or a copy of this
-             checkout with ``veo_archiver/intake.py`` taken from ``--baseline-rev``)
+             ``receiver.app.create_app``) or ``baseline`` (the same from the checkout ``--baseline PATH``)
   LEVEL      ``info`` (one JSON log line per callback) or ``warning`` (default)
-  LOOP+HTTP  uvicorn's ``loop`` and ``http``: ``asyncio+h11`` (what ``veo-archiver serve`` gets without
-             uvloop/httptools installed), ``uvloop+httptools`` (``uvicorn[standard]``), or a mix
-  xN         N receiver processes on one port (SO_REUSEPORT), one Redis
+  STACK      ``serve``: uvicorn exactly as ``veo-archiver serve`` configures it; or uvicorn's ``loop`` and
+             ``http`` named: ``asyncio+h11`` (what uvicorn gives without uvloop/httptools),
+             ``uvloop+httptools``, or a mix (then without ``serve``'s header-read guard: bench/ack_servers.py)
+  xN         N server processes on one port (SO_REUSEPORT), one Redis
   /nohiredis redis-py without hiredis even where it is installed
   /mtrim     the server processes run with MALLOC_TRIM_THRESHOLD_=16 MiB (see MTRIM_ENV)
 
 Every receiver variant is compared with ``bare`` on the same stack measured in the same run ("vs bare"), with
-as many processes where the run has that variant (``bare@uvloop+httptoolsx4`` for ``receiver@uvloop+httptoolsx4``).
+as many processes where the run has that variant (``bare@servex4`` for ``receiver@servex4``).
 Per run: answered requests/s, wrk's p50/p99, non-2xx answers, jobs queued vs 200s answered, and CPU per
 answered request of the server processes (all of them), of redis-server (``INFO cpu``: used_cpu_user +
-used_cpu_sys delta) and of wrk. ``--profile VARIANT`` adds one run of that variant under py-spy (``--pyspy``)
-and splits its samples by where they fall (uvicorn, Starlette, verification, intake, redis-py, log…),
-converted to microseconds per callback with the CPU per callback of that variant's measured runs.
+used_cpu_sys delta, split into its main thread, script time from ``INFO commandstats`` and background threads)
+and of wrk. ``--profile VARIANT`` adds one run of that variant under py-spy (``--pyspy``) and splits its
+samples by where they fall (uvicorn, Starlette, verification, intake, redis-py, log...), converted to
+microseconds per callback with the CPU per callback of that variant's measured runs.
 
 ``--redis-bin PATH``: the redis-server (or valkey-server) binary to run; ``--appendfsync``: its AOF policy (the
 receiver waits for WAITAOF when the server is >= 7.2). ``--site DIR``: a directory put on the servers'
@@ -38,7 +39,6 @@ from __future__ import annotations
 
 import argparse
 import collections
-import os
 import re
 import shutil
 import statistics
@@ -50,12 +50,27 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ack_path import _LUA_CYCLE, _LUA_DONE, CLK, KEY, cpu_seconds, free_port, run_wrk, write_requests
-from benchlib import REPO_ROOT, machine_description
+from benchlib import (
+    CLK,
+    KIE_KEY,
+    QUEUE_KEY,
+    REPO_ROOT,
+    RedisServer,
+    Service,
+    checkout_env,
+    cpu_seconds,
+    free_port,
+    machine_description,
+    run_wrk,
+    wait_until,
+    write_requests,
+    wrk_script,
+    wrk_version,
+)
 
-QUEUE_KEY = "rq:queue:veo-archiver"
 _VARIANT = re.compile(
-    r"^(bare|receiver|baseline)(?:-(info|warning))?@(asyncio|uvloop)\+(h11|httptools)(?:x(\d+))?((?:/nohiredis|/mtrim)*)$"
+    r"^(bare|receiver|baseline)(?:-(info|warning))?@(serve|(?:asyncio|uvloop)\+(?:h11|httptools))(?:x(\d+))?"
+    r"((?:/nohiredis|/mtrim)*)$"
 )
 #: ``/mtrim``: glibc keeps up to this much free memory at the top of the heap instead of giving it back at once
 #: (zlib allocates and frees ~256 KiB per compress(): without it, each compress page-faults ~20 pages back in)
@@ -67,25 +82,19 @@ class Variant:
     name: str
     app: str
     level: str
-    loop: str
-    http: str
+    stack: str  # "serve" or LOOP+HTTP
     processes: int
     hiredis: bool
     mtrim: bool = False
 
-    @property
-    def stack(self) -> str:
-        return f"{self.loop}+{self.http}"
-
     @classmethod
     def parse(cls, text: str) -> Variant:
-        m = _VARIANT.match(text.strip().replace(" ", ""))
-        if not m:
-            raise SystemExit(f"bad variant {text!r}: expected APP[-LEVEL]@LOOP+HTTP[xN][/nohiredis][/mtrim]")
-        app, level, loop, http, procs, flags = m.groups()
         name = text.strip().replace(" ", "")
-        return cls(name, app, level or "warning", loop, http, int(procs or 1), "/nohiredis" not in flags,
-                   "/mtrim" in flags)  # fmt: skip
+        m = _VARIANT.match(name)
+        if not m:
+            raise SystemExit(f"bad variant {text!r}: expected APP[-LEVEL]@STACK[xN][/nohiredis][/mtrim]")
+        app, level, stack, procs, flags = m.groups()
+        return cls(name, app, level or "warning", stack, int(procs or 1), "/nohiredis" not in flags, "/mtrim" in flags)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -147,93 +156,118 @@ def redis_reads(client: Any) -> int:
 
 
 class Server:
-    def __init__(self, variant: Variant, redis_url: str, tmp: Path, repo: Path, site: str | None) -> None:
+    def __init__(self, variant: Variant, redis_url: str, tmp: Path, checkout: Path, site: str | None) -> None:
         self.variant = variant
         self.port = free_port()
-        self.log_path = tmp / f"{variant.app}-{self.port}.log"
         ready = tmp / f"ready-{self.port}"
         ready.mkdir()
-        env = {
-            **os.environ,
+        env = checkout_env(checkout, *([site] if site else []))
+        env |= {
             "REDIS_URL": redis_url,
-            "KIE_WEBHOOK_HMAC_KEYS": KEY,
+            "KIE_WEBHOOK_HMAC_KEYS": KIE_KEY,
             "LOG_LEVEL": variant.level.upper(),
             "LOG_FORMAT": "json",
-            "PYTHONUNBUFFERED": "1",
-            "PYTHONPATH": os.pathsep.join(filter(None, [str(repo), site, os.environ.get("PYTHONPATH")])),
-            "BENCH_REPO": str(repo),  # benchlib puts this checkout first on sys.path (ack_servers imports it)
+            "SPOOL_DIR": str(tmp / f"spool-{self.port}"),
             **(MTRIM_ENV if variant.mtrim else {}),
         }
-        kind = "bare" if variant.app == "bare" else "receiver"
-        cmd = [sys.executable, str(REPO_ROOT / "bench" / "ack_servers.py"), kind, "--port", str(self.port),
-               "--loop", variant.loop, "--http", variant.http, "--processes", str(variant.processes),
-               "--ready-dir", str(ready)]  # fmt: skip
+        cmd = [
+            sys.executable,
+            str(REPO_ROOT / "bench" / "ack_servers.py"),
+            "bare" if variant.app == "bare" else "receiver",
+            "--port",
+            str(self.port),
+            "--stack",
+            variant.stack,
+            "--processes",
+            str(variant.processes),
+            "--ready-dir",
+            str(ready),
+        ]
         if not variant.hiredis:
             cmd.append("--no-hiredis")
-        self._log = self.log_path.open("ab")
-        self.proc = subprocess.Popen(cmd, env=env, cwd=repo, stdout=self._log, stderr=subprocess.STDOUT,
-                                     start_new_session=True)  # fmt: skip
-        deadline = time.monotonic() + 60
-        while len(list(ready.iterdir())) < variant.processes:
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                self.stop()
-                raise SystemExit(f"{variant.name} did not start:\n{self.log_path.read_text()[-3000:]}")
-            time.sleep(0.05)
-        self.pids = tree_pids(self.proc.pid)
+        self.service = Service(cmd, tmp / f"{variant.app}-{self.port}.log", env=env, cwd=checkout)
+        started = Path(ready)
+        wait_until(
+            lambda: len(list(started.iterdir())) >= variant.processes,
+            self.service.proc,
+            variant.name,
+            self.service.log_path,
+        )
+        self.pids = tree_pids(self.service.pid)
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}/callbacks/kie"
 
     def log_bytes(self) -> int:
-        return self.log_path.stat().st_size
+        return self.service.log_path.stat().st_size
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(20)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, 9)
-                self.proc.wait()
-        self._log.close()
+        self.service.stop(20)
 
 
 # ---------------------------------------------------------------------------------------------------------
 # one run
 
 
-def one_run(variant: Variant, tag: str, redis: Any, tmp: Path, opts: argparse.Namespace,
-            profile_to: Path | None = None) -> dict[str, Any]:  # fmt: skip
+def one_run(
+    variant: Variant, tag: str, redis: Any, tmp: Path, opts: argparse.Namespace, profile_to: Path | None = None
+) -> dict[str, Any]:
     rds = redis.client()
     rds.flushall()
-    repo = Path(opts.baseline_path) if variant.app == "baseline" else REPO_ROOT
-    server = Server(variant, redis.url, tmp, repo, opts.site)
+    checkout = opts.baseline if variant.app == "baseline" else REPO_ROOT
+    server = Server(variant, redis.url, tmp, checkout, opts.site)
     spy: subprocess.Popen[bytes] | None = None
     try:
-        cycle = tmp / "cycle.lua"
-        if not cycle.exists():
-            cycle.write_text(_LUA_CYCLE + _LUA_DONE)
+        cycle = wrk_script(tmp / "cycle.lua")
         warm = tmp / "warm.req"
         write_requests(warm, f"warm-{tag}-{variant.name}", 3000, server.port, parts=opts.threads)
-        run_wrk(cycle, server.url, [str(warm), "0"], connections=opts.connections,
-                threads=opts.threads, seconds=2, out=tmp / "wrk-warm.out")  # fmt: skip
+        run_wrk(
+            cycle,
+            server.url,
+            [str(warm), "0"],
+            connections=opts.connections,
+            threads=opts.threads,
+            seconds=2,
+            out=tmp / "wrk-warm.out",
+        )
         reqfile = tmp / "main.req"
         write_requests(reqfile, f"run-{tag}-{variant.name}", opts.requests, server.port, parts=opts.threads)
         queued0 = int(rds.llen(QUEUE_KEY))
         log0 = server.log_bytes()
         if profile_to is not None:
-            spy = subprocess.Popen([opts.pyspy, "record", "--pid", str(server.pids[-1]), "--duration",
-                                    str(max(1, int(opts.duration) - 1)), "--rate", "250", "--format", "raw",
-                                    "--nonblocking", "--output", str(profile_to)],
-                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+            spy = subprocess.Popen(
+                [
+                    opts.pyspy,
+                    "record",
+                    "--pid",
+                    str(server.pids[-1]),
+                    "--duration",
+                    str(max(1, int(opts.duration) - 1)),
+                    "--rate",
+                    "250",
+                    "--format",
+                    "raw",
+                    "--nonblocking",
+                    "--output",
+                    str(profile_to),
+                ],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
             time.sleep(0.3)
         cpu0, redis0, reads0 = tree_cpu(server.pids), redis_cpu(rds), redis_reads(rds)
         commands0, threads0 = redis_scripts_s(rds), thread_cpu(redis.pid)
         started = time.monotonic()
-        result, wrk_cpu = run_wrk(cycle, server.url, [str(reqfile), "0"],
-                                  connections=opts.connections, threads=opts.threads, seconds=opts.duration,
-                                  out=tmp / "wrk.out")  # fmt: skip
+        result, wrk_cpu = run_wrk(
+            cycle,
+            server.url,
+            [str(reqfile), "0"],
+            connections=opts.connections,
+            threads=opts.threads,
+            seconds=opts.duration,
+            out=tmp / "wrk.out",
+        )
         result["window_s"] = time.monotonic() - started  # wrk's start-up (reading the request file) included
         result["server_cpu_s"] = tree_cpu(server.pids) - cpu0
         result["redis_cpu_s"] = redis_cpu(rds) - redis0
@@ -257,8 +291,10 @@ def one_run(variant: Variant, tag: str, redis: Any, tmp: Path, opts: argparse.Na
     result["rps"] = result["requests"] / (result["duration_us"] / 1e6)
     result["errors"] = sum(result[k] for k in ("err_connect", "err_read", "err_write", "err_status", "err_timeout"))
     if result["errors"]:
-        print(f"  !! {variant.name}: {result['errors']} errors / non-2xx "
-              f"{ {k: v for k, v in result.items() if k.startswith('err')} }")  # fmt: skip
+        print(
+            f"  !! {variant.name}: {result['errors']} errors / non-2xx "
+            f"{ {k: v for k, v in result.items() if k.startswith('err')} }"
+        )
     if variant.app != "bare":
         if result["wrapped"]:
             print(f"  !! {variant.name}: the {opts.requests} pre-signed requests ran out: raise --requests")
@@ -272,14 +308,16 @@ def per_req(r: dict[str, Any], field: str) -> float:
 
 
 def describe(r: dict[str, Any]) -> str:
-    return (f"{r['rps']:8.0f} req/s  p50 {r['p50_us'] / 1000:6.1f} ms  p99 {r['p99_us'] / 1000:7.1f} ms  "
-            f"server {per_req(r, 'server_cpu_s'):5.0f} us/req  redis {per_req(r, 'redis_cpu_s'):5.1f} us/req "
-            f"(main thread {per_req(r, 'redis_main_s'):5.1f}, in scripts {per_req(r, 'redis_scripts_s'):5.1f}, "
-            f"background threads {per_req(r, 'redis_background_s'):5.1f}; main thread busy "
-            f"{r['redis_main_s'] / r['window_s']:4.0%} of {r['window_s']:.1f} s, "
-            f"wrk ran {r['duration_us'] / 1e6:.1f} s)  "
-            f"wrk {per_req(r, 'wrk_cpu_s'):4.0f} us/req  cb/read {r['requests'] / max(r['redis_reads'], 1):5.1f}  "
-            f"non-2xx {r['err_status']}  errors {r['errors']}")  # fmt: skip
+    return (
+        f"{r['rps']:8.0f} req/s  p50 {r['p50_us'] / 1000:6.1f} ms  p99 {r['p99_us'] / 1000:7.1f} ms  "
+        f"server {per_req(r, 'server_cpu_s'):5.0f} us/req  redis {per_req(r, 'redis_cpu_s'):5.1f} us/req "
+        f"(main thread {per_req(r, 'redis_main_s'):5.1f}, in scripts {per_req(r, 'redis_scripts_s'):5.1f}, "
+        f"background threads {per_req(r, 'redis_background_s'):5.1f}; main thread busy "
+        f"{r['redis_main_s'] / r['window_s']:4.0%} of {r['window_s']:.1f} s, "
+        f"wrk ran {r['duration_us'] / 1e6:.1f} s)  "
+        f"wrk {per_req(r, 'wrk_cpu_s'):4.0f} us/req  cb/read {r['requests'] / max(r['redis_reads'], 1):5.1f}  "
+        f"non-2xx {r['err_status']}  errors {r['errors']}"
+    )
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -293,16 +331,17 @@ BUCKETS: list[tuple[str, str, tuple[str, ...] | None]] = [
     ("log line (logging + JsonFormatter)", "logs.py", None),
     ("redis-py (pool, pack, parse)", "redis/", None),
     ("redis-py (pool, pack, parse)", "hiredis/", None),
-    ("rq (Job.create, _build_hset_args, JSONSerializer)", "rq/", None),
-    ("intake: job hash template", "job_template.py", None),
-    ("intake: group commit (batch, futures, I/O)", "group_commit.py", None),
-    ("intake: submit (JSON, keys, packing)", "intake.py", None),
-    ("intake: submit (JSON, keys, packing)", "jsontext.py", None),
-    ("intake: submit (JSON, keys, packing)", "redact.py", None),
-    ("intake: submit (JSON, keys, packing)", "redis_keys.py", None),
-    ("intake: submit (JSON, keys, packing)", "event.py", None),
-    ("intake: submit (JSON, keys, packing)", "uuid.py", None),
-    ("intake: submit (JSON, keys, packing)", "clock.py", None),
+    ("rq", "rq/", None),
+    ("intake (submit, group commit, job hash, wire format)", "intake.py", None),
+    ("intake (submit, group commit, job hash, wire format)", "intake_script.py", None),
+    ("intake (submit, group commit, job hash, wire format)", "group_commit.py", None),
+    ("intake (submit, group commit, job hash, wire format)", "job_template.py", None),
+    ("intake (submit, group commit, job hash, wire format)", "jsontext.py", None),
+    ("intake (submit, group commit, job hash, wire format)", "redact.py", None),
+    ("intake (submit, group commit, job hash, wire format)", "redis_keys.py", None),
+    ("intake (submit, group commit, job hash, wire format)", "event.py", None),
+    ("intake (submit, group commit, job hash, wire format)", "uuid.py", None),
+    ("intake (submit, group commit, job hash, wire format)", "clock.py", None),
     ("verify + parse (HMAC, JSON, provider)", "receiver/verify.py", None),
     ("verify + parse (HMAC, JSON, provider)", "verify.py", None),
     ("verify + parse (HMAC, JSON, provider)", "providers/", None),
@@ -311,14 +350,15 @@ BUCKETS: list[tuple[str, str, tuple[str, ...] | None]] = [
     ("verify + parse (HMAC, JSON, provider)", "hmac.py", None),
     ("handler (receiver/*.py, prometheus)", "receiver/", None),
     ("handler (receiver/*.py, prometheus)", "prometheus_client/", None),
-    ("bare handler (ack_apps.py)", "ack_apps.py", None),
+    ("the rest of veo_archiver/", "veo_archiver/", None),
+    ("bare handler (ack_servers.py)", "ack_servers.py", None),
     ("Starlette (routing, request, response)", "starlette/", None),
     ("uvicorn + HTTP parser (h11/httptools)", "uvicorn/", None),
     ("uvicorn + HTTP parser (h11/httptools)", "h11/", None),
     ("uvicorn + HTTP parser (h11/httptools)", "httptools/", None),
     ("event loop (asyncio/uvloop)", "asyncio/", None),
     ("event loop (asyncio/uvloop)", "uvloop/", None),
-]  # fmt: skip
+]
 _FRAME = re.compile(r"^(?P<func>.*?) \((?P<file>[^:()]*)(?::\d+)?\)$")
 
 
@@ -352,27 +392,16 @@ def bucket_profile(path: Path) -> collections.Counter[str]:
 # ---------------------------------------------------------------------------------------------------------
 
 
-def make_baseline(rev: str, tmp: Path) -> Path:
-    """A copy of this checkout with veo_archiver/intake.py as of ``rev`` (git show: read-only)."""
-    dest = tmp / f"baseline-{rev}"
-    shutil.copytree(REPO_ROOT, dest, ignore=shutil.ignore_patterns(".venv", ".git", "__pycache__", "*.egg-info"))
-    text = subprocess.run(["git", "show", f"{rev}:veo_archiver/intake.py"], cwd=REPO_ROOT, check=True,
-                          capture_output=True, text=True).stdout  # fmt: skip
-    (dest / "veo_archiver" / "intake.py").write_text(text)
-    return dest
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--variants", required=True, help="APP[-LEVEL]@LOOP+HTTP[xN][/nohiredis][/mtrim],...")
+    parser.add_argument("--variants", required=True, help="APP[-LEVEL]@STACK[xN][/nohiredis][/mtrim],...")
     parser.add_argument("--repeat", type=int, default=2)
     parser.add_argument("--duration", type=float, default=5.0)
     parser.add_argument("--connections", type=int, default=64)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--requests", type=int, default=60000)
-    parser.add_argument("--baseline", dest="baseline_path", default="", help="checkout served as 'baseline'")
-    parser.add_argument("--baseline-rev", default="", help="or: this checkout with intake.py from this git rev")
-    parser.add_argument("--redis-bin", default="", help="redis-server/valkey-server binary (default: as the tests)")
+    parser.add_argument("--baseline", type=Path, default=None, help="another checkout, served as 'baseline'")
+    parser.add_argument("--redis-bin", default="", help="redis-server/valkey-server binary (default: benchlib's)")
     parser.add_argument("--appendfsync", default="everysec", choices=("everysec", "always", "no"))
     parser.add_argument("--site", default=None, help="extra dir on the servers' PYTHONPATH (uvloop, httptools...)")
     parser.add_argument("--profile", default="", help="one more run of this variant under py-spy")
@@ -382,36 +411,36 @@ def main() -> None:
     for v in variants:
         if v.app != "bare" and not any(b.app == "bare" and b.stack == v.stack for b in variants):
             raise SystemExit(f"{v.name}: add bare@{v.stack}, its reference, to --variants")
-
-    from tests.servers import RedisServer
+    if any(v.app == "baseline" for v in variants) and not opts.baseline:
+        raise SystemExit("a 'baseline' variant needs --baseline PATH (another checkout: git worktree add PATH REV)")
+    opts.baseline = opts.baseline.resolve() if opts.baseline else None
 
     with tempfile.TemporaryDirectory(prefix="ack-stack-") as tmpname:
         tmp = Path(tmpname)
-        if any(v.app == "baseline" for v in variants) and not opts.baseline_path:
-            if not opts.baseline_rev:
-                raise SystemExit("a 'baseline' variant needs --baseline PATH or --baseline-rev REV")
-            opts.baseline_path = str(make_baseline(opts.baseline_rev, tmp))
-        if opts.redis_bin:
-            bindir = tmp / "redis-bin"
-            bindir.mkdir()
-            (bindir / "redis-server").symlink_to(Path(opts.redis_bin).resolve())
-            os.environ["PATH"] = f"{bindir}{os.pathsep}{os.environ['PATH']}"
-        with RedisServer(tmp / "redis", appendfsync=opts.appendfsync) as redis:
+        with RedisServer(tmp / "redis", appendfsync=opts.appendfsync, binary=opts.redis_bin) as redis:
             info = redis.client().info("server")
             version = str(info.get("redis_version"))
-            name = f"valkey-server {info['valkey_version']} (redis_version {version})" if "valkey_version" in info \
-                else f"redis-server {version}"  # fmt: skip
+            name = (
+                f"valkey-server {info['valkey_version']} (redis_version {version})"
+                if "valkey_version" in info
+                else f"redis-server {version}"
+            )
             waitaof = tuple(int(p) for p in version.split(".")[:2]) >= (7, 2)
-            wrk_version = subprocess.run(["wrk", "-v"], capture_output=True, text=True).stdout.splitlines()[0]
-            print(machine_description(
-                ("starlette", "uvicorn", "redis", "hiredis", "uvloop", "httptools", "rq"),
-                [f"redis:    {name}, AOF appendfsync {opts.appendfsync}; receiver waits for WAITAOF: "
-                 f"{'yes' if waitaof else 'no (needs 7.2)'}",
-                 f"load:     {wrk_version.split(' Copyright')[0]}; -t{opts.threads} -c{opts.connections}, "
-                 f"2 s warm-up + "
-                 f"{opts.duration:g} s, {opts.repeat} runs per variant, order alternating",
-                 f"site:     {opts.site or '(venv only)'}; baseline: {opts.baseline_path or '-'}"],
-            ) + "\n(package versions above are the venv's; --site may add others)", flush=True)  # fmt: skip
+            print(
+                machine_description(
+                    ("starlette", "uvicorn", "redis", "hiredis", "uvloop", "httptools", "rq"),
+                    [
+                        f"redis:    {name}, AOF appendfsync {opts.appendfsync}; receiver waits for WAITAOF: "
+                        f"{'yes' if waitaof else 'no (needs 7.2)'}",
+                        f"load:     {wrk_version()}; -t{opts.threads} -c{opts.connections}, "
+                        f"2 s warm-up + "
+                        f"{opts.duration:g} s, {opts.repeat} runs per variant, order alternating",
+                        f"site:     {opts.site or '(venv only)'}; baseline: {opts.baseline or '-'}",
+                    ],
+                )
+                + "\n(package versions above are the venv's; --site may add others)",
+                flush=True,
+            )
             print(flush=True)
             results: dict[str, list[dict[str, Any]]] = {v.name: [] for v in variants}
             for rep in range(opts.repeat):
@@ -437,8 +466,10 @@ def main() -> None:
         cpu_us = statistics.median(per_req(r, "server_cpu_s") for r in runs) if runs else float("nan")
         total = sum(profile.values())
         print()
-        print(f"profile of {pv.name} (py-spy, {total} samples; us/callback = share x {cpu_us:.0f} us, "
-              f"the median server CPU per callback of its measured runs):")  # fmt: skip
+        print(
+            f"profile of {pv.name} (py-spy, {total} samples; us/callback = share x {cpu_us:.0f} us, "
+            f"the median server CPU per callback of its measured runs):"
+        )
         for name, count in profile.most_common():
             print(f"  {name:<42} {count / total:6.1%}  {count / total * cpu_us:6.0f} us")
         print(f"  (raw collapsed stacks: {Path(tempfile.gettempdir()) / 'ack-stack-profile.txt'})")
@@ -458,9 +489,11 @@ def print_table(variants: list[Variant], results: dict[str, list[dict[str, Any]]
     def med_per(name: str, f: str) -> float:
         return float(statistics.median(per_req(r, f) for r in results[name]))
 
-    header = (f"{'variant':<38} {'req/s med':>9} {'min-max':>11} {'vs bare':>8} {'p50 ms':>7} {'p99 ms':>7} "
-              f"{'non-2xx':>7} {'srv us/cb':>9} {'redis us/cb':>11} {'wrk us/req':>10} {'cb/CPU-s':>8} "
-              f"{'cb/read':>7}")  # fmt: skip
+    header = (
+        f"{'variant':<38} {'req/s med':>9} {'min-max':>11} {'vs bare':>8} {'p50 ms':>7} {'p99 ms':>7} "
+        f"{'non-2xx':>7} {'srv us/cb':>9} {'redis us/cb':>11} {'wrk us/req':>10} {'cb/CPU-s':>8} "
+        f"{'cb/read':>7}"
+    )
     print(header)
     print("-" * len(header))
     for v in variants:
@@ -468,17 +501,20 @@ def print_table(variants: list[Variant], results: dict[str, list[dict[str, Any]]
         bare = reference(variants, v)
         ratio = med(v.name, "rps") / med(bare.name, "rps")
         srv = med_per(v.name, "server_cpu_s")
-        print(f"{v.name:<38} {med(v.name, 'rps'):>9.0f} {f'{min(rps):.0f}-{max(rps):.0f}':>11} {ratio:>7.2f}x "
-              f"{med(v.name, 'p50_us') / 1000:>7.1f} {med(v.name, 'p99_us') / 1000:>7.1f} "
-              f"{sum(r['err_status'] + r['errors'] for r in results[v.name]):>7} {srv:>9.0f} "
-              f"{med_per(v.name, 'redis_cpu_s'):>11.1f} {med_per(v.name, 'wrk_cpu_s'):>10.0f} {1e6 / srv:>8.0f} "
-              f"{statistics.median(r['requests'] / max(r['redis_reads'], 1) for r in results[v.name]):>7.1f}"
-              )  # fmt: skip
-    print("(medians of the runs; 'vs bare': req/s over bare's on the same stack (and process count, where run) "
-          "in this run; 'srv us/cb': CPU of "
-          "all server processes per answered callback; 'redis us/cb': INFO cpu delta per callback; "
-          "'cb/CPU-s': callbacks per server CPU-second; 'cb/read': answered callbacks per read event of "
-          "redis-server, about the mean batch size; non-2xx: summed over runs)")  # fmt: skip
+        print(
+            f"{v.name:<38} {med(v.name, 'rps'):>9.0f} {f'{min(rps):.0f}-{max(rps):.0f}':>11} {ratio:>7.2f}x "
+            f"{med(v.name, 'p50_us') / 1000:>7.1f} {med(v.name, 'p99_us') / 1000:>7.1f} "
+            f"{sum(r['err_status'] + r['errors'] for r in results[v.name]):>7} {srv:>9.0f} "
+            f"{med_per(v.name, 'redis_cpu_s'):>11.1f} {med_per(v.name, 'wrk_cpu_s'):>10.0f} {1e6 / srv:>8.0f} "
+            f"{statistics.median(r['requests'] / max(r['redis_reads'], 1) for r in results[v.name]):>7.1f}"
+        )
+    print(
+        "(medians of the runs; 'vs bare': req/s over bare's on the same stack (and process count, where run) "
+        "in this run; 'srv us/cb': CPU of "
+        "all server processes per answered callback; 'redis us/cb': INFO cpu delta per callback; "
+        "'cb/CPU-s': callbacks per server CPU-second; 'cb/read': answered callbacks per read event of "
+        "redis-server, about the mean batch size; non-2xx: summed over runs)"
+    )
 
 
 if __name__ == "__main__":

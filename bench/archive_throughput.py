@@ -1,8 +1,9 @@
 """Benchmark: one big video archived to S3 by the real job code vs a plain streaming copy.
 
-    /work/venv/bin/python bench/archive_throughput.py --sizes 100M,1G --repeat 3
+    .venv/bin/python bench/archive_throughput.py --sizes 100M,1G --repeat 3
+    .venv/bin/python bench/archive_throughput.py --sizes 20M --repeat 1          # a short check
 
-The parent starts SeaweedFS (tests/servers.py, ``weed mini``) and a redis-server, writes each source video
+The parent starts SeaweedFS (benchlib, ``weed mini``) and a redis-server, writes each source video
 with ``veo_archiver.sim.media.iter_mp4`` to a temp file and serves it from disk on 127.0.0.1
 (bench/benchlib.py ``DiskFileServer``: sendfile, Content-Length, strong ETag, ranges: a CDN stand-in).
 Every run of every variant is a fresh process:
@@ -10,11 +11,12 @@ Every run of every variant is a fresh process:
   plain    THE REFERENCE: httpx ``client.stream().iter_raw()`` into ``obstore.put(S3Store, key, iterator,
            chunk_size=8 MiB, max_concurrency=4)``: the same library and part settings as workers/storage.py,
            with nothing else (no hashing, no checks)
-  job      ``workers.jobs.archive_task(envelope)`` called in a fresh process with the envelope the receiver
-           builds (``veo_archiver.intake.build_envelope``): the real job code (SSRF-guarded client, VideoStream
-           with sha256 + MP4 box walk + size checks, callback JSON, manifest last), outside RQ
-  worker   a real ``veo-archiver worker --burst`` process, the job enqueued by the receiver's own
-           ``Intake.submit``; RQ forks a work horse for it. Time = the job's started_at..ended_at in Redis;
+  job      the job the receiver's own ``Intake.submit`` queued, run in a fresh process by RQ's public
+           ``Job.fetch(...).perform()``: the real job code (SSRF-guarded client, VideoStream with sha256 + MP4
+           box walk + size checks, callback record, manifest last), outside RQ's worker; a 1 KiB job runs first
+           in the same process, so the clients a work horse builds once are built before the clock starts
+  worker   a real ``veo-archiver worker --burst`` process, the job enqueued the same way; RQ forks a work
+           horse for it. Time = the job's started_at..ended_at in Redis;
            peak RSS = the horse's VmHWM (polled every 20 ms from /proc: VmHWM only grows, so the last read
            is the peak but for at most 20 ms of growth)
 
@@ -41,7 +43,18 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from benchlib import CODE_ROOT, MIB, DiskFileServer, machine_description, vm_status_mib, write_mp4
+from benchlib import (
+    MIB,
+    REPO_ROOT,
+    DiskFileServer,
+    RedisServer,
+    SeaweedS3,
+    checkout_env,
+    cpu_seconds,
+    machine_description,
+    vm_status_mib,
+    write_mp4,
+)
 
 VARIANTS = ("plain", "job", "worker")
 REFERENCE = "plain"
@@ -107,16 +120,18 @@ def child_plain(url: str, key: str) -> dict[str, Any]:
     }
 
 
-def child_job(envelope_path: str) -> dict[str, Any]:
-    from veo_archiver.settings import Settings
-    from workers import context, jobs
+def child_job(warm_job_id: str, job_id: str) -> dict[str, Any]:
+    import redis
+    from rq.job import Job
+    from rq.serializers import JSONSerializer
 
-    envelope = json.loads(Path(envelope_path).read_text())
-    context.install(Settings.from_env(os.environ))
-    context.current()  # clients built once per process, before the job (as in a worker's horse)
+    connection = redis.Redis.from_url(os.environ["REDIS_URL"])
+    warm, job = Job.fetch_many([warm_job_id, job_id], connection=connection, serializer=JSONSerializer)
+    assert warm is not None and job is not None, (warm_job_id, job_id)
+    warm.perform()  # the clients the job builds once per process, built here (as in a worker's horse)
     baseline = vm_status_mib()
     cpu0, start = os.times(), time.perf_counter()
-    result = jobs.archive_task(envelope)
+    result = job.perform()
     seconds = time.perf_counter() - start
     cpu1 = os.times()
     assert isinstance(result, dict), result
@@ -136,7 +151,7 @@ def spawn(args: list[str], env: dict[str, str]) -> dict[str, Any]:
         capture_output=True,
         text=True,
         timeout=1800,
-        cwd=env.get("BENCH_REPO", CODE_ROOT),
+        cwd=REPO_ROOT,
     )
     lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
     if proc.returncode != 0 or not lines:
@@ -151,14 +166,17 @@ def spawn(args: list[str], env: dict[str, str]) -> dict[str, Any]:
 # parent
 
 
-def make_envelope(task_id: str, url: str) -> tuple[Any, Any, dict[str, Any]]:
+def enqueue(task_id: str, url: str, env: dict[str, str]) -> str:
+    """Queue the archive job of a signed kie.ai success callback through the receiver's intake; its job id."""
+    import redis.asyncio as aioredis
+
     from veo_archiver.event import Verification
-    from veo_archiver.intake import Delivery, build_envelope
+    from veo_archiver.intake import Delivery, Intake
     from veo_archiver.providers import kie
+    from veo_archiver.settings import Settings
     from veo_archiver.sim import kie as kie_sim
 
-    body = kie_sim.success_body(task_id, [url])
-    raw = json.dumps(body).encode()
+    raw = json.dumps(kie_sim.success_body(task_id, [url])).encode()
     event = kie.parse(json.loads(raw), verification=Verification.SIGNATURE)
     delivery = Delivery(
         body=raw,
@@ -167,29 +185,11 @@ def make_envelope(task_id: str, url: str) -> tuple[Any, Any, dict[str, Any]]:
         remote="127.0.0.1",
         path="/callbacks/kie",
     )
-    # a job carrying its raw callback (version 1 form, still read by workers): this benchmark runs the job
-    # without the receiver, so there is no delivery record in Redis to read it from
-    envelope = {**build_envelope(event, delivery, uuid.uuid4().hex), "callback": delivery.to_json()}
-    return event, delivery, envelope
 
-
-def run_worker_variant(task_id: str, url: str, env: dict[str, str], redis_url: str, tmp: Path) -> dict[str, Any]:
-    import psutil
-    import redis
-    import redis.asyncio as aioredis
-    from rq.job import Job
-    from rq.serializers import JSONSerializer
-
-    from veo_archiver.intake import Intake
-    from veo_archiver.settings import Settings
-
-    settings = Settings.from_env(env)
-    event, delivery, _ = make_envelope(task_id, url)
-
-    async def enqueue() -> str:
-        client = aioredis.Redis.from_url(redis_url)
+    async def submit() -> str:
+        client = aioredis.Redis.from_url(env["REDIS_URL"])
         try:
-            intake = Intake(settings, client)
+            intake = Intake(Settings.from_env(env), client)
             await intake.start()
             result = await intake.submit(event, delivery)
         finally:
@@ -197,13 +197,33 @@ def run_worker_variant(task_id: str, url: str, env: dict[str, str], redis_url: s
         assert result.outcome == "accepted" and result.job_id, result
         return result.job_id
 
-    job_id = asyncio.run(enqueue())
+    return asyncio.run(submit())
+
+
+def dequeue(env: dict[str, str], job_ids: list[str]) -> None:
+    import redis
+    from rq import Queue
+
+    from veo_archiver.settings import Settings
+
+    queue = Queue(Settings.from_env(env).queue_name, connection=redis.Redis.from_url(env["REDIS_URL"]))
+    for job_id in job_ids:
+        queue.remove(job_id)
+
+
+def run_worker_variant(task_id: str, url: str, env: dict[str, str], redis_url: str, tmp: Path) -> dict[str, Any]:
+    import psutil
+    import redis
+    from rq.job import Job
+    from rq.serializers import JSONSerializer
+
+    job_id = enqueue(task_id, url, env)
     log_path = tmp / f"worker-{task_id}.log"
     with log_path.open("wb") as log:
         proc = subprocess.Popen(
             [sys.executable, "-m", "veo_archiver", "worker", "--burst"],
             env=env,
-            cwd=env.get("BENCH_REPO", CODE_ROOT),
+            cwd=REPO_ROOT,
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
@@ -245,15 +265,6 @@ def run_worker_variant(task_id: str, url: str, env: dict[str, str], redis_url: s
     }
 
 
-def proc_cpu(pid: int | None) -> float:
-    """CPU seconds used so far by one process (all its threads), from /proc."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except (OSError, TypeError):
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 def sha256_speed() -> str:
     """hashlib's SHA-256 speed on this CPU, and whether it has the SHA extensions OpenSSL would use."""
     block = os.urandom(MIB)
@@ -282,7 +293,7 @@ def one_run(variant: str, size: int, source: dict[str, Any], ctx: dict[str, Any]
 
     s3, bucket, prefix, env = ctx["s3"], ctx["bucket"], ctx["prefix"], ctx["env"]
     task_id = f"bench-{variant}-{uuid.uuid4().hex[:10]}"
-    weed0 = proc_cpu(ctx["weed_pid"])
+    weed0 = cpu_seconds(ctx["weed_pid"])
     if variant == "plain":
         key = f"plain/{task_id}.mp4"
         r = spawn(["--child-plain", source["url"], key], env)
@@ -291,10 +302,9 @@ def one_run(variant: str, size: int, source: dict[str, Any], ctx: dict[str, Any]
         objects = [f"{prefix}/{key}"]
     else:
         if variant == "job":
-            _, _, envelope = make_envelope(task_id, source["url"])
-            envelope_path = ctx["tmp"] / f"{task_id}.json"
-            envelope_path.write_text(json.dumps(envelope))
-            r = spawn(["--child-job", str(envelope_path)], env)
+            job_ids = [enqueue(f"warm-{task_id}", ctx["warm_url"], env), enqueue(task_id, source["url"], env)]
+            r = spawn(["--child-job", *job_ids], env)
+            dequeue(env, job_ids)  # run here, not by a worker
         else:
             r = run_worker_variant(task_id, source["url"], env, ctx["redis_url"], ctx["tmp"])
         result = r.pop("result")
@@ -310,7 +320,7 @@ def one_run(variant: str, size: int, source: dict[str, Any], ctx: dict[str, Any]
             )
         key = entry["key"]
         objects = [f"{prefix}/{key}", manifest_key, f"{prefix}/{manifest['callback']['key']}"]
-    r["s3_cpu_s"] = proc_cpu(ctx["weed_pid"]) - weed0
+    r["s3_cpu_s"] = cpu_seconds(ctx["weed_pid"]) - weed0
     verify(s3, bucket, objects[0], size, source["sha256"])
     for obj in objects:
         s3.delete_object(Bucket=bucket, Key=obj)
@@ -361,8 +371,6 @@ def print_table(results: dict[int, dict[str, list[dict[str, Any]]]], variants: t
 
 
 def main_parent(opts: argparse.Namespace) -> None:
-    from tests.servers import RedisServer, SeaweedS3, seaweed_version
-
     sizes = [parse_size(s) for s in opts.sizes.split(",") if s.strip()]
     variants = tuple(v.strip() for v in opts.variants.split(",") if v.strip())
     if REFERENCE not in variants:
@@ -375,16 +383,17 @@ def main_parent(opts: argparse.Namespace) -> None:
                 path = tmp / f"source-{n}.mp4"
                 sha = write_mp4(path, size, seed=n)
                 sources[size] = {"sha256": sha, "url": files.add(f"/cdn/{n}.mp4", path, sha)}
+            warm_sha = write_mp4(tmp / "warm.mp4", 1024, seed=99)
+            warm_url = files.add("/cdn/warm.mp4", tmp / "warm.mp4", warm_sha)
             print(
                 machine_description(
                     ("httpx", "obstore", "rq", "redis"),
                     [
-                        f"seaweed:  {seaweed_version()} (weed mini, loopback, HTTP); "
+                        f"seaweed:  {SeaweedS3.version()} (weed mini, loopback, HTTP); "
                         "redis-server for the worker variant",
                         f"workload: {', '.join(label(s) for s in sizes)} MP4 (iter_mp4) served from disk by a threaded "
                         f"sendfile server on 127.0.0.1 -> S3 multipart 8 MiB x 4 in flight; {opts.repeat} runs per "
                         f"variant and size, fresh process per run, order alternating",
-                        f"code:     job and worker run receiver/ and workers/ from {opts.repo}",
                         f"sha256:   {sha256_speed()}",
                     ],
                 ),
@@ -393,18 +402,14 @@ def main_parent(opts: argparse.Namespace) -> None:
             print(flush=True)
             bucket = seaweed.create_bucket("bench")
             s3 = seaweed.boto3_client()
-            s3.put_object(Bucket=bucket, Key="warm-up", Body=os.urandom(8 * MIB))  # SeaweedFS grows a volume
-            s3.delete_object(Bucket=bucket, Key="warm-up")
             prefix = "videos"
             env = {
-                **os.environ,
+                **checkout_env(REPO_ROOT),
                 **seaweed.env(bucket, prefix),
                 "REDIS_URL": rds.url,
                 "DOWNLOAD_ALLOW_HOSTS": f"127.0.0.1:{files.port}",
                 "LOG_LEVEL": "INFO",
                 "LOG_FORMAT": "json",
-                "PYTHONPATH": opts.repo,
-                "BENCH_REPO": opts.repo,
             }
             ctx = {
                 "s3": s3,
@@ -414,6 +419,7 @@ def main_parent(opts: argparse.Namespace) -> None:
                 "tmp": tmp,
                 "redis_url": rds.url,
                 "weed_pid": seaweed.pid,
+                "warm_url": warm_url,
             }
             results: dict[int, dict[str, list[dict[str, Any]]]] = {s: {v: [] for v in variants} for s in sizes}
             for size in sizes:
@@ -437,20 +443,14 @@ def main() -> None:
     parser.add_argument("--sizes", default="100M,1G", help="comma-separated, K/M/G = KiB/MiB/GiB (default 100M,1G)")
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--variants", default=",".join(VARIANTS))
-    parser.add_argument(
-        "--repo",
-        default=str(CODE_ROOT),
-        help="checkout whose workers/ the job and worker variants run (default: this one)",
-    )
     parser.add_argument("--tmpdir", default=None, help="where sources and SeaweedFS data go (default: system tmp)")
     parser.add_argument("--child-plain", nargs=2, metavar=("URL", "KEY"), help=argparse.SUPPRESS)
-    parser.add_argument("--child-job", metavar="ENVELOPE", help=argparse.SUPPRESS)
+    parser.add_argument("--child-job", nargs=2, metavar=("WARM_JOB_ID", "JOB_ID"), help=argparse.SUPPRESS)
     opts = parser.parse_args()
-    opts.repo = str(Path(opts.repo).resolve())
     if opts.child_plain:
         print("RESULT " + json.dumps(child_plain(*opts.child_plain)), flush=True)
     elif opts.child_job:
-        print("RESULT " + json.dumps(child_job(opts.child_job)), flush=True)
+        print("RESULT " + json.dumps(child_job(*opts.child_job)), flush=True)
     else:
         main_parent(opts)
 

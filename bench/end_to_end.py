@@ -1,10 +1,11 @@
 """Benchmark: callback to archived video, the whole system, with real processes.
 
-    /work/venv/bin/python bench/end_to_end.py --callbacks 200 --mib 10 --workers 4
+    .venv/bin/python bench/end_to_end.py --callbacks 200 --mib 10 --workers 4
+    .venv/bin/python bench/end_to_end.py --callbacks 20 --mib 2 --workers 2 --solo 3   # a short check
 
-The parent starts redis-server and SeaweedFS (tests/servers.py), serves ``--files`` distinct generated MP4s
+The parent starts redis-server and SeaweedFS (benchlib), serves ``--files`` distinct generated MP4s
 of ``--mib`` MiB from disk (bench/benchlib.py ``DiskFileServer``; each task has its own URL, the bytes
-repeat every ``--files`` tasks), then the real receiver (``veo-archiver serve``, tests/procs.py) and
+repeat every ``--files`` tasks), then the real receiver (``veo-archiver serve``) and
 ``veo-archiver worker --count N`` (N processes, each forking a work horse per job). Signed kie.ai callbacks
 are POSTed by an asyncio httpx client in this process. Phases, in this order:
 
@@ -42,9 +43,21 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from benchlib import CODE_ROOT, MIB, DiskFileServer, machine_description, pct, write_mp4
+from benchlib import (
+    KIE_KEY,
+    MIB,
+    REPO_ROOT,
+    DiskFileServer,
+    RedisServer,
+    SeaweedS3,
+    Service,
+    checkout_env,
+    free_port,
+    machine_description,
+    pct,
+    write_mp4,
+)
 
-KEY = "bench-e2e-kie-key"
 PART_BYTES, PARTS_IN_FLIGHT = 8 * MIB, 4  # as workers/storage.py
 
 
@@ -138,12 +151,11 @@ class Harness:
         return {
             **self.seaweed.env(self.bucket, self.prefix),
             "REDIS_URL": self.redis.url,
-            "KIE_WEBHOOK_HMAC_KEYS": KEY,
+            "KIE_WEBHOOK_HMAC_KEYS": KIE_KEY,
             "DOWNLOAD_ALLOW_HOSTS": f"127.0.0.1:{self.files.port}",
             "LOG_LEVEL": self.opts.log_level,
             "LOG_FORMAT": "json",
-            "PYTHONPATH": str(CODE_ROOT),
-            "BENCH_REPO": str(CODE_ROOT),
+            "SPOOL_DIR": str(self.tmp / "spool"),
         }
 
     def task_url(self, task_id: str, n: int) -> str:
@@ -159,7 +171,7 @@ class Harness:
         for _attempt in range(20):
             try:
                 response = await client.post(
-                    self.base + "/callbacks/kie", content=body, headers=kie_sim.signed_headers(KEY, task_id)
+                    self.base + "/callbacks/kie", content=body, headers=kie_sim.signed_headers(KIE_KEY, task_id)
                 )
             except httpx.TransportError as exc:  # counted and sent again, like a 503
                 self.refused[f"({type(exc).__name__})"] = self.refused.get(f"({type(exc).__name__})", 0) + 1
@@ -340,7 +352,7 @@ class Harness:
         for n in range(count):
             task = f"copy-{uuid.uuid4().hex[:12]}"
             specs[n % processes].append((self.task_url(task, n), f"{self.prefix}/copy/{task}.mp4"))
-        env = {**os.environ, **self.env()}
+        env = {**checkout_env(REPO_ROOT), **self.env()}
         procs = []
         start = time.time()
         for n, spec in enumerate(specs):
@@ -437,9 +449,6 @@ def print_report(results: dict[str, dict[str, Any]], opts: argparse.Namespace) -
 
 
 def main_parent(opts: argparse.Namespace) -> None:
-    from tests.procs import start_receiver, start_worker
-    from tests.servers import RedisServer, SeaweedS3, seaweed_version
-
     with tempfile.TemporaryDirectory(prefix="end-to-end-", dir=opts.tmpdir) as tmpname:
         tmp = Path(tmpname)
         sources = []
@@ -450,12 +459,12 @@ def main_parent(opts: argparse.Namespace) -> None:
         with DiskFileServer() as files, RedisServer(tmp / "redis") as redis, SeaweedS3(tmp / "seaweed") as seaweed:
             h = Harness(opts, tmp, redis, seaweed, files, sources)
             seaweed.create_bucket(h.bucket)
-            s3 = seaweed.boto3_client()
-            s3.put_object(Bucket=h.bucket, Key="warm-up", Body=os.urandom(8 * MIB))
-            s3.delete_object(Bucket=h.bucket, Key="warm-up")
-            env = h.env()
-            receiver, h.base = start_receiver(env, tmp)
-            workers = start_worker(env, tmp, count=opts.workers)
+            env = {**checkout_env(REPO_ROOT), **h.env()}
+            port = free_port()
+            receiver = Service.cli(["serve", "--host", "127.0.0.1", "--port", str(port)], tmp / "receiver.log", env)
+            h.base = f"http://127.0.0.1:{port}"
+            receiver.wait_http(h.base + "/healthz")
+            workers = Service.cli(["worker", "--count", str(opts.workers)], tmp / "workers.log", env)
             try:
                 from rq import Worker
 
@@ -468,9 +477,9 @@ def main_parent(opts: argparse.Namespace) -> None:
                     machine_description(
                         ("starlette", "uvicorn", "rq", "redis", "httpx", "obstore"),
                         [
-                            f"seaweed:  {seaweed_version()} (weed mini, loopback); redis-server AOF everysec",
+                            f"seaweed:  {SeaweedS3.version()} (weed mini, loopback); redis-server AOF everysec",
                             f"system:   receiver (veo-archiver serve) + `veo-archiver worker --count {opts.workers}` "
-                            f"(fork per job), LOG_LEVEL={opts.log_level}, code from {CODE_ROOT}",
+                            f"(fork per job), LOG_LEVEL={opts.log_level}",
                             f"workload: {opts.callbacks} signed kie.ai callbacks of one {opts.mib:g} MiB MP4 each "
                             f"({opts.files} distinct files served from disk on 127.0.0.1), solo reference x{opts.solo}",
                         ],
@@ -521,7 +530,7 @@ def main_parent(opts: argparse.Namespace) -> None:
                         flush=True,
                     )
             finally:
-                workers.stop(timeout=30)
+                workers.stop(30)
                 receiver.stop()
                 if opts.logs:
                     Path(opts.logs).mkdir(parents=True, exist_ok=True)

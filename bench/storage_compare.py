@@ -1,9 +1,10 @@
 """Benchmark: stream an HTTP body into S3 (SeaweedFS on loopback) with obstore vs boto3, bounded memory.
 
-    /work/venv/bin/python bench/storage_compare.py --mib 100 --repeat 3
+    .venv/bin/python bench/storage_compare.py --mib 100 --repeat 3
+    .venv/bin/python bench/storage_compare.py --mib 10 --repeat 1        # a short check
 
-The parent starts SeaweedFS (tests/servers.py), writes N MiB of random bytes to a temp file and serves it
-from a threaded http.server on 127.0.0.1. Every run of every variant is a fresh child process (this same
+The parent starts SeaweedFS (benchlib), writes N MiB of random bytes to a temp file and serves it
+from disk on 127.0.0.1 (benchlib's DiskFileServer). Every run of every variant is a fresh child process (this same
 script with --child), so peak RSS belongs to one client. The child reads the body with httpx
 ``client.stream(...).iter_raw()`` and uploads it without holding it in memory:
 
@@ -23,28 +24,22 @@ parent's RSS high-water mark into it, so every child would read at least the par
 from __future__ import annotations
 
 import argparse
-import contextlib
-import datetime as dt
 import hashlib
-import http.server
-import importlib.metadata
 import json
 import os
-import platform
 import resource
 import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+from benchlib import MIB, DiskFileServer, SeaweedS3, machine_description, vm_status_mib
+
 VARIANTS = ("download", "obstore", "boto3", "boto3-lowmem")
-MIB = 1024 * 1024
-REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -53,14 +48,6 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 
 def _maxrss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
-
-
-def _proc_status_mib(field: str) -> float:
-    """VmRSS (now) or VmHWM (peak) of this process image, from /proc/self/status, in MiB."""
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1]) / 1024  # kB
-    raise RuntimeError(f"{field} not in /proc/self/status")
 
 
 class StreamReader:
@@ -125,9 +112,12 @@ def run_child(variant: str, url: str, bucket: str, key: str) -> dict[str, Any]:
         from boto3.s3.transfer import TransferConfig
 
         s3 = boto3.client(
-            "s3", endpoint_url=endpoint, aws_access_key_id=access_key, aws_secret_access_key=secret_key,
+            "s3",
+            endpoint_url=endpoint,
+            aws_access_key_id=access_key,
+            aws_secret_access_key=secret_key,
             region_name=region,
-        )  # fmt: skip
+        )
         config = TransferConfig()
         if variant == "boto3-lowmem":
             config = TransferConfig(max_concurrency=4)
@@ -139,7 +129,7 @@ def run_child(variant: str, url: str, bucket: str, key: str) -> dict[str, Any]:
     else:
         raise SystemExit(f"unknown variant {variant!r}")
 
-    baseline = _proc_status_mib("VmHWM")
+    baseline = vm_status_mib()
     total = [0]
     cpu0 = os.times()
     start = time.perf_counter()
@@ -154,7 +144,7 @@ def run_child(variant: str, url: str, bucket: str, key: str) -> dict[str, Any]:
         "seconds": seconds,
         "cpu_seconds": (cpu1.user - cpu0.user) + (cpu1.system - cpu0.system),
         "baseline_rss_mib": baseline,
-        "peak_rss_mib": _proc_status_mib("VmHWM"),
+        "peak_rss_mib": vm_status_mib(),
         # ru_maxrss is reported too but not used: Linux carries the parent's RSS high-water mark over
         # fork+exec into it, so a small child of a big parent reads as big.
         "ru_maxrss_mib": _maxrss_mib(),
@@ -163,31 +153,6 @@ def run_child(variant: str, url: str, bucket: str, key: str) -> dict[str, Any]:
 
 # ---------------------------------------------------------------------------------------------------------
 # parent: servers, source file, runs, verification, table
-
-
-class _FileHandler(http.server.BaseHTTPRequestHandler):
-    server: _FileServer
-
-    def do_GET(self) -> None:
-        path = self.server.path
-        self.send_response(200)
-        self.send_header("Content-Type", "video/mp4")
-        self.send_header("Content-Length", str(path.stat().st_size))
-        self.end_headers()
-        with path.open("rb") as f, contextlib.suppress(BrokenPipeError, ConnectionResetError):
-            while chunk := f.read(MIB):
-                self.wfile.write(chunk)
-
-    def log_message(self, format: str, *args: Any) -> None:
-        pass
-
-
-class _FileServer(http.server.ThreadingHTTPServer):
-    daemon_threads = True
-
-    def __init__(self, path: Path) -> None:
-        super().__init__(("127.0.0.1", 0), _FileHandler)
-        self.path = path
 
 
 def make_source(path: Path, mib: int) -> str:
@@ -221,32 +186,6 @@ def spawn_child(variant: str, url: str, bucket: str, key: str, env: dict[str, st
     return result
 
 
-def machine_description(seaweed_version: str, mib: int, repeat: int) -> str:
-    cpu = "?"
-    with contextlib.suppress(OSError):
-        cpu = next((ln.split(":", 1)[1].strip() for ln in open("/proc/cpuinfo") if ln.startswith("model name")), "?")
-    mem = "?"
-    with contextlib.suppress(OSError, StopIteration, ValueError):
-        kib = int(next(ln for ln in open("/proc/meminfo") if ln.startswith("MemTotal")).split()[1])
-        mem = f"{kib / MIB:.1f} GiB"
-    versions = ", ".join(
-        f"{name} {importlib.metadata.version(name)}" for name in ("httpx", "obstore", "boto3", "s3transfer")
-    )
-    return "\n".join(
-        [
-            f"date:     {dt.datetime.now(dt.UTC).isoformat(timespec='seconds')}",
-            f"machine:  nproc {os.cpu_count()} (usable {len(os.sched_getaffinity(0))}), {cpu}, RAM {mem}, "
-            f"load avg {' '.join(f'{x:.2f}' for x in os.getloadavg())}",
-            f"system:   {platform.platform()}",
-            f"python:   {platform.python_version()} ({sys.executable})",
-            f"seaweed:  {seaweed_version} (weed mini, loopback, HTTP)",
-            f"clients:  {versions}",
-            f"workload: {mib} MiB random bytes, http.server on 127.0.0.1 -> httpx iter_raw -> S3 PUT, "
-            f"{repeat} runs per variant, fresh process per run, order alternating",
-        ]
-    )
-
-
 def print_table(results: dict[str, list[dict[str, Any]]]) -> None:
     def med(variant: str, field: str) -> float:
         return float(statistics.median(float(r[field]) for r in results[variant]))
@@ -276,47 +215,40 @@ def print_table(results: dict[str, list[dict[str, Any]]]) -> None:
 
 
 def main_parent(mib: int, repeat: int) -> None:
-    sys.path.insert(0, str(REPO_ROOT))
-    from tests.servers import SeaweedS3, seaweed_version
-
     with tempfile.TemporaryDirectory(prefix="storage-compare-") as tmp:
         tmpdir = Path(tmp)
         source = tmpdir / "video.bin"
         sha256 = make_source(source, mib)
         size = mib * MIB
-        with SeaweedS3(tmpdir / "seaweed") as seaweed:
-            print(machine_description(seaweed_version(), mib, repeat), flush=True)
+        with SeaweedS3(tmpdir / "seaweed") as seaweed, DiskFileServer() as files:
+            extra = [
+                f"seaweed:  {SeaweedS3.version()} (weed mini, loopback, HTTP)",
+                f"workload: {mib} MiB random bytes served from disk on 127.0.0.1 -> httpx iter_raw -> S3 PUT, "
+                f"{repeat} runs per variant, fresh process per run, order alternating",
+            ]
+            print(machine_description(("httpx", "obstore", "boto3", "s3transfer"), extra), flush=True)
             print(flush=True)
             bucket = seaweed.create_bucket("bench")
             s3 = seaweed.boto3_client()
-            # Warm-up: the first write to a new bucket makes SeaweedFS grow a volume (about a second).
-            s3.put_object(Bucket=bucket, Key="warm-up", Body=os.urandom(8 * MIB))
-            s3.delete_object(Bucket=bucket, Key="warm-up")
-            http_server = _FileServer(source)
-            threading.Thread(target=http_server.serve_forever, daemon=True).start()
-            url = f"http://127.0.0.1:{http_server.server_address[1]}/video.mp4"
+            url = files.add("/video.mp4", source, sha256)
             results: dict[str, list[dict[str, Any]]] = {v: [] for v in VARIANTS}
-            try:
-                for run in range(repeat):
-                    order = VARIANTS if run % 2 == 0 else tuple(reversed(VARIANTS))
-                    for variant in order:
-                        key = f"bench/{variant}-{run}.mp4"
-                        r = spawn_child(variant, url, bucket, key, seaweed.env(bucket))
-                        if r["bytes"] != size:
-                            raise SystemExit(f"{variant}: read {r['bytes']} bytes from HTTP, expected {size}")
-                        if variant != "download":
-                            verify_object(s3, bucket, key, size, sha256)
-                            s3.delete_object(Bucket=bucket, Key=key)
-                        results[variant].append(r)
-                        print(
-                            f"  run {run + 1} {variant:<13} {r['bytes'] / 1e6 / r['seconds']:7.1f} MB/s  "
-                            f"peak RSS {r['peak_rss_mib']:6.1f} MiB"
-                            + ("  (size+sha256 verified)" if variant != "download" else ""),
-                            flush=True,
-                        )
-            finally:
-                http_server.shutdown()
-                http_server.server_close()
+            for run in range(repeat):
+                order = VARIANTS if run % 2 == 0 else tuple(reversed(VARIANTS))
+                for variant in order:
+                    key = f"bench/{variant}-{run}.mp4"
+                    r = spawn_child(variant, url, bucket, key, seaweed.env(bucket))
+                    if r["bytes"] != size:
+                        raise SystemExit(f"{variant}: read {r['bytes']} bytes from HTTP, expected {size}")
+                    if variant != "download":
+                        verify_object(s3, bucket, key, size, sha256)
+                        s3.delete_object(Bucket=bucket, Key=key)
+                    results[variant].append(r)
+                    print(
+                        f"  run {run + 1} {variant:<13} {r['bytes'] / 1e6 / r['seconds']:7.1f} MB/s  "
+                        f"peak RSS {r['peak_rss_mib']:6.1f} MiB"
+                        + ("  (size+sha256 verified)" if variant != "download" else ""),
+                        flush=True,
+                    )
             print()
             print_table(results)
 

@@ -31,7 +31,8 @@ from receiver.callbacks import CallbackEndpoint, CallbackRoutes
 from receiver.limits import ConcurrencyLimit
 from receiver.proxy import ProxyHeaders
 from receiver.responses import EXCEPTION_HANDLERS
-from receiver.spool import Spool, SpoolDrainer
+from receiver.spool import Spool
+from receiver.spool_drain import SpoolDrainer
 from receiver.tracking import tasks_route
 from receiver.verify import standard_keyrings
 from veo_archiver.errors import ConfigError
@@ -79,14 +80,21 @@ def startup_warnings(settings: Settings) -> list[str]:
     return out
 
 
-def create_app(settings: Settings, *, clock: Clock = time.time, redis_client: aioredis.Redis | None = None) -> ASGIApp:
+def create_app(
+    settings: Settings,
+    *,
+    clock: Clock = time.time,
+    redis_client: aioredis.Redis | None = None,
+    counters: metrics.ReceiverMetrics | None = None,
+) -> ASGIApp:
     """Build the receiver. ``redis_client`` and ``clock`` are injectable for tests; defaults come from settings.
+    ``counters``: the registry ``/metrics`` shows, when the server counts into it too (``veo-archiver serve``).
 
     The ASGI app, outermost first: :class:`~receiver.proxy.ProxyHeaders` (who the client is),
     :class:`~receiver.limits.ConcurrencyLimit`, :class:`~receiver.callbacks.CallbackRoutes` (the callback
     POSTs, straight to their endpoint), then the Starlette app with every route and the lifespan."""
     keyrings = standard_keyrings(settings)
-    counters = metrics.ReceiverMetrics()
+    counters = counters or metrics.ReceiverMetrics()
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Any]]:
@@ -118,7 +126,7 @@ def create_app(settings: Settings, *, clock: Clock = time.time, redis_client: ai
             )
             # its first turn drains what is waiting, without holding up the startup behind a long backlog
             draining = asyncio.create_task(
-                drainer.run(intake, interval_s=SPOOL_DRAIN_INTERVAL_S), name="veo-archiver-spool-drain"
+                drainer.run(intake, client, interval_s=SPOOL_DRAIN_INTERVAL_S), name="veo-archiver-spool-drain"
             )
         try:
             yield {"intake": intake, "redis": client, "spool": spool, "spool_drainer": drainer}
@@ -137,13 +145,21 @@ def create_app(settings: Settings, *, clock: Clock = time.time, redis_client: ai
         intake: Intake = request.state.intake
         if await intake.ping():
             return JSONResponse({"status": "ready", "redis": "ok"})
-        # ready means "a callback sent here is kept": with room in the spool it is, so the orchestrator keeps
-        # this receiver in service during a Redis outage (taking it out would send the providers' retries nowhere)
+        # ready means "a callback sent here is kept": with room in a writable spool it is, so the orchestrator
+        # keeps this receiver in service during a Redis outage (taking it out would send the providers' retries
+        # nowhere); a full or unwritable spool (full disk, read-only remount) is not ready
         spool: Spool | None = request.state.spool
-        if spool is not None and spool.has_room():
-            count, _ = spool.depth()
-            return JSONResponse({"status": "ready", "redis": "unreachable", "spool": "accepting", "spooled": count})
-        return JSONResponse({"status": "unavailable", "redis": "unreachable"}, status_code=503)
+        down = {"status": "unavailable", "redis": "unreachable"}
+        if spool is None:
+            return JSONResponse({**down, "reason": "queue_unavailable", "spool": "off"}, status_code=503)
+        count, _ = spool.depth()
+        if not spool.has_room():
+            return JSONResponse({**down, "reason": "spool_full", "spooled": count}, status_code=503)
+        # the latest write's result when recent (WRITE_CHECK_TTL_S), else a probe: a few syscalls off the loop
+        writable, why = await asyncio.to_thread(spool.writable)
+        if not writable:
+            return JSONResponse({**down, "reason": "spool_unwritable", "error": why}, status_code=503)
+        return JSONResponse({"status": "ready", "redis": "unreachable", "spool": "accepting", "spooled": count})
 
     endpoint = CallbackEndpoint(settings, counters, keyrings=keyrings, clock=clock)
     starlette = Starlette(
@@ -163,6 +179,7 @@ def create_app(settings: Settings, *, clock: Clock = time.time, redis_client: ai
     limited = ConcurrencyLimit(
         CallbackRoutes(starlette, endpoint),
         limit=settings.max_concurrent_requests,
+        per_client=settings.max_requests_per_client or max(1, settings.max_concurrent_requests // 4),
         on_shed=lambda reason: counters.shed.labels(reason).inc(),
     )
     return ProxyHeaders(limited, trusted=settings.forwarded_allow_ips)

@@ -4,13 +4,13 @@ Two sources, one exposition:
 
 - :class:`ReceiverMetrics`: counters and a histogram kept *per receiver process*, in a registry the app
   owns (never prometheus_client's global one, so two apps in one process never share counts);
-- :class:`~veo_archiver.queue_snapshot.Snapshot`: what every worker on every machine wrote to Redis (RQ's
+- :class:`~veo_archiver.queue_view.Snapshot`: what every worker on every machine wrote to Redis (RQ's
   queue, registries and worker hashes; our ``veo:stats`` counters from :mod:`veo_archiver.records.outcome`;
-  the tracked-task set), read by the core's :func:`~veo_archiver.queue_snapshot.read_snapshot` (the same
-  reader as ``/ops``; dead letters classified as the CLI does) with bounded work. The Redis client is async and
-  prometheus_client collectors are synchronous, so a scrape awaits the snapshot first and then renders it
-  through :class:`SnapshotCollector`. When Redis does not answer, the snapshot is empty and
-  ``veo_archiver_redis_up`` is 0: a scrape never fails because Redis is down.
+  the tracked-task set), read by the core's :func:`~veo_archiver.queue_view.read_snapshot` (the one read
+  model of ``status`` and ``/ops`` too; dead letters classified as the CLI does) with bounded work. The
+  Redis client is async and prometheus_client collectors are synchronous, so a scrape awaits the snapshot
+  first and then renders it through :class:`SnapshotCollector`. When Redis does not answer, the snapshot is
+  empty and ``veo_archiver_redis_up`` is 0: a scrape never fails because Redis is down.
 
 The local spool (:mod:`receiver.spool`), when this receiver has one, is read at scrape time too (a directory
 listing, off the event loop): entries, bytes, the oldest entry's age and the quarantined entries.
@@ -40,8 +40,9 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from receiver.auth import require_scraper
-from receiver.spool import SpoolDrainer, SpoolSurvey, survey
-from veo_archiver.queue_snapshot import DEAD_LETTER_SCAN, MAX_LABEL, Snapshot, as_int, read_snapshot
+from receiver.spool import SpoolSurvey, survey
+from receiver.spool_drain import SpoolDrainer
+from veo_archiver.queue_view import DEAD_LETTER_SCAN, MAX_LABEL, Snapshot, as_int, read_snapshot
 from veo_archiver.records.outcome import DURATION_BUCKETS_S, TIME_LEFT_BUCKETS_S, bucketed
 from veo_archiver.settings import Settings
 
@@ -95,7 +96,8 @@ class ReceiverMetrics:
         )
         self.shed = Counter(
             f"{NS}_requests_shed",
-            "Requests answered 503 or 408 by the edge's bounds (concurrency, body bytes in flight, read timeout)",
+            "Requests answered 503, 408 or 431 by the edge's bounds (concurrency, body bytes in flight, read "
+            "timeout, header size)",
             ["reason"],
             registry=r,
         )
@@ -240,9 +242,12 @@ class SnapshotCollector:
 class SpoolCollector:
     """This receiver's spool: what waits (read at scrape time) and what its drainer replayed."""
 
-    def __init__(self, figures: SpoolSurvey, drained: Mapping[str, int]) -> None:
+    def __init__(
+        self, figures: SpoolSurvey, drained: Mapping[str, int], quarantined: Mapping[str, int] | None = None
+    ) -> None:
         self.figures = figures
         self.drained = drained
+        self.quarantined = quarantined or {}
 
     def collect(self) -> Iterator[Metric]:
         f = self.figures
@@ -258,6 +263,19 @@ class SpoolCollector:
             "Spool entries that could not be replayed, quarantined in rejected/ for an operator",
             value=f.rejected,
         )
+        yield GaugeMetricFamily(
+            f"{NS}_spool_quarantined_entries",
+            "Spool entries that failed on their own while Redis answered, in quarantine/ (spool requeue)",
+            value=f.quarantined,
+        )
+        moved = CounterMetricFamily(
+            f"{NS}_spool_quarantined",
+            "Spool entries this process moved to quarantine/, by the reason of their last failure",
+            labels=["reason"],
+        )
+        for reason, count in sorted(self.quarantined.items()):
+            moved.add_metric([reason[:MAX_LABEL]], count)
+        yield moved
         drained = CounterMetricFamily(
             f"{NS}_spool_drained",
             "Spooled callbacks handed to Redis by this process, by intake outcome",
@@ -294,7 +312,7 @@ async def endpoint(settings: Settings, receiver: ReceiverMetrics, request: Reque
     spool = None
     if drainer is not None:
         figures = await asyncio.to_thread(survey, drainer.spool.directory, time.time())
-        spool = SpoolCollector(figures, dict(drainer.outcomes))
+        spool = SpoolCollector(figures, dict(drainer.outcomes), dict(drainer.quarantined))
     return Response(
         render(receiver, snapshot, spool),
         headers={"Content-Type": CONTENT_TYPE_PLAIN_0_0_4, "Cache-Control": "no-store"},

@@ -3,7 +3,7 @@
 Shows the queue and RQ registries, live workers, the downloads under way (bytes so far, total, rate, ETA), the
 latest outcomes (``veo:outcomes``), the latest dead letters (RQ's failed registry, classified by
 :mod:`veo_archiver.records.dead_letter` as the CLI and /metrics do), the latest deliveries (``veo:events``) and
-the tracked tasks still pending, all read by :func:`veo_archiver.queue_snapshot.read_ops`; this module only
+the tracked tasks still pending, all read by :func:`veo_archiver.queue_view.read_ops`; this module only
 renders and answers. Task ids, error messages and every other value come from callers we do not trust: each
 one goes through :func:`html.escape`, and the Content-Security-Policy forbids scripts anyway.
 
@@ -16,6 +16,7 @@ else is refused with 401.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import hmac
@@ -32,8 +33,9 @@ from starlette.routing import Route
 
 from receiver.auth import admin_token, require_bearer, token_matches
 from receiver.responses import error_headers, error_response, error_status
+from receiver.spool import SpoolSurvey, survey
 from veo_archiver.errors import Rejected, RequestError
-from veo_archiver.queue_snapshot import OpsData, read_ops
+from veo_archiver.queue_view import OpsData, read_ops
 from veo_archiver.records.progress import eta_text, rate_text, size_text
 from veo_archiver.settings import Settings
 
@@ -116,7 +118,10 @@ async def endpoint(settings: Settings, request: Request, *, now: float | None = 
     if admitted is not None:
         return admitted
     data = await read_ops(request.state.redis, settings.queue_name, now=now)
-    return HTMLResponse(render(data, now=now), status_code=200 if data.snapshot.redis_up else 503, headers=HEADERS)
+    spool = getattr(request.state, "spool", None)  # this receiver's local spool, when it has one
+    figures = await asyncio.to_thread(survey, spool.directory, now) if spool is not None else None
+    status = 200 if data.snapshot.redis_up else 503
+    return HTMLResponse(render(data, now=now, spool=figures), status_code=status, headers=HEADERS)
 
 
 def route(settings: Settings) -> Route:
@@ -205,7 +210,19 @@ def _age(seconds: float | None) -> str:
     return f"{seconds / 3600:.1f} h"
 
 
-def render(data: OpsData, *, now: float) -> str:
+def _quarantine(spool: SpoolSurvey | None, now: float) -> str:
+    """The latest spool entries quarantined (``veo-archiver spool requeue`` puts them back), if any."""
+    if spool is None or not spool.quarantined:
+        return ""
+    rows = [
+        (q.name, q.reason, q.attempts, _age(now - q.quarantined_at) if q.quarantined_at else "—", q.error)
+        for q in spool.latest_quarantined
+    ]
+    listing = table("quarantine", ["entry*", "reason", "attempts", "ago", "error!"], rows, "")
+    return f"<h2>Spool entries quarantined ({e(spool.quarantined)}, latest shown)</h2>{listing}"
+
+
+def render(data: OpsData, *, now: float, spool: SpoolSurvey | None = None) -> str:
     snap = data.snapshot
     status = '<span class="ok">Redis up</span>'
     if not snap.redis_up:
@@ -219,6 +236,8 @@ def render(data: OpsData, *, now: float) -> str:
         ("oldest waiting", _age(snap.oldest_queued_age_s)),
         ("tracked pending", snap.tracked_pending),
     ]
+    if spool is not None:
+        cards += [("spooled", spool.entries), ("spool quarantined", spool.quarantined)]
     card_html = "".join(
         f'<div class="card" id="card-{e(name.replace(" ", "-"))}"><b>{e(value)}</b><span>{e(name)}</span></div>'
         for name, value in cards
@@ -333,5 +352,6 @@ def render(data: OpsData, *, now: float) -> str:
 <h2>Recent dead letters</h2>{failures}
 <h2>Recent deliveries</h2>{events}
 <h2>Tracked tasks pending ({e(snap.tracked_pending)})</h2>{tracked}
+{_quarantine(spool, now)}
 </body></html>
 """

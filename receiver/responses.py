@@ -6,17 +6,21 @@ callback path calls it directly after counting. One JSON shape for API callers::
 
     {"code": <status>, "msg": <message>, "reason": <reason>}
 
-    RequestError        its ``status_code`` (400, 401, 403, 404, 408, 413)
+    RequestError        its ``status_code`` (400, 401, 403, 404, 408, 413, 431)
     TransientError      503 with ``Retry-After: 5``: try again later
     any other           500 (ConfigError, PermanentError: our fault, never the caller's)
 
-The HTML ops page is the only exception: it builds its own page from the same error through
-:func:`error_status` and :func:`error_headers`. The refusals only the edge raises
-(:class:`BearerRequired`, :class:`Forbidden`, :class:`NotFound`) are part of the one tree in
-:mod:`veo_archiver.errors` like every other.
+The head guard (:mod:`receiver.http_edge`) answers before there is a request for the app: the same JSON,
+as the bytes of a whole HTTP/1.1 answer (:func:`raw_error_response`). The HTML ops page is the only
+exception: it builds its own page from the same error through :func:`error_status` and :func:`error_headers`.
+The refusals only the edge raises (:class:`BearerRequired`, :class:`Forbidden`, :class:`NotFound`) are part of
+the one tree in :mod:`veo_archiver.errors` like every other.
 """
 
 from __future__ import annotations
+
+import json
+from http import HTTPStatus
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -54,6 +58,19 @@ def error_response(exc: ArchiverError) -> Response:
         status_code=status,
         headers=error_headers(exc) or None,
     )
+
+
+def raw_error_response(exc: ArchiverError) -> bytes:
+    """:func:`error_response` as the bytes of a whole HTTP/1.1 answer that closes its connection."""
+    status = error_status(exc)
+    body = json.dumps({"code": status, "msg": exc.message, "reason": exc.reason}, separators=(",", ":")).encode()
+    phrase = HTTPStatus(status).phrase
+    headers = "".join(f"{k.lower()}: {v}\r\n" for k, v in error_headers(exc).items())
+    head = (
+        f"HTTP/1.1 {status} {phrase}\r\ncontent-type: application/json\r\ncontent-length: {len(body)}\r\n"
+        f"{headers}connection: close\r\n\r\n"
+    )
+    return head.encode("latin-1") + body
 
 
 #: :data:`ACK` as Starlette's ``JSONResponse`` renders it (compact separators), encoded once

@@ -2,18 +2,21 @@
 
 The providers give up within seconds (EvoLink retries after 1, 2 and 4 s), so a Redis outage longer than
 that would lose callbacks answered 503. Instead the receiver writes the verified event and its delivery
-here and answers only once the file is on disk; :class:`SpoolDrainer` submits the entries to the intake,
-in arrival order, when Redis answers again.
+here and answers only once the file is on disk; :mod:`receiver.spool_drain` submits the entries to the
+intake, in arrival order, when Redis answers again. The directory's layout is :mod:`receiver.spool_files`.
 
 - :meth:`Spool.append` writes one file atomically: a temp name in the same directory, ``fsync`` the file,
   rename to ``{time_ns:020d}-{random}.json`` (names sort in arrival order), ``fsync`` the directory. A crash
   before the rename leaves only a temp file, which :meth:`Spool.pending` ignores and a new :class:`Spool`
-  deletes. Past ``max_files`` or ``max_bytes`` it raises :class:`QueueUnavailable` (``spool_full``): the
-  receiver answers 503 as it would without a spool.
-- :func:`drain` submits entries in order and removes each only after its submit succeeded; it stops at the
-  first :class:`QueueUnavailable` (Redis still down). An entry that cannot be read or decoded is moved to
-  ``rejected/`` with a log line: never retried forever, never deleted silently. A removal is not fsynced: a
-  crash may replay an entry already submitted, which the intake's dedupe answers ``duplicate``.
+  deletes. Past ``max_files`` or ``max_bytes`` it raises :class:`QueueUnavailable` (``spool_full``); when
+  the disk refuses, ``spool_unwritable``: the receiver answers 503 as it would without a spool.
+- :meth:`Spool.writable` says whether an entry could be written now (for ``/readyz``): the result of the
+  latest write (an append or a probe) when it is recent, else a probe that writes, fsyncs and deletes a
+  small temp file (so a full disk and a read-only remount both show).
+- Each entry ends in exactly one place: submitted (then deleted), waiting, ``rejected/`` (it cannot be read
+  or decoded: nothing can replay it) or ``quarantine/`` (it failed on its own too often while Redis
+  answered), never deleted unsubmitted. A removal is not fsynced: a crash may replay an entry already
+  submitted, which the intake's dedupe answers ``duplicate``.
 - An entry holds what rebuilds the verified :class:`TaskEvent` and the :class:`Delivery` (raw body in
   base64, the non-secret headers), so a replay calls ``intake.submit(event, delivery)`` exactly as the live
   path did, without verifying again (the signed timestamps would be stale by then).
@@ -25,7 +28,6 @@ go past the bound by their number.
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import binascii
 import contextlib
@@ -36,23 +38,42 @@ import os
 import secrets
 import threading
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from receiver.spool_files import (
+    LOCK_FILE,
+    QUARANTINE_DIR,
+    REJECTED_DIR,
+    SUFFIX,
+    TEMP_PREFIX,
+    Attempts,
+    Quarantined,
+    SpoolEntry,
+    forget_attempts,
+    fsync_dir,
+    move_aside,
+    quarantined,
+    read_attempts,
+    remove_stray_tries,
+    scan,
+    write_attempts,
+)
 from veo_archiver.errors import PermanentError, QueueUnavailable
 from veo_archiver.event import TaskEvent
-from veo_archiver.intake import Delivery, Intake, IntakeResult
+from veo_archiver.intake import Delivery
 
 __all__ = [
+    "QUARANTINE_DIR",
+    "REJECTED_DIR",
+    "TEMP_PREFIX",
     "CorruptEntry",
     "Spool",
-    "SpoolDrainer",
     "SpoolEntry",
     "SpoolSurvey",
     "decode_entry",
-    "drain",
     "encode_entry",
     "survey",
 ]
@@ -60,14 +81,16 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 ENTRY_VERSION = 1
-SUFFIX = ".json"
-TEMP_PREFIX = ".tmp-"
-REJECTED_DIR = "rejected"
-LOCK_FILE = ".drain.lock"
+#: how long the result of the latest write (an append or a probe) answers :meth:`Spool.writable`
+WRITE_CHECK_TTL_S = 5.0
+#: bytes a probe writes and fsyncs: on a full disk even this fails
+PROBE_BYTES = 512
+#: quarantined entries whose reasons ``survey`` reads (``status``, ``/ops``)
+LATEST_QUARANTINED = 5
 
 
 class CorruptEntry(PermanentError):
-    """A spool entry that cannot be read or decoded: quarantined, never retried."""
+    """A spool entry that cannot be read or decoded: set aside in ``rejected/``, never retried."""
 
     reason = "spool_corrupt"
 
@@ -116,57 +139,24 @@ def decode_entry(data: bytes) -> tuple[TaskEvent, Delivery]:
     return event, delivery
 
 
-# ------------------------------------------------------------------------------------------------ the spool
-
-
-@dataclass(frozen=True, order=True)
-class SpoolEntry:
-    name: str
-    path: Path
-    size: int
-
-    @property
-    def spooled_at(self) -> float:
-        """When it was written (seconds since the epoch), from its name."""
-        return int(self.name.split("-", 1)[0]) / 1e9
-
-
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _is_entry_name(name: str) -> bool:
-    stamp, dash, rest = name.partition("-")
-    return bool(dash) and len(stamp) == 20 and stamp.isdigit() and name.endswith(SUFFIX) and bool(rest)
-
-
-def _scan(directory: Path) -> list[SpoolEntry]:
-    """The entries in ``directory``, oldest first; reads only (no lock, no cleanup)."""
-    entries: list[SpoolEntry] = []
-    with os.scandir(directory) as it:
-        for item in it:
-            if _is_entry_name(item.name) and item.is_file(follow_symlinks=False):
-                with contextlib.suppress(FileNotFoundError):
-                    entries.append(SpoolEntry(item.name, Path(item.path), item.stat(follow_symlinks=False).st_size))
-    entries.sort()
-    return entries
+# ------------------------------------------------------------------------------------------------ survey
 
 
 @dataclass(frozen=True)
 class SpoolSurvey:
-    """What waits in a spool directory, read without touching it (``/metrics`` and ``veo-archiver status``)."""
+    """What waits in a spool directory, read without touching it (``/metrics``, ``/ops``, ``veo-archiver status``)."""
 
     directory: str
     entries: int
     bytes: int
     #: seconds the oldest entry has waited; None when nothing waits
     oldest_age_s: float | None
-    #: entries quarantined in ``rejected/``: an operator has to look at them
+    #: entries in ``rejected/``: unreadable or undecodable, an operator has to look at them
     rejected: int
+    #: entries in ``quarantine/``: they failed on their own while Redis answered (``veo-archiver spool requeue``)
+    quarantined: int = 0
+    #: the latest quarantined entries and why, newest first
+    latest_quarantined: tuple[Quarantined, ...] = ()
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -175,42 +165,56 @@ class SpoolSurvey:
             "bytes": self.bytes,
             "oldest_age_s": self.oldest_age_s,
             "rejected": self.rejected,
+            "quarantined": self.quarantined,
+            "latest_quarantined": [q.to_json() for q in self.latest_quarantined],
         }
 
 
 def survey(directory: Path | str, now: float) -> SpoolSurvey:
-    """Count what waits in ``directory`` (blocking: a directory listing). Unlike :class:`Spool` it creates
+    """Count what waits in ``directory`` (blocking: directory listings). Unlike :class:`Spool` it creates
     and deletes nothing, so the CLI may look at a live receiver's spool."""
     directory = Path(directory)
-    entries = _scan(directory) if directory.is_dir() else []
+    entries = scan(directory) if directory.is_dir() else []
     rejected_dir = directory / REJECTED_DIR
-    rejected = len(_scan(rejected_dir)) if rejected_dir.is_dir() else 0
+    rejected = len(scan(rejected_dir)) if rejected_dir.is_dir() else 0
+    held, latest = quarantined(directory, latest=LATEST_QUARANTINED)
     return SpoolSurvey(
         directory=str(directory.resolve()),
         entries=len(entries),
         bytes=sum(e.size for e in entries),
         oldest_age_s=max(0.0, now - entries[0].spooled_at) if entries else None,
         rejected=rejected,
+        quarantined=held,
+        latest_quarantined=tuple(latest),
     )
 
 
+# ------------------------------------------------------------------------------------------------ the spool
+
+
 class Spool:
-    """One spool directory. ``append`` is blocking (an fsync): call it with ``asyncio.to_thread`` from a handler."""
+    """One spool directory. Its methods block (an fsync, a listing): call them with ``asyncio.to_thread``."""
 
     def __init__(self, directory: Path | str, max_bytes: int, max_files: int) -> None:
         self.directory = Path(directory)
         self.rejected_dir = self.directory / REJECTED_DIR
+        self.quarantine_dir = self.directory / QUARANTINE_DIR
         self.max_bytes = max_bytes
         self.max_files = max_files
-        self.rejected_dir.mkdir(parents=True, exist_ok=True)
+        self.directory.mkdir(parents=True, exist_ok=True)  # the side folders are made when first used
         self._lock = threading.Lock()
         self._last_ns = 0
+        #: (monotonic time, whether it worked, why not) of the latest write: an append or a probe
+        self._last_write: tuple[float, bool, str] | None = None
+        self._probe_lock = threading.Lock()
+        self._seen_mtime_ns = 0
         for path in self.directory.iterdir():  # a crash between temp write and rename: nobody owns these
             if path.name.startswith(TEMP_PREFIX):
                 log.warning("spool: removing a temp file left by a crash", extra={"path": str(path)})
                 with contextlib.suppress(FileNotFoundError):
                     path.unlink()
         entries = self.pending()
+        remove_stray_tries(self.directory, entries)
         self._count, self._bytes = len(entries), sum(e.size for e in entries)
 
     def append(self, record: bytes) -> SpoolEntry:
@@ -229,49 +233,93 @@ class Spool:
         temp = self.directory / f"{TEMP_PREFIX}{name}"
         path = self.directory / name
         try:
-            fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            try:
-                view = memoryview(record)
-                while view:
-                    view = view[os.write(fd, view) :]
-                os.fsync(fd)
-            finally:
-                os.close(fd)
+            self._write_file(temp, record)
             os.rename(temp, path)
-            _fsync_dir(self.directory)
+            fsync_dir(self.directory)
         except OSError as exc:
             with self._lock:
                 self._count -= 1
                 self._bytes -= len(record)
             with contextlib.suppress(OSError):
                 temp.unlink()
+            self._last_write = (time.monotonic(), False, str(exc))
             raise QueueUnavailable(f"could not write to the local spool: {exc}", reason="spool_unwritable") from exc
+        self._last_write = (time.monotonic(), True, "")
         return SpoolEntry(name, path, len(record))
 
+    @staticmethod
+    def _write_file(path: Path, data: bytes) -> None:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view) :]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+    def writable(self, max_age_s: float = WRITE_CHECK_TTL_S) -> tuple[bool, str]:
+        """Whether an entry could be written now, and why not: the latest write's result when it is younger
+        than ``max_age_s``, else a probe (a small temp file written, fsynced and deleted). Blocking."""
+        with self._probe_lock:  # concurrent callers share one probe
+            last = self._last_write
+            if last is None or time.monotonic() - last[0] > max_age_s:
+                probe = self.directory / f"{TEMP_PREFIX}probe-{secrets.token_hex(6)}"
+                try:
+                    self._write_file(probe, b"\0" * PROBE_BYTES)
+                    probe.unlink()
+                    last = (time.monotonic(), True, "")
+                except OSError as exc:
+                    with contextlib.suppress(OSError):
+                        probe.unlink()
+                    last = (time.monotonic(), False, str(exc))
+                self._last_write = last
+            return last[1], last[2]
+
     def pending(self) -> list[SpoolEntry]:
-        """The entries waiting, oldest first (temp files and ``rejected/`` are not entries)."""
-        entries = _scan(self.directory)
+        """The entries waiting, oldest first (temp files and the side folders are not entries)."""
+        entries = scan(self.directory)
         with self._lock:
             self._count, self._bytes = len(entries), sum(e.size for e in entries)
         return entries
 
     def remove(self, entry: SpoolEntry) -> None:
+        """Delete a submitted entry (and the record of its attempts)."""
+        forget_attempts(entry.path)
         with contextlib.suppress(FileNotFoundError):
             entry.path.unlink()
             with self._lock:
                 self._count -= 1
                 self._bytes -= entry.size
 
+    def attempts(self) -> dict[str, Attempts]:
+        """The failed attempts recorded for the waiting entries, by name (entries never tried have none)."""
+        return read_attempts(self.directory)
+
+    def record_failure(self, entry: SpoolEntry, attempts: Attempts) -> None:
+        write_attempts(entry, attempts)
+
     def reject(self, entry: SpoolEntry, why: str) -> Path:
-        """Move an entry that cannot be replayed to ``rejected/``, with a log line (an operator looks at it)."""
-        target = self.rejected_dir / entry.name
-        os.replace(entry.path, target)
-        _fsync_dir(self.rejected_dir)
-        _fsync_dir(self.directory)
+        """Move an entry nothing can replay to ``rejected/``, logged at ERROR. ``OSError`` leaves it waiting."""
+        target = self._move(entry, self.rejected_dir, None)
+        log.error("spool: entry rejected", extra={"path": str(target), "reason": why})
+        return target
+
+    def quarantine(self, entry: SpoolEntry, reason: dict[str, Any]) -> Path:
+        """Move an entry that failed too often to ``quarantine/`` with ``reason`` beside it (``.reason``),
+        logged at WARNING. ``OSError`` leaves it waiting."""
+        target = self._move(entry, self.quarantine_dir, reason)
+        log.warning(
+            "spool: entry quarantined after failing while Redis answered; `veo-archiver spool requeue` puts it back",
+            extra={"path": str(target), **reason},
+        )
+        return target
+
+    def _move(self, entry: SpoolEntry, folder: Path, reason: dict[str, Any] | None) -> Path:
+        target = move_aside(entry, folder, reason)
         with self._lock:
             self._count -= 1
             self._bytes -= entry.size
-        log.error("spool: entry quarantined", extra={"path": str(target), "reason": why})
         return target
 
     def has_room(self, record_bytes: int = 64 * 1024) -> bool:
@@ -282,6 +330,16 @@ class Spool:
         """(entries, bytes) waiting, as this process counts them."""
         with self._lock:
             return self._count, self._bytes
+
+    def changed(self) -> bool:
+        """Whether the directory changed since the last call (one ``stat``): another receiver spooled into it,
+        an operator requeued, or this process drained. ``True`` when it cannot be read."""
+        try:
+            mtime = os.stat(self.directory).st_mtime_ns
+        except OSError:
+            return True
+        seen, self._seen_mtime_ns = self._seen_mtime_ns, mtime
+        return mtime != seen
 
     def oldest_age_s(self, now: float) -> float | None:
         """Seconds the oldest waiting entry has waited; ``None`` when the spool is empty."""
@@ -301,80 +359,3 @@ class Spool:
             yield True
         finally:
             os.close(fd)  # releases the lock
-
-
-# ------------------------------------------------------------------------------------------------ draining
-
-Submit = Callable[[bytes], Awaitable[Any]]
-
-
-async def drain(spool: Spool, submit: Submit) -> int:
-    """Submit the waiting entries in order; return how many were submitted (and removed).
-
-    Stops at the first :class:`QueueUnavailable`, leaving it and the rest. An entry that cannot be read, or
-    that ``submit`` refuses with :class:`CorruptEntry`, goes to ``rejected/``. Any other exception propagates
-    and leaves the entry in place.
-    """
-    submitted = 0
-    with spool.draining() as mine:
-        if not mine:
-            return 0
-        for entry in spool.pending():
-            try:
-                data = entry.path.read_bytes()
-            except FileNotFoundError:
-                continue
-            except OSError as exc:
-                spool.reject(entry, f"unreadable: {exc}")
-                continue
-            try:
-                await submit(data)
-            except QueueUnavailable:
-                break
-            except CorruptEntry as exc:
-                spool.reject(entry, exc.message)
-                continue
-            spool.remove(entry)
-            submitted += 1
-    return submitted
-
-
-class SpoolDrainer:
-    """Replays a spool through an :class:`Intake`; the app's lifespan calls :meth:`run_once` (or :meth:`run`)."""
-
-    def __init__(self, spool: Spool) -> None:
-        self.spool = spool
-        self._lock = asyncio.Lock()
-        #: outcome of each replayed entry (accepted, duplicate, recorded), for logs and tests
-        self.outcomes: dict[str, int] = {}
-
-    async def run_once(self, intake: Intake) -> int:
-        """Submit what is waiting; return how many entries went to Redis."""
-
-        async def submit(data: bytes) -> IntakeResult:
-            event, delivery = decode_entry(data)
-            result = await intake.submit(event, delivery)
-            self.outcomes[result.outcome] = self.outcomes.get(result.outcome, 0) + 1
-            return result
-
-        async with self._lock:
-            done = await drain(self.spool, submit)
-        if done:
-            count, size = self.spool.depth()
-            log.info("spool drained", extra={"submitted": done, "waiting": count, "waiting_bytes": size})
-        return done
-
-    async def run(self, intake: Intake, *, interval_s: float = 1.0) -> None:
-        """Drain every ``interval_s`` while anything waits; until cancelled (the lifespan's task).
-
-        Every 30th turn it looks at the directory even when this process counted nothing (another receiver
-        sharing the directory may have spooled)."""
-        turn = 0
-        while True:
-            turn += 1
-            if self.spool.depth()[0] or turn % 30 == 0:
-                try:
-                    await self.run_once(intake)
-                except Exception:  # keep draining later; a bug here must not stop the receiver
-                    log.exception("spool: drain failed")
-            await asyncio.sleep(interval_s)

@@ -68,23 +68,8 @@ def mint(provider: str, keys: Sequence[str], *, now: float, ttl_s: int | None = 
     return f"{signed}.{_b64url(_mac(keys[0], signed))}"
 
 
-def verify(token: str | None, provider: str, keys: Sequence[str], *, now: float) -> None:
-    """Raise :class:`Rejected` unless ``token`` is a live token for ``provider`` signed by one of ``keys``.
-
-    Order of checks, and why:
-
-    1. shape (``token_missing``, ``token_malformed``): free, and needs no key;
-    2. MAC over the token's *own* signed part, every key tried without early exit (``token_mismatch``):
-       until it verifies, nothing the token says is believed or echoed, so a forger learns nothing about
-       which provider or expiry would have been accepted;
-    3. provider (``token_wrong_provider``): an authentic token of ours registered with another provider's
-       URL; worth its own answer because it is an operator's mistake, not an attack;
-    4. expiry (``token_expired``): ``now > expiry`` is refused; ``now == expiry`` is the last valid second.
-    """
-    if not math.isfinite(now):  # a NaN clock would make every token immortal: fail closed
-        raise ConfigError(f"the clock gave a non-finite time: {now}")
-    if not token:
-        raise Rejected("callback token is missing (expected ?token=…)", reason="token_missing")
+def _parse(token: str) -> tuple[str, str, str, bytes]:
+    """A token's four fields (the MAC decoded), or :class:`Rejected` (``token_malformed``): its shape only."""
     if len(token) > MAX_TOKEN_LENGTH:
         raise _malformed(f"is longer than {MAX_TOKEN_LENGTH} characters")
     if not token.isascii():
@@ -107,6 +92,27 @@ def verify(token: str | None, provider: str, keys: Sequence[str], *, now: float)
         raise _malformed("MAC is not base64url") from None
     if len(given) != _MAC_SIZE or _b64url(given) != mac_text:  # the second test refuses non-canonical text
         raise _malformed("MAC has the wrong length")
+    return version, token_provider, expiry_text, given
+
+
+def verify(token: str | None, provider: str, keys: Sequence[str], *, now: float) -> None:
+    """Raise :class:`Rejected` unless ``token`` is a live token for ``provider`` signed by one of ``keys``.
+
+    Order of checks, and why:
+
+    1. shape (``token_missing``, ``token_malformed``): free, and needs no key;
+    2. MAC over the token's *own* signed part, every key tried without early exit (``token_mismatch``):
+       until it verifies, nothing the token says is believed or echoed, so a forger learns nothing about
+       which provider or expiry would have been accepted;
+    3. provider (``token_wrong_provider``): an authentic token of ours registered with another provider's
+       URL; worth its own answer because it is an operator's mistake, not an attack;
+    4. expiry (``token_expired``): ``now > expiry`` is refused; ``now == expiry`` is the last valid second.
+    """
+    if not math.isfinite(now):  # a NaN clock would make every token immortal: fail closed
+        raise ConfigError(f"the clock gave a non-finite time: {now}")
+    if not token:
+        raise Rejected("callback token is missing (expected ?token=…)", reason="token_missing")
+    version, token_provider, expiry_text, given = _parse(token)
 
     if isinstance(keys, str):  # one string would be tried as one-character keys, each trivially forgeable
         raise ConfigError("callback token keys must be a sequence of strings, not one string")

@@ -9,6 +9,7 @@
     │   ├── InvalidPayload     400: malformed body or a field of the wrong type
     │   ├── PayloadTooLarge    413: body over the configured bound
     │   ├── RequestTimeout     408: body not received within REQUEST_READ_TIMEOUT
+    │   ├── HeadersTooLarge    431: request line and headers over MAX_HEADER_BYTES
     │   ├── Forbidden          403: an admin surface open to loopback only
     │   └── NotFound           404: unknown provider, source, or a disabled admin surface
     ├── TransientError         try again later (503 at the edge, a scheduled retry in a worker)
@@ -75,6 +76,11 @@ class PayloadTooLarge(RequestError):
 class RequestTimeout(RequestError):
     status_code = 408
     reason = "request_timeout"
+
+
+class HeadersTooLarge(RequestError):
+    status_code = 431
+    reason = "headers_too_large"
 
 
 class BearerRequired(Rejected):

@@ -17,12 +17,19 @@ own element of the reply:
 
 While ``MAX_BATCHES_IN_FLIGHT`` batches are on the wire, new callbacks wait for one of them to finish and
 then go out together: under load the batches grow, which is where the CPU per callback goes down.
+
+Only redis-py's public connection API is used (``ConnectionPool.get_connection()``/``release()``,
+``Connection.send_packed_command()``/``read_response()``/``connect()``/``disconnect()``: redis-py 5.3 and up,
+where ``get_connection`` takes no command name). A batch is sent by its own task; on Python 3.12 and up that
+task starts eagerly (``asyncio.Task(eager_start=True)``), so a full batch is written in the caller's turn of
+the loop.
 """
 
 from __future__ import annotations
 
 import asyncio
 import math
+import sys
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -44,8 +51,6 @@ MAX_BATCH = 256
 FLUSH_AT = 16
 #: a connection idle for longer than this is checked before a batch is sent on it (Redis may have gone away)
 FRESH_S = 1.0
-
-_PING = b"*1\r\n$4\r\nPING\r\n"
 
 #: the prefix of an element of the script's reply that reports the failure of that one callback
 ITEM_ERROR = b"!"
@@ -84,17 +89,20 @@ class GroupCommit:
     ``durability()`` says whether a batch waits for WAITAOF, or None when that is not known yet (then
     ``before_batch()``, which may probe Redis, decides it). The writer keeps up to
     :data:`MAX_BATCHES_IN_FLIGHT` connections of the client's pool for itself (the pool's own checkout costs
-    about 30 us a batch); a batch that finds one of them ready and fresh is written to its socket at once, in
-    the caller's turn of the loop, and a task reads the replies."""
+    about 30 us a batch); a batch that finds one of them fresh is sent on it without a check.
+
+    ``pack`` turns a batch's items into the command's packed chunks; ``script_load``, ``waitaof`` and
+    ``ping`` are packed commands too."""
 
     def __init__(
         self,
         client: aioredis.Redis,
         *,
         batch_timeout_s: float,
-        pack: Callable[[list[Any]], bytes],
-        script_load: bytes,
-        waitaof: bytes,
+        pack: Callable[[list[Any]], list[bytes]],
+        script_load: list[bytes],
+        waitaof: list[bytes],
+        ping: list[bytes],
         durability: Callable[[], bool | None],
         before_batch: Callable[[], Awaitable[bool]],
     ) -> None:
@@ -103,6 +111,7 @@ class GroupCommit:
         self._batch_timeout = batch_timeout_s
         self._script_load = script_load
         self._waitaof = waitaof
+        self._ping = ping
         self._durability = durability
         self._before_batch = before_batch
         # state bound to one running loop (reset if the writer is used from another one)
@@ -112,7 +121,7 @@ class GroupCommit:
         self._in_flight = 0
         self._idle: list[_Held] = []
         self._tasks: set[asyncio.Task[None]] = set()
-        #: counters for benchmarks and tests: batches sent, callbacks sent in them, batches written at once
+        #: counters for benchmarks and tests: batches sent, callbacks sent in them, batches started at FLUSH_AT
         self.batches = 0
         self.batched = 0
         self.eager = 0
@@ -142,22 +151,17 @@ class GroupCommit:
             self._send_batch(loop, eager=False)
 
     def _send_batch(self, loop: asyncio.AbstractEventLoop, *, eager: bool) -> None:
-        """Take a batch off the pending list and start it: written now on a ready connection, else by its task."""
+        """Take a batch off the pending list and start its task (on a kept connection if there is one)."""
         batch, self._pending = self._pending[:MAX_BATCH], self._pending[MAX_BATCH:]
         self._in_flight += 1
         self.batches += 1
         self.batched += len(batch)
+        self.eager += eager
         held = self._idle.pop() if self._idle else None  # the most recently used one
-        written: bytes | None = None
-        wait_aof = self._durability()
-        if held is not None and wait_aof is not None and time.monotonic() - held.used <= FRESH_S:
-            command = self._pack([call.item for call in batch])
-            writer = getattr(held.conn, "_writer", None)  # redis-py's StreamWriter; None once disconnected
-            if writer is not None and not writer.is_closing():
-                writer.writelines([command, self._waitaof] if wait_aof else [command])
-                written = command
-                self.eager += eager
-        task = loop.create_task(self._run_batch(batch, held, written, wait_aof))
+        if sys.version_info >= (3, 12):
+            task = asyncio.Task(self._run_batch(batch, held), loop=loop, eager_start=True)
+        else:
+            task = loop.create_task(self._run_batch(batch, held))
         self._tasks.add(task)
         task.add_done_callback(self._batch_done)
 
@@ -170,12 +174,10 @@ class GroupCommit:
             self._scheduled = True
             task.get_loop().call_soon(self._launch)
 
-    async def _run_batch(
-        self, batch: list[_Call], held: _Held | None, written: bytes | None, wait_aof: bool | None
-    ) -> None:
+    async def _run_batch(self, batch: list[_Call], held: _Held | None) -> None:
         """Finish one batch and resolve every caller in it, whatever happens (never leaves one waiting)."""
         try:
-            replies = await self._send(batch, held, written, wait_aof)
+            replies = await self._send(batch, held)
             if not isinstance(replies, list) or len(replies) != len(batch):
                 raise QueueUnavailable(f"the intake script answered {len(batch)} callbacks with {replies!r:.200}")
         except BaseException as exc:
@@ -194,25 +196,27 @@ class GroupCommit:
             else:
                 call.future.set_result(reply)
 
-    async def _send(self, batch: list[_Call], held: _Held | None, written: bytes | None, wait_aof: bool | None) -> Any:
-        """The batch's one command (written already, or sent here), then WAITAOF if in use; its reply."""
+    async def _send(self, batch: list[_Call], held: _Held | None) -> Any:
+        """The batch's one command, then WAITAOF if in use; its reply."""
         pool: Any = self._redis.connection_pool  # get_connection() is untyped (a decorated method)
         conn: Any = held.conn if held is not None else None
+        stale = held is not None and time.monotonic() - held.used > FRESH_S
         try:
             async with asyncio.timeout(self._batch_timeout):  # a hang guard: the socket timeout may be None
-                if written is None:
-                    command = self._pack([call.item for call in batch])
-                    if wait_aof is None:
-                        wait_aof = await self._before_batch()
-                    conn = await self._checked(conn or await pool.get_connection())
-                    await conn.send_packed_command([command, self._waitaof] if wait_aof else [command])
-                else:
-                    command = written
+                command = self._pack([call.item for call in batch])
+                wait_aof = self._durability()
+                if wait_aof is None:
+                    wait_aof = await self._before_batch()
+                if conn is None:
+                    conn = await self._checked(await pool.get_connection())
+                elif stale:
+                    conn = await self._checked(conn)
+                await conn.send_packed_command([*command, *self._waitaof] if wait_aof else command, check_health=False)
                 replies = await self._read(conn, 2 if wait_aof else 1)
                 if isinstance(replies[0], NoScriptError):  # a restarted Redis lost its script cache
-                    retry = [self._script_load, command] + ([self._waitaof] if wait_aof else [])
-                    await conn.send_packed_command(retry)
-                    replies = await self._read(conn, len(retry))
+                    retry = [*self._script_load, *command, *(self._waitaof if wait_aof else ())]
+                    await conn.send_packed_command(retry, check_health=False)
+                    replies = await self._read(conn, 3 if wait_aof else 2)
                     if isinstance(replies[0], Exception):
                         raise replies[0]
                     replies = replies[1:]
@@ -237,7 +241,7 @@ class GroupCommit:
         closed by a Redis restart, which redis-py's own checkout does not always notice; one PING tells, and
         a dead connection is opened again, so the first batch after a restart is not refused for nothing."""
         try:
-            await conn.send_packed_command(_PING, check_health=False)
+            await conn.send_packed_command(self._ping, check_health=False)
             await conn.read_response(timeout=self._batch_timeout)
         except (ConnectionError, OSError, RedisConnectionError, RedisTimeoutError):
             await conn.disconnect(nowait=True)

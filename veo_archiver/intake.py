@@ -12,23 +12,22 @@ with one ``WAITAOF`` after it when the server supports it and AOF is on. Each ca
 script ran (and was fsynced); a failure of one delivery inside the script fails that caller only; anything
 that goes wrong on the wire fails the whole batch with :class:`QueueUnavailable`.
 
-**The raw callback is stored once**: in the task's delivery record (:mod:`veo_archiver.records.delivery`). The
-job (envelope version 2) carries the event and the record's ``delivery_id``; the worker reads the raw callback
-from the record when it archives it. A record that created a job is never dropped from a full list: the script
-parks it under its own key instead.
+**One wire format** (:mod:`veo_archiver.intake_format`): the record, the job's envelope and the script's
+KEYS/ARGV layout are declared there and encoded by its functions only. The job (envelope version 3) carries the
+event and its ``delivery_id``; the delivery that created it also stores its record under a key of its own,
+where the job reads the raw callback, so the task's audit list is trimmed freely.
 
 **Conflicts and bounds.** The dedupe key remembers the accepted callback's result URLs (a digest): a later
 delivery for the same (provider, task, status) with other URLs is recorded with the outcome ``conflict``, never
-merged and never enqueued. A task keeps at most ``DELIVERY_BYTES_PER_TASK`` bytes of large raw deliveries
-(bodies over ``SMALL_BODY_BYTES``); past them a record keeps the event and the body's size and sha256, not the
-body. Small bodies cost no accounting: the cap of ``DELIVERIES_PER_TASK`` records bounds them.
+merged and never enqueued. A task keeps at most ``DELIVERY_BYTES_PER_TASK`` bytes of large records (whose
+stored callback, body and headers, is over ``SMALL_CALLBACK_BYTES``); past them a record keeps the event and
+the body's size and sha256, not the body (nor large headers). Small callbacks cost no accounting: the cap of
+``DELIVERIES_PER_TASK`` records bounds them.
 
 **Cheap per-callback work.** The RQ job hash comes from a :class:`JobTemplate` built once per ``Intake``
-from ``rq.Job.create`` + ``rq.scripts._build_hset_args`` (tests pin it against them); its constant fields are
-literals in the script, and per callback only ``data`` (not compressed), ``description``, ``meta`` and the
-timestamp travel. JSON is encoded once, compact, by orjson (:mod:`veo_archiver.jsontext`), and spliced into
-the record and the job's envelope; commands are packed to RESP here; the record is sent once and the script
-appends its ``outcome`` and ``job_id``.
+(tests pin it against RQ); its constant fields are literals in the script, and per callback only ``data`` (not
+compressed), ``description``, ``meta`` and the timestamp travel. JSON is encoded once, compact, by orjson; a
+batch is packed by redis-py's public ``Connection.pack_command`` (hiredis's C packer when installed).
 """
 
 from __future__ import annotations
@@ -39,10 +38,12 @@ import os
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
+from itertools import chain
 from typing import Any
 
 import redis
 import redis.asyncio as aioredis
+from redis.connection import Connection
 
 from veo_archiver import jsontext
 from veo_archiver import redis_keys as keys
@@ -50,14 +51,16 @@ from veo_archiver.clock import iso
 from veo_archiver.errors import ConfigError
 from veo_archiver.event import TaskEvent
 from veo_archiver.group_commit import GroupCommit
-from veo_archiver.intake_script import (
-    ARGV_PER_DELIVERY,
-    DELIVERIES_PER_TASK,
-    EVENTS_MAXLEN,
-    KEYS_PER_DELIVERY,
-    intake_script,
+from veo_archiver.intake_format import (
+    LAYOUT,
+    SECRET_HEADERS,
+    Delivery,
+    ScriptLayout,
+    encode_envelope,
+    encode_record,
 )
-from veo_archiver.job_template import JobTemplate, build_job, bulk, command
+from veo_archiver.intake_script import DELIVERIES_PER_TASK, EVENTS_MAXLEN, intake_script
+from veo_archiver.job_template import JobTemplate, build_job
 from veo_archiver.redact import redact_bytes
 from veo_archiver.settings import Settings
 
@@ -65,59 +68,38 @@ __all__ = [
     "DELIVERIES_PER_TASK",
     "EVENTS_MAXLEN",
     "SECRET_HEADERS",
+    "SMALL_CALLBACK_BYTES",
     "Delivery",
     "Intake",
     "IntakeResult",
     "JobTemplate",
-    "build_envelope",
     "build_job",
-    "envelope_json",
     "intake_script",
     "iso",
-    "record_prefix",
 ]
 
 log = logging.getLogger(__name__)
 
-#: headers never stored: credentials of any kind
-SECRET_HEADERS = frozenset(
-    {"authorization", "proxy-authorization", "cookie", "set-cookie", "x-api-key", "x-auth-token"}
-)
-#: bodies up to this size are always kept whole (the common case: no second record to send)
-SMALL_BODY_BYTES = 16 * 1024
+#: a delivery whose stored callback (body and headers, as JSON) is up to this size is always kept whole and
+#: costs no byte accounting (the common case: no compact form to send)
+SMALL_CALLBACK_BYTES = 16 * 1024
 
-#: a record-only delivery's last four arguments (the job fields it does not have)
-_NO_JOB = ("", b"", "", b"")
+#: a record-only delivery's job arguments (the job fields it does not have)
+_NO_JOB: Mapping[str, str | bytes] = {"created_at": "", "data": b"", "description": "", "meta": b""}
 
 
-@dataclass(frozen=True)
-class Delivery:
-    """One HTTP delivery of a callback, as received."""
+class Packer:
+    """RESP through redis-py's public packer, ``Connection.pack_command``: the sync connection's uses hiredis's
+    C packer when hiredis is installed (the asyncio connection's is pure Python, about three times slower per
+    callback: bench/intake_micro.py). Building a ``Connection`` opens no socket."""
 
-    body: bytes
-    headers: Mapping[str, str]
-    received_at: float
-    remote: str | None = None
-    path: str = ""
+    def __init__(self) -> None:
+        factory: Any = Connection  # untyped in redis-py
+        self._connection = factory()
 
-    def public_headers(self) -> dict[str, str]:
-        return {k.lower(): v for k, v in self.headers.items() if k.lower() not in SECRET_HEADERS}
-
-    def to_json(self, *, body: bool = True) -> dict[str, Any]:
-        """The stored form; ``body=False`` keeps the raw body's size and digest only (see
-        ``DELIVERY_BYTES_PER_TASK``)."""
-        out: dict[str, Any] = {
-            "received_at": iso(self.received_at),
-            "remote": self.remote,
-            "path": self.path,
-            "headers": self.public_headers(),
-        }
-        if body:
-            out["body"] = self.body.decode("utf-8", errors="replace")
-        else:
-            out["body"] = None
-            out["body_omitted"] = {"bytes": len(self.body), "sha256": hashlib.sha256(self.body).hexdigest()}
-        return out
+    def pack(self, *args: str | bytes | int) -> list[bytes]:
+        packed: list[bytes] = self._connection.pack_command(*args)
+        return packed
 
 
 def urls_digest(urls: tuple[str, ...] | list[str]) -> str:
@@ -132,83 +114,39 @@ class IntakeResult:
     delivery_id: str
 
 
-#: version 2: the raw callback is stored once, in the task's delivery record, which the job reads when it runs
-#: (version 1 jobs, queued before, carry it in ``callback``; workers read both)
-ENVELOPE_VERSION = 2
-
-
-def build_envelope(event: TaskEvent, delivery: Delivery, delivery_id: str) -> dict[str, Any]:
-    """The job's only argument: JSON-safe. The raw callback is not in it: it is stored once, in the delivery
-    record ``delivery_id`` of the task's deliveries (:mod:`veo_archiver.records.delivery`), where the job
-    reads it when it runs."""
-    return {
-        "v": ENVELOPE_VERSION,
-        "delivery_id": delivery_id,
-        "received_ts": delivery.received_at,
-        "received_at": iso(delivery.received_at),
-        "event": event.to_json(),
-    }
-
-
-def envelope_json(event_json: bytes, delivery: Delivery, delivery_id: str) -> bytes:
-    """:func:`build_envelope` as JSON, from the event's JSON encoded once elsewhere."""
-    return b"".join(
-        (
-            b'{"v":2,"delivery_id":',
-            jsontext.string(delivery_id),
-            b',"received_ts":',
-            jsontext.dumpb(delivery.received_at),
-            b',"received_at":',
-            jsontext.string(iso(delivery.received_at)),
-            b',"event":',
-            event_json,
-            b"}",
-        )
-    )
-
-
-def record_prefix(event_json: bytes, callback_json: bytes, delivery_id: str, replayed_at: str | None) -> bytes:
-    """The delivery record as JSON, without its closing brace: the script appends outcome and job id."""
-    parts = [b'{"delivery_id":', jsontext.string(delivery_id), b',"event":', event_json, b',"callback":', callback_json]
-    if replayed_at is not None:
-        parts += (b',"replayed_at":', jsontext.string(replayed_at))
-    return b"".join(parts)
-
-
 class Intake:
     """Owns the receiver's async Redis client; built in the app's lifespan. Safe to share between the
-    callbacks of one event loop (that is the point: they are committed together)."""
+    callbacks of one event loop (that is the point: they are committed together). ``layout`` is the script's
+    KEYS/ARGV layout (tests give another one to see the script follow it)."""
 
-    def __init__(self, settings: Settings, client: aioredis.Redis) -> None:
+    def __init__(self, settings: Settings, client: aioredis.Redis, *, layout: ScriptLayout = LAYOUT) -> None:
         self._settings = settings
         self._redis = client
+        self._layout = layout
         self._template = JobTemplate(settings)
-        self._lua = intake_script(settings, self._template)
+        self._lua = intake_script(settings, self._template, layout)
         self._sha = hashlib.sha1(self._lua.encode()).hexdigest()  # noqa: S324 (Redis names scripts by SHA-1)
         self._wait_aof = False
         self._probed = False
         self._server_version = ""
-        self._waitaof = command("WAITAOF", 1, 0, int(settings.enqueue_timeout_s * 1000))
-        self._script_load = command("SCRIPT", "LOAD", self._lua)
+        self._packer = Packer()
+        self._constant_keys = layout.constant_keys_of(
+            {
+                "queue": keys.rq_queue_key(settings.queue_name),
+                "queues": keys.RQ_QUEUES_SET,
+                "events": keys.events_stream(),
+            }
+        )
         # the one timer of a batch on the wire (connection from the pool, send, every reply, WAITAOF's own
         # timeout of enqueue_timeout_s included): past it, every caller of the batch gets QueueUnavailable
         self._batch_timeout = settings.enqueue_timeout_s * 2 + 1.0
-        # what every batch's EVALSHA holds besides its deliveries: the command and the script, then (after the
-        # number of keys) the constant keys KEYS[1..3]
-        head: list[bytes] = []
-        bulk(head, "EVALSHA")
-        bulk(head, self._sha)
-        self._evalsha_head = b"".join(head)
-        constant: list[bytes] = []
-        for key in (keys.rq_queue_key(settings.queue_name), keys.RQ_QUEUES_SET, keys.events_stream()):
-            bulk(constant, key)
-        self._constant_keys = b"".join(constant)
         self._writer = GroupCommit(
             client,
             pack=self._pack,
             batch_timeout_s=self._batch_timeout,
-            script_load=self._script_load,
-            waitaof=self._waitaof,
+            script_load=self._packer.pack("SCRIPT", "LOAD", self._lua),
+            waitaof=self._packer.pack("WAITAOF", 1, 0, int(settings.enqueue_timeout_s * 1000)),
+            ping=self._packer.pack("PING"),
             durability=lambda: self._wait_aof if self._probed else None,
             before_batch=self._durability,
         )
@@ -291,37 +229,49 @@ class Intake:
             if replay:
                 job_id = f"{job_id}-replay-{os.urandom(4).hex()}"
         replayed_at = iso(time.time()) if replay else None
-        record = record_prefix(event_json, callback_json, delivery_id, replayed_at)
+        record = encode_record(delivery_id, event_json, callback_json, job_id=job_id or None, replayed_at=replayed_at)
         compact = b""
-        if len(delivery.body) > SMALL_BODY_BYTES:  # what is kept once the task's byte budget is spent
-            compact = record_prefix(event_json, jsontext.dumpb(delivery.to_json(body=False)), delivery_id, replayed_at)
-        packed_keys: list[bytes] = []
-        for key in (dedupe_key, keys.rq_job_key(job_id or "none"), deliveries_key, bytes_key):
-            bulk(packed_keys, key)
-        args: list[str | bytes] = [
-            job_id,
-            "1" if replay else "0",
-            record,
-            provider,
-            task_id,
-            status,
-            urls_digest(event.result_urls),
-            compact,
-        ]
+        if len(callback_json) > SMALL_CALLBACK_BYTES:  # what is kept once the task's byte budget is spent
+            compact_json = jsontext.dumpb(delivery.to_json(compact=True))
+            compact = encode_record(
+                delivery_id, event_json, compact_json, job_id=job_id or None, replayed_at=replayed_at
+            )
+        job: Mapping[str, str | bytes] = _NO_JOB
         if job_id:
-            args += self._template.values(
-                envelope_json(event_json, delivery, delivery_id),
+            stamp, data, description, meta = self._template.values(
+                encode_envelope(delivery_id, delivery.received_at, event_json),
                 provider=provider,
                 task_id=task_id,
                 status=status,
                 delivery_id=delivery_id,
             )
-        else:
-            args += _NO_JOB
-        packed_args: list[bytes] = []
-        for arg in args:
-            bulk(packed_args, arg)
-        reply = await self._writer.commit((b"".join(packed_keys), b"".join(packed_args)))
+            job = {"created_at": stamp, "data": data, "description": description, "meta": meta}  # JOB_ARGV
+        layout = self._layout
+        item = (
+            layout.keys_of(
+                {
+                    "dedupe": dedupe_key,
+                    "job": keys.rq_job_key(job_id or "none"),
+                    "deliveries": deliveries_key,
+                    "budget": bytes_key,
+                    "record": keys.delivery_record_key(delivery_id),
+                }
+            ),
+            layout.argv_of(
+                {
+                    "job_id": job_id,
+                    "replay": "1" if replay else "0",
+                    "record": record,
+                    "provider": provider,
+                    "task_id": task_id,
+                    "status": status,
+                    "urls": urls_digest(event.result_urls),
+                    "compact": compact,
+                    **job,
+                }
+            ),
+        )
+        reply = await self._writer.commit(item)
         outcome = reply.decode() if isinstance(reply, bytes) else str(reply)
         if log.isEnabledFor(logging.INFO):
             log.info(
@@ -330,19 +280,15 @@ class Intake:
             )
         return IntakeResult(outcome=outcome, job_id=job_id or None, delivery_id=delivery_id)
 
-    def _pack(self, items: list[tuple[bytes, bytes]]) -> bytes:
+    def _pack(self, items: list[tuple[tuple[str, ...], tuple[str | bytes, ...]]]) -> list[bytes]:
         """One EVALSHA for a batch: the constant keys, then every delivery's keys, then every one's arguments."""
-        n = len(items)
-        numkeys = str(3 + KEYS_PER_DELIVERY * n).encode()
-        return b"".join(
-            [
-                b"*%d\r\n" % (6 + (KEYS_PER_DELIVERY + ARGV_PER_DELIVERY) * n),  # EVALSHA sha numkeys 3 keys
-                self._evalsha_head,
-                b"$%d\r\n%s\r\n" % (len(numkeys), numkeys),
-                self._constant_keys,
-                *(packed_keys for packed_keys, _ in items),
-                *(packed_args for _, packed_args in items),
-            ]
+        return self._packer.pack(
+            "EVALSHA",
+            self._sha,
+            len(self._constant_keys) + len(self._layout.keys) * len(items),
+            *self._constant_keys,
+            *chain.from_iterable(item_keys for item_keys, _ in items),
+            *chain.from_iterable(item_argv for _, item_argv in items),
         )
 
     async def ping(self) -> bool:

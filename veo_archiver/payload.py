@@ -1,5 +1,5 @@
-"""Small pure helpers shared by the provider modules: JSON decoding, typed field access, header lookup and
-the HMAC-SHA256 the signature checks share.
+"""Small pure helpers shared by the provider modules: JSON decoding, task ids, header lookup and the
+HMAC-SHA256 the signature checks share (typed field access is :mod:`veo_archiver.providers.shape`).
 
 Every failure is an :class:`InvalidPayload` naming the field, so a malformed body can never surface as a
 ``KeyError``/``TypeError`` (which would become a 500 and make the provider retry a broken request).
@@ -143,43 +143,6 @@ def nesting_depth(value: Any) -> int:
             return deepest
         stack.extend((child, depth + 1) for child in children)
     return deepest
-
-
-def get_object(parent: Mapping[str, Any], key: str, *, path: str, required: bool = True) -> dict[str, Any] | None:
-    value = parent.get(key)
-    if value is None:
-        if required:
-            raise InvalidPayload(f"{path}: required object is missing")
-        return None
-    if not isinstance(value, dict):
-        raise InvalidPayload(f"{path}: expected an object, got {type(value).__name__}")
-    return value
-
-
-def get_str(parent: Mapping[str, Any], key: str, *, path: str, required: bool = True) -> str | None:
-    value = parent.get(key)
-    if value is None:
-        if required:
-            raise InvalidPayload(f"{path}: required string is missing")
-        return None
-    if not isinstance(value, str):
-        raise InvalidPayload(f"{path}: expected a string, got {type(value).__name__}")
-    if required and not value.strip():
-        raise InvalidPayload(f"{path}: must not be empty")
-    return value
-
-
-def get_int(parent: Mapping[str, Any], key: str, *, path: str, required: bool = True) -> int | None:
-    value = parent.get(key)
-    if value is None:
-        if required:
-            raise InvalidPayload(f"{path}: required integer is missing")
-        return None
-    if isinstance(value, bool) or not isinstance(value, int):
-        if isinstance(value, str) and value.isascii() and value.strip().removeprefix("-").isdigit() and len(value) < 64:
-            return int(value.strip())
-        raise InvalidPayload(f"{path}: expected an integer, got {type(value).__name__}")
-    return value
 
 
 def maybe_json(value: Any) -> Any:

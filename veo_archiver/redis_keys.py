@@ -61,6 +61,12 @@ def rq_worker_name(worker_key: str) -> str:
     return worker_key.removeprefix(RQ_WORKER_PREFIX)
 
 
+def rq_worker_executions_key(worker_key: str) -> str:
+    """RQ 3's set of a worker's running executions (``<job id>:<execution id>``); RQ 2 names the running job
+    in the worker hash's ``current_job`` field instead (RQ 3 no longer writes it)."""
+    return f"{worker_key}:executions"
+
+
 def _digest(*parts: str) -> str:
     return hashlib.sha256("\x1f".join(parts).encode()).hexdigest()
 
@@ -96,10 +102,10 @@ def deliveries_key(provider: str, task_id: str) -> str:
     return _deliveries(provider, _task(provider, task_id))
 
 
-def parked_delivery_key(delivery_id: str) -> str:
-    """A delivery record that created a job, moved out of a full deliveries list (more than
-    ``intake_script.DELIVERIES_PER_TASK`` deliveries for one task) for its job to read:
-    :mod:`veo_archiver.records.delivery`."""
+def delivery_record_key(delivery_id: str) -> str:
+    """The record of a delivery that created a job, under its own key: the job reads its raw callback here
+    (:mod:`veo_archiver.intake_format`). Version-2 jobs' records were parked here once their task's list was
+    full."""
     return f"{_PREFIX}delivery:{delivery_id}"
 
 
@@ -180,6 +186,9 @@ NOTIFY_RETRY_ZSET = f"{_PREFIX}notify:retry"
 NOTIFY_DEAD_LIST = f"{_PREFIX}notify:dead"
 #: the notifier's consumer group on :func:`outcomes_stream`
 NOTIFY_GROUP = "notifier"
+#: a receiver's spool drain writes here (a timestamp, 60 s TTL) to tell "Redis refuses writes" from
+#: "this entry fails" (receiver/spool_drain.py)
+SPOOL_WRITE_PROBE = f"{_PREFIX}spool:write-probe"
 
 
 def notify_entry_key(entry_id: str) -> str:

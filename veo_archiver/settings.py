@@ -43,7 +43,7 @@ def _host_port(entry: str) -> tuple[str, int]:
 @dataclass(frozen=True)
 class ProviderSettings:
     name: str
-    api_key: str | None = None
+    api_key: str | None = field(default=None, repr=False)
     api_base: str = ""
     url_lifetime_s: int = 24 * 3600
     #: hosts (exact, or ``.suffix``) that result URLs must be on; empty = any public host
@@ -86,31 +86,38 @@ def _standard_secrets(raw: str | None) -> dict[str, tuple[str, ...]]:
 
 @dataclass(frozen=True)
 class Settings:
-    redis_url: str = DEFAULT_REDIS_URL
+    """Secrets (keys, tokens, and the Redis URL, which may carry a password) are left out of ``repr``."""
+
+    redis_url: str = field(default=DEFAULT_REDIS_URL, repr=False)
     queue_name: str = "veo-archiver"
     storage: StorageSettings = field(default_factory=StorageSettings)
 
     # receiver
-    kie_hmac_keys: tuple[str, ...] = ()
+    kie_hmac_keys: tuple[str, ...] = field(default=(), repr=False)
     kie_allow_unsigned: bool = False
     timestamp_tolerance_s: int = 300
     max_body_bytes: int = MiB
     #: a request's body must arrive within this many seconds (408 otherwise); its headers too (connection closed)
     request_read_timeout_s: float = 10.0
+    #: bytes of a request's line and headers; past it 431 and the connection is closed (receiver/http_edge.py)
+    max_header_bytes: int = 64 * 1024
     #: requests handled at once by one receiver process; past it 503 + Retry-After (shed, counted in /metrics)
     max_concurrent_requests: int = 256
+    #: request slots one client (its trusted address, receiver/proxy.py) may hold at once; past it 503 +
+    #: Retry-After. None (a Settings built in code): a quarter of max_concurrent_requests
+    max_requests_per_client: int | None = None
     #: bytes of request bodies held in memory at once by one receiver process; past it 503 + Retry-After
     max_body_bytes_in_flight: int = 64 * MiB
     #: proxies whose X-Forwarded-For / -Proto are believed (addresses, networks, or ``*``); see receiver/proxy.py
     forwarded_allow_ips: tuple[str, ...] = ("127.0.0.1",)
     public_base_url: str | None = None
-    callback_signing_keys: tuple[str, ...] = ()
+    callback_signing_keys: tuple[str, ...] = field(default=(), repr=False)
     providers: dict[str, ProviderSettings] = field(
         default_factory=lambda: {
             name: ProviderSettings(name=name, api_base=spec.default_api_base) for name, spec in REGISTRY.items()
         }
     )
-    standard_webhook_secrets: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    standard_webhook_secrets: dict[str, tuple[str, ...]] = field(default_factory=dict, repr=False)
     # "auto": WAITAOF when the server supports it and AOF is on; "none": trust Redis persistence settings
     redis_durability: str = "auto"
     enqueue_timeout_s: float = 5.0
@@ -125,14 +132,14 @@ class Settings:
 
     # operations
     #: bearer token for the admin surfaces (ops page, POST /tasks, /metrics unless METRICS_PUBLIC)
-    admin_token: str | None = None
+    admin_token: str | None = field(default=None, repr=False)
     metrics_public: bool = False
     #: a tracked task with no terminal callback after this long is polled through the provider's status API
     reconcile_after_s: int = 30 * 60
     reconcile_interval_s: int = 5 * 60
     #: downstream URLs notified (Standard Webhooks-signed POST) after each archived task or dead letter
     notify_urls: tuple[str, ...] = ()
-    notify_secret: str | None = None
+    notify_secret: str | None = field(default=None, repr=False)
 
     # queue
     job_timeout_s: int = 3600
@@ -180,7 +187,14 @@ class Settings:
             timestamp_tolerance_s=env_int(env, "WEBHOOK_TIMESTAMP_TOLERANCE", 300, minimum=1),
             max_body_bytes=env_int(env, "MAX_BODY_BYTES", MiB, minimum=1024),
             request_read_timeout_s=float(env_int(env, "REQUEST_READ_TIMEOUT", 10, minimum=1)),
+            max_header_bytes=env_int(env, "MAX_HEADER_BYTES", 64 * 1024, minimum=1024, maximum=16 * MiB),
             max_concurrent_requests=env_int(env, "MAX_CONCURRENT_REQUESTS", 256, minimum=1),
+            max_requests_per_client=env_int(  # default: a quarter of MAX_CONCURRENT_REQUESTS
+                env,
+                "MAX_REQUESTS_PER_CLIENT",
+                max(1, env_int(env, "MAX_CONCURRENT_REQUESTS", 256, minimum=1) // 4),
+                minimum=1,
+            ),
             max_body_bytes_in_flight=env_int(env, "MAX_BODY_BYTES_IN_FLIGHT", 64 * MiB, minimum=1024),
             forwarded_allow_ips=split_list(env.get("FORWARDED_ALLOW_IPS")) or ("127.0.0.1",),
             public_base_url=(env.get("PUBLIC_BASE_URL") or None),

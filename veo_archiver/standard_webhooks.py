@@ -170,24 +170,8 @@ def _headers(headers: Mapping[str, str]) -> tuple[str, str, str, str]:
     return prefix, msg_id, timestamp, signatures
 
 
-def verify(
-    headers: Mapping[str, str],
-    body: bytes,
-    secrets: Sequence[str] | Keyring,
-    *,
-    now: float,
-    tolerance_s: int = 300,
-) -> str:
-    """Return the verified ``webhook-id`` (the sender's idempotency key), or raise :class:`Rejected`.
-
-    ``secrets`` is best a :class:`Keyring` from :func:`parse_secrets` at startup; raw strings are parsed
-    here and a bad one raises :class:`ConfigError`.
-    """
-    if not math.isfinite(now):  # a NaN clock would pass every freshness comparison: fail closed
-        raise ConfigError(f"the clock gave a non-finite time: {now}")
-    keyring = secrets if isinstance(secrets, Keyring) else parse_secrets(secrets)
-    prefix, msg_id, ts_text, signature_header = _headers(headers)
-
+def _check_fresh(prefix: str, ts_text: str, now: float, tolerance_s: int) -> None:
+    """The timestamp header is Unix seconds within ``tolerance_s`` of ``now``, or :class:`Rejected`."""
     if not _TIMESTAMP.fullmatch(ts_text):
         raise Rejected(f"{prefix}timestamp is not a Unix time in seconds", reason="timestamp_malformed")
     ts = int(ts_text)
@@ -199,6 +183,9 @@ def verify(
             reason="timestamp_future",
         )
 
+
+def _signatures(prefix: str, signature_header: str) -> tuple[list[bytes], list[bytes]]:
+    """The well-formed ``v1`` (HMAC) and ``v1a`` (Ed25519) signatures of the header; :class:`Rejected` if none."""
     entries = signature_header.split()
     if len(entries) > MAX_SIGNATURES:
         raise Rejected(
@@ -221,6 +208,29 @@ def verify(
             f"{prefix}signature has no well-formed {HMAC_VERSION} or {ED25519_VERSION} entry",
             reason="signature_malformed",
         )
+    return hmac_sigs, ed25519_sigs
+
+
+def verify(
+    headers: Mapping[str, str],
+    body: bytes,
+    secrets: Sequence[str] | Keyring,
+    *,
+    now: float,
+    tolerance_s: int = 300,
+) -> str:
+    """Return the verified ``webhook-id`` (the sender's idempotency key), or raise :class:`Rejected`.
+
+    ``secrets`` is best a :class:`Keyring` from :func:`parse_secrets` at startup; raw strings are parsed
+    here and a bad one raises :class:`ConfigError`.
+    """
+    if not math.isfinite(now):  # a NaN clock would pass every freshness comparison: fail closed
+        raise ConfigError(f"the clock gave a non-finite time: {now}")
+    keyring = secrets if isinstance(secrets, Keyring) else parse_secrets(secrets)
+    prefix, msg_id, ts_text, signature_header = _headers(headers)
+
+    _check_fresh(prefix, ts_text, now, tolerance_s)
+    hmac_sigs, ed25519_sigs = _signatures(prefix, signature_header)
 
     content = _signed_content(msg_id, ts_text, body)
     matched = False

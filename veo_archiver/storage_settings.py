@@ -114,7 +114,7 @@ class StorageSettings:
     archive_url: str = "./archive"
     endpoint_url: str | None = None
     access_key_id: str | None = None
-    secret_access_key: str | None = None
+    secret_access_key: str | None = field(default=None, repr=False)
     region: str = "us-east-1"
     allow_http: bool = False
     azure_account: str | None = None

@@ -32,13 +32,13 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
-import httpcore
 import httpx
 
 from veo_archiver.clock import retry_after_seconds
 from veo_archiver.errors import BadContent, DownloadFailed, DownloadRefused, DownloadTransient
-from workers.egress import EgressPolicy, GuardedBackend, require_http_url
+from workers.egress import EgressPolicy, require_http_url
 from workers.mp4 import BoxWalker, looks_like_video
+from workers.transport import GuardedTransport
 
 log = logging.getLogger(__name__)
 
@@ -69,15 +69,8 @@ class FetchPolicy:
 
 
 def build_client(policy: FetchPolicy, egress: EgressPolicy, ssl_context: ssl.SSLContext | None = None) -> httpx.Client:
-    ssl_context = ssl_context or httpx.create_ssl_context()
-    transport = httpx.HTTPTransport(retries=0, verify=ssl_context)  # given a context, httpx builds none
-    # httpx does not expose the network backend: swap the pool for one whose every TCP connect is guarded
-    transport._pool = httpcore.ConnectionPool(
-        ssl_context=ssl_context,
-        max_connections=4,
-        network_backend=GuardedBackend(egress),
-        retries=0,
-    )
+    # every TCP connect is guarded: httpx's own transport takes no network backend (workers/transport.py)
+    transport = GuardedTransport(egress, ssl_context or httpx.create_ssl_context())
     return httpx.Client(
         transport=transport,
         # VideoStream follows redirects itself: httpx reads each redirect body whole into memory, and

@@ -19,21 +19,17 @@ import contextlib
 import json
 import logging
 import time
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import redis
 
 from veo_archiver import redis_keys
 from veo_archiver.clock import iso
-from veo_archiver.errors import TransientError
+from veo_archiver.errors import PermanentError, TransientError
 from veo_archiver.event import TaskEvent
 from veo_archiver.records import outcome as outcomes
-
-if TYPE_CHECKING:
-    from veo_archiver.errors import PermanentError, TransientError
-    from workers.context import WorkerContext
-    from workers.jobs import JobHandle
-
+from workers.attempt import Attempt, JobHandle
+from workers.context import WorkerContext
 from workers.manifest import FileRecord
 
 log = logging.getLogger(__name__)
@@ -129,7 +125,7 @@ def republish_dead_letter(job: JobHandle) -> bool:
         return False
     outcomes.publish(
         job.connection,
-        outcome="dead_letter",
+        outcome=outcomes.DEAD_LETTER,
         provider=str(job.meta.get("provider") or ""),
         task_id=str(job.meta.get("task_id") or ""),
         status=str(verdict.get("status") or ""),
@@ -145,19 +141,13 @@ def republish_dead_letter(job: JobHandle) -> bool:
     return True
 
 
-def mark_dead_letter(
-    ctx: WorkerContext,
-    job: JobHandle | None,
-    event: TaskEvent,
-    exc: PermanentError,
-    fields: dict[str, Any],
-    started: float,
-) -> None:
-    """Mark the job as a dead letter (no RQ retry left, the reason in its meta) and publish the outcome.
+def mark_dead_letter(ctx: WorkerContext, attempt: Attempt, exc: PermanentError) -> None:
+    """Mark the attempt's job as a dead letter (no RQ retry left, the reason in its meta) and publish the outcome.
 
     At least once: the mark says ``published: false`` until the entry is in the stream; a publish that fails
     here is made by worker maintenance (:func:`republish_dead_letter`), and the stream keeps
     one entry per ``outcome_id`` whoever publishes it."""
+    job, event, fields = attempt.job, attempt.event, attempt.log_fields
     at = iso(ctx.clock())
     verdict = {"reason": exc.reason, "error": exc.message, "at": at, "status": event.status.value, "published": False}
     if job is not None:
@@ -167,8 +157,8 @@ def mark_dead_letter(
     log.error("permanent failure: %s", exc.message, extra={**fields, "reason": exc.reason})
     try:
         outcomes.publish(
-            job.connection if job is not None else None,
-            outcome="dead_letter",
+            attempt.connection,
+            outcome=outcomes.DEAD_LETTER,
             provider=event.provider,
             task_id=event.task_id,
             status=event.status.value,
@@ -176,7 +166,7 @@ def mark_dead_letter(
             at=at,
             reason=exc.reason,
             error=exc.message[:500],
-            duration_s=time.monotonic() - started,
+            duration_s=time.monotonic() - attempt.started,
             strict=True,
         )
     except TransientError as unpublished:

@@ -1,11 +1,13 @@
 """The archive job: an importable, idempotent function with one JSON argument (the intake envelope).
 
 Flow: confirm with the provider's status API when its key is configured (the confirmed state and URLs
-replace the callback's claim) → for each result URL, reuse the object if it is already in the archive,
-else stream it in (a 403/404/410 asks the provider for a fresh URL) → write the manifest last.
+replace the callback's claim, :mod:`workers.confirm`) → for each result URL, reuse the object if it is
+already in the archive, else stream it in (a 403/404/410 asks the provider for a fresh URL;
+:mod:`workers.videos`) → write the raw callback and the manifest last.
 
 :func:`archive_task` is the RQ entry point; it hands this process's collaborators (:mod:`workers.context`)
-and the current RQ job to :func:`run_archive`, which tests call directly with in-memory ones.
+and the current RQ job to :func:`run_archive`, which tests call directly with in-memory ones. One run is an
+:class:`workers.attempt.Attempt`, which its end (outcome published, dead letter marked) is reported with.
 
 Outcomes (each end publishes one entry on ``veo:outcomes``, :mod:`veo_archiver.records.outcome`):
 - ``archived`` (a video task) / ``provider_failed`` (the provider's failure, recorded in a failure manifest) /
@@ -25,63 +27,34 @@ a fresh job's retry budget, its old verdict kept under ``previous_dead_letters``
 
 from __future__ import annotations
 
-import hashlib
-import itertools
 import json
 import logging
 import math
 import time
-from dataclasses import replace
-from typing import Any, Protocol
+from typing import Any
 
 import redis
 from rq.job import Retry, get_current_job
 
 from veo_archiver import archive_keys, redis_keys
 from veo_archiver.clock import iso
-from veo_archiver.errors import (
-    BadContent,
-    DownloadFailed,
-    DownloadTransient,
-    PermanentError,
-    QueueUnavailable,
-    StorageUnavailable,
-    TransientError,
-)
+from veo_archiver.errors import PermanentError, QueueUnavailable, TransientError
 from veo_archiver.event import TaskEvent, TaskStatus, Verification
 from veo_archiver.records import delivery as delivery_records
 from veo_archiver.records import outcome as outcomes
 from workers import job_meta, manifest
+from workers.attempt import Attempt, JobHandle
+from workers.confirm import confirm
 from workers.context import WorkerContext, current
 from workers.deadline import next_retry, url_deadline
-from workers.fetch import VideoStream
 from workers.manifest import FileRecord
-from workers.mp4 import looks_like_video, media_type
-from workers.progress import ProgressWriter
 from workers.storage import read_json
+from workers.videos import download, reuse
 
 log = logging.getLogger(__name__)
 
-EXPIRED_REASONS = frozenset({"http_403", "http_404", "http_410"})
-#: bytes read before the upload starts, to decide the media type (the ``ftyp`` box with its brands)
-HEAD_BYTES = 64
 #: RQ counts retries itself; our own attempt limit (settings.download_attempts) is what decides
 _RQ_RETRY_CEILING = 10_000
-
-
-class JobHandle(Protocol):
-    """What the job reads and writes on its RQ job (``rq.job.Job`` is one): progress and retry attempts in
-    ``meta``, the dead-letter mark, and the Redis connection that outcomes are published on."""
-
-    meta: dict[str, Any]
-    number_of_retries: int | None
-    retries_left: int | None
-
-    @property
-    def id(self) -> str: ...
-    @property
-    def connection(self) -> redis.Redis | None: ...
-    def save_meta(self) -> None: ...
 
 
 def archive_task(envelope: dict[str, Any]) -> dict[str, Any] | Retry:
@@ -93,13 +66,13 @@ def run_archive(envelope: dict[str, Any], ctx: WorkerContext, job: JobHandle | N
     """The job with its collaborators passed in: ``ctx`` (archive, download client, status API, clock,
     settings) and ``job`` (None outside RQ: a transient error is then raised instead of scheduled)."""
     event = TaskEvent.from_json(envelope["event"])
-    fields = {"provider": event.provider, "task_id": event.task_id, "job_id": job.id if job else None}
-    started = time.monotonic()
+    attempt = Attempt(job=job, event=event, started=time.monotonic())
+    fields = attempt.log_fields
     if job is not None:
         job_meta.normalise(job, envelope, event, fresh_retries=len(ctx.settings.retry_intervals_s), now=ctx.clock())
     try:
         result = _archive(ctx, event, envelope, job)
-        _publish_end(ctx, job, event, envelope, result, started)
+        _publish_end(ctx, attempt, envelope, result)
     except TransientError as exc:
         if job is None:
             raise
@@ -115,7 +88,7 @@ def run_archive(envelope: dict[str, Any], ctx: WorkerContext, job: JobHandle | N
         job_meta.record_attempt(ctx, job, exc, decision.delay_s)
         if decision.delay_s is None:
             final = PermanentError(f"{decision.reason}; last error: {exc.message}", reason=decision.reason)
-            job_meta.mark_dead_letter(ctx, job, event, final, fields, started)
+            job_meta.mark_dead_letter(ctx, attempt, final)
             raise final from exc
         log.warning(
             "transient failure, retry scheduled: %s",
@@ -124,54 +97,41 @@ def run_archive(envelope: dict[str, Any], ctx: WorkerContext, job: JobHandle | N
         )
         return Retry(max=_RQ_RETRY_CEILING, interval=[math.ceil(decision.delay_s)])
     except PermanentError as exc:
-        job_meta.mark_dead_letter(ctx, job, event, exc, fields, started)
+        job_meta.mark_dead_letter(ctx, attempt, exc)
         raise
     log.info("task %s", result["outcome"], extra=fields)
     result.pop("body", None)
     return result
 
 
-def _publish_end(
-    ctx: WorkerContext,
-    job: JobHandle | None,
-    event: TaskEvent,
-    envelope: dict[str, Any],
-    result: dict[str, Any],
-    started: float,
-) -> None:
-    """The end's entry on ``veo:outcomes``, from the manifest (this run's, or the one an earlier run wrote):
-    at most once per outcome id, and a Redis failure raises a TransientError (retried: the job is not done)."""
+def _publish_end(ctx: WorkerContext, attempt: Attempt, envelope: dict[str, Any], result: dict[str, Any]) -> None:
+    """The end's entry on ``veo:outcomes``, from the manifest (this run's, or the one an earlier run wrote,
+    mapped by :func:`veo_archiver.records.outcome.of_manifest`): at most once per outcome id, and a Redis
+    failure raises a TransientError (retried: the job is not done)."""
+    job, event = attempt.job, attempt.event
     if job is None:
         return
-    body: dict[str, Any] = result["body"]
-    status = str(body.get("status") or event.status.value)
-    failure = body.get("failure") or {}
-    outcome = "archived" if status == TaskStatus.SUCCEEDED.value else "provider_failed"
-    files = [{**f, "key": ctx.archive.object_key(f["key"])} for f in body.get("files") or [] if f.get("key")]
+    end = outcomes.of_manifest(result["body"], object_key=ctx.archive.object_key, status=event.status.value)
     manifest_key = result["manifest"]
     published = outcomes.publish(
         job.connection,
-        outcome=outcome,
+        outcome=end.outcome,
         provider=event.provider,
         task_id=event.task_id,
-        status=status,
-        job_id=str(body.get("job_id") or job.id),
+        status=end.status,
+        job_id=end.job_id or job.id,
         at=iso(ctx.clock()),
-        reason=None if outcome == "archived" else _text(failure.get("code")),
-        error=None if outcome == "archived" else _text(failure.get("message")),
+        reason=end.reason,
+        error=end.error,
         manifest_key=ctx.archive.object_key(manifest_key),
         location=ctx.archive.location(manifest_key),
-        files=files,
-        duration_s=time.monotonic() - started,
-        time_left_s=_deadline(ctx, event, envelope) - ctx.clock() if files else None,
+        files=end.files,
+        duration_s=time.monotonic() - attempt.started,
+        time_left_s=_deadline(ctx, event, envelope) - ctx.clock() if end.files else None,
         strict=True,
     )
     if published and result["outcome"] == "already_archived":
         log.info("outcome published by a later run", extra={"provider": event.provider, "task_id": event.task_id})
-
-
-def _text(value: object) -> str | None:
-    return None if value is None else str(value)
 
 
 def _deadline(ctx: WorkerContext, event: TaskEvent, envelope: dict[str, Any]) -> float:
@@ -195,7 +155,7 @@ def _raw_callback(envelope: dict[str, Any], event: TaskEvent, job: JobHandle | N
     record = None
     if connection is not None:
         try:
-            record = delivery_records.find(connection, event.provider, event.task_id, envelope["delivery_id"])
+            record = delivery_records.for_job(connection, envelope)
         except redis.RedisError as exc:
             raise QueueUnavailable(f"redis: reading the delivery record: {exc}") from exc
     callback = record.get("callback") if record is not None else None
@@ -222,7 +182,7 @@ def _archive(ctx: WorkerContext, event: TaskEvent, envelope: dict[str, Any], job
     claimed = event
     confirmed_at: str | None = None
     if ctx.status.can_confirm(event.provider) and event.verification is not Verification.PROVIDER_API:
-        event = _confirm(ctx, event)
+        event = confirm(ctx, event)
         confirmed_at = iso(ctx.clock())
         if event.status is not claimed.status and existing is not None:
             if existing.get("status") == event.status.value:
@@ -234,9 +194,9 @@ def _archive(ctx: WorkerContext, event: TaskEvent, envelope: dict[str, Any], job
             raise PermanentError("the task succeeded but carries no result URL", reason="no_results")
         done = job_meta.progress(job)
         for index, url in enumerate(event.result_urls):
-            record = _reuse(ctx, event, index, url, done.get(index))
+            record = reuse(ctx, event, index, url, done.get(index))
             if record is None:
-                record, event = _download(ctx, event, index, url, job)
+                record, event = download(ctx, event, index, url, job)
             files.append(record)
             job_meta.save_progress(job, record)
 
@@ -280,120 +240,3 @@ def _archive(ctx: WorkerContext, event: TaskEvent, envelope: dict[str, Any], job
 
 def _already(manifest_key: str, existing: dict[str, Any]) -> dict[str, Any]:
     return {"outcome": "already_archived", "manifest": manifest_key, "status": existing.get("status"), "body": existing}
-
-
-def _confirm(ctx: WorkerContext, event: TaskEvent) -> TaskEvent:
-    confirmed = ctx.status.fetch(event.provider, event.task_id)
-    if confirmed.status in (TaskStatus.IN_PROGRESS, TaskStatus.UNKNOWN):
-        raise DownloadTransient(
-            f"provider reports the task as {confirmed.provider_status!r}, not finished yet", reason="not_ready"
-        )
-    if confirmed.status is not event.status or confirmed.result_urls != event.result_urls:
-        log.warning(
-            "provider status API disagrees with the callback; using the provider's answer",
-            extra={
-                "provider": event.provider,
-                "task_id": event.task_id,
-                "claimed": event.status.value,
-                "confirmed": confirmed.status.value,
-            },
-        )
-    return replace(
-        confirmed,
-        extra={**event.extra, **confirmed.extra},
-        verification=event.verification,
-        kind=event.kind or confirmed.kind,
-    )
-
-
-def _reuse(ctx: WorkerContext, event: TaskEvent, index: int, url: str, record: FileRecord | None) -> FileRecord | None:
-    """An object already at the video's key (either extension) is never rewritten: it is re-used, after
-    checking it."""
-    for ext in archive_keys.VIDEO_EXTENSIONS:
-        key = archive_keys.video_key(event.provider, event.task_id, index, ext)
-        stored = ctx.archive.head(key)
-        if stored is not None:
-            break
-    else:
-        return None
-    if record is not None and record.key == key and record.size == stored.size:
-        return record
-    digest = hashlib.sha256()
-    head = b""
-    size = 0
-    for chunk in ctx.archive.iter_bytes(key):
-        if len(head) < 12:
-            head += chunk[: 12 - len(head)]
-        digest.update(chunk)
-        size += len(chunk)
-    if size != stored.size or not looks_like_video(head):
-        raise BadContent(f"object at {key} is not the video it should be ({size} bytes)", reason="archive_conflict")
-    log.info(
-        "video already in the archive; reused", extra={"provider": event.provider, "task_id": event.task_id, "key": key}
-    )
-    content_type, _ = media_type(head)
-    return FileRecord(
-        index=index, source_url=url, key=key, size=size, sha256=digest.hexdigest(), content_type=content_type
-    )
-
-
-def _download(
-    ctx: WorkerContext, event: TaskEvent, index: int, url: str, job: JobHandle | None = None
-) -> tuple[FileRecord, TaskEvent]:
-    try:
-        return _stream(ctx, event, index, url, job), event
-    except DownloadFailed as exc:
-        if exc.reason not in EXPIRED_REASONS or not ctx.status.can_confirm(event.provider):
-            raise
-        fresh = _confirm(ctx, event)
-        if len(fresh.result_urls) <= index or fresh.result_urls[index] == url:
-            raise DownloadFailed(f"{exc.message}; the provider has no fresher URL", reason=exc.reason) from exc
-        new_url = fresh.result_urls[index]
-        log.info(
-            "link expired; provider gave a fresh URL",
-            extra={"provider": event.provider, "task_id": event.task_id, "index": index},
-        )
-        return _stream(ctx, fresh, index, new_url, job), fresh
-
-
-def _stream(ctx: WorkerContext, event: TaskEvent, index: int, url: str, job: JobHandle | None = None) -> FileRecord:
-    provider = ctx.settings.providers.get(event.provider)
-    # the provider's host allowlist is applied by the stream to the URL and to every redirect hop
-    stream = VideoStream(ctx.client, url, ctx.fetch_policy, host_allowed=provider.host_allowed if provider else None)
-    started = time.monotonic()
-    chunks = iter(stream)
-    head = b""
-    for chunk in chunks:  # the first bytes decide the type, hence the key, before the upload starts
-        head += chunk
-        if len(head) >= HEAD_BYTES:
-            break
-    content_type, ext = media_type(head)
-    key = archive_keys.video_key(event.provider, event.task_id, index, ext)
-    progress = ProgressWriter.of_job(
-        job, provider=event.provider, task_id=event.task_id, file=index, files=len(event.result_urls), clock=ctx.clock
-    )
-    try:
-        ctx.archive.put_stream(key, progress.track(itertools.chain([head], chunks), stream), content_type=content_type)
-    except StorageUnavailable as exc:
-        if stream.error is not None:  # the download failed inside the upload: report the download's error
-            raise stream.error from exc
-        raise
-    finally:
-        progress.close()  # the file ended, archived or not: its progress entry goes
-    if stream.error is not None:
-        raise stream.error
-    elapsed = time.monotonic() - started
-    log.info(
-        "video archived",
-        extra={
-            "provider": event.provider,
-            "task_id": event.task_id,
-            "key": key,
-            "bytes": stream.size,
-            "seconds": round(elapsed, 3),
-            "resumes": stream.resumes,
-        },
-    )
-    return FileRecord(
-        index=index, source_url=url, key=key, size=stream.size, sha256=stream.sha256, content_type=content_type
-    )

@@ -44,6 +44,7 @@ from veo_archiver.clock import iso, retry_after_seconds
 from veo_archiver.errors import ConfigError
 from veo_archiver.settings import Settings
 from veo_archiver.standard_webhooks import SECRET_PREFIX, parse_secrets, sign
+from veo_archiver.text import text
 
 log = logging.getLogger(__name__)
 
@@ -113,10 +114,6 @@ def check_config(settings: Settings) -> tuple[tuple[Target, ...], str]:
     return tuple(targets), secret
 
 
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
-
-
 def payload(entry_id: str, fields: Mapping[str, str], now: float) -> bytes:
     data: dict[str, Any] = {**fields, "stream_id": entry_id}
     try:
@@ -132,9 +129,16 @@ def payload(entry_id: str, fields: Mapping[str, str], now: float) -> bytes:
 class Notifier:
     """One consumer of the ``notifier`` group. :meth:`run` loops until ``stop()`` is true."""
 
-    def __init__(self, connection: redis.Redis, settings: Settings, *, policy: NotifyPolicy | None = None,
-                 client: httpx.Client | None = None, consumer: str | None = None,
-                 clock: Callable[[], float] = time.time) -> None:  # fmt: skip
+    def __init__(
+        self,
+        connection: redis.Redis,
+        settings: Settings,
+        *,
+        policy: NotifyPolicy | None = None,
+        client: httpx.Client | None = None,
+        consumer: str | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self.targets, self._secret = check_config(settings)
         self._by_hash = {t.hash: t for t in self.targets}
         self._redis = connection
@@ -164,7 +168,7 @@ class Notifier:
         """Leave the group if nothing is pending on this consumer (else the next notifier claims it)."""
         try:
             for info in self._redis.xinfo_consumers(self._stream, GROUP):
-                if _text(info["name"]) == self.consumer and int(info["pending"]) == 0:
+                if text(info["name"]) == self.consumer and int(info["pending"]) == 0:
                     self._redis.xgroup_delconsumer(self._stream, GROUP, self.consumer)
         except redis.RedisError as exc:
             log.warning("could not leave the consumer group: %s", exc)
@@ -208,7 +212,7 @@ class Notifier:
         )
         for _stream, entries in reply or []:
             for raw_id, fields in entries:
-                sent += self.process(_text(raw_id), {_text(k): _text(v) for k, v in fields.items()})
+                sent += self.process(text(raw_id), {text(k): text(v) for k, v in fields.items()})
         return sent + self.retry_due()
 
     def _next_due_ms(self, block_ms: int) -> int:
@@ -231,14 +235,14 @@ class Notifier:
                 start_id=cursor,
                 count=READ_COUNT,
             )
-            cursor = _text(reply[0])
+            cursor = text(reply[0])
             # Redis >= 7 (and late 6.2) lists entries trimmed from the stream apart (already out of the PEL)
-            gone = [_text(i) for i in (reply[2] if len(reply) > 2 else [])]
+            gone = [text(i) for i in (reply[2] if len(reply) > 2 else [])]
             for raw_id, fields in reply[1]:
                 if raw_id is not None and not fields:
-                    gone.append(_text(raw_id))
+                    gone.append(text(raw_id))
                 elif raw_id is not None:
-                    sent += self._take_over(_text(raw_id), {_text(k): _text(v) for k, v in fields.items()})
+                    sent += self._take_over(text(raw_id), {text(k): text(v) for k, v in fields.items()})
             for entry_id in gone:
                 self._redis.xack(self._stream, GROUP, entry_id)
                 self._redis.delete(entry_key(entry_id))
@@ -253,7 +257,7 @@ class Notifier:
     def _prune_consumers(self) -> None:
         """Forget consumers of dead notifiers: nothing pending and silent for a day (restarts add names)."""
         for info in self._redis.xinfo_consumers(self._stream, GROUP):
-            name = _text(info["name"])
+            name = text(info["name"])
             if name != self.consumer and int(info["pending"]) == 0 and int(info["idle"]) > CONSUMER_IDLE_MS:
                 self._redis.xgroup_delconsumer(self._stream, GROUP, name)
 
@@ -270,7 +274,7 @@ class Notifier:
         found = self._redis.xrange(self._stream, entry_id, entry_id)
         if not found or not found[0][1]:
             return None
-        return {_text(k): _text(v) for k, v in found[0][1].items()}
+        return {text(k): text(v) for k, v in found[0][1].items()}
 
     # -- one entry ---------------------------------------------------------------------------------------
 
@@ -292,7 +296,7 @@ class Notifier:
     def retry_due(self) -> int:
         sent = 0
         for raw in self._redis.zrangebyscore(RETRY_ZSET, "-inf", self._clock(), start=0, num=READ_COUNT):
-            member = _text(raw)
+            member = text(raw)
             if not self._redis.zrem(RETRY_ZSET, member):
                 continue  # another notifier took it
             entry_id, _, hashed = member.partition(" ")
@@ -311,7 +315,7 @@ class Notifier:
 
     def _states(self, entry_id: str) -> dict[str, dict[str, Any]]:
         raw = self._redis.hgetall(entry_key(entry_id))
-        return {_text(k): json.loads(v) for k, v in raw.items()}
+        return {text(k): json.loads(v) for k, v in raw.items()}
 
     def _record(self, entry_id: str, hashed: str, state: dict[str, Any], *, retry_at: float | None = None) -> None:
         pipe = self._redis.pipeline(transaction=True)

@@ -36,7 +36,7 @@ class Measured(Protocol):
 
 
 class RunningJob(Protocol):
-    """The RQ job the download belongs to (:class:`workers.jobs.JobHandle` is one)."""
+    """The RQ job the download belongs to (:class:`workers.attempt.JobHandle` is one)."""
 
     @property
     def id(self) -> str: ...

@@ -44,6 +44,7 @@ from veo_archiver.event import TaskEvent
 from veo_archiver.intake import Delivery, Intake, IntakeResult
 from veo_archiver.records import tracked
 from veo_archiver.settings import Settings
+from veo_archiver.text import text
 from workers.status_client import StatusClient
 
 log = logging.getLogger(__name__)
@@ -122,10 +123,6 @@ class SweepReport:
         return "\n".join(lines)
 
 
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
-
-
 def callback_state(connection: redis.Redis, provider: str, task_id: str) -> str:
     """``none``: no terminal delivery accepted; ``pending``: a job exists; ``finished``: its job is done."""
     pipe = connection.pipeline(transaction=False)
@@ -133,7 +130,7 @@ def callback_state(connection: redis.Redis, provider: str, task_id: str) -> str:
         pipe.exists(redis_keys.dedupe_key(provider, task_id, status))
         pipe.hget(redis_keys.rq_job_key(redis_keys.job_id(provider, task_id, status)), "status")
     dedupe_ok, job_ok, dedupe_failed, job_failed = pipe.execute()
-    statuses = [_text(s) for s in (job_ok, job_failed) if s is not None]
+    statuses = [text(s) for s in (job_ok, job_failed) if s is not None]
     if "finished" in statuses:
         return "finished"
     if dedupe_ok or dedupe_failed or statuses:
@@ -286,7 +283,7 @@ def _drop(
 def _forget_untracked(connection: redis.Redis) -> None:
     """Poll times of tasks no longer tracked (archived and removed by the worker)."""
     polled_raw: list[Any] = connection.zrange(POLLED_ZSET, 0, -1)
-    polled = [_text(m) for m in polled_raw]
+    polled = [text(m) for m in polled_raw]
     if not polled:
         return
     scores = tracked.registration_times(connection, polled)

@@ -60,6 +60,8 @@ class ArchiveWorker(HerokuWorker):
     #: set by :func:`make_worker`; the reconciliation sweep needs the provider keys and intervals
     settings: Settings | None = None
     stop_wanted = False
+    #: ``time.monotonic()`` when the current job began (:meth:`execute_job`); None between jobs
+    job_clock_started: float | None = None
 
     def request_stop(self, signum: int, frame: FrameType | None) -> None:
         self.stop_wanted = True
@@ -71,11 +73,20 @@ class ArchiveWorker(HerokuWorker):
         # maintenance (and the reconciliation sweep) runs every ``maintenance_interval`` when idle too
         return max(1, min(self.worker_ttl - 15, int(self.maintenance_interval)))
 
-    def get_heartbeat_ttl(self, job: Job) -> int:
-        # RQ adds a fixed 60 s of slack; the parent heartbeats every JOB_MONITORING_INTERVAL_S, so 20 s is plenty
-        remaining = (job.timeout or 0) - self.current_job_working_time
-        interval = self.job_monitoring_interval
-        return int(min(remaining, interval) if job.timeout and job.timeout > 0 else interval) + HEARTBEAT_SLACK_S
+    def get_heartbeat_ttl(self, job: Job, working_time: float | None = None) -> int:
+        """RQ's rule (the next heartbeat, or the job's remaining timeout if sooner) with our slack: RQ adds a
+        fixed 60 s; the parent heartbeats every JOB_MONITORING_INTERVAL_S, so 20 s is plenty.
+
+        RQ 3 passes ``working_time`` to this hook; RQ 2 calls it with the job alone (and kept the time in
+        ``current_job_working_time``, which RQ 3 removed): then it is the time since :meth:`execute_job` began."""
+        if working_time is None:
+            started = self.job_clock_started
+            working_time = 0.0 if started is None else time.monotonic() - started
+        interval = float(self.job_monitoring_interval)
+        if job.timeout and job.timeout > 0:
+            # past the timeout RQ kills the horse within 60 s: keep heartbeating until then, never in the past
+            interval = min(max(job.timeout - working_time, 0.0), interval)
+        return int(interval) + HEARTBEAT_SLACK_S
 
     def run_maintenance_tasks(self) -> None:
         super().run_maintenance_tasks()  # type: ignore[no-untyped-call]
@@ -90,8 +101,12 @@ class ArchiveWorker(HerokuWorker):
     def execute_job(self, job: Job, queue: Queue) -> None:
         # every line logged for this job, RQ's own included, in this process and in the forked horse
         meta = job.meta or {}
-        with log_context(job_id=job.id, provider=meta.get("provider"), task_id=meta.get("task_id")):
-            super().execute_job(job, queue)
+        self.job_clock_started = time.monotonic()
+        try:
+            with log_context(job_id=job.id, provider=meta.get("provider"), task_id=meta.get("task_id")):
+                super().execute_job(job, queue)
+        finally:
+            self.job_clock_started = None
 
 
 def requeue_abandoned(queue: Queue) -> list[str]:
@@ -107,9 +122,9 @@ def requeue_abandoned(queue: Queue) -> list[str]:
             except TransientError as exc:
                 log.warning("dead letter's outcome still not published: %s", exc.message, extra={"job_id": job_id})
             continue
-        latest = job.latest_result()
-        exc_info = (latest.exc_string if latest is not None else None) or job.exc_info or ""
-        if "AbandonedJobError" not in (exc_info or "") and "abandoned" not in (exc_info or "").lower():
+        latest = job.latest_result()  # RQ's failure text (``job.exc_info`` is deprecated: it reads the same)
+        exc_info = (latest.exc_string if latest is not None else None) or ""
+        if "AbandonedJobError" not in exc_info and "abandoned" not in exc_info.lower():
             continue
         count = int(job.meta.get("crash_requeues", 0))
         if count >= MAX_CRASH_REQUEUES:

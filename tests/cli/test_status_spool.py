@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from receiver.spool import REJECTED_DIR, Spool, encode_entry
+from receiver.spool_files import QUARANTINE_DIR
 from veo_archiver.cli.main import main
 from veo_archiver.event import TaskEvent, TaskStatus, Verification
 from veo_archiver.intake import Delivery
@@ -83,15 +84,25 @@ def test_a_spool_that_does_not_drain_and_quarantined_entries_are_stuck(here: Pat
     (oldest, *_) = spool.pending()
     old_name = f"{time.time_ns() - 3600 * 10**9:020d}-old.json"  # spooled an hour ago
     oldest.path.rename(spool.directory / old_name)
+    (spool.directory / REJECTED_DIR).mkdir()
     (spool.directory / REJECTED_DIR / f"{time.time_ns():020d}-bad.json").write_bytes(b"not json")
+    held = spool.directory / QUARANTINE_DIR / f"{time.time_ns():020d}-held.json"
+    held.parent.mkdir()
+    held.write_bytes(b"{}")
+    reason = {"reason": "queue_unavailable", "error": "bulk too long", "attempts": 5, "quarantined_at": time.time()}
+    held.with_name(held.name + ".reason").write_text(json.dumps(reason))
     code, s = run_json(capsys, "status")
     assert code == 0 and s["stuck"] is True
     assert s["spool"]["entries"] == 2 and s["spool"]["rejected"] == 1 and s["spool"]["oldest_age_s"] >= 3600
+    assert s["spool"]["quarantined"] == 1
+    assert s["spool"]["latest_quarantined"][0]["reason"] == "queue_unavailable"
     problems = "\n".join(s["problems"])
     assert "2 callback(s) in the local spool" in problems and "is the receiver on this host running?" in problems
-    assert "1 spool entry quarantined in" in problems
+    assert "1 spool entry unreadable, set aside in" in problems
+    assert f"1 spool entry quarantined in {s['spool']['directory']}/quarantine (latest: {held.name}" in problems
+    assert "bulk too long" in problems and "spool requeue" in problems
     out = run(capsys, "status")[1]
-    assert "1 quarantined in rejected/" in out and "stuck:" in out
+    assert "1 rejected (unreadable) in rejected/, 1 quarantined in quarantine/" in out and "stuck:" in out
 
 
 def test_status_shows_the_spool_while_redis_is_down(here: Path, redis_server, capsys: Capture) -> None:  # type: ignore[no-untyped-def]

@@ -14,7 +14,7 @@ from rq.serializers import JSONSerializer
 
 from veo_archiver import redis_keys
 from veo_archiver.event import TaskEvent, TaskStatus, Verification
-from veo_archiver.intake import SMALL_BODY_BYTES, Delivery, Intake
+from veo_archiver.intake import SMALL_CALLBACK_BYTES, Delivery, Intake
 from veo_archiver.intake_script import DELIVERY_BYTES_PER_TASK
 from veo_archiver.records import delivery as deliveries
 from veo_archiver.settings import Settings
@@ -30,8 +30,8 @@ def event(task_id: str, urls: tuple[str, ...] = ("https://cdn.example.com/a.mp4"
     )
 
 
-def delivery(body: bytes) -> Delivery:
-    return Delivery(body=body, headers={"content-type": "application/json"}, received_at=1_790_000_000.0)
+def delivery(body: bytes, **headers: str) -> Delivery:
+    return Delivery(body=body, headers={"content-type": "application/json", **headers}, received_at=1_790_000_000.0)
 
 
 def submit_all(url: str, calls: list[tuple[TaskEvent, Delivery]]) -> list[str]:
@@ -89,16 +89,38 @@ def test_a_task_id_with_control_characters_gets_an_escaped_job_description(redis
     assert job.kwargs["envelope"]["event"]["task_id"] == forged  # the data itself is untouched
 
 
-def test_small_bodies_cost_no_byte_accounting(redis_server) -> None:  # type: ignore[no-untyped-def]
-    """Bodies up to SMALL_BODY_BYTES are bounded by the records' cap, not counted: no bytes key, every body
-    kept; a large one starts the count."""
+def test_small_callbacks_cost_no_byte_accounting(redis_server) -> None:  # type: ignore[no-untyped-def]
+    """Callbacks up to SMALL_CALLBACK_BYTES are bounded by the records' cap, not counted: no bytes key, every
+    body kept; a large one starts the count."""
     small = json.dumps({"code": 200, "data": {"taskId": "veo_small"}}).encode()
-    assert len(small) <= SMALL_BODY_BYTES
+    assert len(small) <= SMALL_CALLBACK_BYTES
     assert submit_all(redis_server.url, [(event("veo_small"), delivery(small))] * 3) == ["accepted"] + ["duplicate"] * 2
     rds: redis.Redis = redis_server.client()
     assert rds.exists(redis_keys.delivery_bytes_key("kie", "veo_small")) == 0
     assert all(r["callback"]["body"] == small.decode() for r in deliveries.stored(rds, "kie", "veo_small"))
-    large = json.dumps({"code": 200, "data": {"taskId": "veo_small"}, "pad": "x" * SMALL_BODY_BYTES}).encode()
+    large = json.dumps({"code": 200, "data": {"taskId": "veo_small"}, "pad": "x" * SMALL_CALLBACK_BYTES}).encode()
     submit_all(redis_server.url, [(event("veo_small"), delivery(large))])
     assert int(rds.get(redis_keys.delivery_bytes_key("kie", "veo_small")) or 0) > len(large)
     assert rds.ttl(redis_keys.delivery_bytes_key("kie", "veo_small")) > 0
+
+
+def test_large_headers_count_against_the_budget_whatever_the_body_size(redis_server) -> None:  # type: ignore[no-untyped-def]
+    """Replays of a small signed body with a padded header: the headers are counted in the task's byte budget;
+    past it a record keeps the headers' size and sha256 (and the body's), not the headers."""
+    body = json.dumps({"code": 200, "data": {"taskId": "veo_hdr"}}).encode()
+    pad = "p" * 60_000  # under the 64 KiB head cap of the receiver, over SMALL_CALLBACK_BYTES
+    count = DELIVERY_BYTES_PER_TASK // len(pad) + 20
+    outcomes = submit_all(redis_server.url, [(event("veo_hdr"), delivery(body, **{"x-pad": pad}))] * count)
+    assert outcomes == ["accepted"] + ["duplicate"] * (count - 1)
+    rds: redis.Redis = redis_server.client()
+    stored = rds.lrange(redis_keys.deliveries_key("kie", "veo_hdr"), 0, -1)
+    assert len(stored) == count
+    assert sum(len(r) for r in stored) < DELIVERY_BYTES_PER_TASK + 2 * len(pad) + count * 1024
+    assert int(rds.get(redis_keys.delivery_bytes_key("kie", "veo_hdr")) or 0) <= DELIVERY_BYTES_PER_TASK + len(pad)
+    records = deliveries.stored(rds, "kie", "veo_hdr")
+    assert records[0]["callback"]["headers"]["x-pad"] == pad and records[0]["callback"]["body"] == body.decode()
+    last = records[-1]["callback"]
+    assert last["headers"] == {} and last["headers_omitted"]["bytes"] > len(pad)
+    assert last["body"] is None and last["body_omitted"]["bytes"] == len(body)
+    # the job's own copy of its record is the first, whole one
+    assert deliveries.find(rds, "kie", "veo_hdr", records[0]["delivery_id"]) == records[0]

@@ -26,23 +26,25 @@ from rq.scripts import _build_hset_args
 from rq.serializers import JSONSerializer
 from rq.utils import utcparse
 
-from veo_archiver import jsontext, redis_keys
+from veo_archiver import archive_keys, jsontext, redis_keys
+from veo_archiver.clock import iso
 from veo_archiver.errors import QueueUnavailable
 from veo_archiver.event import TaskEvent, TaskStatus, Verification
 from veo_archiver.group_commit import FLUSH_AT, FRESH_S, MAX_BATCHES_IN_FLIGHT
-from veo_archiver.intake import (
-    DELIVERIES_PER_TASK,
-    Delivery,
-    Intake,
-    IntakeResult,
-    JobTemplate,
-    build_envelope,
-    build_job,
-    envelope_json,
-    record_prefix,
+from veo_archiver.intake import DELIVERIES_PER_TASK, Delivery, Intake, IntakeResult, JobTemplate, build_job
+from veo_archiver.intake_format import (
+    ENVELOPE_VERSION,
+    LAYOUT,
+    ScriptLayout,
+    decode_entry,
+    encode_entry,
+    encode_envelope,
+    encode_record,
 )
+from veo_archiver.intake_script import intake_script
 from veo_archiver.records import delivery as delivery_records
 from veo_archiver.settings import Settings
+from workers.storage_memory import MemoryArchive
 
 QUEUE = "veo-archiver"
 HANG_GUARD_S = 60.0
@@ -97,6 +99,24 @@ async def with_intake(settings: Settings, body: Any, **client_kwargs: Any) -> An
 
 def queued(rds: redis.Redis) -> list[str]:
     return [v.decode() for v in rds.lrange(redis_keys.rq_queue_key(QUEUE), 0, -1)]
+
+
+def envelope_json(event_json: bytes, dl: Delivery, delivery_id: str) -> bytes:
+    """The production encoder (intake_format.encode_envelope), as the template tests call it."""
+    return encode_envelope(delivery_id, dl.received_at, event_json)
+
+
+def build_envelope(ev: TaskEvent, dl: Delivery, delivery_id: str) -> dict[str, Any]:
+    """The envelope as a dict: the production encoder's output, decoded."""
+    value: dict[str, Any] = json.loads(envelope_json(jsontext.dumpb(ev.to_json()), dl, delivery_id))
+    return value
+
+
+def entries(rds: redis.Redis, task_id: str) -> list[dict[str, Any]]:
+    """The task's audit list, each entry decoded (record + outcome)."""
+    decoded = [decode_entry(raw) for raw in rds.lrange(redis_keys.deliveries_key("kie", task_id), 0, -1)]
+    assert all(d is not None for d in decoded)
+    return [d for d in decoded if d is not None]
 
 
 # ------------------------------------------------------------------------------------------ the template
@@ -182,24 +202,31 @@ def _rq_epoch(stamp: str) -> float:
     return utcparse(stamp).replace(tzinfo=UTC).timestamp()
 
 
-def test_envelope_and_record_splices_are_the_json_of_the_objects() -> None:
+def test_the_encoders_write_the_declared_record_envelope_and_entry() -> None:
     ev, dl = event("veo_splice \u00e9 \ud800"), delivery("veo_splice", 3)  # a lone surrogate: the fallback encoder
     event_json, callback_json = jsontext.dumpb(ev.to_json()), jsontext.dumpb(dl.to_json())
-    assert json.loads(envelope_json(event_json, dl, "d1")) == build_envelope(ev, dl, "d1")
-    record = {"delivery_id": "d1", "event": ev.to_json(), "callback": dl.to_json()}
-    prefix = record_prefix(event_json, callback_json, "d1", None)
-    assert json.loads(prefix + b', "outcome": "accepted", "job_id": "j-1"}') == {
-        **record,
-        "outcome": "accepted",
-        "job_id": "j-1",
+    assert json.loads(encode_envelope("d1", dl.received_at, event_json)) == {
+        "v": ENVELOPE_VERSION,
+        "delivery_id": "d1",
+        "received_ts": dl.received_at,
+        "received_at": iso(dl.received_at),
+        "event": json.loads(event_json),
     }
-    replayed = record_prefix(event_json, callback_json, "d1", "2026-11-27T00:00:00.000Z")
-    assert json.loads(replayed + b', "outcome": "replayed", "job_id": null}') == {
+    record = {"delivery_id": "d1", "event": json.loads(event_json), "callback": json.loads(callback_json)}
+    plain = encode_record("d1", event_json, callback_json, job_id="j-1", replayed_at=None)
+    assert json.loads(plain) == {**record, "job_id": "j-1"}
+    assert decode_entry(encode_entry("accepted", plain)) == {**record, "job_id": "j-1", "outcome": "accepted"}
+    replayed = encode_record("d1", event_json, callback_json, job_id=None, replayed_at="2026-11-27T00:00:00.000Z")
+    assert decode_entry(encode_entry("replayed", replayed)) == {
         **record,
         "replayed_at": "2026-11-27T00:00:00.000Z",
         "outcome": "replayed",
         "job_id": None,
     }
+    # an entry of the previous intake (the outcome inside the JSON) still reads; garbage reads as None
+    legacy = json.dumps({**record, "outcome": "duplicate", "job_id": "j-1"})
+    assert decode_entry(legacy) == {**record, "outcome": "duplicate", "job_id": "j-1"}
+    assert decode_entry(b"accepted not json") is None and decode_entry(b"\xff") is None
 
 
 def echo_envelope(envelope: dict[str, Any]) -> dict[str, Any]:
@@ -270,18 +297,22 @@ def test_concurrent_distinct_callbacks_are_all_accepted_in_shared_batches(redis_
         assert job.func_name == redis_keys.ARCHIVE_JOB
         envelope = job.kwargs["envelope"]
         assert envelope["delivery_id"] == result.delivery_id and envelope["event"]["task_id"] == f"veo_c{n}"
-        assert "callback" not in envelope  # stored once: in the delivery record below, where the job reads it
-        found = delivery_records.find(rds, "kie", f"veo_c{n}", result.delivery_id)
+        assert envelope["v"] == ENVELOPE_VERSION and "callback" not in envelope  # the job reads its record
+        found = delivery_records.for_job(rds, envelope)
         assert found is not None and json.loads(found["callback"]["body"])["data"]["n"] == n
         assert "authorization" not in found["callback"]["headers"]
-        (record,) = rds.lrange(redis_keys.deliveries_key("kie", f"veo_c{n}"), 0, -1)
-        assert json.loads(record) == {
-            "delivery_id": result.delivery_id,
-            "event": event(f"veo_c{n}").to_json(),
-            "callback": delivery(f"veo_c{n}", n).to_json(),
-            "outcome": "accepted",
-            "job_id": result.job_id,
-        }
+        (record,) = entries(rds, f"veo_c{n}")
+        assert (
+            record
+            == found
+            == {
+                "delivery_id": result.delivery_id,
+                "event": event(f"veo_c{n}").to_json(),
+                "callback": delivery(f"veo_c{n}", n).to_json(),
+                "outcome": "accepted",
+                "job_id": result.job_id,
+            }
+        )
     assert rds.xlen(redis_keys.events_stream()) == count
 
 
@@ -299,7 +330,7 @@ def test_concurrent_duplicates_give_exactly_one_job(redis_server, rds) -> None: 
     job_id = redis_keys.job_id("kie", "veo_dup", "succeeded")
     assert {r.job_id for r in results} == {job_id}
     assert queued(rds) == [job_id]
-    records = [json.loads(r) for r in rds.lrange(redis_keys.deliveries_key("kie", "veo_dup"), 0, -1)]
+    records = entries(rds, "veo_dup")
     assert len(records) == 30
     assert sorted(r["outcome"] for r in records) == ["accepted"] + ["duplicate"] * 29
     assert all(r["job_id"] == job_id for r in records)
@@ -314,7 +345,7 @@ def test_the_delivery_records_of_one_task_are_capped(redis_server, rds) -> None:
         return list(await asyncio.gather(*submits))
 
     results = run(with_intake(settings, body))
-    records = [json.loads(r) for r in rds.lrange(redis_keys.deliveries_key("kie", "veo_cap"), 0, -1)]
+    records = entries(rds, "veo_cap")
     assert len(records) == DELIVERIES_PER_TASK
     assert [r["delivery_id"] for r in records] == [r.delivery_id for r in results[-DELIVERIES_PER_TASK:]]
 
@@ -340,7 +371,7 @@ def test_record_only_and_replay_in_the_same_batch(redis_server, rds) -> None:  #
     assert queued(rds) == [job_id, replayed.job_id]
     replay_job = Job.fetch(replayed.job_id, connection=rds, serializer=JSONSerializer)
     assert replay_job.kwargs["envelope"]["delivery_id"] == replayed.delivery_id
-    records = [json.loads(r) for r in rds.lrange(redis_keys.deliveries_key("kie", "veo_mix"), 0, -1)]
+    records = entries(rds, "veo_mix")
     assert [(r["outcome"], r["job_id"]) for r in records] == [
         ("accepted", job_id),
         ("replayed", replayed.job_id),
@@ -501,14 +532,52 @@ def test_waitaof_is_used_where_the_server_has_it(redis_server, rds) -> None:  # 
     assert len(queued(rds)) == 10
 
 
-def test_a_full_deliveries_list_parks_the_records_jobs_still_need(redis_server, rds) -> None:  # type: ignore[no-untyped-def]
-    """Past the cap the oldest records go; the accepted one (its job reads the raw callback from it) is parked
-    under its own key, so the job finds it however many deliveries followed."""
+class NoStatusAPI:
+    """No provider's status API is configured: the job archives what the callback said."""
+
+    def can_confirm(self, provider: str) -> bool:
+        return False
+
+    def fetch(self, provider: str, task_id: str) -> TaskEvent:
+        raise AssertionError("not called")
+
+
+def archive_job(settings: Settings, rds: redis.Redis, job_id: str) -> tuple[dict[str, Any], MemoryArchive]:
+    """Run the real archive job on the RQ job ``job_id`` as Redis holds it; (its archived callback, the archive).
+    The events are failures: the job archives the raw callback and the manifest, and downloads nothing."""
+    from workers.context import WorkerContext, fetch_policy
+    from workers.egress import EgressPolicy
+    from workers.fetch import build_client
+    from workers.jobs import run_archive
+
+    archive = MemoryArchive()
+    policy = fetch_policy(settings)
+    ctx = WorkerContext(
+        settings=settings,
+        archive=archive,
+        client=build_client(policy, EgressPolicy(settings.download_allow_hosts)),
+        fetch_policy=policy,
+        status=NoStatusAPI(),
+    )
+    job = Job.fetch(job_id, connection=rds, serializer=JSONSerializer)
+    envelope = job.kwargs["envelope"]
+    result = run_archive(envelope, ctx, job)
+    assert isinstance(result, dict) and result["outcome"] == "provider_failed", result
+    event = envelope["event"]
+    raw = archive.get_bytes(archive_keys.callback_key(event["provider"], event["task_id"], event["status"]))
+    assert raw is not None
+    callback: dict[str, Any] = json.loads(raw)
+    return callback, archive
+
+
+def test_the_audit_list_is_trimmed_past_its_cap_and_the_job_still_finds_its_record(redis_server, rds) -> None:  # type: ignore[no-untyped-def]
+    """Past the cap the oldest records simply go (LTRIM); the delivery that created a job stored its record
+    under its own key, so the job archives its raw callback however many deliveries followed."""
     settings = settings_for(redis_server)
     extra = 5
 
     async def body(intake: Intake) -> list[IntakeResult]:
-        first = [await intake.submit(event("veo_cap"), delivery("veo_cap", 0))]
+        first = [await intake.submit(event("veo_cap", TaskStatus.FAILED), delivery("veo_cap", 0))]
         rest = [
             await intake.submit(event("veo_cap", TaskStatus.IN_PROGRESS), delivery("veo_cap", n))
             for n in range(1, DELIVERIES_PER_TASK + extra)
@@ -517,16 +586,105 @@ def test_a_full_deliveries_list_parks_the_records_jobs_still_need(redis_server, 
 
     results = run(with_intake(settings, body))
     accepted = results[0]
-    assert accepted.outcome == "accepted" and {r.outcome for r in results[1:]} == {"recorded"}
-    kept = [json.loads(r) for r in rds.lrange(redis_keys.deliveries_key("kie", "veo_cap"), 0, -1)]
+    assert accepted.outcome == "accepted" and accepted.job_id and {r.outcome for r in results[1:]} == {"recorded"}
+    kept = entries(rds, "veo_cap")
     assert len(kept) == DELIVERIES_PER_TASK and accepted.delivery_id not in {r["delivery_id"] for r in kept}
-    # only the record that created a job is parked; the recorded ones that went are gone
-    assert rds.exists(redis_keys.parked_delivery_key(accepted.delivery_id)) == 1
-    assert rds.ttl(redis_keys.parked_delivery_key(accepted.delivery_id)) > 0
-    assert not any(rds.exists(redis_keys.parked_delivery_key(r.delivery_id)) for r in results[1 : extra + 1])
-    found = delivery_records.find(rds, "kie", "veo_cap", accepted.delivery_id)
-    assert found is not None and found["outcome"] == "accepted" and found["job_id"] == accepted.job_id
-    assert json.loads(found["callback"]["body"])["data"]["n"] == 0
+    # only the delivery that created a job has a key of its own, for RAW_CALLBACK_TTL
+    own = redis_keys.delivery_record_key(accepted.delivery_id)
+    assert 0 < rds.ttl(own) <= settings.raw_callback_ttl_s
+    assert not any(rds.exists(redis_keys.delivery_record_key(r.delivery_id)) for r in results[1:])
+    callback, _ = archive_job(settings, rds, accepted.job_id)
+    assert json.loads(callback["body"])["data"]["n"] == 0 and callback["delivery_id"] == accepted.delivery_id
+
+
+def _v2_job(settings: Settings, rds: redis.Redis, ev: TaskEvent, dl: Delivery, delivery_id: str) -> str:
+    """A job as the previous intake queued it: envelope version 2, no record key of its own."""
+    envelope = {**build_envelope(ev, dl, delivery_id), "v": 2}
+    job_id = redis_keys.job_id(ev.provider, ev.task_id, ev.status.value)
+    args = JobTemplate(settings).hset_args(
+        jsontext.dumpb(envelope),
+        provider=ev.provider,
+        task_id=ev.task_id,
+        status=ev.status.value,
+        delivery_id=delivery_id,
+    )
+    rds.hset(redis_keys.rq_job_key(job_id), mapping=dict(zip(args[0::2], args[1::2], strict=True)))
+    return job_id
+
+
+def _v2_record(ev: TaskEvent, dl: Delivery, delivery_id: str, job_id: str) -> str:
+    """A record as the previous intake stored it: one JSON object with the outcome inside."""
+    return json.dumps(
+        {
+            "delivery_id": delivery_id,
+            "event": ev.to_json(),
+            "callback": dl.to_json(),
+            "outcome": "accepted",
+            "job_id": job_id,
+        }
+    )
+
+
+@pytest.mark.parametrize("where", ["list", "parked"])
+def test_a_job_queued_by_the_previous_intake_is_still_archived(redis_server, rds, where: str) -> None:  # type: ignore[no-untyped-def]
+    """Envelope version 2 read its record from the task's list, or from the key it was parked under once the
+    list was full; both still work (version 1 carried the callback itself: tests/workers/test_job_logic.py)."""
+    settings = settings_for(redis_server)
+    ev, dl = event("veo_v2", TaskStatus.FAILED), delivery("veo_v2", 7)
+    job_id = _v2_job(settings, rds, ev, dl, "d2" * 16)
+    record = _v2_record(ev, dl, "d2" * 16, job_id)
+    if where == "list":
+        rds.rpush(redis_keys.deliveries_key("kie", "veo_v2"), _v2_record(ev, dl, "other", job_id), record)
+    else:
+        rds.set(redis_keys.delivery_record_key("d2" * 16), record)
+    callback, _ = archive_job(settings, rds, job_id)
+    assert json.loads(callback["body"])["data"]["n"] == 7 and callback["delivery_id"] == "d2" * 16
+
+
+def test_the_script_takes_its_positions_from_the_declared_layout(redis_server, rds) -> None:  # type: ignore[no-untyped-def]
+    """Another order of the same names (and the job's arguments elsewhere): the script's locals follow it, and
+    an intake running that layout records, dedupes and enqueues as the shipped one does."""
+    settings = settings_for(redis_server)
+    shuffled = ScriptLayout(
+        constant_keys=tuple(reversed(LAYOUT.constant_keys)),
+        keys=tuple(reversed(LAYOUT.keys)),
+        argv=("created_at", "data", "description", "meta", *reversed(LAYOUT.argv[:8])),
+    )
+    lua = intake_script(settings, layout=shuffled)
+    assert lua != intake_script(settings)
+    for i, name in enumerate(shuffled.keys, start=1):
+        assert f"local key_{name} = KEYS[k + {i}]" in lua
+    for i, name in enumerate(shuffled.constant_keys, start=1):
+        assert f"local key_{name} = KEYS[{i}]" in lua
+    assert "local job_id = ARGV[a + 12]" in lua and "ARGV[a + 1 + 0]" in lua  # created_at first
+    assert f"(#KEYS - 3) / {len(LAYOUT.keys)} - 1" in lua and f"{len(LAYOUT.argv)} * i" in lua
+    with pytest.raises(ValueError, match="needs the keys"):
+        ScriptLayout(keys=LAYOUT.keys[:-1])
+    with pytest.raises(ValueError, match="follow each other"):
+        ScriptLayout(argv=("created_at", "job_id", "data", "description", "meta", *LAYOUT.argv[1:8]))
+
+    async def body(intake: Intake) -> list[IntakeResult]:
+        first = await asyncio.gather(*(intake.submit(event(f"veo_l{n}"), delivery(f"veo_l{n}", n)) for n in range(3)))
+        again = await intake.submit(event("veo_l0"), delivery("veo_l0", 9))
+        return [*first, again]
+
+    client = aioredis.Redis.from_url(settings.redis_url)
+
+    async def with_layout() -> list[IntakeResult]:
+        try:
+            return await body(Intake(settings, client, layout=shuffled))
+        finally:
+            await client.aclose()
+
+    results = run(with_layout())
+    assert [r.outcome for r in results] == ["accepted"] * 3 + ["duplicate"]
+    assert sorted(queued(rds)) == sorted(r.job_id for r in results[:3] if r.job_id)
+    for n, result in enumerate(results[:3]):
+        job = Job.fetch(result.job_id or "", connection=rds, serializer=JSONSerializer)
+        found = delivery_records.for_job(rds, job.kwargs["envelope"])
+        assert found is not None and found["outcome"] == "accepted" and found["job_id"] == result.job_id
+        assert json.loads(found["callback"]["body"])["data"]["n"] == n
+    assert [r["outcome"] for r in entries(rds, "veo_l0")] == ["accepted", "duplicate"]
 
 
 def test_one_failing_delivery_fails_only_its_own_caller_in_a_shared_batch(redis_server, rds) -> None:  # type: ignore[no-untyped-def]

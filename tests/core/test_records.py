@@ -15,13 +15,14 @@ import pytest
 import redis
 import redis.asyncio as aioredis
 from rq import Queue
+from rq.job import JobStatus
 from rq.registry import StartedJobRegistry
 from rq.serializers import JSONSerializer
 from rq.worker import SimpleWorker
 
 from receiver.metrics import ReceiverMetrics, render
 from veo_archiver import queue_view, redis_keys
-from veo_archiver.queue_snapshot import OpsData, Snapshot, read_ops, read_snapshot
+from veo_archiver.queue_view import OpsData, Snapshot, read_ops, read_snapshot
 from veo_archiver.records import dead_letter, delivery, tracked
 
 QUEUE = "records-test"
@@ -60,8 +61,9 @@ def _fail_three_ways(rds: redis.Redis) -> None:
     job.save_meta()
     queue.enqueue("json.loads", "not json", job_id="crash", meta={"provider": "kie", "task_id": "t-crash"})
     SimpleWorker([queue], connection=rds, serializer=JSONSerializer).work(burst=True)
-    queue.enqueue("json.loads", "[]", job_id="lost", meta={"provider": "apixo", "task_id": "t-lost"})
+    lost = queue.enqueue("json.loads", "[]", job_id="lost", meta={"provider": "apixo", "task_id": "t-lost"})
     rds.lrem(queue.key, 0, "lost")
+    lost.set_status(JobStatus.STARTED)  # as the worker that took it did (RQ 3 fails only started jobs as abandoned)
     rds.zadd(StartedJobRegistry(queue=queue).key, {"lost:execution-1": time.time() - 5})
     StartedJobRegistry(queue=queue).cleanup()
 
@@ -91,6 +93,32 @@ def test_every_reader_classifies_a_dead_letter_the_same(redis_server, rds: redis
     exposition = render(ReceiverMetrics(), snapshot).decode()
     for reason in ("http_404", "crashed", "abandoned"):
         assert f'veo_archiver_dead_letters{{queue="{QUEUE}",reason="{reason}"}} 1.0' in exposition
+
+
+def test_the_command_line_and_the_pages_read_one_model(redis_server, rds: redis.Redis) -> None:  # type: ignore[no-untyped-def]
+    """The same reads on either client give the same snapshot; ``status`` shows its workers, head of queue
+    and downloads, and prints a worker with the fields it always printed."""
+    _fail_three_ways(rds)
+    queue = Queue(QUEUE, connection=rds, serializer=JSONSerializer)
+    queue.enqueue("json.loads", "[]", job_id="waiting")
+    SimpleWorker([queue], connection=rds, serializer=JSONSerializer, name="w1").register_birth()
+    now = time.time()
+
+    async def read() -> Snapshot:
+        client = aioredis.Redis.from_url(redis_server.url)
+        try:
+            return await read_snapshot(client, QUEUE, now=now)
+        finally:
+            await client.aclose()
+
+    pages, cli = asyncio.run(read()), queue_view.snapshot(rds, QUEUE, now=now)
+    pages.read_seconds = cli.read_seconds = 0.0
+    assert pages == cli
+    assert [w.name for w in cli.workers] == ["w1"] and cli.workers[0].heartbeat_age_s is not None
+    status = queue_view.status(rds, QUEUE, tracked_overdue_s=60, now=now)
+    assert (status.workers, status.oldest_waiting, status.downloads) == (cli.workers, cli.oldest_waiting, [])
+    assert status.oldest_waiting is not None and status.oldest_waiting.job_id == "waiting"
+    assert set(status.to_json()["workers"][0]) == {"name", "state", "current_job", "last_heartbeat", "heartbeat_age_s"}
 
 
 def test_a_failed_job_whose_hash_expired_is_missing_for_the_pages() -> None:

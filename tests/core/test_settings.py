@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
 from veo_archiver.errors import ConfigError
+from veo_archiver.providers import NAMES, REGISTRY
 from veo_archiver.settings import Settings
 
 
@@ -60,3 +63,44 @@ def test_plain_http_endpoint_allowed_on_loopback_or_explicitly() -> None:
     assert Settings.from_env({"AWS_ENDPOINT_URL": "http://127.0.0.1:8333"}).storage.allow_http
     assert Settings.from_env({"AWS_ENDPOINT_URL": "http://s3.lan:8333", "AWS_ALLOW_HTTP": "true"}).storage.allow_http
     assert not Settings.from_env({"AWS_ENDPOINT_URL": "https://s3.example.com"}).storage.allow_http
+
+
+def test_max_header_bytes() -> None:
+    assert Settings.from_env({}).max_header_bytes == 64 * 1024
+    assert Settings.from_env({"MAX_HEADER_BYTES": "8192"}).max_header_bytes == 8192
+    for bad in ("lots", "100", str(64 * 1024 * 1024)):
+        with pytest.raises(ConfigError) as caught:
+            Settings.from_env({"MAX_HEADER_BYTES": bad})
+        assert "MAX_HEADER_BYTES" in caught.value.message
+
+
+def test_repr_holds_no_secret() -> None:
+    """Every secret set at once; none may show in ``repr`` (a traceback or a debug log prints it)."""
+    env = {
+        "REDIS_URL": "redis://:SECRET-redis-password@redis.example:6379/0",
+        "KIE_WEBHOOK_HMAC_KEYS": "SECRET-kie-1,SECRET-kie-2",
+        "CALLBACK_SIGNING_KEYS": "SECRET-signing",
+        "STANDARD_WEBHOOK_SECRETS": "acme:whsec_SECRETstandard",
+        "ADMIN_TOKEN": "SECRET-admin-token",
+        "NOTIFY_SECRET": "whsec_SECRETnotify",
+        "ARCHIVE_URL": "s3://bucket/prefix",
+        "AWS_ACCESS_KEY_ID": "AKIAEXAMPLE",
+        "AWS_SECRET_ACCESS_KEY": "SECRET-aws",
+        **{REGISTRY[name].api_key_var: f"SECRET-{name}-api-key" for name in NAMES},
+    }
+    settings = Settings.from_env(env)
+    storage = replace(
+        settings.storage,
+        azure_account_key="SECRET-azure-key",
+        azure_sas_token="SECRET-azure-sas",  # noqa: S106 - a test value
+        google_service_account_key='{"private_key": "SECRET-gcs"}',
+    )
+    settings = replace(settings, storage=storage)
+    # each one really is set (a misspelt variable would make this test pass for nothing)
+    held = [settings.redis_url, settings.admin_token, settings.notify_secret, storage.secret_access_key]
+    held += [*settings.kie_hmac_keys, *settings.callback_signing_keys, *settings.standard_webhook_secrets["acme"]]
+    held += [settings.providers[name].api_key for name in NAMES]
+    assert all(value and "SECRET" in value for value in held), held
+    text = repr(settings)
+    assert "SECRET" not in text, text
+    assert "max_header_bytes=65536" in text and "AKIAEXAMPLE" in text  # the rest still shows

@@ -2,7 +2,9 @@
 valid callback sent meanwhile is answered while they still hold their sockets.
 
 Done-when of the issue: 60 unauthenticated connections that send 1 MiB − 1 of a 1 MiB body and stall are
-cut within 45 s, while a valid callback sent meanwhile is answered 200.
+cut within 45 s, while a valid callback sent meanwhile is answered 200. And of issue 19: a signed callback
+carrying a 1 MiB header is refused with 431 and nothing of it is stored; 20 connections each sending a
+16 MB header raise the receiver's memory by less than 64 MB.
 """
 
 from __future__ import annotations
@@ -10,11 +12,14 @@ from __future__ import annotations
 import contextlib
 import json
 import socket
+import threading
 import time
 from pathlib import Path
 
 import httpx
+import psutil
 import pytest
+import redis
 
 from tests.procs import start_receiver, wait_for
 from veo_archiver.providers.kie import sign
@@ -101,6 +106,7 @@ def test_past_the_concurrency_bound_a_request_gets_503_with_retry_after(redis_se
         "REDIS_URL": redis_server.url,
         "CALLBACK_SIGNING_KEYS": "slow-senders-signing-key",
         "MAX_CONCURRENT_REQUESTS": "4",
+        "MAX_REQUESTS_PER_CLIENT": "4",  # every sender here is 127.0.0.1: this test is about the global bound
         "REQUEST_READ_TIMEOUT": "30",
         "LOG_LEVEL": "WARNING",
         "PATH": "/usr/bin:/bin",
@@ -169,4 +175,99 @@ def test_senders_dripping_their_headers_are_closed(redis_server, tmp_path: Path)
     finally:
         for sock in drippers:
             sock.close()
+        service.stop()
+
+
+def _signed_kie(task_id: str) -> tuple[bytes, dict[str, str]]:
+    ts = int(time.time())
+    body = json.dumps({"code": 200, "msg": "ok", "data": {"taskId": task_id, "info": {"resultUrls": []}}})
+    return body.encode(), {"X-Webhook-Timestamp": str(ts), "X-Webhook-Signature": sign(HMAC_KEY, task_id, ts)}
+
+
+def _raw_request(path: str, body: bytes, headers: dict[str, str]) -> bytes:
+    lines = "".join(f"{k}: {v}\r\n" for k, v in headers.items())
+    return (
+        f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n{lines}"
+        f"Content-Length: {len(body)}\r\n\r\n"
+    ).encode() + body
+
+
+def test_a_signed_callback_with_a_1_mib_header_gets_431_and_nothing_is_stored(redis_server, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    env = {
+        "REDIS_URL": redis_server.url,
+        "KIE_WEBHOOK_HMAC_KEYS": HMAC_KEY,
+        "CALLBACK_SIGNING_KEYS": "header-cap-signing-key",
+        "LOG_LEVEL": "INFO",
+        "PATH": "/usr/bin:/bin",
+    }
+    service, base = start_receiver(env, tmp_path)
+    port = int(base.rsplit(":", 1)[1])
+    client = redis.Redis.from_url(redis_server.url)
+    try:
+        before = sorted(client.keys("*"))
+        body, headers = _signed_kie("veo_big_header")
+        answer = httpx.post(f"{base}/callbacks/kie", content=body, headers={**headers, "X-Pad": "p" * MIB}, timeout=30)
+        assert answer.status_code == 431, answer.text
+        assert answer.json() == {
+            "code": 431,
+            "msg": "request headers over 65536 bytes (MAX_HEADER_BYTES)",
+            "reason": "headers_too_large",
+        }
+        assert answer.headers["connection"] == "close"
+        assert sorted(client.keys("*")) == before  # no delivery, no job, no dedupe key: nothing of it
+        # the same callback with ordinary headers, pipelined behind a keep-alive one, is accepted
+        with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
+            ok_body, ok_headers = _signed_kie("veo_small_header")
+            sock.sendall(
+                b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n" + _raw_request("/callbacks/kie", ok_body, ok_headers)
+            )
+            got = b""
+            while got.count(b"HTTP/1.1 200") < 2 or not got.endswith(b"}"):
+                chunk = sock.recv(65536)
+                assert chunk, got
+                got += chunk
+            assert b"x-archiver-outcome" in got.lower()
+        metrics = httpx.get(f"{base}/metrics", timeout=10).text
+        assert 'veo_archiver_requests_shed_total{reason="headers_too_large"} 1.0' in metrics
+        assert "over MAX_HEADER_BYTES" in service.log()
+    finally:
+        client.close()
+        service.stop()
+
+
+def test_twenty_16_mb_headers_leave_the_receivers_memory_flat(redis_server, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    env = {"REDIS_URL": redis_server.url, "LOG_LEVEL": "WARNING", "PATH": "/usr/bin:/bin"}
+    service, base = start_receiver(env, tmp_path)
+    port = int(base.rsplit(":", 1)[1])
+    process = psutil.Process(service.pid)
+    for _ in range(20):  # warm: the first requests allocate what every later one reuses
+        assert httpx.get(f"{base}/healthz", timeout=10).status_code == 200
+    baseline = process.memory_info().rss
+    peak = baseline
+    answers: list[bytes] = []
+
+    def flood() -> None:
+        with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
+            with contextlib.suppress(OSError):  # the receiver closes once the cap is passed
+                sock.sendall(b"POST /callbacks/kie HTTP/1.1\r\nHost: x\r\nX-Pad: ")
+                piece = b"z" * MIB
+                for _ in range(16):
+                    sock.sendall(piece)
+            with contextlib.suppress(OSError):
+                answers.append(sock.recv(65536))
+
+    threads = [threading.Thread(target=flood) for _ in range(20)]
+    try:
+        for thread in threads:
+            thread.start()
+        while any(t.is_alive() for t in threads):
+            peak = max(peak, process.memory_info().rss)
+            time.sleep(0.01)
+        peak = max(peak, process.memory_info().rss)
+        growth = peak - baseline
+        assert growth < 64 * MIB, f"receiver RSS grew by {growth / MIB:.1f} MiB"
+        print(f"receiver RSS: {baseline / MIB:.1f} MiB before, peak {peak / MIB:.1f} MiB (+{growth / MIB:.1f})")
+        assert any(a.startswith(b"HTTP/1.1 431") for a in answers), answers[:2]
+        assert httpx.get(f"{base}/healthz", timeout=10).status_code == 200
+    finally:
         service.stop()

@@ -101,6 +101,7 @@ def test_signed_callback_archived_to_s3(redis_server, seaweed, s3_bucket, tmp_pa
     assert FinishedJobRegistry(queue=queue).get_job_ids() == [redis_keys.job_id("kie", "veo_task_e2e", "succeeded")]
 
 
+@pytest.mark.rq_facing  # the one end-to-end archive CI runs again under RQ 3 (.ci/run)
 def test_signed_callback_archived_to_local_directory(redis_server, tmp_path) -> None:  # type: ignore[no-untyped-def]
     root = tmp_path / "archive"
     env = {"REDIS_URL": redis_server.url, "ARCHIVE_URL": root.as_uri()}

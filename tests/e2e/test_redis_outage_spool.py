@@ -9,10 +9,16 @@ directory, and then, without restarting anything, every callback is archived (a 
 video path is fetched exactly once from the file host, and the spool is empty.
 
 Prints one ``DRILL ...`` line with what it measured (``-s`` or ``-rP`` to see it).
+
+Then the issue's blocked-spool reproduction, end to end: during an outage a callback too large for Redis's
+``proto-max-bulk-len`` is spooled with five others behind it; once Redis is back the five reach the queue in
+order at once, the large one is quarantined after its bounded retries (logged, counted in /metrics, shown by
+``status``), and ``veo-archiver spool requeue --all`` puts it through once the limit is raised.
 """
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import subprocess
@@ -27,10 +33,12 @@ import httpx
 import pytest
 
 from receiver.spool import survey
+from receiver.spool_files import LOCK_FILE
 from tests.drills_support import KIE_KEY, QUEUE, Answer, Video, post
 from tests.procs import REPO, Service, start_receiver, start_worker, wait_for
 from tests.servers import RedisServer
 from veo_archiver import archive_keys, redis_keys
+from veo_archiver.sim import kie as kie_sim
 from veo_archiver.sim.files import FileHost
 from veo_archiver.sim.media import sample_mp4, sample_mp4_padded
 
@@ -188,5 +196,92 @@ def test_callbacks_sent_while_redis_is_down_for_30_s_are_all_archived_once(files
     finally:
         for service in reversed(services):
             service.stop(timeout=30)
+        rds.close()
+        server.stop()
+
+
+def run_cli(env: dict[str, str], *argv: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "veo_archiver", *argv],
+        env={**os.environ, **env},
+        cwd=str(REPO),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_a_callback_redis_refuses_is_quarantined_and_does_not_hold_up_the_others(tmp_path: Path) -> None:
+    server = RedisServer(tmp_path / "redis", appendonly=True)
+    server.start()
+    spool_dir = tmp_path / "spool"
+    env = {
+        "REDIS_URL": server.url,
+        "KIE_WEBHOOK_HMAC_KEYS": KIE_KEY,
+        "SPOOL_DIR": str(spool_dir),
+        "MAX_BODY_BYTES": str(4 * 1024 * 1024),
+        "LOG_FORMAT": "json",
+    }
+    receiver, base = start_receiver(env, tmp_path)
+    rds = server.client(socket_timeout=10)
+
+    def queued() -> list[str]:
+        return [v.decode() if isinstance(v, bytes) else v for v in rds.lrange(redis_keys.rq_queue_key(QUEUE), 0, -1)]
+
+    def job(task_id: str) -> str:
+        return redis_keys.job_id("kie", task_id, "succeeded")
+
+    def send(client: httpx.Client, task_id: str, pad: int = 0) -> httpx.Response:
+        body = kie_sim.success_body(task_id, [f"https://cdn.example.com/{task_id}.mp4"])
+        if pad:
+            body["pad"] = "x" * pad  # kie.ai signs the task id and time, not the body
+        return client.post(
+            base + "/callbacks/kie", content=json.dumps(body), headers=kie_sim.signed_headers(KIE_KEY, task_id)
+        )
+
+    try:
+        with httpx.Client(timeout=30) as client:
+            server.stop()
+            big = send(client, "veo_big", pad=3 * 1024 * 1024 // 2)
+            assert (big.status_code, big.headers.get("x-archiver-outcome")) == (200, "spooled"), big.text
+            small = [f"veo_small_{n}" for n in range(5)]
+            for task_id in small:
+                assert send(client, task_id).headers["x-archiver-outcome"] == "spooled"
+            # Redis comes back with a 1 MiB bulk limit: hold the drain lock until it is set, so the receiver's
+            # first pass already meets it
+            with (spool_dir / LOCK_FILE).open("a+") as lock:
+                fcntl.flock(lock, fcntl.LOCK_EX)
+                server.start()
+                rds.config_set("proto-max-bulk-len", str(1024 * 1024))
+                fcntl.flock(lock, fcntl.LOCK_UN)
+            wait_for(
+                lambda: queued() == [job(t) for t in small], 15, what=f"the five behind it\n{receiver.log()[-3000:]}"
+            )
+            assert survey(spool_dir, time.time()).entries == 1  # the large one, retried meanwhile
+
+            wait_for(lambda: survey(spool_dir, time.time()).quarantined == 1, 60, what="the quarantine")
+            assert survey(spool_dir, time.time()).entries == 0
+            logged = [json.loads(line) for line in receiver.log().splitlines() if "quarantined" in line]
+            assert logged and logged[-1]["level"] == "warning" and logged[-1]["reason"] == "queue_unavailable"
+            scrape = client.get(base + "/metrics").text
+            assert 'veo_archiver_spool_quarantined_total{reason="queue_unavailable"} 1.0' in scrape
+            assert "veo_archiver_spool_quarantined_entries 1.0" in scrape
+            shown = run_cli(env, "status", "--json")
+            status = json.loads(shown.stdout)
+            assert status["spool"]["quarantined"] == 1, shown
+            assert status["spool"]["latest_quarantined"][0]["attempts"] == 5
+            assert any("spool requeue" in p for p in status["problems"])
+            listing = run_cli(env, "spool", "quarantined")
+            assert listing.returncode == 0 and "queue_unavailable" in listing.stdout, listing
+
+            rds.config_set("proto-max-bulk-len", str(512 * 1024 * 1024))  # the cause fixed
+            requeued = run_cli(env, "spool", "requeue", "--all")
+            assert requeued.returncode == 0 and "requeued 1 entry" in requeued.stdout, requeued
+            wait_for(lambda: job("veo_big") in queued(), 15, what=f"the requeued entry\n{receiver.log()[-3000:]}")
+            wait_for(lambda: survey(spool_dir, time.time()).entries == 0, 15, what="the entry removed once submitted")
+            assert survey(spool_dir, time.time()).quarantined == 0
+        assert receiver.alive()
+    finally:
+        receiver.stop(timeout=30)
         rds.close()
         server.stop()

@@ -18,7 +18,7 @@ from receiver import tokens
 from receiver.app import create_app
 from tests.procs import Service
 from veo_archiver import redis_keys
-from veo_archiver.queue_snapshot import DEAD_LETTER_SCAN
+from veo_archiver.queue_view import DEAD_LETTER_SCAN
 from veo_archiver.settings import Settings
 from veo_archiver.sim import apixo as apixo_sim
 from veo_archiver.sim import kie as kie_sim

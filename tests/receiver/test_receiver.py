@@ -15,6 +15,7 @@ from starlette.testclient import TestClient
 
 from receiver.app import create_app
 from veo_archiver import redis_keys
+from veo_archiver.intake_format import decode_entry
 from veo_archiver.records import delivery as delivery_records
 from veo_archiver.settings import Settings
 from veo_archiver.sim import kie as kie_sim
@@ -76,7 +77,7 @@ def test_duplicate_delivery_is_acknowledged_without_a_second_job(redis_server, r
     assert second.json() == {"code": 200, "msg": "success"}
     assert second.headers["x-archiver-outcome"] == "duplicate"
     assert len(queued(rds)) == 1
-    deliveries = [json.loads(d) for d in rds.lrange(redis_keys.deliveries_key("kie", "veo_task_dup"), 0, -1)]
+    deliveries = [decode_entry(d) for d in rds.lrange(redis_keys.deliveries_key("kie", "veo_task_dup"), 0, -1)]
     assert [d["outcome"] for d in deliveries] == ["accepted", "duplicate"]
 
 
@@ -85,7 +86,7 @@ def test_raw_callback_kept_without_secret_headers(redis_server, rds) -> None:  #
     headers = {**kie_sim.signed_headers(KEY, "veo_task_raw"), "Authorization": "Bearer hunter2", "X-Trace": "t1"}
     with make_client(redis_server) as client:
         assert post(client, body, headers).status_code == 200
-    (record,) = [json.loads(d) for d in rds.lrange(redis_keys.deliveries_key("kie", "veo_task_raw"), 0, -1)]
+    (record,) = [decode_entry(d) for d in rds.lrange(redis_keys.deliveries_key("kie", "veo_task_raw"), 0, -1)]
     stored = record["callback"]["headers"]
     assert "authorization" not in stored and stored["x-trace"] == "t1"
     assert "x-webhook-signature" in stored  # needed to re-verify on replay

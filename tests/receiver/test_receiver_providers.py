@@ -18,6 +18,7 @@ from starlette.testclient import TestClient
 from receiver import tokens
 from receiver.app import create_app
 from veo_archiver import redis_keys, standard_webhooks
+from veo_archiver.intake_format import decode_entry
 from veo_archiver.settings import ProviderSettings, Settings
 from veo_archiver.sim import apixo as apixo_sim
 from veo_archiver.sim import evolink as evolink_sim
@@ -80,7 +81,7 @@ def test_token_in_callback_url_lets_an_unsigned_provider_in(redis_server, rds, p
     event = event_of(rds, job_id)
     assert event["task_id"] == task_id and event["result_urls"] == URLS
     assert event["verification"] == "token"
-    record = json.loads(rds.lrange(redis_keys.deliveries_key(provider, task_id), 0, -1)[0])
+    record = decode_entry(rds.lrange(redis_keys.deliveries_key(provider, task_id), 0, -1)[0])
     assert "token" not in record["callback"]["path"]  # the token is never stored
 
 
@@ -157,7 +158,7 @@ def test_useapi_status_changes_are_recorded_but_only_terminal_ones_enqueued(redi
             outcomes.append(response.headers["x-archiver-outcome"])
     assert outcomes == ["recorded", "recorded", "accepted", "duplicate"]
     assert len(queued(rds)) == 1
-    deliveries = [json.loads(d) for d in rds.lrange(redis_keys.deliveries_key("useapi", tid), 0, -1)]
+    deliveries = [decode_entry(d) for d in rds.lrange(redis_keys.deliveries_key("useapi", tid), 0, -1)]
     assert [d["event"]["status"] for d in deliveries] == ["in_progress", "in_progress", "succeeded", "succeeded"]
     stream = rds.xrange(redis_keys.events_stream())
     assert [e[1][b"outcome"] for e in stream] == [b"recorded", b"recorded", b"accepted", b"duplicate"]
@@ -172,7 +173,7 @@ def test_unknown_status_is_recorded_and_flagged_not_dropped(redis_server, rds) -
     assert queued(rds) == []
     (entry,) = rds.xrange(redis_keys.events_stream())
     assert entry[1][b"status"] == b"unknown"
-    record = json.loads(rds.lrange(redis_keys.deliveries_key("evolink", TASK_IDS["evolink"]), 0, -1)[0])
+    record = decode_entry(rds.lrange(redis_keys.deliveries_key("evolink", TASK_IDS["evolink"]), 0, -1)[0])
     assert record["event"]["provider_status"] == "archived_by_provider"
 
 

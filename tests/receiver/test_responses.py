@@ -7,6 +7,7 @@ import asyncio
 import inspect
 import json
 from collections.abc import Iterator, MutableMapping
+from http import HTTPStatus
 from typing import Any
 
 import pytest
@@ -17,12 +18,13 @@ from starlette.routing import Route
 from starlette.testclient import TestClient
 
 from receiver import auth, body
-from receiver.responses import ACK, EXCEPTION_HANDLERS, ack_message, error_response
+from receiver.responses import ACK, EXCEPTION_HANDLERS, ack_message, error_response, raw_error_response
 from veo_archiver.errors import (
     ArchiverError,
     BearerRequired,
     ConfigError,
     Forbidden,
+    HeadersTooLarge,
     InvalidPayload,
     NotFound,
     PayloadTooLarge,
@@ -46,6 +48,7 @@ REFUSALS: dict[type[RequestError], tuple[int, str]] = {
     InvalidPayload: (400, "invalid_payload"),
     PayloadTooLarge: (413, "payload_too_large"),
     RequestTimeout: (408, "request_timeout"),
+    HeadersTooLarge: (431, "headers_too_large"),
     Forbidden: (403, "forbidden"),
     NotFound: (404, "not_found"),
 }
@@ -69,6 +72,19 @@ def test_a_refusal_answers_its_status_in_the_one_json_shape(cls: type[RequestErr
     assert json.loads(bytes(response.body)) == {"code": status, "msg": "what went wrong", "reason": reason}
     assert response.headers["content-type"] == "application/json"
     assert "retry-after" not in response.headers
+
+
+@pytest.mark.parametrize("exc", [HeadersTooLarge("headers over 10 bytes"), QueueUnavailable("redis is down")])
+def test_the_raw_answer_is_the_same_json_as_a_whole_http_response(exc: ArchiverError) -> None:
+    """What the head guard writes before there is an app request: the same status, headers and body."""
+    head, _, body = raw_error_response(exc).partition(b"\r\n\r\n")
+    expected = error_response(exc)
+    lines = head.decode("latin-1").split("\r\n")
+    assert lines[0] == f"HTTP/1.1 {expected.status_code} {HTTPStatus(expected.status_code).phrase}"
+    headers = dict(line.split(": ", 1) for line in lines[1:])
+    assert headers["connection"] == "close" and int(headers["content-length"]) == len(body)
+    assert headers.get("retry-after") == expected.headers.get("retry-after")
+    assert json.loads(body) == json.loads(bytes(expected.body))
 
 
 def test_a_reason_given_at_the_raise_is_the_reason_answered() -> None:

@@ -1,11 +1,16 @@
 """The spool wired into the receiver: a real redis-server stopped under a running app (TestClient), a real
 spool directory. A callback Redis cannot take is answered 200 ``spooled`` once on disk, 503 past the spool's
 bound, and reaches Redis when it answers again, at startup too; SPOOL_* settings; /metrics shows the spool.
+``/readyz`` says 503 when Redis is down and the spool cannot take a write; a quarantined entry shows in
+/metrics and /ops.
 """
 
 from __future__ import annotations
 
 import json
+import shutil
+import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -13,6 +18,7 @@ from starlette.testclient import TestClient
 
 from receiver.app import create_app
 from receiver.spool import Spool, encode_entry, survey
+from receiver.spool_files import Attempts, SpoolEntry, write_attempts
 from tests.procs import wait_for
 from veo_archiver import redis_keys
 from veo_archiver.errors import ConfigError
@@ -22,6 +28,7 @@ from veo_archiver.settings import DEFAULT_SPOOL_DIR, MiB, Settings
 from veo_archiver.sim import kie as kie_sim
 
 KEY = "spool-hmac-key"
+ADMIN = "spool-ops-token"
 QUEUE = "veo-archiver"
 URL = "https://tempfile.aiquickdraw.com/v/abc.mp4"
 #: generous bound on waiting for the drainer (it looks every second); never a measured threshold
@@ -164,3 +171,79 @@ def test_spool_settings_from_the_environment(tmp_path: Path) -> None:
         with pytest.raises(ConfigError):
             Settings.from_env(bad)
     assert Settings().spool_dir is None  # built in code (tests): off unless asked for
+
+
+# --------------------------------------------------------------------------------------------- readiness
+
+
+def test_readyz_says_unavailable_when_redis_is_down_and_the_spool_cannot_take_a_write(  # type: ignore[no-untyped-def]
+    redis_server, tmp_path: Path
+) -> None:
+    """Tests run as root, whom chmod does not stop: the directory is replaced by a file under the running
+    receiver (what a vanished volume looks like). The read-only case is the next test (chattr +i)."""
+    spool_dir = tmp_path / "spool"
+    with TestClient(create_app(settings_for(redis_server, spool_dir))) as client:
+        redis_server.stop()
+        assert client.get("/readyz").json()["spool"] == "accepting"
+        spool_dir.rename(tmp_path / "gone")
+        spool_dir.write_text("not a directory")
+        refused = post(client, "veo_nowhere")  # the answer a callback gets now; it also refreshes the check
+        assert (refused.status_code, refused.json()["reason"]) == (503, "spool_unwritable")
+        ready = client.get("/readyz")
+        assert ready.status_code == 503, ready.text
+        assert ready.json()["reason"] == "spool_unwritable" and "Not a directory" in ready.json()["error"]
+        redis_server.start()
+        assert client.get("/readyz").json() == {"status": "ready", "redis": "ok"}  # Redis takes the callbacks
+
+
+def test_readyz_sees_a_spool_directory_nobody_may_write_without_any_callback(  # type: ignore[no-untyped-def]
+    redis_server, tmp_path: Path
+) -> None:
+    """``chattr +i``: root cannot create a file in it either, as on a read-only remount. No callback is sent:
+    the probe alone finds it (within WRITE_CHECK_TTL_S of the latest write)."""
+    spool_dir = tmp_path / "spool"
+    with TestClient(create_app(settings_for(redis_server, spool_dir))) as client:
+        redis_server.stop()
+        assert client.get("/readyz").status_code == 200
+        if not shutil.which("chattr") or subprocess.run(["chattr", "+i", str(spool_dir)]).returncode:
+            pytest.skip("chattr +i is not available on this filesystem")
+        try:
+            ready = wait_for(
+                lambda: (lambda r: r if r.status_code == 503 else None)(client.get("/readyz")), 15, interval=0.5
+            )
+            assert ready.json()["reason"] == "spool_unwritable", ready.text
+        finally:
+            subprocess.run(["chattr", "-i", str(spool_dir)], check=True)
+        wait_for(lambda: client.get("/readyz").status_code == 200, 15, interval=0.5, what="ready again")
+
+
+def test_readyz_says_unavailable_when_the_spool_is_full(redis_server, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    spool_dir = tmp_path / "spool"
+    with TestClient(create_app(settings_for(redis_server, spool_dir, spool_max_files=1))) as client:
+        redis_server.stop()
+        assert post(client, "veo_fills").headers["x-archiver-outcome"] == "spooled"
+        ready = client.get("/readyz")
+        assert (ready.status_code, ready.json()["reason"]) == (503, "spool_full")
+
+
+# --------------------------------------------------------------------------------------------- quarantine
+
+
+def test_a_quarantined_entry_shows_in_metrics_and_ops(redis_server, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    spool_dir = tmp_path / "spool"
+    earlier = Spool(spool_dir, max_bytes=MiB, max_files=100)
+    event = TaskEvent(provider="kie", task_id="veo_\ud800", status=TaskStatus.SUCCEEDED, result_urls=(URL,))
+    delivery = Delivery(body=b"{}", headers={}, received_at=1_700_000_000.0, remote=None, path="/callbacks/kie")
+    bad = earlier.append(encode_entry(event, delivery))
+    # what an earlier run left: four failed attempts (the bound is five), its backoff over
+    write_attempts(SpoolEntry(bad.name, bad.path, bad.size), Attempts(4, time.time() - 1))
+    settings = settings_for(redis_server, spool_dir, admin_token=ADMIN)
+    with TestClient(create_app(settings)) as client:
+        wait_for(lambda: survey(spool_dir, time.time()).quarantined == 1, DRAIN_WAIT_S, what="the quarantine")
+        scrape = client.get("/metrics").text
+        assert "veo_archiver_spool_quarantined_entries 1.0" in scrape
+        assert 'veo_archiver_spool_quarantined_total{reason="UnicodeEncodeError"} 1.0' in scrape
+        page = client.get("/ops", headers={"Authorization": f"Bearer {ADMIN}"}).text
+        assert 'id="card-spool-quarantined"><b>1</b>' in page
+        assert bad.name in page and "UnicodeEncodeError" in page
+    assert spooled_files(spool_dir) == 0

@@ -11,6 +11,7 @@ import ipaddress
 from collections.abc import Iterator
 
 import httpcore
+import httpx
 import pytest
 
 from tests.misbehaving import LoopbackOnlyNetwork, MisbehavingServer, Route
@@ -18,6 +19,7 @@ from veo_archiver.errors import DownloadRefused
 from veo_archiver.sim.media import make_mp4
 from workers.egress import EgressPolicy, GuardedBackend, refusal, require_http_url, system_resolver
 from workers.fetch import FetchPolicy, VideoStream, build_client
+from workers.transport import GuardedTransport
 
 VIDEO = make_mp4(200_000, seed=11)
 PUBLIC = "93.184.216.34"
@@ -268,13 +270,15 @@ def test_every_new_connection_is_checked_again(server: MisbehavingServer, networ
     assert server.ranges("/v.mp4") == [None]
 
 
-def test_guarded_pool_is_the_only_transport() -> None:
+def test_guarded_pool_is_the_only_transport(network: LoopbackOnlyNetwork) -> None:
     """No proxy from the environment may bypass the guarded pool (trust_env is off)."""
+    transport = GuardedTransport(EgressPolicy(), httpx.create_ssl_context())
+    assert isinstance(transport.pool, httpcore.ConnectionPool) and isinstance(transport.backend, GuardedBackend)
     client = build_client(FetchPolicy(), EgressPolicy())
     assert client.trust_env is False and not client.follow_redirects
-    pool = client._transport._pool  # type: ignore[attr-defined]
-    assert isinstance(pool, httpcore.ConnectionPool)
-    assert isinstance(pool._network_backend, GuardedBackend)
+    with pytest.raises(DownloadRefused):  # what only the guarded backend raises, from the client itself
+        client.get("http://10.1.2.3/v.mp4")
+    assert network.connects == []
 
 
 def test_proxy_environment_is_ignored(

@@ -45,7 +45,8 @@ from workers.fetch import (
 )
 from workers.storage import ObjectArchive, open_archive
 
-pytestmark = pytest.mark.slow  # real sockets against a misbehaving server, some waiting out deadlines on purpose
+#: what waits out deadlines or streams hundreds of MiB on purpose; the rest (local directory) is fast-lane
+slow = pytest.mark.slow
 
 MiB = 1024 * 1024
 KEY = "kie/task/0.mp4"
@@ -465,6 +466,7 @@ def test_chunked_body_over_the_cap(server: MisbehavingServer, target: Target) ->
     Fetcher(server, max_bytes=len(VIDEO) - 1).fail(target, url, BadContent, "too_large")
 
 
+@slow
 def test_endless_body_stops_at_the_cap_with_flat_memory(server: MisbehavingServer, target: Target) -> None:
     """256 MiB of a body that never ends, no Content-Length: stopped at the cap, memory far below it."""
     cap = 256 * MiB
@@ -476,6 +478,7 @@ def test_endless_body_stops_at_the_cap_with_flat_memory(server: MisbehavingServe
     assert server.body_bytes_sent["/v.mp4"] < cap + 32 * MiB  # the client stopped reading
 
 
+@slow
 def test_streamed_large_video_with_flat_memory(server: MisbehavingServer, target: Target) -> None:
     size = 128 * MiB
     url = server.add("/v.mp4", Route(stream=lambda: iter_mp4(size, seed=5), declared_length=size, ranges=False))
@@ -493,6 +496,7 @@ def test_streamed_large_video_with_flat_memory(server: MisbehavingServer, target
 # time
 
 
+@slow
 def test_trickle_beyond_the_deadline_is_transient(server: MisbehavingServer, target: Target) -> None:
     url = server.add("/v.mp4", Route(body=VIDEO, trickle=(1000, 0.1)))
     started = time.monotonic()
@@ -500,6 +504,7 @@ def test_trickle_beyond_the_deadline_is_transient(server: MisbehavingServer, tar
     assert time.monotonic() - started < 3
 
 
+@slow
 def test_stall_after_headers_is_bounded_by_the_deadline_not_the_read_timeout(
     server: MisbehavingServer, target: Target
 ) -> None:
@@ -519,10 +524,10 @@ def test_trickle_within_the_deadline_succeeds(server: MisbehavingServer, target:
 
 
 def test_job_reraises_the_download_error(server: MisbehavingServer, target: Target) -> None:
-    """workers.jobs streams with ``put_stream`` and re-raises ``stream.error``: the caller sees the
+    """workers.videos streams with ``put_stream`` and re-raises ``stream.error``: the caller sees the
     download's own exception (reason intact), whatever the storage layer did with it."""
     from veo_archiver.event import TaskEvent, TaskStatus
-    from workers import jobs
+    from workers import videos
 
     url = server.add("/v.mp4", Route(body=VIDEO, status=403))
     fetcher = Fetcher(server)
@@ -532,7 +537,7 @@ def test_job_reraises_the_download_error(server: MisbehavingServer, target: Targ
     )
     event = TaskEvent(provider="kie", task_id="task", status=TaskStatus.SUCCEEDED, result_urls=(url,))
     with pytest.raises(DownloadFailed) as caught:
-        jobs._stream(ctx, event, 0, url)  # type: ignore[arg-type]
+        videos.stream(ctx, event, 0, url)  # type: ignore[arg-type]
     assert caught.value.reason == "http_403"
     target.assert_empty()
 

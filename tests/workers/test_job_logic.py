@@ -32,6 +32,7 @@ from workers.jobs import run_archive
 from workers.storage import Archive, ObjectArchive, open_archive
 from workers.storage_memory import MemoryArchive
 
+pytestmark = pytest.mark.rq_facing
 NOW = 1_800_000_000.0
 VIDEO = make_mp4(96 * 1024, seed=1)
 OTHER = make_mp4(64 * 1024, seed=2)

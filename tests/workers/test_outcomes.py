@@ -24,6 +24,8 @@ from veo_archiver.records import outcome as outcomes
 from veo_archiver.sim.files import FileHost
 from workers.mp4 import media_type
 
+pytestmark = pytest.mark.rq_facing
+
 
 @pytest.fixture
 def host() -> Iterator[FileHost]:

@@ -35,6 +35,7 @@ from veo_archiver.sim.media import make_mp4
 from veo_archiver.storage_settings import StorageSettings
 from workers import context
 
+pytestmark = pytest.mark.rq_facing
 KEY = "interop-kie-key"
 QUEUE = "veo-archiver"
 TASK = "veo_interop"

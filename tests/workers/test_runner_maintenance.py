@@ -16,6 +16,7 @@ from rq.serializers import JSONSerializer
 from veo_archiver import redis_keys
 from workers.runner import requeue_abandoned
 
+pytestmark = pytest.mark.rq_facing
 QUEUE = "veo-archiver"
 
 

@@ -13,6 +13,8 @@ from rq.exceptions import StopRequested
 from veo_archiver.settings import Settings
 from workers import runner
 
+pytestmark = pytest.mark.rq_facing
+
 
 class StandIn:
     """What run_one uses of an ArchiveWorker: ``work`` and ``stop_wanted``."""

@@ -55,10 +55,23 @@ def dev_keys(data_dir: Path) -> dict[str, str]:
     if missing:
         for name in missing:
             values[name] = secrets.token_urlsafe(32)
-        data_dir.mkdir(parents=True, exist_ok=True)
-        path.write_text("".join(f"{k}={v}\n" for k, v in values.items()))
-        path.chmod(0o600)
+        write_private(path, "".join(f"{k}={v}\n" for k, v in values.items()))
     return values
+
+
+def write_private(path: Path, text: str) -> None:
+    """Replace ``path`` with ``text``, readable by this user only from its first byte: a new temporary file
+    made 0600 by ``os.open`` (``O_EXCL``: never an older file with wider rights), then renamed over ``path``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        with os.fdopen(fd, "w") as out:
+            out.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def pid_alive(pid: int) -> bool:
@@ -85,13 +98,7 @@ def pid_alive(pid: int) -> bool:
 
 def write(path: Path, state: UpState) -> None:
     """Write atomically, readable by this user only (the file holds secrets)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as out:
-        json.dump(state.to_json(), out, indent=2)
-        out.write("\n")
-    os.replace(tmp, path)
+    write_private(path, json.dumps(state.to_json(), indent=2) + "\n")
 
 
 def remove(path: Path, pid: int) -> None:

@@ -46,9 +46,18 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     from receiver import server
     from receiver.app import create_app
+    from receiver.metrics import ReceiverMetrics
 
     settings = _settings()
-    config = server.config(create_app(settings), args.host, args.port, header_timeout_s=settings.request_read_timeout_s)
+    counters = ReceiverMetrics()  # the app's registry: the server's refusals are counted with the app's
+    config = server.config(
+        create_app(settings, counters=counters),
+        args.host,
+        args.port,
+        header_timeout_s=settings.request_read_timeout_s,
+        max_header_bytes=settings.max_header_bytes,
+        on_refused=lambda reason: counters.shed.labels(reason).inc(),
+    )
     log.info("receiver listening", extra={"host": args.host, "port": args.port})
     uvicorn.Server(config).run()
     return 0
@@ -346,9 +355,10 @@ def build_parser() -> argparse.ArgumentParser:
     cb.add_argument("--ttl-days", type=float, default=0, help="token lifetime in days (default: no expiry)")
     cb.add_argument("--base", help="public base URL (default PUBLIC_BASE_URL)")
     cb.set_defaults(func=cmd_callback_url)
-    from veo_archiver.cli import manifests, ops, reconcile
+    from veo_archiver.cli import manifests, ops, reconcile, spool
 
     ops.register(sub)  # status, failed, retry, replay, show
+    spool.register(sub)  # spool quarantined, spool requeue: the receiver's local spool
     reconcile.register(sub)  # track, tracked, sweep, notify
     manifests.register(sub)  # manifests --since: catch up past the outcome stream's retention
     return parser

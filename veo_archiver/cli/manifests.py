@@ -5,9 +5,10 @@ The stream is capped (:data:`~veo_archiver.records.outcome.OUTCOMES_MAXLEN` entr
 command lists the archive through :meth:`workers.storage.Archive.iter_objects` (every store the archive
 supports: a directory, S3, Azure, GCS), keeps the ``…/manifest.json`` objects written at or after ``--since``
 (the store's last-modified time), reads each and prints one line per task, oldest write first, built exactly
-as the worker builds its ``veo:outcomes`` entry from the same manifest (:func:`outcome_line`): the same
-``outcome`` (``archived`` / ``provider_failed``) and the same ``outcome_id``, so a consumer merges both sources
-and dedupes on ``outcome_id``. The line's ``files`` is a list and ``bytes`` a number (the stream holds them as
+as the worker builds its ``veo:outcomes`` entry from the same manifest (:func:`outcome_line`; both map it
+with :func:`veo_archiver.records.outcome.of_manifest`): the same ``outcome`` (``archived`` /
+``provider_failed``) and the same ``outcome_id``, so a consumer merges both sources and dedupes on
+``outcome_id``. The line's ``files`` is a list and ``bytes`` a number (the stream holds them as
 strings); ``at`` is the manifest's ``archived_at`` and ``modified`` the object's last write.
 
 What storage cannot tell: dead letters (no manifest is written; see ``veo-archiver failed``), and the earlier
@@ -34,8 +35,7 @@ from veo_archiver import clock
 from veo_archiver.cli import local_env
 from veo_archiver.cli.output import table
 from veo_archiver.errors import ConfigError
-from veo_archiver.event import TaskStatus
-from veo_archiver.records.outcome import outcome_id_of
+from veo_archiver.records.outcome import of_manifest, outcome_id_of
 from workers.storage import Archive, ListedObject, open_archive, read_json
 
 MANIFEST_NAME = "manifest.json"
@@ -75,38 +75,27 @@ def parse_since(text: str, now: float) -> float:
 
 
 def outcome_line(archive: Archive, key: str, manifest: dict[str, Any], modified: float) -> dict[str, Any]:
-    """The ``veo:outcomes`` entry :func:`workers.jobs._publish_end` builds from this manifest, as JSON."""
-    status = str(manifest.get("status") or "")
-    outcome = "archived" if status == TaskStatus.SUCCEEDED.value else "provider_failed"
-    failure = manifest.get("failure") or {}
+    """The ``veo:outcomes`` entry the worker publishes from this manifest (both map it with
+    :func:`veo_archiver.records.outcome.of_manifest`), as JSON."""
+    end = of_manifest(manifest, object_key=archive.object_key)
     provider, task_id = str(manifest.get("provider") or ""), str(manifest.get("task_id") or "")
-    job_id = manifest.get("job_id")
-    files = [
-        {**f, "key": archive.object_key(f["key"])}
-        for f in manifest.get("files") or []
-        if isinstance(f, dict) and f.get("key")
-    ]
     return {
-        "outcome": outcome,
-        "outcome_id": outcome_id_of(provider, task_id, status, outcome, str(job_id) if job_id else None),
+        "outcome": end.outcome,
+        "outcome_id": outcome_id_of(provider, task_id, end.status, end.outcome, end.job_id),
         "provider": provider,
         "task_id": task_id,
-        "status": status,
-        "job_id": job_id or "",
+        "status": end.status,
+        "job_id": end.job_id or "",
         "at": manifest.get("archived_at") or "",
         "archived_at": manifest.get("archived_at"),
         "modified": clock.iso(modified),
-        "reason": "" if outcome == "archived" else _text(failure.get("code")),
-        "error": "" if outcome == "archived" else _text(failure.get("message")),
+        "reason": end.reason,
+        "error": end.error,
         "manifest": archive.object_key(key),
         "location": archive.location(key),
-        "files": files,
-        "bytes": sum(int(f.get("size") or 0) for f in files),
+        "files": end.files,
+        "bytes": sum(int(f.get("size") or 0) for f in end.files),
     }
-
-
-def _text(value: object) -> str:
-    return "" if value is None else str(value)
 
 
 @dataclass

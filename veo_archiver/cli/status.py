@@ -39,7 +39,15 @@ def spool_problems(spool: SpoolSurvey | None) -> list[str]:
         )
     if spool.rejected:
         entries = "entry" if spool.rejected == 1 else "entries"
-        out.append(f"{spool.rejected} spool {entries} quarantined in {spool.directory}/rejected: see the receiver log")
+        where = f"{spool.directory}/rejected"
+        out.append(f"{spool.rejected} spool {entries} unreadable, set aside in {where}: see the receiver log")
+    if spool.quarantined:
+        entries = "entry" if spool.quarantined == 1 else "entries"
+        why = "; ".join(f"{q.name}: {q.reason} ({q.error[:120]})" for q in spool.latest_quarantined[:3])
+        out.append(
+            f"{spool.quarantined} spool {entries} quarantined in {spool.directory}/quarantine (latest: {why}); "
+            "`veo-archiver spool requeue --all` puts them back once the cause is fixed"
+        )
     return out
 
 
@@ -49,7 +57,8 @@ def spool_line(spool: SpoolSurvey) -> str:
         line += f"{spool.entries} callback(s) waiting ({spool.bytes} bytes), oldest {age(spool.oldest_age_s)} old"
     else:
         line += "empty"
-    return line + (f", {spool.rejected} quarantined in rejected/" if spool.rejected else "")
+    line += f", {spool.rejected} rejected (unreadable) in rejected/" if spool.rejected else ""
+    return line + (f", {spool.quarantined} quarantined in quarantine/" if spool.quarantined else "")
 
 
 def cmd_status(args: argparse.Namespace) -> int:

@@ -1,5 +1,5 @@
 """The whole story of one task, for ``veo-archiver show``: deliveries, verification, jobs, attempts, next
-retry, dead letter, and what is in the archive. Read-only, like :mod:`veo_archiver.queue_view`, whose helpers
+retry, dead letter, and what is in the archive. Read-only, like :mod:`veo_archiver.queue_view`, whose job helpers
 it uses; records are read through :mod:`veo_archiver.records` (deliveries, tracked tasks, dead letters).
 """
 
@@ -15,7 +15,7 @@ from veo_archiver import archive_keys, redis_keys
 from veo_archiver.clock import epoch, iso
 from veo_archiver.errors import StorageUnavailable
 from veo_archiver.event import TaskStatus
-from veo_archiver.queue_view import _Json, fetch_jobs, state_of
+from veo_archiver.queue_view import JsonRecord, fetch_jobs, state_of
 from veo_archiver.records import delivery, progress, tracked
 from veo_archiver.records.dead_letter import last_line, marked, task_status_of, verdict_of
 from veo_archiver.records.progress import Progress
@@ -23,7 +23,7 @@ from workers.storage import ObjectArchive
 
 
 @dataclass(frozen=True)
-class DeliveryInfo(_Json):
+class DeliveryInfo(JsonRecord):
     number: int  # 1 = the oldest delivery still kept
     delivery_id: str | None
     received_at: str | None
@@ -39,7 +39,7 @@ class DeliveryInfo(_Json):
 
 
 @dataclass(frozen=True)
-class JobInfo(_Json):
+class JobInfo(JsonRecord):
     job_id: str
     status: str | None  # the task's terminal status this job archives
     state: str  # RQ's state, or "gone" once the job's record expired
@@ -57,7 +57,7 @@ class JobInfo(_Json):
 
 
 @dataclass(frozen=True)
-class ArchivedFile(_Json):
+class ArchivedFile(JsonRecord):
     key: str
     size: int | None
     sha256: str | None
@@ -65,7 +65,7 @@ class ArchivedFile(_Json):
 
 
 @dataclass(frozen=True)
-class TaskStory(_Json):
+class TaskStory(JsonRecord):
     provider: str
     task_id: str
     tracked_since: str | None

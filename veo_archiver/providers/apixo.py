@@ -18,10 +18,10 @@ from urllib.parse import quote
 
 from veo_archiver.errors import ConfigError, InvalidPayload, PermanentError
 from veo_archiver.event import TaskEvent, TaskStatus, Verification
-from veo_archiver.payload import as_object, get_int, get_object, get_str, loads_json, task_id_value
+from veo_archiver.payload import as_object, task_id_value
 from veo_archiver.providers.base import ProviderSpec
+from veo_archiver.providers.shape import Code, Int, JsonObject, Obj, OptInt, OptStr, Raw, Shape, Str, TaskId, Urls
 from veo_archiver.providers.status_api import api_base, bearer_headers
-from veo_archiver.urls import parse_url_list
 
 #: the statusTask path segment is the model the task was submitted to (extend tasks have their own)
 STATUS_MODELS = ("veo-3-1", "veo-3-1-extend")
@@ -45,17 +45,36 @@ _EPOCH = datetime(1970, 1, 1)
 _ONE_MS = timedelta(milliseconds=1)
 
 
+class _Result(Shape):
+    result_urls = Urls("resultUrls")
+
+
+class _Task(Shape):
+    """The task record, in ``data`` of both a callback and a ``statusTask`` answer."""
+
+    task_id = TaskId("taskId")
+    state = Str("state")
+    result = JsonObject(_Result, "resultJson")  # a JSON string holding an object
+    fail_code = Code("failCode", "a string")
+    fail_msg = OptStr("failMsg")
+    cost_time = OptInt("costTime")
+    create_time = OptInt("createTime")  # Unix milliseconds
+    complete_time = OptInt("completeTime")
+
+
+class Envelope(Shape):
+    code = Int("code")
+    message = Raw("message")
+    data = Obj(_Task, "data")
+
+
 def task_id_of(body: Mapping[str, Any]) -> str:
-    data = get_object(as_object(body), "data", path="data")
-    assert data is not None
-    return task_id_value(data.get("taskId"), "data.taskId")
+    return Envelope(as_object(body)).data.task_id
 
 
 def parse(body: Mapping[str, Any], *, verification: Verification) -> TaskEvent:
     """Turn a decoded APIXO callback body into a :class:`TaskEvent` (the outer ``code`` is not consulted)."""
-    data = get_object(as_object(body), "data", path="data")
-    assert data is not None
-    return _event(data, verification)
+    return _event(Envelope(as_object(body)).data, verification)
 
 
 def status_request(base_url: str, task_id: str, api_key: str, *, model: str = "veo-3-1") -> tuple[str, dict[str, str]]:
@@ -69,11 +88,9 @@ def status_request(base_url: str, task_id: str, api_key: str, *, model: str = "v
 
 def parse_status(body: Mapping[str, Any], task_id: str) -> TaskEvent:
     """Turn a ``statusTask`` answer for ``task_id`` into a :class:`TaskEvent` verified by the provider API."""
-    body = as_object(body)
-    code = get_int(body, "code", path="code")
-    assert code is not None
-    message = body.get("message")
-    text = message if isinstance(message, str) else ""
+    answer = Envelope(as_object(body))
+    code = answer.code
+    text = answer.message if isinstance(answer.message, str) else ""
     if code != SUCCESS_CODE:
         lowered = text.lower()
         if (
@@ -84,29 +101,22 @@ def parse_status(body: Mapping[str, Any], task_id: str) -> TaskEvent:
         ):
             raise PermanentError(f"APIXO knows no task {task_id!r}: {code} {text[:200]!r}", reason=UNKNOWN_TASK)
         raise InvalidPayload(f"code: statusTask answered {code} {text[:200]!r}")
-    data = get_object(body, "data", path="data")
-    assert data is not None
-    got = task_id_value(data.get("taskId"), "data.taskId")
+    got = answer.data.task_id
     if got != task_id:
         raise InvalidPayload(f"data.taskId: the answer is for task {got!r}, not {task_id!r}")
-    return _event(data, Verification.PROVIDER_API)
+    return _event(answer.data, Verification.PROVIDER_API)
 
 
-def _event(data: Mapping[str, Any], verification: Verification) -> TaskEvent:
-    task_id = task_id_value(data.get("taskId"), "data.taskId")
-    state = get_str(data, "state", path="data.state")
-    assert state is not None
-    status = _STATES.get(state.strip().lower(), TaskStatus.UNKNOWN)
-    result = _result_json(data.get("resultJson"))
-    urls = parse_url_list(result.get("resultUrls"), field="data.resultJson.resultUrls")
-    fail_code = _opaque_code(data, "failCode", "data.failCode")
-    fail_msg = get_str(data, "failMsg", path="data.failMsg", required=False) or None
-    extra: dict[str, Any] = {}
-    cost = get_int(data, "costTime", path="data.costTime", required=False)
-    if cost is not None:
-        extra["costTime"] = cost
-    for name, iso_name in (("createTime", "created_at"), ("completeTime", "completed_at")):
-        ms = get_int(data, name, path=f"data.{name}", required=False)
+def _event(task: _Task, verification: Verification) -> TaskEvent:
+    task_id = task.task_id
+    status = _STATES.get(task.state.strip().lower(), TaskStatus.UNKNOWN)
+    urls = task.result.result_urls
+    fail_code, fail_msg = task.fail_code, task.fail_msg or None
+    extra: dict[str, Any] = {} if task.cost_time is None else {"costTime": task.cost_time}
+    for name, iso_name, ms in (
+        ("createTime", "created_at", task.create_time),
+        ("completeTime", "completed_at", task.complete_time),
+    ):
         if ms is not None:
             extra[name] = ms
             stamp = _iso_from_ms(ms)
@@ -122,36 +132,8 @@ def _event(data: Mapping[str, Any], verification: Verification) -> TaskEvent:
         failure_message=fail_msg if failed else None,
         extra=extra,
         verification=verification,
-        provider_status=state,
+        provider_status=task.state,
     )
-
-
-def _result_json(value: Any) -> dict[str, Any]:
-    """``resultJson`` as documented (a JSON string of an object), or an object already decoded."""
-    if value is None:
-        return {}
-    if isinstance(value, dict):
-        return value
-    if not isinstance(value, str):
-        raise InvalidPayload(f"data.resultJson: expected a JSON string, got {type(value).__name__}")
-    if not value.strip():
-        return {}
-    try:
-        decoded = loads_json(value)
-    except (ValueError, RecursionError):
-        raise InvalidPayload(f"data.resultJson: not valid JSON: {value[:80]!r}") from None
-    if not isinstance(decoded, dict):
-        raise InvalidPayload(f"data.resultJson: expected a JSON object, got {type(decoded).__name__}")
-    return decoded
-
-
-def _opaque_code(parent: Mapping[str, Any], key: str, path: str) -> str | None:
-    value = parent.get(key)
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, str | int):
-        raise InvalidPayload(f"{path}: expected a string, got {type(value).__name__}")
-    return str(value) if str(value).strip() else None
 
 
 def _iso_from_ms(ms: int) -> str | None:

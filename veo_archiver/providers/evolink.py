@@ -18,10 +18,10 @@ from urllib.parse import quote
 
 from veo_archiver.errors import InvalidPayload, PermanentError
 from veo_archiver.event import TaskEvent, TaskStatus, Verification
-from veo_archiver.payload import as_object, get_int, get_object, get_str, task_id_value
+from veo_archiver.payload import as_object, task_id_value
 from veo_archiver.providers.base import ProviderSpec
+from veo_archiver.providers.shape import Code, OptInt, OptObj, OptStr, Shape, Str, TaskId, TextOr, Urls
 from veo_archiver.providers.status_api import api_base, bearer_headers
-from veo_archiver.urls import parse_url_list
 
 _STATUSES = {
     "completed": TaskStatus.SUCCEEDED,
@@ -44,13 +44,35 @@ _EPOCH = datetime(1970, 1, 1)
 _ONE_SECOND = timedelta(seconds=1)
 
 
+class _Output(Shape):
+    video_url = Urls("video_url")
+
+
+class _Error(Shape):
+    code = Code("code", "a string")  # a string business code; numbers are stringified
+    message = OptStr("message")
+
+
+class Task(Shape):
+    """A task object: a callback body, and the answer of ``GET /v1/tasks/{id}``."""
+
+    task_id = TaskId("id")
+    status = Str("status")
+    results = Urls("results")
+    output = OptObj(_Output, "output")
+    error = TextOr(_Error, "error", "an object")
+    created = OptInt("created")  # Unix seconds
+    model = OptStr("model")
+    progress = OptInt("progress")
+
+
 def task_id_of(body: Mapping[str, Any]) -> str:
-    return task_id_value(as_object(body).get("id"), "id")
+    return Task(as_object(body)).task_id
 
 
 def parse(body: Mapping[str, Any], *, verification: Verification) -> TaskEvent:
     """Turn a decoded EvoLink task object into a :class:`TaskEvent`."""
-    return _event(as_object(body), verification)
+    return _event(Task(as_object(body)), verification)
 
 
 def status_request(base_url: str, task_id: str, api_key: str) -> tuple[str, dict[str, str]]:
@@ -75,38 +97,32 @@ def parse_status(body: Mapping[str, Any], task_id: str) -> TaskEvent:
         if status_code == 404 or _UNKNOWN_TASK_TEXT.search(text):
             raise PermanentError(f"EvoLink knows no task {task_id!r}: {text[:200]!r}", reason="unknown_task")
         raise InvalidPayload(f"status: the answer is not a task object (error: {text[:200]!r})")
-    got = task_id_of(body)
-    if got != task_id:
-        raise InvalidPayload(f"id: the answer is for task {got!r}, not {task_id!r}")
-    return _event(body, Verification.PROVIDER_API)
+    task = Task(body)
+    if task.task_id != task_id:
+        raise InvalidPayload(f"id: the answer is for task {task.task_id!r}, not {task_id!r}")
+    return _event(task, Verification.PROVIDER_API)
 
 
-def _event(body: Mapping[str, Any], verification: Verification) -> TaskEvent:
-    task_id = task_id_of(body)
-    status_text = get_str(body, "status", path="status")
-    assert status_text is not None
+def _event(task: Task, verification: Verification) -> TaskEvent:
+    task_id, status_text = task.task_id, task.status
     key = status_text.strip().lower()
     status = _STATUSES.get(key, TaskStatus.UNKNOWN)
-    urls = parse_url_list(body.get("results"), field="results")
-    output = get_object(body, "output", path="output", required=False) or {}
-    fallback = parse_url_list(output.get("video_url"), field="output.video_url")
-    code, message = _error(body)
+    urls, fallback = task.results, task.output.video_url
+    code, message = _error(task.error)
     if key in _CANCELLED and code is None:
         code = CANCELLED_CODE
-
     extra: dict[str, Any] = {}
-    created = get_int(body, "created", path="created", required=False)
+    created = task.created
     if created is not None:
         extra["created"] = created
         stamp = _iso_from_seconds(created)
         if stamp is not None:
             extra["created_at"] = stamp
-    model = get_str(body, "model", path="model", required=False)
+    model = task.model
     if model:
         extra["model"] = model
-    progress = get_int(body, "progress", path="progress", required=False)
-    if progress is not None:
-        extra["progress"] = progress
+    if task.progress is not None:
+        extra["progress"] = task.progress
     failed = status is TaskStatus.FAILED
     return TaskEvent(
         provider="evolink",
@@ -122,21 +138,12 @@ def _event(body: Mapping[str, Any], verification: Verification) -> TaskEvent:
     )
 
 
-def _error(body: Mapping[str, Any]) -> tuple[str | None, str | None]:
+def _error(error: str | _Error | None) -> tuple[str | None, str | None]:
     """``error.code`` (stringified) and ``error.message``; a bare string ``error`` is taken as the message."""
-    error = body.get("error")
-    if error is None:
-        return None, None
-    if isinstance(error, str):
-        return None, error if error.strip() else None
-    if not isinstance(error, dict):
-        raise InvalidPayload(f"error: expected an object, got {type(error).__name__}")
-    code = error.get("code")
-    if code is not None and (isinstance(code, bool) or not isinstance(code, str | int)):
-        raise InvalidPayload(f"error.code: expected a string, got {type(code).__name__}")
-    message = get_str(error, "message", path="error.message", required=False)
-    code_text = str(code) if code is not None and str(code).strip() else None
-    return code_text, message if message and message.strip() else None
+    if error is None or isinstance(error, str):
+        return None, error if error and error.strip() else None
+    code, message = error.code, error.message
+    return code, message if message and message.strip() else None
 
 
 def _iso_from_seconds(seconds: int) -> str | None:

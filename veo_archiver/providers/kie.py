@@ -20,19 +20,24 @@ from urllib.parse import quote
 
 from veo_archiver.errors import InvalidPayload, PermanentError, Rejected
 from veo_archiver.event import TaskEvent, TaskStatus, Verification
-from veo_archiver.payload import (
-    get_int,
-    get_object,
-    get_str,
-    header_value,
-    hmac_sha256,
-    is_task_id_text,
-    maybe_json,
-    task_id_value,
-)
+from veo_archiver.payload import as_object, header_value, hmac_sha256, is_task_id_text, maybe_json, task_id_value
 from veo_archiver.providers.base import ProviderSpec
+from veo_archiver.providers.shape import (
+    Code,
+    Flag,
+    Int,
+    JsonText,
+    Obj,
+    OptObj,
+    OptStr,
+    Raw,
+    Scalar,
+    Shape,
+    Strings,
+    TaskId,
+    Urls,
+)
 from veo_archiver.providers.status_api import api_base, bearer_headers
-from veo_archiver.urls import parse_url_list
 
 TIMESTAMP_HEADER = "x-webhook-timestamp"
 SIGNATURE_HEADER = "x-webhook-signature"
@@ -117,6 +122,33 @@ def check_signature(
         raise Rejected("signature does not match any configured key", reason="signature_mismatch")
 
 
+class _CallbackInfo(Shape):
+    resolution = Raw("resolution")
+    origin_urls = Urls("originUrls")
+    image_urls = Urls("imageUrls")
+    result_urls = Urls("resultUrls")  # read for a successful task only
+
+
+class _CallbackData(Shape):
+    info = OptObj(_CallbackInfo, "info")
+    prompt_json = Raw("promptJson")
+
+
+class _Envelope(Shape):
+    """What every kie.ai body opens with: ``code`` (200 = success) and ``msg``."""
+
+    code = Int("code")
+    msg = OptStr("msg")
+
+
+class Callback(_Envelope):
+    data = Obj(_CallbackData, "data")
+
+
+#: ``data`` members a callback's event keeps as sent, when present (``null`` included)
+_CALLBACK_EXTRAS = ("fallbackFlag", "creditsConsumed", "callbackType")
+
+
 def parse(body: Mapping[str, Any], *, verification: Verification) -> TaskEvent:
     """Turn a decoded kie.ai callback body into a :class:`TaskEvent`."""
     return event_from(body, task_id_of(body), verification=verification)
@@ -124,50 +156,35 @@ def parse(body: Mapping[str, Any], *, verification: Verification) -> TaskEvent:
 
 def event_from(body: Mapping[str, Any], task_id: str, *, verification: Verification) -> TaskEvent:
     """:func:`parse`, given the ``task_id_of(body)`` a signature check has already read."""
-    code = get_int(body, "code", path="code")
-    assert code is not None
-    msg = get_str(body, "msg", path="msg", required=False) or ""
-    data = get_object(body, "data", path="data")
-    assert data is not None
-    info = get_object(data, "info", path="data.info", required=False) or {}
+    callback = Callback(body)
+    code, msg, data = callback.code, callback.msg or "", callback.data
+    info = data.info
     extra: dict[str, Any] = {"code": code, "msg": msg}
-    for name in ("fallbackFlag", "creditsConsumed", "callbackType"):
-        if name in data:
-            extra[name] = data[name]
-    if "promptJson" in data:
-        extra["prompt"] = maybe_json(data["promptJson"])
-    if isinstance(info.get("resolution"), str):
-        extra["resolution"] = info["resolution"]
-    origin_urls = parse_url_list(info.get("originUrls"), field="data.info.originUrls")
-    if origin_urls:
-        extra["origin_urls"] = origin_urls
-    image_urls = parse_url_list(info.get("imageUrls"), field="data.info.imageUrls")
-    if image_urls:
-        extra["image_urls"] = image_urls
-    kind = "4k" if (image_urls or "4k" in msg.lower()) else ("extend" if "extension" in msg.lower() else None)
-    if code == SUCCESS_CODE:
-        urls = parse_url_list(info.get("resultUrls"), field="data.info.resultUrls")
-        return TaskEvent(
-            provider="kie",
-            task_id=task_id,
-            status=TaskStatus.SUCCEEDED,
-            result_urls=tuple(urls),
-            kind=kind,
-            extra=extra,
-            verification=verification,
-            provider_status=str(code),
-        )
+    extra |= {name: data.raw[name] for name in _CALLBACK_EXTRAS if name in data.raw}
+    if "promptJson" in data.raw:
+        extra["prompt"] = maybe_json(data.prompt_json)
+    if isinstance(info.resolution, str):
+        extra["resolution"] = info.resolution
+    extra |= _nonempty(origin_urls=info.origin_urls, image_urls=info.image_urls)
+    lowered = msg.lower()
+    kind = "4k" if (info.image_urls or "4k" in lowered) else ("extend" if "extension" in lowered else None)
+    succeeded = code == SUCCESS_CODE
     return TaskEvent(
         provider="kie",
         task_id=task_id,
-        status=TaskStatus.FAILED,
-        failure_code=str(code),
-        failure_message=msg or None,
+        status=TaskStatus.SUCCEEDED if succeeded else TaskStatus.FAILED,
+        result_urls=tuple(info.result_urls) if succeeded else (),
+        failure_code=None if succeeded else str(code),
+        failure_message=None if succeeded else msg or None,
         kind=kind,
         extra=extra,
         verification=verification,
         provider_status=str(code),
     )
+
+
+def _nonempty(**values: Any) -> dict[str, Any]:
+    return {name: value for name, value in values.items() if value}
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -194,85 +211,89 @@ def status_request(base_url: str, task_id: str, api_key: str) -> tuple[str, dict
     return url, bearer_headers("kie.ai", api_key)
 
 
+class _RecordResponse(Shape):
+    task_id = Raw("taskId")  # compared with the task asked about, when present
+    result_urls = Urls("resultUrls")
+    origin_urls = Urls("originUrls")
+    full_result_urls = Urls("fullResultUrls")
+    image_urls = Urls("imageUrls")
+    resolution = OptStr("resolution")
+
+
+# createTime/completeTime are documented as numbers but shown as "YYYY-MM-DD HH:MM:SS" (time zone
+# unstated): kept as they are
+class _Record(Shape):
+    task_id = TaskId("taskId")
+    response = OptObj(_RecordResponse, "response")
+    success_flag = Int("successFlag")
+    result_urls = Urls("resultUrls")  # the schema puts them in data.response; the quickstart reads them here
+    fallback_flag = Flag("fallbackFlag")
+    create_time = Scalar("createTime", "a string or a number")
+    complete_time = Scalar("completeTime", "a string or a number")
+    param_json = JsonText("paramJson")
+    media_ids = Strings("mediaIds")
+    error_code = Code("errorCode", "an integer")
+    error_message = OptStr("errorMessage")
+
+
+class RecordInfo(_Envelope):
+    data = Obj(_Record, "data")
+
+
 def parse_status(body: Mapping[str, Any], task_id: str) -> TaskEvent:
     """Turn a record-info answer for ``task_id`` into a :class:`TaskEvent` verified by the provider API."""
-    if not isinstance(body, Mapping):
-        raise InvalidPayload(f"body: expected a JSON object, got {type(body).__name__}")
-    code = get_int(body, "code", path="code")
-    assert code is not None
-    msg = get_str(body, "msg", path="msg", required=False) or ""
-    if code != SUCCESS_CODE:
-        if code == _UNKNOWN_TASK_CODE and any(m in msg.lower() for m in UNKNOWN_TASK_MESSAGES):
-            raise PermanentError(f"kie.ai knows no task {task_id!r}: {msg[:200]!r}", reason="unknown_task")
-        raise InvalidPayload(f"code: record-info answered {code} {msg[:200]!r}")
-    data = get_object(body, "data", path="data")
-    assert data is not None
-    got = task_id_value(data.get("taskId"), "data.taskId")
-    if got != task_id:
-        raise InvalidPayload(f"data.taskId: the answer is for task {got!r}, not {task_id!r}")
-    response = get_object(data, "response", path="data.response", required=False) or {}
-    inner_id = response.get("taskId")
-    if inner_id is not None and inner_id != task_id:
-        raise InvalidPayload(f"data.response.taskId: the answer is for task {inner_id!r}, not {task_id!r}")
-    flag = get_int(data, "successFlag", path="data.successFlag")
-    assert flag is not None
+    data = _record_for(RecordInfo(as_object(body)), task_id)
+    flag, response = data.success_flag, data.response
     status = _SUCCESS_FLAGS.get(flag, TaskStatus.UNKNOWN)
-    # the schema puts resultUrls in data.response; the quickstart's polling code reads data.resultUrls
-    urls = parse_url_list(response.get("resultUrls"), field="data.response.resultUrls")
-    top_urls = parse_url_list(data.get("resultUrls"), field="data.resultUrls")
-
+    urls, top_urls = response.result_urls, data.result_urls  # both checked, whatever the status
     extra: dict[str, Any] = {"successFlag": flag}
-    for key, name in (
-        ("originUrls", "origin_urls"),
-        ("fullResultUrls", "full_result_urls"),
-        ("imageUrls", "image_urls"),
-    ):
-        found = parse_url_list(response.get(key), field=f"data.response.{key}")
-        if found:
-            extra[name] = found
-    resolution = get_str(response, "resolution", path="data.response.resolution", required=False)
-    if resolution:
-        extra["resolution"] = resolution
-    fallback = data.get("fallbackFlag")
-    if fallback is not None:
-        if not isinstance(fallback, bool):
-            raise InvalidPayload(f"data.fallbackFlag: expected a boolean, got {type(fallback).__name__}")
-        extra["fallbackFlag"] = fallback
-    # documented as numbers but shown as "YYYY-MM-DD HH:MM:SS" (time zone unstated): kept as they are
-    for key in ("createTime", "completeTime"):
-        value = data.get(key)
-        if value is not None:
-            if isinstance(value, bool) or not isinstance(value, str | int):
-                raise InvalidPayload(f"data.{key}: expected a string or a number, got {type(value).__name__}")
-            extra[key] = value
-    param_json = data.get("paramJson")
-    if param_json is not None:
-        if not isinstance(param_json, str | dict):
-            raise InvalidPayload(f"data.paramJson: expected a JSON string, got {type(param_json).__name__}")
-        extra["prompt"] = maybe_json(param_json)
-    media_ids = data.get("mediaIds")
-    if media_ids is not None:
-        if not isinstance(media_ids, list) or not all(isinstance(m, str) for m in media_ids):
-            raise InvalidPayload("data.mediaIds: expected a list of strings")
-        extra["mediaIds"] = media_ids
-    error_code = data.get("errorCode")
-    if error_code is not None and (isinstance(error_code, bool) or not isinstance(error_code, str | int)):
-        raise InvalidPayload(f"data.errorCode: expected an integer, got {type(error_code).__name__}")
-    error_message = get_str(data, "errorMessage", path="data.errorMessage", required=False)
+    extra |= _nonempty(
+        origin_urls=response.origin_urls,
+        full_result_urls=response.full_result_urls,
+        image_urls=response.image_urls,
+        resolution=response.resolution,
+    )
+    extra |= _present(
+        fallbackFlag=data.fallback_flag,
+        createTime=data.create_time,
+        completeTime=data.complete_time,
+        prompt=data.param_json,
+        mediaIds=data.media_ids,
+    )
     failed = status is TaskStatus.FAILED
-    failure_code = str(error_code) if error_code is not None and str(error_code).strip() else None
+    error_code, error_message = data.error_code, data.error_message
     return TaskEvent(
         provider="kie",
         task_id=task_id,
         status=status,
         result_urls=tuple(urls or top_urls) if status is TaskStatus.SUCCEEDED else (),
-        failure_code=failure_code if failed else None,
+        failure_code=error_code if failed else None,
         failure_message=error_message if failed and error_message and error_message.strip() else None,
-        kind="4k" if media_ids is not None or "image_urls" in extra else None,
+        kind="4k" if data.media_ids is not None or "image_urls" in extra else None,
         extra=extra,
         verification=Verification.PROVIDER_API,
         provider_status=str(flag),
     )
+
+
+def _record_for(answer: RecordInfo, task_id: str) -> _Record:
+    """The answer's ``data``, once the answer is known to be a success and about ``task_id``."""
+    code, msg = answer.code, answer.msg or ""
+    if code != SUCCESS_CODE:
+        if code == _UNKNOWN_TASK_CODE and any(m in msg.lower() for m in UNKNOWN_TASK_MESSAGES):
+            raise PermanentError(f"kie.ai knows no task {task_id!r}: {msg[:200]!r}", reason="unknown_task")
+        raise InvalidPayload(f"code: record-info answered {code} {msg[:200]!r}")
+    data = answer.data
+    if data.task_id != task_id:
+        raise InvalidPayload(f"data.taskId: the answer is for task {data.task_id!r}, not {task_id!r}")
+    inner_id = data.response.task_id
+    if inner_id is not None and inner_id != task_id:
+        raise InvalidPayload(f"data.response.taskId: the answer is for task {inner_id!r}, not {task_id!r}")
+    return data
+
+
+def _present(**values: Any) -> dict[str, Any]:
+    return {name: value for name, value in values.items() if value is not None}
 
 
 SPEC = ProviderSpec(

@@ -13,7 +13,8 @@ from typing import Any
 
 from veo_archiver.errors import InvalidPayload
 from veo_archiver.event import TaskEvent, TaskStatus, Verification
-from veo_archiver.payload import get_object, task_id_value
+from veo_archiver.payload import task_id_value
+from veo_archiver.providers.shape import Obj, Shape
 from veo_archiver.urls import parse_url_list
 
 _SUCCEEDED = {"completed", "succeeded", "success", "done", "finished"}
@@ -32,9 +33,12 @@ def status_of(raw: str) -> TaskStatus:
     return TaskStatus.UNKNOWN
 
 
+class _Envelope(Shape):
+    data = Obj(Shape, "data")  # its members are looked up under several names in parse(): the first present wins
+
+
 def parse(body: Mapping[str, Any], *, source: str, webhook_id: str, verification: Verification) -> TaskEvent:
-    data = get_object(body, "data", path="data")
-    assert data is not None
+    data = _Envelope(body).data.raw
     task_id: Any = next((data[k] for k in ("task_id", "taskId", "id") if data.get(k) is not None), webhook_id)
     if not isinstance(task_id, str | int) or isinstance(task_id, bool):
         raise InvalidPayload("data.task_id: expected a non-empty string")

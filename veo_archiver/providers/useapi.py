@@ -19,8 +19,9 @@ from urllib.parse import quote
 
 from veo_archiver.errors import InvalidPayload, PermanentError
 from veo_archiver.event import TaskEvent, TaskStatus, Verification
-from veo_archiver.payload import as_object, get_int, get_object, get_str, task_id_value
+from veo_archiver.payload import as_object, task_id_value
 from veo_archiver.providers.base import ProviderSpec
+from veo_archiver.providers.shape import Code, Items, OptInt, OptObj, OptStr, Shape, Str, TextOr, Url
 from veo_archiver.providers.status_api import api_base, bearer_headers
 from veo_archiver.urls import parse_url_list
 
@@ -33,6 +34,80 @@ _STATUSES = {
 # GET /jobs/{jobid} for a job that does not exist: undocumented; useapi answers errors as
 # {"error": "...", "code": <http status>} (seed 003), so a 404 or a "not found" text without a job record.
 _NOT_FOUND_TEXT = re.compile(r"not\s*found|not\s*exist|no\s+such", re.IGNORECASE)
+
+
+class _Error(Shape):
+    """``error`` as an object, and ``response.error``."""
+
+    code = Code("code", "a string or an integer")
+    status = OptStr("status")
+    message = OptStr("message")
+
+
+class _MediaStatus(Shape):
+    error = OptObj(_Error, "error")
+
+
+class _MediaMetadata(Shape):
+    media_status = OptObj(_MediaStatus, "mediaStatus")
+
+
+class _Media(Shape):
+    """One entry of ``response.media[]`` (the current schema): one video variation."""
+
+    video_url = Url("videoUrl")
+    thumbnail_url = Url("thumbnailUrl")
+    media_generation_id = OptStr("mediaGenerationId")
+    metadata = OptObj(_MediaMetadata, "mediaMetadata")
+
+
+class _Video(Shape):
+    fife_url = Url("fifeUrl")
+    media_generation_id = OptStr("mediaGenerationId")
+
+
+class _OperationMetadata(Shape):
+    video = OptObj(_Video, "video")
+
+
+class _OperationInner(Shape):
+    metadata = OptObj(_OperationMetadata, "metadata")
+
+
+class _Operation(Shape):
+    """One entry of ``response.operations[]`` (the Nov 2025 schema)."""
+
+    video = OptObj(_Video, "video")
+    operation = OptObj(_OperationInner, "operation")
+
+
+class _Response(Shape):
+    media = Items(_Media, "media")
+    operations = Items(_Operation, "operations")
+    error = OptObj(_Error, "error")
+
+
+class _Request(Shape):
+    """The job's request, echoed."""
+
+    model = OptStr("model")
+    count = OptInt("count")
+    media_generation_id = OptStr("mediaGenerationId")  # the source video: only POST /videos/extend takes one
+    reply_ref = OptStr("replyRef")
+
+
+class Job(Shape):
+    """A job record: a callback body, and the answer of ``GET /jobs/{jobid}``."""
+
+    status = Str("status")
+    request = OptObj(_Request, "request")
+    response = OptObj(_Response, "response")
+    reply_ref = OptStr("replyRef")
+    job_type = OptStr("type")
+    created = OptStr("created")
+    updated = OptStr("updated")
+    error = TextOr(_Error, "error", "a string or an object")
+    code = Code("code", "a string or an integer")
 
 
 def task_id_of(body: Mapping[str, Any]) -> str:
@@ -82,54 +157,47 @@ def parse_status(body: Mapping[str, Any], task_id: str) -> TaskEvent:
 
 def _event(body: Mapping[str, Any], verification: Verification) -> TaskEvent:
     job_id = task_id_of(body)
-    status_text = get_str(body, "status", path="status")
-    assert status_text is not None
-    status = _STATUSES.get(status_text.strip().lower(), TaskStatus.UNKNOWN)
-    request = get_object(body, "request", path="request", required=False) or {}
-    response = get_object(body, "response", path="response", required=False) or {}
-    media = _media(response)
-    operations = _operations(response)
-    urls = media.urls or operations.urls
-    ids = media.ids or operations.ids
-
-    extra: dict[str, Any] = {}
-    reply_ref = _reply_ref(body, request)
-    if reply_ref is not None:
-        extra["reply_ref"] = reply_ref
-    if ids:
-        extra["media_generation_ids"] = ids
-    if media.thumbnails:
-        extra["thumbnail_urls"] = media.thumbnails
-    if media.errors:
-        extra["media_errors"] = media.errors
-    for key, name in (("type", "type"), ("created", "created_at"), ("updated", "updated_at")):
-        value = _opt_str(body, key, key)
-        if value:
-            extra[name] = value
-    model = _opt_str(request, "model", "request.model")
-    if model:
-        extra["model"] = model
-    count = get_int(request, "count", path="request.count", required=False)
-    if count is not None:
-        extra["count"] = count
-    source = _opt_str(request, "mediaGenerationId", "request.mediaGenerationId")
-    if source:
-        extra["source_media_generation_id"] = source
-
-    code, message = _failure(body, response, media.errors)
+    job = Job(body)
+    status = _STATUSES.get(job.status.strip().lower(), TaskStatus.UNKNOWN)
+    request, response = job.request, job.response  # read in the order their errors have always come in
+    media = _media(response.media)
+    operations = _operations(response.operations)
+    extra = _extra(job, media, ids=media.ids or operations.ids)
+    code, message = _failure(job, media.errors)
     failed = status is TaskStatus.FAILED
     return TaskEvent(
         provider="useapi",
         task_id=job_id,
         status=status,
-        result_urls=tuple(urls) if status is TaskStatus.SUCCEEDED else (),
+        result_urls=tuple(media.urls or operations.urls) if status is TaskStatus.SUCCEEDED else (),
         failure_code=code if failed else None,
         failure_message=message if failed else None,
-        kind="extend" if source else None,  # only POST /videos/extend takes a source mediaGenerationId
+        kind="extend" if request.media_generation_id else None,
         extra=extra,
         verification=verification,
-        provider_status=status_text,
+        provider_status=job.status,
     )
+
+
+def _extra(job: Job, media: _Found, *, ids: list[str]) -> dict[str, Any]:
+    """What the event keeps of the record beyond its status: every field that is present and not empty."""
+    request = job.request
+    values: dict[str, Any] = {
+        "reply_ref": _reply_ref(job),
+        "media_generation_ids": ids,
+        "thumbnail_urls": media.thumbnails,
+        "media_errors": media.errors,
+        "type": job.job_type,
+        "created_at": job.created,
+        "updated_at": job.updated,
+        "model": request.model,
+    }
+    extra = {name: value for name, value in values.items() if value}
+    if request.count is not None:
+        extra["count"] = request.count
+    if request.media_generation_id:
+        extra["source_media_generation_id"] = request.media_generation_id
+    return extra
 
 
 class _Found:
@@ -140,23 +208,18 @@ class _Found:
         self.errors: list[dict[str, Any]] = []
 
 
-def _media(response: Mapping[str, Any]) -> _Found:
+def _media(items: list[_Media]) -> _Found:
     """The current schema: ``response.media[]``, one entry per video variation."""
     found = _Found()
-    for index, path, item in _items(response, "media"):
-        found.urls += _url(item, "videoUrl", f"{path}.videoUrl")
-        found.thumbnails += _url(item, "thumbnailUrl", f"{path}.thumbnailUrl")
-        media_id = _opt_str(item, "mediaGenerationId", f"{path}.mediaGenerationId")
-        if media_id:
-            found.ids.append(media_id)
-        meta = get_object(item, "mediaMetadata", path=f"{path}.mediaMetadata", required=False) or {}
-        state = get_object(meta, "mediaStatus", path=f"{path}.mediaMetadata.mediaStatus", required=False) or {}
-        epath = f"{path}.mediaMetadata.mediaStatus.error"
-        error = get_object(state, "error", path=epath, required=False)
-        if error:
+    for index, item in enumerate(items):
+        found.urls += item.video_url
+        found.thumbnails += item.thumbnail_url
+        if item.media_generation_id:
+            found.ids.append(item.media_generation_id)
+        error = item.metadata.media_status.error
+        if error.raw:
             entry: dict[str, Any] = {"index": index}
-            code = _opaque_code(error, "code", f"{epath}.code")
-            text = _opt_str(error, "message", f"{epath}.message")
+            code, text = error.code, error.message
             if code:
                 entry["code"] = code
             if text:
@@ -166,48 +229,19 @@ def _media(response: Mapping[str, Any]) -> _Found:
     return found
 
 
-def _operations(response: Mapping[str, Any]) -> _Found:
+def _operations(items: list[_Operation]) -> _Found:
     """The Nov 2025 schema: ``response.operations[]``, ``video`` or ``operation.metadata.video``."""
     found = _Found()
-    for _, path, item in _items(response, "operations"):
-        video = get_object(item, "video", path=f"{path}.video", required=False) or {}
-        operation = get_object(item, "operation", path=f"{path}.operation", required=False) or {}
-        metadata = get_object(operation, "metadata", path=f"{path}.operation.metadata", required=False) or {}
-        meta_path = f"{path}.operation.metadata.video"
-        meta_video = get_object(metadata, "video", path=meta_path, required=False) or {}
-        primary = _url(video, "fifeUrl", f"{path}.video.fifeUrl")
-        secondary = _url(meta_video, "fifeUrl", f"{meta_path}.fifeUrl")
+    for item in items:
+        video, meta_video = item.video, item.operation.metadata.video
+        primary, secondary = video.fife_url, meta_video.fife_url
         found.urls += primary or secondary
-        media_id = _opt_str(video, "mediaGenerationId", f"{path}.video.mediaGenerationId")
-        meta_id = _opt_str(meta_video, "mediaGenerationId", f"{meta_path}.mediaGenerationId")
+        media_id, meta_id = video.media_generation_id, meta_video.media_generation_id
         media_id = media_id or meta_id
         if media_id:
             found.ids.append(media_id)
     found.urls = parse_url_list(found.urls, field="response.operations[].video.fifeUrl")
     return found
-
-
-def _items(parent: Mapping[str, Any], key: str) -> list[tuple[int, str, Mapping[str, Any]]]:
-    value = parent.get(key)
-    if value is None:
-        return []
-    if not isinstance(value, list):
-        raise InvalidPayload(f"response.{key}: expected a list, got {type(value).__name__}")
-    items: list[tuple[int, str, Mapping[str, Any]]] = []
-    for index, item in enumerate(value):
-        path = f"response.{key}[{index}]"
-        if not isinstance(item, dict):
-            raise InvalidPayload(f"{path}: expected an object, got {type(item).__name__}")
-        items.append((index, path, item))
-    return items
-
-
-def _url(parent: Mapping[str, Any], key: str, path: str) -> list[str]:
-    """One optional URL field as a list of zero or one URL (``""`` counts as absent)."""
-    value = parent.get(key)
-    if value is None or value == "":
-        return []
-    return parse_url_list([value], field=path)
 
 
 def reply_ref(body: Mapping[str, Any]) -> str | None:
@@ -218,58 +252,34 @@ def reply_ref(body: Mapping[str, Any]) -> str | None:
     return next((r for r in refs if isinstance(r, str) and r), None)
 
 
-def _reply_ref(body: Mapping[str, Any], request: Mapping[str, Any]) -> str | None:
+def _reply_ref(job: Job) -> str | None:
     """Our own ``replyRef``: echoed at the top level or inside the echoed ``request``; both must agree."""
-    top = _opt_str(body, "replyRef", "replyRef")
-    nested = _opt_str(request, "replyRef", "request.replyRef")
+    top, nested = job.reply_ref, job.request.reply_ref
     if top and nested and top != nested:
         raise InvalidPayload(f"replyRef fields disagree: replyRef={top!r}, request.replyRef={nested!r}")
     return top or nested or None
 
 
-def _failure(
-    body: Mapping[str, Any], response: Mapping[str, Any], media_errors: list[dict[str, Any]]
-) -> tuple[str | None, str | None]:
+def _failure(job: Job, media_errors: list[dict[str, Any]]) -> tuple[str | None, str | None]:
     """Failure code and message: ``error`` (string or object), then ``code``, then the nested errors."""
     codes: list[str | None] = []
     messages: list[str | None] = []
-    error = body.get("error")
+    error = job.error
     if isinstance(error, str):
         messages.append(error)
-    elif isinstance(error, dict):
-        codes += [_opaque_code(error, "code", "error.code"), _opt_str(error, "status", "error.status")]
-        messages.append(_opt_str(error, "message", "error.message"))
     elif error is not None:
-        raise InvalidPayload(f"error: expected a string or an object, got {type(error).__name__}")
-    codes.append(_opaque_code(body, "code", "code"))
-    nested = get_object(response, "error", path="response.error", required=False) or {}
-    codes += [
-        _opaque_code(nested, "code", "response.error.code"),
-        _opt_str(nested, "status", "response.error.status"),
-    ]
-    messages.append(_opt_str(nested, "message", "response.error.message"))
+        codes += [error.code, error.status]
+        messages.append(error.message)
+    codes.append(job.code)
+    nested = job.response.error
+    codes += [nested.code, nested.status]
+    messages.append(nested.message)
     for entry in media_errors:
         codes.append(entry.get("code"))
         messages.append(entry.get("message"))
     code = next((c for c in codes if c and c.strip()), None)
     message = next((m for m in messages if m and m.strip()), None)
     return code, message
-
-
-def _opt_str(parent: Mapping[str, Any], key: str, path: str) -> str | None:
-    value = parent.get(key)
-    if value is None or isinstance(value, str):  # what get_str answers for these, without a second call
-        return value
-    return get_str(parent, key, path=path, required=False)  # raises, naming the path
-
-
-def _opaque_code(parent: Mapping[str, Any], key: str, path: str) -> str | None:
-    value = parent.get(key)
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, str | int):
-        raise InvalidPayload(f"{path}: expected a string or an integer, got {type(value).__name__}")
-    return str(value) if str(value).strip() else None
 
 
 SPEC = ProviderSpec(

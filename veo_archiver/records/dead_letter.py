@@ -14,8 +14,8 @@ The vocabulary of :attr:`Verdict.reason`:
 - ``abandoned``: no verdict, and RQ's failure text names ``AbandonedJobError`` (the worker died mid-job and
   its heartbeat lapsed; RQ's started-registry cleanup failed it);
 - ``crashed``: no verdict, any other failure (an exception escaped the job, a timeout, a killed work horse);
-- ``missing``: the registry still lists the job but its hash expired (only the async readers see these; the
-  CLI's reader skips them).
+- ``missing``: the registry still lists the job but its hash expired (``/ops`` and ``/metrics`` show these;
+  the command line leaves them out).
 
 RQ keeps a failure's text in the job's results stream (``rq:results:<id>``, see
 :func:`veo_archiver.redis_keys.rq_results_key`): :func:`result_exc_text` decodes one entry of it for the

@@ -2,38 +2,33 @@
 and audit in ``veo:deliveries:<provider>:<digest>`` (:func:`veo_archiver.redis_keys.deliveries_key`), oldest
 first. The one reader.
 
-The writer is the intake's Lua script (:mod:`veo_archiver.intake`): one JSON object per delivery, trimmed to
-the newest ``DELIVERIES_PER_TASK`` with a TTL::
+The writer is the intake's Lua script; the format (a record JSON with its outcome beside it) is declared in
+:mod:`veo_archiver.intake_format`, and a record reads as::
 
     {"delivery_id", "event": {provider, task_id, status, verification…},
      "callback": {"received_at", "remote", "path", "headers", "body"},
-     "replayed_at"?,  "outcome": "accepted|duplicate|recorded|replayed", "job_id": str | null}
+     "replayed_at"?,  "outcome": "accepted|duplicate|conflict|recorded|replayed", "job_id": str | null}
 
-A record is the one stored copy of its raw callback: the archive job of an accepted delivery carries only its
-``delivery_id`` and reads the callback from here (:func:`find`) when it runs. When a task's list passes the cap,
-the oldest records go; one that created a job is parked under ``veo:delivery:<delivery_id>``
-(:func:`veo_archiver.redis_keys.parked_delivery_key`, same TTL) so that its job still finds it.
+The task's list keeps its newest ``DELIVERIES_PER_TASK`` records (an audit log, trimmed freely). A delivery
+that created a job also stored its record under its own key, where the job reads its raw callback
+(:func:`for_job`).
 """
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import redis
 
 from veo_archiver import redis_keys
+from veo_archiver.intake_format import ENVELOPE_VERSION, decode_entry
 
 TERMINAL = ("succeeded", "failed")
 
 
 def decode(raw: bytes | str) -> dict[str, Any] | None:
-    """One stored record; None when it is not a JSON object (never raises)."""
-    try:
-        record = json.loads(raw)
-    except (ValueError, UnicodeDecodeError):
-        return None
-    return record if isinstance(record, dict) else None
+    """One stored record; None when it is unreadable (never raises)."""
+    return decode_entry(raw)
 
 
 def stored(connection: redis.Redis, provider: str, task_id: str) -> list[dict[str, Any]]:
@@ -43,12 +38,28 @@ def stored(connection: redis.Redis, provider: str, task_id: str) -> list[dict[st
 
 
 def find(connection: redis.Redis, provider: str, task_id: str, delivery_id: str) -> dict[str, Any] | None:
-    """The record of one delivery: in the task's list, else parked (see above); None once it expired."""
+    """The record of one delivery: its own key (a delivery that created a job), else the task's list; None
+    once it expired or was trimmed."""
+    raw: Any = connection.get(redis_keys.delivery_record_key(delivery_id))
+    if raw is not None:
+        return decode(raw)
     for record in stored(connection, provider, task_id):
         if record.get("delivery_id") == delivery_id:
             return record
-    raw: Any = connection.get(redis_keys.parked_delivery_key(delivery_id))
-    return decode(raw) if raw is not None else None
+    return None
+
+
+def for_job(connection: redis.Redis, envelope: dict[str, Any]) -> dict[str, Any] | None:
+    """The delivery record an archive job reads its raw callback from (a version-1 job carries it instead).
+
+    Version 3 reads its own key only; a version-2 job, queued by the previous intake, looks there (where a
+    record was parked once its list was full) and then in the task's list."""
+    delivery_id = str(envelope["delivery_id"])
+    if envelope.get("v") == ENVELOPE_VERSION:
+        raw: Any = connection.get(redis_keys.delivery_record_key(delivery_id))
+        return decode(raw) if raw is not None else None
+    event = envelope.get("event") or {}
+    return find(connection, str(event.get("provider")), str(event.get("task_id")), delivery_id)
 
 
 def status_of(record: dict[str, Any]) -> str | None:

@@ -8,6 +8,10 @@
   manifest in storage stays the source of truth);
 - counters in the ``veo:stats`` hash: outcomes by provider and reason, bytes archived, a job-duration
   histogram and a histogram of the time left before the URL's deadline at download, for ``/metrics``.
+
+A task that reached the archive has its outcome read from its manifest by :func:`of_manifest`, the one
+mapping that the worker's publish and ``veo-archiver manifests`` (which reads storage itself) both use, so a
+consumer merging the two sources sees the same outcome, reason and ``outcome_id``.
 """
 
 from __future__ import annotations
@@ -16,7 +20,8 @@ import hashlib
 import json
 import logging
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import redis
@@ -24,7 +29,9 @@ import redis
 from veo_archiver import redis_keys
 from veo_archiver.clock import iso
 from veo_archiver.errors import TransientError
+from veo_archiver.event import TaskStatus
 from veo_archiver.records import tracked
+from veo_archiver.text import optional_text
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +78,43 @@ def bucketed(stats: Mapping[str, str], prefix: str, bounds: Iterable[float]) -> 
         out.append((repr(float(upper)), float(running)))
     out.append(("+Inf", float(running + overflow)))
     return out
+
+
+ARCHIVED = "archived"
+PROVIDER_FAILED = "provider_failed"
+DEAD_LETTER = "dead_letter"
+
+
+@dataclass(frozen=True)
+class ManifestOutcome:
+    """The end a manifest records, as ``veo:outcomes`` reports it."""
+
+    outcome: str  # ARCHIVED (the task succeeded) or PROVIDER_FAILED
+    status: str
+    reason: str  # the provider's failure code; "" when archived
+    error: str  # the provider's failure message; "" when archived
+    job_id: str | None
+    #: the manifest's files, each ``key`` made the full object key (archive prefix included)
+    files: list[dict[str, Any]]
+
+
+def of_manifest(manifest: Mapping[str, Any], *, object_key: Callable[[str], str], status: str = "") -> ManifestOutcome:
+    """The outcome a manifest records; ``status`` is used when the manifest names none."""
+    status = str(manifest.get("status") or status)
+    outcome = ARCHIVED if status == TaskStatus.SUCCEEDED.value else PROVIDER_FAILED
+    failure = manifest.get("failure")
+    failure = failure if isinstance(failure, dict) and outcome == PROVIDER_FAILED else {}
+    files = [
+        {**f, "key": object_key(f["key"])} for f in manifest.get("files") or [] if isinstance(f, dict) and f.get("key")
+    ]
+    return ManifestOutcome(
+        outcome=outcome,
+        status=status,
+        reason=optional_text(failure.get("code")) or "",
+        error=optional_text(failure.get("message")) or "",
+        job_id=optional_text(manifest.get("job_id") or None),
+        files=files,
+    )
 
 
 #: how long the "published" marker of an outcome id is kept: longer than any job's retries

@@ -20,6 +20,7 @@ from typing import Any
 import redis
 
 from veo_archiver import redis_keys
+from veo_archiver.text import text
 
 #: at most one write per running download this often
 INTERVAL_S = 2.0
@@ -64,7 +65,7 @@ class Progress:
         """The entry of one job from its hash (bytes or str keys); None for an empty (expired) hash."""
         if not raw:
             return None
-        row = {_text(k): _text(v) for k, v in raw.items()}
+        row = {text(k): text(v) for k, v in raw.items()}
         return cls(
             job_id=job_id,
             provider=row.get("provider") or "?",
@@ -143,10 +144,6 @@ def eta_text(seconds: float | None) -> str:
     if s < 7200:
         return f"{s // 60} min {s % 60:02d} s"
     return f"{s / 3600:.1f} h"
-
-
-def _text(value: Any) -> str:
-    return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
 
 
 def _int(value: str | None) -> int | None:

@@ -22,6 +22,7 @@ from veo_archiver.errors import InvalidPayload
 from veo_archiver.providers import NAMES as PROVIDERS
 from veo_archiver.providers import REGISTRY
 from veo_archiver.settings import Settings
+from veo_archiver.text import text
 
 MAX_TASK_ID_CHARS = 512
 
@@ -116,10 +117,6 @@ def remove(connection: redis.Redis, *members: str) -> None:
 # --------------------------------------------------------------------------------------------- read
 
 
-def _text(value: bytes | str) -> str:
-    return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
-
-
 def ref(member: bytes | str) -> TaskRef | None:
     """The task of a member; None for one this version did not write (or an empty provider/task id)."""
     decoded = redis_keys.tracked_task(member)
@@ -132,7 +129,7 @@ def decode(member: bytes | str, score: float) -> Tracked | None:
     task = ref(member)
     if task is None:
         return None
-    return Tracked(provider=task.provider, task_id=task.task_id, registered_at=float(score), member=_text(member))
+    return Tracked(provider=task.provider, task_id=task.task_id, registered_at=float(score), member=text(member))
 
 
 def decode_all(entries: Iterable[tuple[Any, Any]]) -> list[Tracked]:
@@ -155,7 +152,7 @@ def registered_before(connection: redis.Redis, before: float) -> list[tuple[str,
     """Raw ``(member, registered_at)`` of every task registered at or before ``before`` (the sweep decodes
     them itself: it drops undecodable members instead of skipping them)."""
     entries: Any = connection.zrangebyscore(redis_keys.tracked_zset(), "-inf", before, withscores=True)
-    return [(_text(member), float(score)) for member, score in entries or []]
+    return [(text(member), float(score)) for member, score in entries or []]
 
 
 def oldest(connection: redis.Redis) -> Tracked | None:

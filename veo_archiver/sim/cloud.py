@@ -22,63 +22,26 @@ import secrets
 import time
 from collections import Counter
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import httpx
 
-from veo_archiver.providers import NAMES
-from veo_archiver.sim import apixo, evolink, kie, useapi
+from veo_archiver.sim import apixo, evolink, kie, task_bodies, useapi
 from veo_archiver.sim.files import FileHost, HostedFile
+from veo_archiver.sim.task_bodies import EXTRAS, NATIVE, PROVIDERS, STATUSES, CloudTask
 
-PROVIDERS = NAMES
-STATUSES = ("succeeded", "failed", "in_progress")
 DEFAULT_API_KEYS = {p: f"sim-{p}-key" for p in PROVIDERS}
 
-#: each provider's own status values for the normalized ones; the first is the default
-NATIVE: dict[str, dict[str, tuple[Any, ...]]] = {
-    "kie": {"succeeded": (1,), "failed": (2, 3), "in_progress": (0,)},
-    "apixo": {"succeeded": ("success",), "failed": ("failed",), "in_progress": ("processing", "pending")},
-    "useapi": {"succeeded": ("completed",), "failed": ("failed",), "in_progress": ("started", "created")},
-    "evolink": {"succeeded": ("completed",), "failed": ("failed", "cancelled"),
-                "in_progress": ("processing", "pending")},
-}  # fmt: skip
-#: extra keyword arguments ``set_task`` accepts per provider (forwarded to the body builders)
-EXTRAS: dict[str, frozenset[str]] = {
-    "kie": frozenset({"resolution", "fallback_flag", "prompt"}),
-    "apixo": frozenset({"model"}),  # "veo-3-1" (default) or "veo-3-1-extend": which statusTask endpoint knows it
-    "useapi": frozenset("schema count prompt model seed reply_url reply_ref reply_ref_at".split()),
-    "evolink": frozenset({"shape", "model", "progress"}),
-}
 EXPIRED_XML = (
     b'<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>ExpiredToken</Code>'
     b"<Message>The provided token has expired. Request signature expired.</Message></Error>"
 )
 
 
-@dataclass
-class CloudTask:
-    provider: str
-    task_id: str
-    status: str
-    native_status: Any
-    urls: list[str]
-    failure_code: str | None = None
-    failure_message: str | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
-    created_ms: int = 0
-    updated_ms: int = 0
-
-
-def _kie_time(ms: int) -> str:
-    return time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(ms / 1000))
-
-
 class ProviderCloud(FileHost):
-    def __init__(self, api_keys: Mapping[str, str] | None = None, host: str = "127.0.0.1",
-                 port: int = 0) -> None:  # fmt: skip
+    def __init__(self, api_keys: Mapping[str, str] | None = None, host: str = "127.0.0.1", port: int = 0) -> None:
         super().__init__(host, port)
         self.api_keys: dict[str, str] = dict(DEFAULT_API_KEYS if api_keys is None else api_keys)
         self.tasks: dict[tuple[str, str], CloudTask] = {}
@@ -100,9 +63,18 @@ class ProviderCloud(FileHost):
             return evolink.make_task_id()
         return {"kie": "veo_task_", "apixo": "task_"}[provider] + secrets.token_hex(6)
 
-    def set_task(self, provider: str, task_id: str, status: str, urls: list[str] | None = None,
-                 failure_code: str | None = None, failure_message: str | None = None, *,
-                 native_status: Any = None, **extra: Any) -> CloudTask:  # fmt: skip
+    def set_task(
+        self,
+        provider: str,
+        task_id: str,
+        status: str,
+        urls: list[str] | None = None,
+        failure_code: str | None = None,
+        failure_message: str | None = None,
+        *,
+        native_status: Any = None,
+        **extra: Any,
+    ) -> CloudTask:
         """Register or update a task. ``native_status`` picks among the provider's own values for ``status``
         (kie successFlag 2|3, APIXO pending|processing, useapi created|started, EvoLink cancelled...)."""
         if provider not in PROVIDERS or status not in STATUSES:
@@ -119,9 +91,20 @@ class ProviderCloud(FileHost):
         now = apixo.now_ms()
         with self._lock:
             old = self.tasks.get((provider, task_id))
-        task = CloudTask(provider, task_id, status, native, list(urls or []), failure_code, failure_message,
-                         dict(extra), old.created_ms if old else now - 60_000, now)  # fmt: skip
-        self._status_of(task)  # raises on bad combinations (e.g. 5 useapi URLs) before anything is stored
+        created = old.created_ms if old else now - 60_000
+        task = CloudTask(
+            provider,
+            task_id,
+            status,
+            native,
+            list(urls or []),
+            failure_code,
+            failure_message,
+            dict(extra),
+            created,
+            now,
+        )
+        task_bodies.status_body(task)  # raises on bad combinations (e.g. 5 useapi URLs) before anything is stored
         with self._lock:
             self.tasks[(provider, task_id)] = task
         return task
@@ -159,37 +142,16 @@ class ProviderCloud(FileHost):
 
     def status_body(self, provider: str, task_id: str) -> dict[str, Any]:
         """What the provider's status API returns for a known task (HTTP 200)."""
-        return self._status_of(self.task(provider, task_id))
-
-    def _status_of(self, t: CloudTask) -> dict[str, Any]:
-        provider = t.provider
-        if provider == "kie":
-            return {"code": 200, "msg": "success", "data": self._kie_record(t)}
-        if provider == "apixo":
-            return apixo.envelope(self._apixo_record(t))
-        return self._useapi(t, None) if provider == "useapi" else self._evolink(t, None)
+        return task_bodies.status_body(self.task(provider, task_id))
 
     def callback_body(self, provider: str, task_id: str, *, variant: str | None = None) -> dict[str, Any]:
-        """The callback the provider would send for the task's current state. ``variant``: kie URL form
-        (list|json|bracket|bare), useapi schema (media|operations|operations_metadata), EvoLink result shape
-        (results|output). APIXO and EvoLink records for tasks in progress are produced although those
-        providers only call back on completion."""
-        t = self.task(provider, task_id)
-        if provider == "kie":
-            if t.status == "in_progress":
-                raise ValueError("kie.ai sends no callback for a task in progress")
-            if t.status == "failed":
-                return kie.failure_body(task_id, int(t.failure_code or 400), t.failure_message)
-            body = kie.success_body(task_id, t.urls, form=variant or "list")
-            body["data"]["info"]["resolution"] = t.extra.get("resolution", "1080p")
-            body["data"]["fallbackFlag"] = bool(t.extra.get("fallback_flag", False))
-            return body
-        if provider == "apixo":
-            return apixo.envelope(self._apixo_record(t))
-        return self._useapi(t, variant) if provider == "useapi" else self._evolink(t, variant)
+        """The callback the provider would send for the task's current state (``variant``: see
+        :func:`veo_archiver.sim.task_bodies.callback_body`)."""
+        return task_bodies.callback_body(self.task(provider, task_id), variant)
 
-    def send_callback(self, provider: str, task_id: str, url: str, *, variant: str | None = None,
-                      hmac_key: str | None = None) -> httpx.Response:  # fmt: skip
+    def send_callback(
+        self, provider: str, task_id: str, url: str, *, variant: str | None = None, hmac_key: str | None = None
+    ) -> httpx.Response:
         """POST ``callback_body`` to ``url`` the way the provider does (kie: signed when ``hmac_key``)."""
         body = self.callback_body(provider, task_id, variant=variant)
         if provider == "kie":
@@ -200,41 +162,6 @@ class ProviderCloud(FileHost):
             body["request"].setdefault("replyUrl", url)
         sender = {"apixo": apixo.send, "useapi": useapi.send, "evolink": evolink.send}[provider]
         return sender(url, body)
-
-    def _kie_record(self, t: CloudTask) -> dict[str, Any]:
-        failed, code = t.status == "failed", int(t.failure_code or 400)
-        response = {"taskId": t.task_id, "resultUrls": list(t.urls), "fullResultUrls": list(t.urls),
-                    "resolution": t.extra.get("resolution", "1080p")}  # fmt: skip
-        return {
-            "taskId": t.task_id,
-            "paramJson": json.dumps({"prompt": t.extra.get("prompt", "a cat"), "model": "veo3_fast",
-                                     "aspectRatio": "16:9"}),
-            "completeTime": _kie_time(t.updated_ms) if t.status != "in_progress" else None,
-            "createTime": _kie_time(t.created_ms),
-            "response": response if t.status == "succeeded" else None,
-            "successFlag": t.native_status,
-            "errorCode": code if failed else None,
-            "errorMessage": (t.failure_message or kie.failure_body(t.task_id, code)["msg"]) if failed else "",
-            "fallbackFlag": bool(t.extra.get("fallback_flag", False)),
-        }  # fmt: skip
-
-    def _apixo_record(self, t: CloudTask) -> dict[str, Any]:
-        done = t.updated_ms if t.status != "in_progress" else None
-        return apixo.task_record(t.task_id, t.native_status, urls=t.urls, fail_code=t.failure_code,
-                                 fail_msg=t.failure_message, create_time_ms=t.created_ms,
-                                 complete_time_ms=done)  # fmt: skip
-
-    def _useapi(self, t: CloudTask, variant: str | None) -> dict[str, Any]:
-        extra = {**t.extra, **({"schema": variant} if variant else {})}
-        code = int(t.failure_code) if t.failure_code else None
-        return useapi.job_record(t.task_id, t.native_status, urls=t.urls, error=t.failure_message, code=code,
-                                 created_ms=t.created_ms, updated_ms=t.updated_ms, **extra)  # fmt: skip
-
-    def _evolink(self, t: CloudTask, variant: str | None) -> dict[str, Any]:
-        extra = {**t.extra, **({"shape": variant} if variant else {})}
-        created = evolink.created_of(t.task_id) or t.created_ms // 1000
-        return evolink.task_object(t.task_id, t.native_status, urls=t.urls, error_code=t.failure_code,
-                                   error_message=t.failure_message, created=created, **extra)  # fmt: skip
 
     # -- HTTP -----------------------------------------------------------------------------------------
 
