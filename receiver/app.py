@@ -26,13 +26,14 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp
 
-from receiver import metrics, ops_page
+from receiver import metrics, ops_page, redis_wait
 from receiver.callbacks import CallbackEndpoint, CallbackRoutes
 from receiver.limits import ConcurrencyLimit
 from receiver.proxy import ProxyHeaders
 from receiver.responses import EXCEPTION_HANDLERS
 from receiver.spool import Spool
 from receiver.spool_drain import SpoolDrainer
+from receiver.submission import submit_route
 from receiver.tracking import tasks_route
 from receiver.verify import standard_keyrings
 from veo_archiver.errors import ConfigError
@@ -114,6 +115,10 @@ def create_app(
         )
         intake = Intake(settings, client)
         await intake.start()
+        # Redis down at start: the receiver serves (spooling) and says where it waits, never blocks here
+        watching = asyncio.create_task(
+            redis_wait.watch(intake, settings.redis_url, spooling=spool is not None), name="veo-archiver-redis-wait"
+        )
         for warning in startup_warnings(settings):
             log.warning(warning)
         drainer = SpoolDrainer(spool) if spool else None
@@ -131,10 +136,14 @@ def create_app(
         try:
             yield {"intake": intake, "redis": client, "spool": spool, "spool_drainer": drainer}
         finally:
+            watching.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await watching
             if draining is not None:
                 draining.cancel()  # an entry whose submit was cut short stays; its replay is deduplicated
                 with contextlib.suppress(asyncio.CancelledError):
                     await draining
+            await endpoint.refusal_log.drain()
             if redis_client is None:
                 await client.aclose()
 
@@ -170,8 +179,9 @@ def create_app(
             Route("/healthz", healthz, methods=["GET"]),
             Route("/readyz", readyz, methods=["GET"]),
             metrics.route(settings, counters),
-            ops_page.route(settings),
-            tasks_route(settings),
+            *ops_page.routes(settings),
+            tasks_route(settings, clock=clock),
+            submit_route(settings),
         ],
         lifespan=lifespan,
         exception_handlers=EXCEPTION_HANDLERS,

@@ -30,7 +30,8 @@ from receiver import metrics
 from receiver.body import read_body
 from receiver.headers import RequestHeaders
 from receiver.limits import BodyBudget
-from receiver.responses import ack_message, error_response
+from receiver.refusal_log import RefusalLog
+from receiver.responses import ack_message, error_response, error_status
 from receiver.spool import Spool, encode_entry
 from receiver.verify import verify_provider, verify_standard
 from veo_archiver import standard_webhooks
@@ -47,6 +48,7 @@ from veo_archiver.event import TaskEvent
 from veo_archiver.intake import Delivery, Intake
 from veo_archiver.logs import log_context
 from veo_archiver.providers import REGISTRY
+from veo_archiver.records.refusals import UNKNOWN, Refusal
 from veo_archiver.redact import redact_bytes, redact_event, redact_tokens
 from veo_archiver.settings import Settings
 
@@ -69,9 +71,11 @@ class CallbackEndpoint:
         *,
         keyrings: Mapping[str, standard_webhooks.Keyring],
         clock: Clock = time.time,
+        refusal_log: RefusalLog | None = None,
     ) -> None:
         self._settings = settings
         self._counters = counters
+        self.refusal_log = refusal_log or RefusalLog()
         self._keyrings = keyrings
         self._clock = clock
         self._budget = BodyBudget(settings.max_body_bytes_in_flight)
@@ -85,9 +89,9 @@ class CallbackEndpoint:
 
     async def provider(self, scope: Scope, receive: Receive, send: Send, provider: str) -> None:
         if provider not in REGISTRY:
-            await error_response(NotFound(f"unknown provider {provider!r}", reason="unknown_provider"))(
-                scope, receive, send
-            )
+            unknown = NotFound(f"unknown provider {provider!r}", reason="unknown_provider")
+            self._record_refusal(scope, unknown, UNKNOWN, None)
+            await error_response(unknown)(scope, receive, send)
             return
         settings = self._settings
         raw_query = scope.get("query_string") or b""
@@ -101,9 +105,9 @@ class CallbackEndpoint:
     async def standard(self, scope: Scope, receive: Receive, send: Send, source: str) -> None:
         source = source.lower()
         if source not in self._keyrings:
-            await error_response(NotFound(f"unknown Standard Webhooks source {source!r}", reason="unknown_source"))(
-                scope, receive, send
-            )
+            unknown = NotFound(f"unknown Standard Webhooks source {source!r}", reason="unknown_source")
+            self._record_refusal(scope, unknown, UNKNOWN, None)
+            await error_response(unknown)(scope, receive, send)
             return
         settings, keyrings = self._settings, self._keyrings
 
@@ -131,6 +135,8 @@ class CallbackEndpoint:
                 outcome = await self._accept(scope, event, headers, body, received_at, provider)
         except ArchiverError as exc:
             self._count_refusal(exc, provider, event)
+            if isinstance(exc, RequestError):
+                self._record_refusal(scope, exc, provider, event)
             await error_response(exc)(scope, receive, send)
             return
         except Exception as exc:  # a bug of ours: answered 500 in the one JSON shape, logged with its traceback
@@ -177,6 +183,22 @@ class CallbackEndpoint:
                 extra={"provider": provider, "task_id": event.task_id, "verification": event.verification.value},
             )
         return result.outcome
+
+    def _record_refusal(self, scope: Scope, exc: ArchiverError, provider: str, event: TaskEvent | None) -> None:
+        """For operators (``status``, ``/ops``): who was refused, why, from where; best effort, never waited on
+        (:mod:`receiver.refusal_log`). The path carries no secret (tokens are in the query string)."""
+        client = scope.get("client")
+        refusal = Refusal(
+            at=self._clock(),
+            provider=provider,
+            reason=exc.reason,
+            status=error_status(exc),
+            remote=client[0] if client else None,
+            path=scope.get("path"),
+            task_id=event.task_id if event is not None else None,
+        )
+        state = scope.get("state") or {}
+        self.refusal_log.record(state.get("redis"), refusal)
 
     def _count_refusal(self, exc: ArchiverError, provider: str, event: TaskEvent | None) -> None:
         counters = self._counters

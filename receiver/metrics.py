@@ -6,8 +6,9 @@ Two sources, one exposition:
   owns (never prometheus_client's global one, so two apps in one process never share counts);
 - :class:`~veo_archiver.queue_view.Snapshot`: what every worker on every machine wrote to Redis (RQ's
   queue, registries and worker hashes; our ``veo:stats`` counters from :mod:`veo_archiver.records.outcome`;
-  the tracked-task set), read by the core's :func:`~veo_archiver.queue_view.read_snapshot` (the one read
-  model of ``status`` and ``/ops`` too; dead letters classified as the CLI does) with bounded work. The
+  the tracked-task set; the callbacks every receiver refused over the last hour), read by the core's
+  :func:`~veo_archiver.queue_view.read_snapshot` (the one read model of ``status`` and ``/ops`` too; dead
+  letters classified as the CLI does) with bounded work. The
   Redis client is async and prometheus_client collectors are synchronous, so a scrape awaits the snapshot
   first and then renders it through :class:`SnapshotCollector`. When Redis does not answer, the snapshot is
   empty and ``veo_archiver_redis_up`` is 0: a scrape never fails because Redis is down.
@@ -198,6 +199,16 @@ class SnapshotCollector:
         tracked = GaugeMetricFamily(f"{NS}_tracked_tasks_pending", "Registered tasks not archived yet")
         tracked.add_metric([], snap.tracked_pending)
         yield tracked
+        refused = GaugeMetricFamily(
+            f"{NS}_callbacks_refused_last_hour",
+            "Callbacks refused (4xx) by every receiver over the last hour, by provider and reason, from Redis "
+            f"(this process's own count since it started: {NS}_callbacks_rejected_total)",
+            labels=["provider", "reason"],
+        )
+        for provider, by_reason in sorted(snap.refusals.last_hour.items()):
+            for reason, count in sorted(by_reason.items()):
+                refused.add_metric([provider[:MAX_LABEL], reason[:MAX_LABEL]], count)
+        yield refused
         running = GaugeMetricFamily(f"{NS}_downloads_running", "Downloads under way (running jobs)", labels=["queue"])
         running.add_metric([q], len(snap.downloads))
         yield running

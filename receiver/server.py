@@ -41,7 +41,7 @@ def config(
     max_header_bytes: int = DEFAULT_MAX_HEADER_BYTES,
     on_refused: Callable[[str], None] | None = None,
 ) -> uvicorn.Config:
-    """uvicorn as ``veo-archiver serve`` runs it (and bench/ack_apps.py, to compare on the same stack).
+    """uvicorn as ``veo-archiver serve`` runs it (and bench/ack_servers.py, to compare on the same stack).
     ``on_refused(reason)`` is called for each request the guard refuses (to count it)."""
     return uvicorn.Config(
         app,

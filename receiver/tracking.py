@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from typing import Any
 
 import redis
@@ -68,11 +69,15 @@ def parse_tasks(settings: Settings, body: bytes) -> list[TaskRef]:
 
 
 class TasksEndpoint:
-    """``POST /tasks``; ``connection`` is injectable for tests, else built on first use from REDIS_URL."""
+    """``POST /tasks``; ``connection`` and ``clock`` (the registration time) are injectable for tests; the
+    connection is otherwise built on first use from REDIS_URL."""
 
-    def __init__(self, settings: Settings, connection: redis.Redis | None = None) -> None:
+    def __init__(
+        self, settings: Settings, connection: redis.Redis | None = None, *, clock: Callable[[], float] = time.time
+    ) -> None:
         self._settings = settings
         self._connection = connection
+        self._clock = clock
 
     def _redis(self) -> redis.Redis:
         if self._connection is None:
@@ -95,9 +100,11 @@ class TasksEndpoint:
         return JSONResponse({"tracked": [r.to_json() for r in registrations]})
 
     def _register(self, tasks: list[TaskRef]) -> list[Registration]:
-        return register(self._redis(), tasks, now=time.time())
+        return register(self._redis(), tasks, now=self._clock())
 
 
-def tasks_route(settings: Settings, connection: redis.Redis | None = None) -> Route:
+def tasks_route(
+    settings: Settings, connection: redis.Redis | None = None, *, clock: Callable[[], float] = time.time
+) -> Route:
     # a bound method: Starlette would take a callable instance for a raw ASGI app
-    return Route("/tasks", TasksEndpoint(settings, connection).post, methods=["POST"])
+    return Route("/tasks", TasksEndpoint(settings, connection, clock=clock).post, methods=["POST"])

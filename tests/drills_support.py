@@ -1,26 +1,26 @@
 """Helpers for the fault drills (tests/test_drills.py): a full stack of real processes and the checks that
 say "every acknowledged callback was archived exactly once".
 
-Everything is on loopback; every wait is bounded; :meth:`DrillStack.close` stops (and, if need be, kills)
-every process it started, so a failing drill leaves nothing running.
+Everything is on loopback; every wait is bounded; :meth:`DrillStack.close` (the shared Stack's) stops (and,
+if need be, kills) every process it started, so a failing drill leaves nothing running.
 """
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import time
 from collections import Counter
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import httpx
-import redis
 
-from tests.procs import Service, start_receiver, start_worker, wait_for
+from tests.procs import wait_for
+from tests.servers import SeaweedS3
+from tests.stacks import S3Archive, Stack
 from veo_archiver import archive_keys, redis_keys
 from veo_archiver.sim import kie as kie_sim
 from veo_archiver.sim.files import FileHost
@@ -83,86 +83,36 @@ def post(client: httpx.Client, base: str, video: Video) -> Answer:
     )
 
 
-@dataclass
-class DrillStack:
-    """Receiver (uvicorn) + RQ worker processes + the test's own Redis/S3 clients."""
+class DrillStack(Stack):
+    """The shared :class:`~tests.stacks.Stack` (receiver, RQ worker processes, the test's Redis and S3 clients)
+    configured for the drills, with the checks that say "every acknowledged callback was archived exactly once"."""
 
-    tmp: Path
-    redis_url: str
-    seaweed: Any
-    bucket: str
-    files: FileHost
-    extra_env: dict[str, str] = field(default_factory=dict)
-    workers: list[Service] = field(default_factory=list)
-
-    def __post_init__(self) -> None:
-        self.env = {
-            "REDIS_URL": self.redis_url,
-            **self.seaweed.env(self.bucket, PREFIX),
-            "KIE_WEBHOOK_HMAC_KEYS": KIE_KEY,
-            "DOWNLOAD_ALLOW_HOSTS": f"127.0.0.1:{self.files.port}",
-            "LOG_FORMAT": "json",
-            "WORKER_MAINTENANCE_INTERVAL": "5",
-            **self.extra_env,
-        }
-        self.rds = redis.Redis.from_url(self.redis_url, socket_timeout=10)
-        self.s3 = self.seaweed.boto3_client()
-        self.receiver: Service | None = None
-        self.base = ""
-
-    def start_receiver(self) -> None:
-        self.receiver, self.base = start_receiver(self.env, self.tmp)
-
-    def start_worker(self, count: int = 1, **env: str) -> Service:
-        service = start_worker({**self.env, **env}, self.tmp, count=count)
-        self.workers.append(service)
-        return service
-
-    def logs(self, chars: int = 3000) -> str:
-        parts = [f"--- receiver\n{self.receiver.log()[-chars:]}"] if self.receiver else []
-        parts += [f"--- worker {w.pid}\n{w.log()[-chars:]}" for w in self.workers]
-        return "\n".join(parts)
-
-    def close(self) -> None:
-        """Warm-stop every process; kill the whole process group of anything that lingers."""
-        for service in [*self.workers, *([self.receiver] if self.receiver else [])]:
-            try:
-                service.stop(timeout=30)
-            except Exception:
-                with contextlib.suppress(Exception):
-                    service.kill_group()
-        with contextlib.suppress(Exception):
-            self.rds.close()
-
-    # ----------------------------------------------------------------------------------------- Redis side
+    def __init__(
+        self,
+        tmp: Path,
+        redis_url: str,
+        seaweed: SeaweedS3,
+        bucket: str,
+        files: FileHost,
+        extra_env: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(
+            tmp,
+            redis_url,
+            S3Archive(seaweed, bucket, PREFIX),
+            KIE_WEBHOOK_HMAC_KEYS=KIE_KEY,
+            DOWNLOAD_ALLOW_HOSTS=f"127.0.0.1:{files.port}",
+            LOG_FORMAT="json",
+            WORKER_MAINTENANCE_INTERVAL="5",
+            **(extra_env or {}),
+        )
+        self.files = files
 
     def job_keys(self) -> set[str]:
         return {k.decode() for k in self.rds.keys("rq:job:*")}
 
     def queued_ids(self) -> list[str]:
         return [v.decode() for v in self.rds.lrange(redis_keys.rq_queue_key(QUEUE), 0, -1)]
-
-    def outcomes(self) -> list[dict[str, str]]:
-        return [
-            {k.decode(): v.decode() for k, v in e.items()} for _, e in self.rds.xrange(redis_keys.outcomes_stream())
-        ]
-
-    def events(self) -> list[dict[str, str]]:
-        return [{k.decode(): v.decode() for k, v in e.items()} for _, e in self.rds.xrange(redis_keys.events_stream())]
-
-    # ----------------------------------------------------------------------------------------- S3 side
-
-    def read(self, key: str) -> bytes | None:
-        try:
-            return self.s3.get_object(Bucket=self.bucket, Key=f"{PREFIX}/{key}")["Body"].read()  # type: ignore[no-any-return]
-        except self.s3.exceptions.NoSuchKey:
-            return None
-
-    def object_keys(self) -> list[str]:
-        out: list[str] = []
-        for page in self.s3.get_paginator("list_objects_v2").paginate(Bucket=self.bucket):
-            out += [o["Key"].removeprefix(PREFIX + "/") for o in page.get("Contents", [])]
-        return out
 
     def wait_archived(self, videos: Iterable[Video], timeout: float) -> float:
         """Wait until every video's task has its "archived" outcome; the seconds it took."""

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -13,13 +12,9 @@ from pathlib import Path
 
 import httpx
 
+from tests.servers import free_port
+
 REPO = Path(__file__).resolve().parent.parent
-
-
-def free_tcp_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 class Service:
@@ -73,7 +68,7 @@ class Service:
 
 
 def start_receiver(env: Mapping[str, str], log_dir: Path, *, port: int | None = None) -> tuple[Service, str]:
-    port = port or free_tcp_port()
+    port = port or free_port()
     env = {"SPOOL_DIR": str(log_dir / f"spool-{port}"), **env}  # never the repository's own .veo-archiver/
     service = Service(["serve", "--host", "127.0.0.1", "--port", str(port)], env, log_dir / f"receiver-{port}.log")
     service.start()

@@ -34,6 +34,7 @@ import sysconfig
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 from types import TracebackType
 from typing import IO, Any, Self
@@ -79,6 +80,14 @@ def free_port(*, below: int = 55000, also_free_offset: int | None = None) -> int
             _handed_out.update(wanted)
             return port
     raise RuntimeError(f"no free loopback port found in 20000..{high} (offset {also_free_offset})")
+
+
+@contextlib.contextmanager
+def refused_port() -> Iterator[int]:
+    """A loopback port that is bound but never listens while the block runs: every connection is refused."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((LOOPBACK, 0))
+        yield int(sock.getsockname()[1])
 
 
 def redis_server_binary() -> str:

@@ -9,7 +9,12 @@ handled (including RQ's, httpx's and uvicorn's own lines), from :func:`log_conte
 Secrets never reach a log line: headers are not logged, and as a last line of defence the formatter
 masks values of secret-looking field names and scrubs messages, field values and tracebacks of bearer
 tokens, callback-URL tokens, Standard Webhooks secrets and secret-looking query parameters (signed CDN
-URLs: ``X-Amz-Signature``, ``token``, ``sig``…). uvicorn's ``color_message`` duplicate is dropped.
+URLs: ``X-Amz-Signature``, ``token``, ``sig``…). A field is masked by its name, a message by its content: an
+archive key (``key=kie/<task>/0.mp4``) is a path, not a secret, and is shown.
+
+Terminal colour is presentation, not content: the ANSI sequences RQ puts into its messages when stdout is a
+terminal are removed (uvicorn's ``color_message`` duplicate is dropped). Routine RQ maintenance lines are
+logged at DEBUG (:data:`ROUTINE_RQ`).
 """
 
 from __future__ import annotations
@@ -70,6 +75,19 @@ _SCRUBBERS = (
     (re.compile(r"\b(whsec|whpk|whsk)_[A-Za-z0-9+/=_-]+"), r"\1_***"),
 )
 
+#: an ANSI escape sequence (CSI ``ESC [ … letter``, e.g. RQ's ``\x1b[32m``): colour, never content
+_ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
+
+#: RQ's messages (their format string) that say routine maintenance or a normal stop: DEBUG, not INFO or WARNING.
+#: Every 20 s an idle worker cleans registries; a worker stopped between jobs (Ctrl-C, SIGTERM from `up`) finds
+#: no work horse, which is the normal case, not a warning.
+ROUTINE_RQ = frozenset(
+    {
+        "Worker %s: cleaning registries for queue: %s",
+        "Warm shut down requested, no horse found",
+    }
+)
+
 _context: contextvars.ContextVar[dict[str, Any] | None] = contextvars.ContextVar("veo_log", default=None)
 
 
@@ -123,6 +141,21 @@ def _maybe_secret(text: str) -> bool:
     return "v1." in low or "whs" in low or "whp" in low or "bearer" in low or "basic" in low
 
 
+def strip_ansi(text: str) -> str:
+    """``text`` without terminal colour sequences."""
+    return _ANSI.sub("", text) if "\x1b" in text else text
+
+
+class RoutineRQ(logging.Filter):
+    """Demote :data:`ROUTINE_RQ` records to DEBUG, and drop them unless the root logger lets DEBUG through."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not record.name.startswith("rq.") or record.msg not in ROUTINE_RQ:
+            return True
+        record.levelno, record.levelname = logging.DEBUG, "DEBUG"
+        return logging.getLogger().isEnabledFor(logging.DEBUG)
+
+
 def scrub(text: str) -> str:
     if not _maybe_secret(text):
         return text
@@ -163,7 +196,7 @@ class JsonFormatter(logging.Formatter):
             "ts": iso(record.created),
             "level": record.levelname.lower(),
             "logger": record.name,
-            "msg": scrub(record.getMessage()),
+            "msg": scrub(strip_ansi(record.getMessage())),
         }
         for name, value in (_context.get() or {}).items():
             out[name] = _clean(name, value)
@@ -191,19 +224,20 @@ class ScrubbingFormatter(logging.Formatter):
     the only thing printed below it)."""
 
     def formatMessage(self, record: logging.LogRecord) -> str:
-        return escape_controls(super().formatMessage(record))
+        return escape_controls(strip_ansi(super().formatMessage(record)))
 
     def format(self, record: logging.LogRecord) -> str:
-        text = super().format(record)
+        head, newline, rest = super().format(record).partition("\n")  # a traceback stays below the fields
         fields = {**(_context.get() or {})}
         for name, value in record.__dict__.items():
             if name not in _STANDARD and name not in _DROPPED and not name.startswith("_"):
                 fields[name] = value
+        # the message and the traceback are scrubbed by content; each field by its name (in _clean), so that
+        # ``key=kie/t1/0.mp4`` (an archive key) is not masked as if it were a secret ``key=...`` pair
+        line = scrub(head)
         if fields:
-            extra = " ".join(f"{name}={escape_controls(str(_clean(name, value)))}" for name, value in fields.items())
-            head, newline, rest = text.partition("\n")  # a traceback stays below the fields
-            text = f"{head} {extra}{newline}{rest}"
-        return scrub(text)
+            line += "".join(f" {name}={escape_controls(str(_clean(name, value)))}" for name, value in fields.items())
+        return f"{line}{newline}{scrub(rest)}"
 
 
 def wants_json(log_format: str | None, stream: TextIO | None = None) -> bool:
@@ -223,6 +257,7 @@ def wants_json(log_format: str | None, stream: TextIO | None = None) -> bool:
 def configure(level: str = "INFO", *, json_lines: bool | None = None) -> None:
     """Log to stderr; ``json_lines=None`` picks by :func:`wants_json` (``LOG_FORMAT`` is the caller's to pass)."""
     handler = logging.StreamHandler(sys.stderr)
+    handler.addFilter(RoutineRQ())
     if wants_json(None) if json_lines is None else json_lines:
         handler.setFormatter(JsonFormatter())
     else:

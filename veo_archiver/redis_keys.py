@@ -10,8 +10,10 @@ from __future__ import annotations
 import hashlib
 import json
 
-#: the dotted path of the job function: the only code-level contract between receiver and workers
+#: the dotted paths of the job functions: the only code-level contract between receiver and workers
 ARCHIVE_JOB = "workers.jobs.archive_task"
+#: one tracked task polled now (the ops page's "sweep now"): :func:`workers.reconcile.sweep_task`
+SWEEP_TASK_JOB = "workers.reconcile.sweep_task"
 
 RQ_QUEUES_SET = "rq:queues"
 _PREFIX = "veo:"
@@ -174,6 +176,17 @@ def tracked_task(member: bytes | str) -> tuple[str, str] | None:
     return None
 
 
+def submission_key(provider: str, task_id: str) -> str:
+    """JSON of a task submitted through the archiver (``/submit``, ``veo-archiver submit``): its operation,
+    when, and the task it extends: :mod:`veo_archiver.records.submission`; TTL ``SUBMISSION_TTL_S``."""
+    return f"{_PREFIX}submission:{provider}:{_task(provider, task_id)}"
+
+
+def submit_idempotency_key(provider: str, operation: str, key: str) -> str:
+    """The first answer to a submission made with an ``Idempotency-Key`` (a day): :mod:`veo_archiver.submit`."""
+    return f"{_PREFIX}submit-idem:{_digest(provider, operation, key)[:40]}"
+
+
 #: the reconciliation sweep: its lock (one sweeper per interval across machines), its last report, when each
 #: tracked task was last polled, and the tasks the provider did not know (dropped from the tracked set)
 RECONCILE_LOCK = f"{_PREFIX}reconcile:lock"
@@ -193,3 +206,22 @@ SPOOL_WRITE_PROBE = f"{_PREFIX}spool:write-probe"
 
 def notify_entry_key(entry_id: str) -> str:
     return f"{_PREFIX}notify:entry:{entry_id}"
+
+
+#: refused callbacks (:mod:`veo_archiver.records.refusals`): counters by ``provider|reason`` per minute and per
+#: hour (hashes with a TTL), and the latest refusals (a capped list, newest first)
+REFUSALS_RECENT_LIST = f"{_PREFIX}refusals:recent"
+
+
+def refusals_minute_key(minute: int) -> str:
+    """Hash ``provider|reason`` -> refusals in one minute (``minute`` = epoch seconds // 60)."""
+    return f"{_PREFIX}refusals:m:{minute}"
+
+
+def refusals_hour_key(hour: int) -> str:
+    """Hash ``provider|reason`` -> refusals in one hour (``hour`` = epoch seconds // 3600)."""
+    return f"{_PREFIX}refusals:h:{hour}"
+
+
+#: what operators did from the ops page (:mod:`veo_archiver.records.ops_actions`): a capped list, newest first
+OPS_ACTIONS_LIST = f"{_PREFIX}ops:actions"

@@ -89,6 +89,8 @@ class Settings:
     """Secrets (keys, tokens, and the Redis URL, which may carry a password) are left out of ``repr``."""
 
     redis_url: str = field(default=DEFAULT_REDIS_URL, repr=False)
+    #: seconds a worker, sweeper or notifier waits for Redis at start before it gives up; 0 = as long as it takes
+    redis_start_timeout_s: int = 0
     queue_name: str = "veo-archiver"
     storage: StorageSettings = field(default_factory=StorageSettings)
 
@@ -140,6 +142,8 @@ class Settings:
     #: downstream URLs notified (Standard Webhooks-signed POST) after each archived task or dead letter
     notify_urls: tuple[str, ...] = ()
     notify_secret: str | None = field(default=None, repr=False)
+    #: seconds a submission (``/submit``, ``veo-archiver submit``) waits for the provider's answer (504 after)
+    submit_timeout_s: float = 30.0
 
     # queue
     job_timeout_s: int = 3600
@@ -180,6 +184,7 @@ class Settings:
             raise ConfigError(f"OPEN_PROVIDERS: unknown provider(s) {', '.join(unknown)}; known: {', '.join(NAMES)}")
         settings = cls(
             redis_url=env.get("REDIS_URL") or DEFAULT_REDIS_URL,
+            redis_start_timeout_s=env_int(env, "REDIS_START_TIMEOUT", 0, minimum=0),
             queue_name=env.get("QUEUE_NAME") or "veo-archiver",
             storage=storage,
             kie_hmac_keys=split_list(env.get("KIE_WEBHOOK_HMAC_KEYS")),
@@ -222,6 +227,7 @@ class Settings:
             reconcile_interval_s=env_int(env, "RECONCILE_INTERVAL", 5 * 60, minimum=5),
             notify_urls=split_list(env.get("NOTIFY_URLS")),
             notify_secret=env.get("NOTIFY_SECRET") or None,
+            submit_timeout_s=float(env_int(env, "SUBMIT_TIMEOUT", 30, minimum=1, maximum=600)),
             download_allow_hosts=frozenset(_host_port(e) for e in split_list(env.get("DOWNLOAD_ALLOW_HOSTS"))),
             download_max_bytes=env_int(env, "DOWNLOAD_MAX_BYTES", 4 * 1024 * MiB, minimum=1),
         )

@@ -2,21 +2,23 @@
 
 RQ's tools do not all speak our JSON serializer, and none knows our dead-letter verdict:
 
-- ``rq requeue`` with RQ's default serializer cannot read JSON meta; it re-saves it as a pickle of
-  ``{"unserialized": b"..."}``, which the JSON serializer then reads back as ``{"unserialized": <bytes>}`` and
-  cannot save again. Such meta is rebuilt from the job's own envelope (provider, task id, delivery id).
+- ``rq requeue`` with RQ's default serializer (RQ 2) cannot read JSON meta; it re-saves it as a pickle of
+  ``{"unserialized": b"<our JSON>"}``, which the JSON serializer then reads back as ``{"unserialized": <the
+  pickle>}`` and cannot save again. Such meta is read back through both layers
+  (:func:`veo_archiver.records.dead_letter.readable_meta`); meta no reader understands is rebuilt from the
+  job's own envelope (provider, task id, delivery id).
 - ``rq requeue -S rq.serializers.JSONSerializer`` (or rq-dashboard) keeps ``dead_letter``, the attempt
   history and ``retries_left = 0``: the first transient error would dead-letter the job again at once.
 
 A job that runs while carrying a dead-letter verdict (or with rebuilt meta) was requeued by some tool: it
 gets a fresh job's guarantees (attempt history cleared, ``number_of_retries`` 0, ``retries_left`` the full
-budget), and the old verdict moves to ``previous_dead_letters``. Per-file progress is kept.
+budget), the old verdict moves to ``previous_dead_letters`` and the run counts up (``meta["run"]``: each end
+of each run is published once, under its own ``outcome_id``). Per-file progress is kept.
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import time
 from typing import Any
@@ -27,6 +29,7 @@ from veo_archiver import redis_keys
 from veo_archiver.clock import iso
 from veo_archiver.errors import PermanentError, TransientError
 from veo_archiver.event import TaskEvent
+from veo_archiver.records import dead_letter as dead_letters
 from veo_archiver.records import outcome as outcomes
 from workers.attempt import Attempt, JobHandle
 from workers.context import WorkerContext
@@ -36,45 +39,31 @@ log = logging.getLogger(__name__)
 
 #: meta keys that describe earlier failed runs; cleared when a dead letter runs again
 FAILED_RUN_META = ("attempts", "crash_requeues")
-#: how many earlier verdicts are kept
-PREVIOUS_KEPT = 10
-
-
-def is_json_meta(meta: object) -> bool:
-    """A dict our JSON serializer can save, which no other tool has wrapped."""
-    if not isinstance(meta, dict) or "unserialized" in meta:
-        return False
-    try:
-        json.dumps(meta)
-    except (TypeError, ValueError):
-        return False
-    return True
 
 
 def normalise(job: JobHandle, envelope: dict[str, Any], event: TaskEvent, *, fresh_retries: int, now: float) -> bool:
-    """Make ``job.meta`` ours again and, for a requeued dead letter, restore a fresh retry budget.
-    True when anything changed (and was saved)."""
-    rebuilt = not is_json_meta(job.meta)
-    if rebuilt:
+    """Make ``job.meta`` ours again and, for a requeued dead letter, start its next run with a fresh retry
+    budget. True when anything changed (and was saved)."""
+    fields = {"job_id": job.id, "provider": event.provider, "task_id": event.task_id}
+    readable = dead_letters.readable_meta(job.meta)
+    rebuilt = readable is None
+    unwrapped = readable is not None and readable is not job.meta
+    if readable is None:
         log.warning(
-            "job meta was re-saved by another tool in a format we cannot read; rebuilt from the envelope",
-            extra={"job_id": job.id, "provider": event.provider, "task_id": event.task_id},
+            "job meta was re-saved by another tool in a format we cannot read; rebuilt from the envelope", extra=fields
         )
         job.meta = {"provider": event.provider, "task_id": event.task_id, "delivery_id": envelope.get("delivery_id")}
-        job.meta["previous_dead_letters"] = [
-            {"reason": "unknown", "error": "meta unreadable (re-saved by another tool)", "at": iso(now)}
-        ]
-    verdict = job.meta.pop("dead_letter", None)
-    if verdict is None and not rebuilt:
+        job.meta.update(dead_letters.unreadable_history(iso(now)))
+    elif unwrapped:
+        log.info("job meta re-saved by another tool's serializer; read back", extra=fields)
+        job.meta = readable
+    verdict = dead_letters.start_new_run(job.meta)
+    if verdict is None and not (rebuilt or unwrapped):
         return False
     if verdict is not None:
-        previous = job.meta.get("previous_dead_letters")
-        history = list(previous) if isinstance(previous, list) else []
-        history.append(verdict)
-        job.meta["previous_dead_letters"] = history[-PREVIOUS_KEPT:]
         log.warning(
             "a dead letter runs again (requeued); fresh retry budget",
-            extra={"job_id": job.id, "provider": event.provider, "task_id": event.task_id},
+            extra={**fields, "run": dead_letters.run_of(job.meta), "previous_reason": verdict.get("reason")},
         )
     for name in FAILED_RUN_META:
         job.meta.pop(name, None)
@@ -130,6 +119,7 @@ def republish_dead_letter(job: JobHandle) -> bool:
         task_id=str(job.meta.get("task_id") or ""),
         status=str(verdict.get("status") or ""),
         job_id=job.id,
+        run=dead_letters.run_of(verdict),
         at=str(verdict.get("at") or ""),
         reason=str(verdict.get("reason") or ""),
         error=str(verdict.get("error") or "")[:500],
@@ -149,7 +139,15 @@ def mark_dead_letter(ctx: WorkerContext, attempt: Attempt, exc: PermanentError) 
     one entry per ``outcome_id`` whoever publishes it."""
     job, event, fields = attempt.job, attempt.event, attempt.log_fields
     at = iso(ctx.clock())
-    verdict = {"reason": exc.reason, "error": exc.message, "at": at, "status": event.status.value, "published": False}
+    run = dead_letters.run_of(job.meta) if job is not None else 1
+    verdict = {
+        "reason": exc.reason,
+        "error": exc.message,
+        "at": at,
+        "status": event.status.value,
+        "run": run,
+        "published": False,
+    }
     if job is not None:
         job.retries_left = 0
         job.meta["dead_letter"] = verdict
@@ -163,6 +161,7 @@ def mark_dead_letter(ctx: WorkerContext, attempt: Attempt, exc: PermanentError) 
             task_id=event.task_id,
             status=event.status.value,
             job_id=job.id if job is not None else None,
+            run=run,
             at=at,
             reason=exc.reason,
             error=exc.message[:500],

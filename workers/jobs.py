@@ -40,9 +40,10 @@ from veo_archiver import archive_keys, redis_keys
 from veo_archiver.clock import iso
 from veo_archiver.errors import PermanentError, QueueUnavailable, TransientError
 from veo_archiver.event import TaskEvent, TaskStatus, Verification
+from veo_archiver.records import dead_letter as dead_letters
 from veo_archiver.records import delivery as delivery_records
 from veo_archiver.records import outcome as outcomes
-from workers import job_meta, manifest
+from workers import job_meta, lineage, manifest
 from workers.attempt import Attempt, JobHandle
 from workers.confirm import confirm
 from workers.context import WorkerContext, current
@@ -120,6 +121,7 @@ def _publish_end(ctx: WorkerContext, attempt: Attempt, envelope: dict[str, Any],
         task_id=event.task_id,
         status=end.status,
         job_id=end.job_id or job.id,
+        run=end.run if end.job_id else dead_letters.run_of(job.meta),
         at=iso(ctx.clock()),
         reason=end.reason,
         error=end.error,
@@ -128,6 +130,7 @@ def _publish_end(ctx: WorkerContext, attempt: Attempt, envelope: dict[str, Any],
         files=end.files,
         duration_s=time.monotonic() - attempt.started,
         time_left_s=_deadline(ctx, event, envelope) - ctx.clock() if end.files else None,
+        extends=lineage.for_outcome(result["body"].get("extends"), ctx.archive.object_key),
         strict=True,
     )
     if published and result["outcome"] == "already_archived":
@@ -220,8 +223,14 @@ def _archive(ctx: WorkerContext, event: TaskEvent, envelope: dict[str, Any], job
         archived_at=iso(ctx.clock()),
         callback=callback,
         job_id=job.id if job else None,
+        object_key=archive.object_key,
+        archive=archive.where(),
+        run=dead_letters.run_of(job.meta) if job else 1,
     )
     body["confirmed"] = {"via": "provider_api", "at": confirmed_at} if confirmed_at else None
+    extends = lineage.extends(archive, job.connection if job is not None else None, event.provider, event.task_id)
+    if extends is not None:
+        body["extends"] = extends
     body["urls_verified"] = manifest.urls_verified(event, confirmed=confirmed_at is not None)
     if claimed.status is not event.status or claimed.result_urls != event.result_urls:
         body["claimed"] = {"status": claimed.status.value, "result_urls": list(claimed.result_urls)}

@@ -4,13 +4,24 @@ Schema (``schema`` = 1)::
 
     {"schema": 1, "provider": "kie", "task_id": "<original id>", "status": "succeeded" | "failed",
      "failure": {"code": "400", "message": "..."} | null,
-     "files": [{"index": 0, "source_url": "...", "key": "kie/<id>/0.mp4", "size": 123, "sha256": "...",
-                "content_type": "video/mp4"}],
+     "files": [{"index": 0, "source_url": "...", "key": "kie/<id>/0.mp4", "object_key": "archive/kie/<id>/0.mp4",
+                "size": 123, "sha256": "...", "content_type": "video/mp4"}],
+     "archive": {"backend": "s3", "bucket": "videos", "prefix": "archive", "url": "s3://videos/archive"},
      "received_at": "...Z", "archived_at": "...Z", "verification": "signature",
-     "callback": {"key": "kie/<id>/callback-succeeded.json", "delivery_id": "...", "redis": "veo:deliveries:..."},
-     "extra": {...}, "job_id": "...", "provider_status": "...", "kind": "...",
+     "callback": {"key": "kie/<id>/callback-succeeded.json", "object_key": "archive/kie/<id>/callback-….json",
+                  "location": "s3://videos/archive/kie/<id>/callback-….json", "delivery_id": "...",
+                  "redis": "veo:deliveries:..."},
+     "extra": {...}, "job_id": "...", "run": 1, "provider_status": "...", "kind": "...",
      "confirmed": {"via": "provider_api", "at": "...Z"} | null, "urls_verified": true | false,
      "claimed": {"status": "...", "result_urls": [...]}}
+
+**Self-contained.** ``object_key`` is the full key in the store (archive prefix included): the same key the
+``veo:outcomes`` entry and ``veo-archiver manifests --json`` give as the file's ``key``. ``archive`` says where
+the keys live (:meth:`workers.storage.Archive.where`: the backend, its bucket, container or directory, the
+prefix, a custom endpoint; never a credential). ``key`` keeps its meaning (relative to the archive prefix),
+so these are added fields and ``schema`` stays 1: a reader of an older manifest (without them) prepends the
+prefix itself. ``run`` is the job's run that wrote it (:mod:`veo_archiver.records.dead_letter`); its outcome's
+``outcome_id`` counts it.
 
 ``urls_verified`` is true only when the result URLs were authenticated: the body came with our callback-URL
 token or a Standard Webhooks signature (both cover the body), or the URLs were confirmed through the
@@ -24,6 +35,7 @@ what the callback said).
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -60,7 +72,12 @@ def build(
     archived_at: str,
     callback: dict[str, Any],
     job_id: str | None,
+    object_key: Callable[[str], str],
+    archive: Mapping[str, str],
+    run: int = 1,
 ) -> dict[str, Any]:
+    """The manifest of ``event``; ``object_key`` maps a key to its full key in the store, ``archive`` is where
+    the store is (:meth:`workers.storage.Archive.where`)."""
     failure = None
     if event.failure_code is not None or event.failure_message is not None:
         failure = {"code": event.failure_code, "message": event.failure_message}
@@ -72,13 +89,15 @@ def build(
         "provider_status": event.provider_status,
         "kind": event.kind,
         "failure": failure,
-        "files": [f.to_json() for f in files],
+        "files": [{**f.to_json(), "object_key": object_key(f.key)} for f in files],
+        "archive": dict(archive),
         "received_at": received_at,
         "archived_at": archived_at,
         "verification": event.verification.value,
-        "callback": callback,
+        "callback": {**callback, "object_key": object_key(callback["key"])} if "key" in callback else callback,
         "extra": event.extra,
         "job_id": job_id,
+        "run": run,
     }
 
 

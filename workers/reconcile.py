@@ -36,6 +36,7 @@ from typing import Any
 
 import redis
 import redis.asyncio as aioredis
+from rq import get_current_job
 
 from veo_archiver import redis_keys
 from veo_archiver.clock import iso
@@ -45,6 +46,7 @@ from veo_archiver.intake import Delivery, Intake, IntakeResult
 from veo_archiver.records import tracked
 from veo_archiver.settings import Settings
 from veo_archiver.text import text
+from workers.context import current
 from workers.status_client import StatusClient
 
 log = logging.getLogger(__name__)
@@ -183,13 +185,17 @@ def sweep(
     limit: int = SWEEP_LIMIT,
     submit: Submit | None = None,
     clock: Callable[[], float] = time.monotonic,
+    only: tracked.TaskRef | None = None,
 ) -> SweepReport:
     """Poll every tracked task registered more than ``after_s`` (default RECONCILE_AFTER) seconds before
-    ``now`` that has no accepted terminal delivery. Redis errors propagate (the caller retries next time)."""
+    ``now`` that has no accepted terminal delivery (``only``: that one task). Redis errors propagate (the
+    caller retries next time)."""
     after = settings.reconcile_after_s if after_s is None else after_s
     report = SweepReport(started_at=now, after_s=after)
     started = clock()
     members = tracked.registered_before(connection, now - after)
+    if only is not None:
+        members = [(member, registered) for member, registered in members if member == only.member]
     polled = connection.zmscore(POLLED_ZSET, [m for m, _ in members]) if members else []
     # least recently polled first, then oldest: a backlog of in-progress tasks cannot starve the rest
     order = sorted(zip(members, polled, strict=True), key=lambda mp: (mp[1] or 0.0, mp[0][1]))
@@ -328,6 +334,25 @@ def run_sweep(
         level = logging.WARNING
     log.log(level, "reconciliation sweep", extra=report.counts())
     return report
+
+
+def sweep_task(provider: str, task_id: str) -> dict[str, Any]:
+    """RQ job (:data:`veo_archiver.redis_keys.SWEEP_TASK_JOB`, enqueued by the ops page through
+    :func:`veo_archiver.sweep_request.request_sweep`): :func:`sweep` for one tracked task, whatever its age.
+    Its report is the job's result."""
+    job = get_current_job()
+    if job is None:
+        raise PermanentError("sweep_task runs as an RQ job", reason="not_a_job")
+    settings = current().settings
+    client = StatusClient(settings.providers)
+    try:
+        report = sweep(
+            job.connection, settings, client, now=time.time(), after_s=0, only=tracked.TaskRef(provider, task_id)
+        )
+    finally:
+        client.close()
+    log.info("sweep of one task requested by an operator", extra={"provider": provider, "task_id": task_id})
+    return report.to_json()
 
 
 def run_scheduled(connection: redis.Redis, settings: Settings, *, owner: str) -> SweepReport | None:

@@ -25,7 +25,8 @@ from rq.worker import HerokuWorker
 from veo_archiver.clock import epoch
 from veo_archiver.errors import ArchiverError, ConfigError, TransientError
 from veo_archiver.logs import log_context
-from veo_archiver.redis_client import connect
+from veo_archiver.records import dead_letter
+from veo_archiver.redis_client import RETRY_LONGEST_S, connect, wait_until_up
 from veo_archiver.settings import Settings
 from workers import context, job_meta, reconcile
 
@@ -39,6 +40,9 @@ MAINTENANCE_INTERVAL_S = 20
 JOB_MONITORING_INTERVAL_S = 10
 HEARTBEAT_SLACK_S = 20
 
+
+#: what ends the wait for Redis before the first worker exists (a worker's own handlers take over after)
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
 #: how many times a job abandoned by a dead worker is put back after RQ's own retries ran out
 MAX_CRASH_REQUEUES = 5
@@ -116,6 +120,9 @@ def requeue_abandoned(queue: Queue) -> list[str]:
         job = Job.fetch(job_id, connection=queue.connection, serializer=queue.serializer) if queue.connection else None
         if job is None:
             continue
+        readable = dead_letter.readable_meta(job.meta)  # `rq requeue` (pickle) then a crash: the meta read back
+        if readable is not None:
+            job.meta = readable
         if verdict_stands(job):  # a permanent failure the job itself decided: stays a dead letter
             try:
                 job_meta.republish_dead_letter(job)  # its outcome, if its own publish failed
@@ -184,12 +191,16 @@ def make_worker(settings: Settings, connection: redis.Redis, name: str | None = 
 
 
 def run_one(settings: Settings, *, burst: bool = False) -> int:
-    """One worker until it is asked to stop. RQ's loop quits on an error it did not expect (a Redis outage
-    that outlasts its own retries, or one that breaks its maintenance) and then cannot even record its own
-    death: the worker waits for Redis and starts again, so an outage never leaves the queue without workers
-    (under ``up`` nothing would restart the process)."""
+    """One worker until it is asked to stop. It waits for Redis at start (``REDIS_START_TIMEOUT`` bounds that
+    wait; 0 waits for ever), as it does after an outage: a worker started during a Redis failover is not a
+    crash loop. RQ's loop quits on an error it did not expect (a Redis outage that outlasts its own retries,
+    or one that breaks its maintenance) and then cannot even record its own death: the worker waits for Redis
+    and starts again, so an outage never leaves the queue without workers (under ``up`` nothing would restart
+    the process)."""
     context.install(settings)
-    connection = connect(settings.redis_url, socket_timeout=None)
+    connection = connect(settings.redis_url, check=False, socket_timeout=None)
+    if not wait_at_start(connection, settings):
+        return 0
     while True:
         worker = make_worker(settings, connection)
         log.info("worker starting", extra={"queue": settings.queue_name, "worker": worker.name})
@@ -200,24 +211,44 @@ def run_one(settings: Settings, *, burst: bool = False) -> int:
         if burst or worker.stop_wanted:
             return 0
         log.warning("the worker stopped on an error; it starts again once Redis answers")
-        if not wait_for_redis(connection, worker):
+        if not wait_for_redis(connection, worker, url=settings.redis_url):
             return 0
 
 
-def wait_for_redis(connection: redis.Redis, worker: ArchiveWorker, *, longest_s: float = 10.0) -> bool:
-    """Ping with backoff until Redis answers (True) or a stop is asked for meanwhile (False)."""
-    delay = 0.5
+def wait_at_start(connection: redis.Redis, settings: Settings) -> bool:
+    """Wait for Redis before the first worker is made (True once it answers; False on SIGTERM/SIGINT meanwhile).
+    No RQ worker exists yet to catch a stop: a handler of our own ends the wait, then the default comes back."""
+
+    def stop(signum: int, frame: FrameType | None) -> None:
+        raise _StopWaiting
+
+    previous = {sig: signal.signal(sig, stop) for sig in STOP_SIGNALS}
     try:
-        while not worker.stop_wanted:
-            time.sleep(delay)
-            try:
-                connection.ping()
-                return True
-            except redis.RedisError:
-                delay = min(delay * 2, longest_s)
+        return wait_until_up(
+            connection, settings.redis_url, why="worker starting", timeout_s=settings.redis_start_timeout_s
+        )
+    except _StopWaiting:
+        return False
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+class _StopWaiting(Exception):
+    """SIGTERM/SIGINT while waiting for Redis at start."""
+
+
+def wait_for_redis(
+    connection: redis.Redis, worker: ArchiveWorker, *, url: str = "", longest_s: float = RETRY_LONGEST_S
+) -> bool:
+    """Ping with backoff until Redis answers (True) or a stop is asked for meanwhile (False): the same wait,
+    pace and log lines as at start (:func:`veo_archiver.redis_client.wait_until_up`), without a bound."""
+    try:
+        return wait_until_up(
+            connection, url, why="worker restarting", stopped=lambda: worker.stop_wanted, longest_s=longest_s
+        )
     except StopRequested:  # the previous worker's SIGTERM handler, still installed
-        pass
-    return False
+        return False
 
 
 def run_many(count: int, argv: list[str]) -> int:

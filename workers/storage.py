@@ -19,6 +19,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
+from urllib.parse import urlsplit, urlunsplit
 
 import obstore
 from obstore.exceptions import AlreadyExistsError, NotFoundError, PreconditionError
@@ -60,6 +61,9 @@ class Archive(Protocol):
     - an object's Content-Type is ``content_type`` when given (a video's, decided from its bytes), else
       :func:`content_type_for` its key;
     - ``object_key`` is the full key in the store (the archive prefix included), ``location`` its URL;
+    - ``where`` says where the archive is, for a manifest to carry: ``backend`` (``s3``, ``azure``, ``gcs``,
+      ``local``, ``memory``), its ``bucket``/``container``/``directory``, ``prefix``, ``url`` (the root every
+      location starts with) and ``endpoint`` when one was set; never a credential;
     - ``iter_objects(prefix)`` lists every object under ``prefix``, taken as whole path segments (``kie`` lists
       ``kie/…``, never ``kie2/…``), in no promised order, with each object's last write time.
     """
@@ -72,6 +76,7 @@ class Archive(Protocol):
     def head(self, key: str) -> StoredObject | None: ...
     def location(self, key: str) -> str: ...
     def object_key(self, key: str) -> str: ...
+    def where(self) -> dict[str, str]: ...
     def iter_objects(self, prefix: str = "") -> Iterator[ListedObject]: ...
 
 
@@ -88,13 +93,21 @@ class ObjectArchive:
     """:class:`Archive` over an obstore store, with every key under ``prefix``."""
 
     def __init__(
-        self, store: Any, *, prefix: str, base_url: str, attributes: bool, local_root: Path | None = None
+        self,
+        store: Any,
+        *,
+        prefix: str,
+        base_url: str,
+        attributes: bool,
+        local_root: Path | None = None,
+        endpoint: str | None = None,
     ) -> None:
         self._store = store
         self._prefix = prefix.strip("/")
         self._base_url = base_url.rstrip("/")
         self._attributes = attributes
         self._local_root = local_root
+        self._endpoint = endpoint
 
     def _drop_stale_staging(self, key: str) -> None:
         """A process killed mid-write leaves obstore's staging file ``<key>#<n>`` beside the key (S3 leaves an
@@ -115,6 +128,16 @@ class ObjectArchive:
 
     def object_key(self, key: str) -> str:
         return self._path(key)
+
+    def where(self) -> dict[str, str]:
+        scheme, _, name = self._base_url.partition("://")
+        backend, noun = _BACKENDS.get(scheme, (scheme, "root"))
+        if self._local_root is not None:
+            name = str(self._local_root)
+        out = {"backend": backend, noun: name, "prefix": self._prefix, "url": self.location("").rstrip("/")}
+        if self._endpoint:
+            out["endpoint"] = public_url(self._endpoint)
+        return out
 
     def _attrs(self, key: str, content_type: str | None = None) -> dict[str, str] | None:
         if not self._attributes:
@@ -194,6 +217,21 @@ class ObjectArchive:
         return read_json(self, key)
 
 
+#: ``where()``'s backend and the noun of its top level, by the scheme of the archive's locations
+_BACKENDS = {
+    "s3": ("s3", "bucket"),
+    "az": ("azure", "container"),
+    "gs": ("gcs", "bucket"),
+    "file": ("local", "directory"),
+}
+
+
+def public_url(url: str) -> str:
+    """``url`` as a manifest may show it: no user or password, no query (a SAS token), no fragment."""
+    parts = urlsplit(url)
+    return urlunsplit((parts.scheme, parts.netloc.rpartition("@")[2], parts.path, "", ""))
+
+
 def content_type_for(key: str) -> str:
     if key.endswith(".mp4"):
         return "video/mp4"
@@ -208,7 +246,8 @@ def open_archive(settings: StorageSettings) -> ObjectArchive:
     """Build the archive named by ``ARCHIVE_URL`` (called once per worker process, after any fork)."""
     if settings.scheme in ("az", "gs"):
         store, base_url, prefix = cloud_store(settings)
-        return ObjectArchive(store, prefix=prefix, base_url=base_url, attributes=True)
+        endpoint = settings.azure_endpoint if settings.scheme == "az" else settings.google_base_url
+        return ObjectArchive(store, prefix=prefix, base_url=base_url, attributes=True, endpoint=endpoint)
     if settings.is_s3:
         bucket, _, prefix = settings.archive_url[len("s3://") :].partition("/")
         config: dict[str, Any] = {"region": settings.region}
@@ -223,7 +262,9 @@ def open_archive(settings: StorageSettings) -> ObjectArchive:
             store = S3Store(bucket, **store_options(settings), **config)
         except (ValueError, obstore.exceptions.BaseError) as exc:
             raise ConfigError(f"ARCHIVE_URL={settings.archive_url}: {reason(exc)}") from exc
-        return ObjectArchive(store, prefix=prefix, base_url=f"s3://{bucket}", attributes=True)
+        return ObjectArchive(
+            store, prefix=prefix, base_url=f"s3://{bucket}", attributes=True, endpoint=settings.endpoint_url
+        )
     root = settings.local_root()
     try:
         root.mkdir(parents=True, exist_ok=True)

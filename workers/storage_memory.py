@@ -54,6 +54,9 @@ class MemoryArchive:
     def object_key(self, key: str) -> str:
         return key
 
+    def where(self) -> dict[str, str]:
+        return {"backend": "memory", "prefix": "", "url": self._base_url}
+
     def put_stream(self, key: str, chunks: Iterable[bytes], content_type: str | None = None) -> None:
         data = b"".join(bytes(chunk) for chunk in chunks)  # an error here propagates; nothing is stored
         self._store(key, data, replace=True, content_type=content_type)

@@ -157,6 +157,11 @@ def test_since_reads_iso_times_and_durations_and_refuses_the_rest(local: Path, c
     ]
     with pytest.raises(ConfigError):
         parse_since("yesterday", 0)
+    # a veo:outcomes stream id, or its milliseconds: what the README's catch-up recipe passes
+    assert parse_since("1764800000000-0", 0) == parse_since("1764800000000", 0) == 1_764_800_000.0
+    assert parse_since("1764800000123-7", 0) == 1_764_800_000.123
+    with pytest.raises(ConfigError, match="milliseconds"):
+        parse_since("1764800000", 0)  # seconds: refused, not read as 1970
     code, _, err = run(capsys, "manifests", "--since", "last week")
     assert code == 2 and "--since 'last week'" in err
 
@@ -228,6 +233,60 @@ def test_lines_match_the_outcome_stream_entries_of_the_same_manifests(rds: redis
             )
             assert line["files"] == json.loads(entry["files"])
     assert rds.xlen(redis_keys.outcomes_stream()) == 2
+
+
+def test_a_manifest_names_the_full_keys_and_the_archive_its_outcome_entry_gives(
+    rds: redis.Redis, tmp_path: Path
+) -> None:
+    """A manifest read alone is enough: each file's full object key and the archive's location are in it,
+    equal to the outcome entry's and to ``manifests --json``'s (a prefixed archive, where they differ from
+    the relative ``key``)."""
+    root = tmp_path / "store"
+    archive = ObjectArchive(
+        LocalStore(str(root), mkdir=True), prefix="archive", base_url=root.as_uri(), attributes=False, local_root=root
+    )
+    with FileHost() as host:
+        w = World(host, confirm=False)
+        w.archive = w.ctx.archive = archive  # type: ignore[assignment]
+        w.job.id = redis_keys.job_id("kie", TASK, "succeeded")
+        w.job.connection = rds  # type: ignore[assignment]
+        w.run(succeeded(host.add("/v/0.mp4", VIDEO), host.add("/v/1.mp4", VIDEO)))
+    body = json.loads((root / "archive" / archive_keys.manifest_key("kie", TASK)).read_bytes())
+    ((_, raw),) = rds.xrevrange(redis_keys.outcomes_stream(), count=1)
+    entry = {k.decode(): v.decode() for k, v in raw.items()}
+    (line,) = list_manifests(archive, 0).lines
+
+    keys = [f["object_key"] for f in body["files"]]
+    assert keys == ["archive/kie/veo_task_1/0.mp4", "archive/kie/veo_task_1/1.mp4"]
+    assert keys == [f["key"] for f in json.loads(entry["files"])] == [f["key"] for f in line["files"]]
+    assert [f["key"] for f in body["files"]] == ["kie/veo_task_1/0.mp4", "kie/veo_task_1/1.mp4"]  # schema 1 kept
+    assert body["schema"] == 1 and body["run"] == 1 and entry["run"] == "1" and line["run"] == 1
+    where = body["archive"]
+    assert where == {"backend": "local", "directory": str(root), "prefix": "archive", "url": f"{root.as_uri()}/archive"}
+    # the manifest alone leads to the entry's manifest key and location
+    manifest_key = archive_keys.manifest_key("kie", TASK)
+    assert f"{where['prefix']}/{manifest_key}" == entry["manifest"] == line["manifest"]
+    assert f"{where['url']}/{manifest_key}" == entry["location"] == line["location"]
+    assert body["callback"]["object_key"] == f"archive/{body['callback']['key']}"
+    for f in body["files"]:
+        assert (root / f["object_key"]).read_bytes() == VIDEO
+
+
+def test_where_an_archive_is_names_no_secret() -> None:
+    settings = StorageSettings(
+        archive_url="s3://videos/team/archive",
+        endpoint_url="http://user:pw@127.0.0.1:9000/?X-Amz-Signature=abc",
+        access_key_id="AKIA",
+        secret_access_key="s3cr3t",  # noqa: S106 (a test value: where() must not show it)
+    )
+    where = open_archive(settings).where()
+    assert where == {
+        "backend": "s3",
+        "bucket": "videos",
+        "prefix": "team/archive",
+        "url": "s3://videos/team/archive",
+        "endpoint": "http://127.0.0.1:9000/",
+    }
 
 
 @pytest.mark.slow

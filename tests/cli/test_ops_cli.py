@@ -228,7 +228,7 @@ def test_status_human_output_is_aligned_and_says_what_is_stuck(populated: World,
     lines = out.splitlines()
     assert lines[0] == f"queue {QUEUE}"
     counts = {line.split()[0]: line for line in lines[1:7]}
-    assert counts["waiting"].split()[1] == "1" and populated.job("veo_late") in counts["waiting"]
+    assert counts["queued"].split()[1] == "1" and populated.job("veo_late") in counts["queued"]
     assert counts["scheduled"].split()[1] == "1" and "next retry" in counts["scheduled"]
     assert counts["failed"].split()[1] == "2" and counts["finished"].split()[1] == "2"
     # the numbers of the count block start in one column
@@ -407,7 +407,7 @@ def test_retry_by_reason_shows_progress_and_leaves_other_reasons(world: World, c
     assert run_json(capsys, "failed")[0]["task_id"] == "veo_html"
 
     code, out, _ = run(capsys, "retry", "--reason", "http_404")
-    assert code == 0 and "nothing to requeue" in out
+    assert code == 1 and "nothing to requeue" in out  # ran, did nothing: 1
     for task in tasks:
         w.files.add(f"/v/{task}.mp4", VIDEO)
     w.work()
@@ -502,8 +502,10 @@ def test_replay_refuses_what_it_cannot_replay(populated: World, capsys: Capture)
     assert code == 1 and "no stored delivery for kie/veo_never_seen" in err
     code, _, err = run(capsys, "replay", "kie", "veo_ok", "--delivery", "9")
     assert code == 1 and "deliveries 1..2, not 9" in err
-    code, _, err = run(capsys, "replay", "nosuch", "veo_ok")
-    assert code == 1
+    with pytest.raises(SystemExit) as usage:  # a usage error: argparse's 2, with the known providers listed
+        run(capsys, "replay", "nosuch", "veo_ok")
+    err = capsys.readouterr().err
+    assert usage.value.code == 2 and "unknown provider 'nosuch'" in err and "kie, apixo, useapi, evolink" in err
 
 
 # --------------------------------------------------------------------------------------------- show
@@ -531,7 +533,7 @@ def test_show_tells_every_delivery_the_job_and_the_manifest(populated: World, ca
     assert code == 0
     assert out.startswith("kie/veo_ok\n  tracked: no\ndeliveries: 2\n")
     assert "accepted" in out and "duplicate" in out and "testclient" in out
-    assert f"{w.job('veo_ok')}  [succeeded]  finished" in out and "result   archived" in out
+    assert f"{w.job('veo_ok')}  archived; provider status: succeeded" in out and "result   archived" in out
     assert f"{file['key']}  {len(VIDEO)}  {file['sha256']}  yes" in out
 
 

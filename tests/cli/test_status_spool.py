@@ -109,9 +109,10 @@ def test_status_shows_the_spool_while_redis_is_down(here: Path, redis_server, ca
     spool_two(here / DEFAULT_SPOOL_DIR)
     redis_server.stop()
     code, s = run_json(capsys, "status")
-    assert code == 1
+    assert code == 2  # could not run: the one exit code for an unreachable Redis
     assert s["redis"] == "unreachable" and "REDIS_URL" in s["error"]
     assert s["spool"]["entries"] == 2
     code, out = run(capsys, "status")
-    assert code == 1
-    assert out.startswith("redis unreachable:") and "2 callback(s) waiting" in out
+    assert code == 2
+    assert out.startswith(f"cannot reach Redis at {redis_server.url} (REDIS_URL, set in the environment)")
+    assert "2 callback(s) waiting" in out

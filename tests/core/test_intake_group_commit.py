@@ -11,27 +11,22 @@ import asyncio
 import json
 import os
 import signal
-import time
-import zlib
 from collections.abc import Iterator
-from datetime import UTC
 from typing import Any
 
 import pytest
 import redis
 import redis.asyncio as aioredis
-from rq import Queue, SimpleWorker
-from rq.job import Job, JobStatus
-from rq.scripts import _build_hset_args
+from rq.job import Job
 from rq.serializers import JSONSerializer
-from rq.utils import utcparse
 
+from tests.stacks import settings_for
 from veo_archiver import archive_keys, jsontext, redis_keys
 from veo_archiver.clock import iso
 from veo_archiver.errors import QueueUnavailable
 from veo_archiver.event import TaskEvent, TaskStatus, Verification
 from veo_archiver.group_commit import FLUSH_AT, FRESH_S, MAX_BATCHES_IN_FLIGHT
-from veo_archiver.intake import DELIVERIES_PER_TASK, Delivery, Intake, IntakeResult, JobTemplate, build_job
+from veo_archiver.intake import DELIVERIES_PER_TASK, Delivery, Intake, IntakeResult, JobTemplate
 from veo_archiver.intake_format import (
     ENVELOPE_VERSION,
     LAYOUT,
@@ -79,10 +74,6 @@ def rds(redis_server) -> Iterator[redis.Redis]:  # type: ignore[no-untyped-def]
     client.close()
 
 
-def settings_for(redis_server, **overrides: Any) -> Settings:  # type: ignore[no-untyped-def]
-    return Settings(redis_url=redis_server.url, **overrides)
-
-
 def run(coro: Any) -> Any:
     return asyncio.run(asyncio.wait_for(coro, HANG_GUARD_S))
 
@@ -119,87 +110,7 @@ def entries(rds: redis.Redis, task_id: str) -> list[dict[str, Any]]:
     return [d for d in decoded if d is not None]
 
 
-# ------------------------------------------------------------------------------------------ the template
-
-
-@pytest.mark.parametrize(
-    ("status", "job_suffix"),
-    [(TaskStatus.SUCCEEDED, ""), (TaskStatus.FAILED, ""), (TaskStatus.SUCCEEDED, "-replay-0123abcd")],
-)
-def test_job_hash_template_is_job_create_field_for_field(status: TaskStatus, job_suffix: str) -> None:
-    settings = Settings(job_timeout_s=1234, result_ttl_s=99, failure_ttl_s=77, retry_intervals_s=(1, 2, 30))
-    ev, dl = event('veo_pin "odd" id', status), delivery("veo_pin")
-    delivery_id = "0f" * 16
-    job_id = redis_keys.job_id(ev.provider, ev.task_id, ev.status.value) + job_suffix
-    envelope = build_envelope(ev, dl, delivery_id)
-    expected = _build_hset_args(build_job(settings, job_id, envelope))
-    got = JobTemplate(settings).hset_args(
-        envelope_json(jsontext.dumpb(ev.to_json()), dl, delivery_id),
-        provider=ev.provider,
-        task_id=ev.task_id,
-        status=ev.status.value,
-        delivery_id=delivery_id,
-    )
-    assert got[0::2] == expected[0::2]  # the same fields in the same order
-    varying = {"created_at", "enqueued_at"}
-    for name, want, have in zip(expected[0::2], expected[1::2], got[1::2], strict=True):
-        if name in varying:
-            assert isinstance(have, str) and have.endswith("Z")
-            assert time.time() - _rq_epoch(have) < 3600, (name, have)
-        elif name == "data":  # RQ compresses it, the template does not (and encodes it compact): the same call
-            assert json.loads(have) == json.loads(zlib.decompress(want)) and have[:1] == b"["
-        elif name == "meta":  # compact JSON: the same object
-            assert json.loads(have) == json.loads(want)
-        else:
-            assert have == want, name
-    assert json.loads(dict(zip(got[0::2], got[1::2], strict=True))["data"])[3]["envelope"] == envelope
-
-
-def test_the_job_hash_the_script_writes_is_job_create_field_for_field(redis_server, rds) -> None:  # type: ignore[no-untyped-def]
-    """The script writes the template's constant fields itself (as Lua literals): pin what lands in Redis."""
-    settings = settings_for(redis_server, queue_name='odd "queue" \\ é', job_timeout_s=61, retry_intervals_s=(7,))
-    ev, dl = event("veo_pin_e2e"), delivery("veo_pin_e2e")
-
-    async def body(intake: Intake) -> IntakeResult:
-        return await intake.submit(ev, dl)
-
-    result = run(with_intake(settings, body))
-    assert result.outcome == "accepted" and result.job_id
-    stored = rds.hgetall(redis_keys.rq_job_key(result.job_id))
-    expected = _build_hset_args(build_job(settings, result.job_id, build_envelope(ev, dl, result.delivery_id)))
-    want = {
-        name.encode(): v if isinstance(v, bytes) else v.encode()
-        for name, v in zip(expected[0::2], expected[1::2], strict=True)
-    }
-    # RQ's empty fields are left out (absent and empty restore alike: compared below)
-    assert set(stored) == {name for name, value in want.items() if value != b""}
-    for name, value in want.items():
-        if name in (b"created_at", b"enqueued_at"):
-            assert time.time() - _rq_epoch(stored[name].decode()) < 3600
-        elif name in (b"data", b"meta"):
-            data = zlib.decompress(value) if name == b"data" else value
-            assert json.loads(stored[name]) == json.loads(data), name
-        elif value == b"":
-            assert name not in stored
-        else:
-            assert stored[name] == value, name
-    # the job RQ restores from the written hash is the one it restores from its own full hash
-    full_id = f"{result.job_id}-full"
-    rds.hset(redis_keys.rq_job_key(full_id), mapping={**want, b"data": zlib.decompress(want[b"data"])})
-    mine = Job.fetch(result.job_id, connection=rds, serializer=JSONSerializer)
-    theirs = Job.fetch(full_id, connection=rds, serializer=JSONSerializer)
-    skip = {"id", "created_at", "enqueued_at", "meta"}
-    assert {k: v for k, v in vars(mine).items() if k not in skip and not k.startswith("_data")} == {
-        k: v for k, v in vars(theirs).items() if k not in skip and not k.startswith("_data")
-    } | {"_id": mine.id, "_cached_result": mine._cached_result}
-    assert mine.kwargs == theirs.kwargs and mine.meta == theirs.meta and mine.func_name == theirs.func_name
-    assert rds.lrange(redis_keys.rq_queue_key(settings.queue_name), 0, -1) == [result.job_id.encode()]
-    job = Job.fetch(result.job_id, connection=rds, serializer=JSONSerializer)
-    assert job.origin == settings.queue_name and job.timeout == 61 and job.retry_intervals == [7]
-
-
-def _rq_epoch(stamp: str) -> float:
-    return utcparse(stamp).replace(tzinfo=UTC).timestamp()
+# ------------------------------------------------------------------------------------------ the wire format
 
 
 def test_the_encoders_write_the_declared_record_envelope_and_entry() -> None:
@@ -227,43 +138,6 @@ def test_the_encoders_write_the_declared_record_envelope_and_entry() -> None:
     legacy = json.dumps({**record, "outcome": "duplicate", "job_id": "j-1"})
     assert decode_entry(legacy) == {**record, "outcome": "duplicate", "job_id": "j-1"}
     assert decode_entry(b"accepted not json") is None and decode_entry(b"\xff") is None
-
-
-def echo_envelope(envelope: dict[str, Any]) -> dict[str, Any]:
-    """Job function for the worker round trip below (the real archive job would go to the network)."""
-    return {"task_id": envelope["event"]["task_id"], "delivery_id": envelope["delivery_id"]}
-
-
-def test_a_real_rq_worker_fetches_and_runs_a_template_job(redis_server, rds) -> None:  # type: ignore[no-untyped-def]
-    settings = settings_for(redis_server, retry_intervals_s=(5, 60))
-    ev, dl = event("veo_worker"), delivery("veo_worker")
-    job_id = "template-worker-job"
-    args = JobTemplate(settings, func_name=f"{__name__}.echo_envelope").hset_args(
-        envelope_json(jsontext.dumpb(ev.to_json()), dl, "dw"),
-        provider=ev.provider,
-        task_id=ev.task_id,
-        status=ev.status.value,
-        delivery_id="dw",
-    )
-    rds.hset(redis_keys.rq_job_key(job_id), mapping=dict(zip(args[0::2], args[1::2], strict=True)))
-    rds.sadd(redis_keys.RQ_QUEUES_SET, redis_keys.rq_queue_key(QUEUE))
-    rds.rpush(redis_keys.rq_queue_key(QUEUE), job_id)
-
-    job = Job.fetch(job_id, connection=rds, serializer=JSONSerializer)
-    assert job.get_status() == JobStatus.QUEUED and job.origin == QUEUE
-    assert job.kwargs["envelope"] == build_envelope(ev, dl, "dw")
-    assert job.timeout == settings.job_timeout_s and job.result_ttl == settings.result_ttl_s
-    assert job.failure_ttl == settings.failure_ttl_s
-    assert job.retries_left == 2 and job.retry_intervals == [5, 60]
-    assert job.meta == {"provider": "kie", "task_id": "veo_worker", "delivery_id": "dw"}
-    assert job.description == "archive kie:veo_worker (succeeded)"
-
-    queue = Queue(QUEUE, connection=rds, serializer=JSONSerializer)
-    worker = SimpleWorker([queue], connection=rds, serializer=JSONSerializer)
-    assert worker.work(burst=True)
-    done = Job.fetch(job_id, connection=rds, serializer=JSONSerializer)
-    assert done.get_status() == JobStatus.FINISHED
-    assert done.return_value() == {"task_id": "veo_worker", "delivery_id": "dw"}
 
 
 # ------------------------------------------------------------------------------------------ group commit

@@ -9,6 +9,7 @@ the last tests make RQ disagree and read the refusal.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 import zlib
@@ -18,14 +19,19 @@ from typing import Any
 
 import pytest
 import redis
+import redis.asyncio as aioredis
 from rq import Queue, SimpleWorker
 from rq.job import Job, JobStatus
 from rq.serializers import JSONSerializer
 
 from tests.servers import RedisServer
+from tests.stacks import settings_for
 from veo_archiver import jsontext
 from veo_archiver import redis_keys as keys
 from veo_archiver.errors import ConfigError
+from veo_archiver.event import TaskEvent, TaskStatus, Verification
+from veo_archiver.intake import Delivery, Intake, IntakeResult
+from veo_archiver.intake_format import encode_envelope
 from veo_archiver.job_template import JobTemplate, build_job
 from veo_archiver.settings import Settings
 
@@ -168,6 +174,51 @@ def test_the_lua_hset_writes_the_hash_the_template_describes(rds: redis.Redis) -
             assert written[field] == value, field
     saved_by_rq(rds, settings, job_id + "-rq", envelope)
     assert_same_job(fetch(rds, job_id), fetch(rds, job_id + "-rq"))
+
+
+def test_the_intake_writes_the_hash_rq_saves_for_every_status(rds: redis.Redis, redis_server: RedisServer) -> None:
+    """The production path: what the intake's script leaves in Redis for a callback (Lua literals for the
+    template's constant fields) is what RQ saves for the same job, and restores as the same job."""
+    settings = settings_for(redis_server, queue_name='odd "queue" \\ é', job_timeout_s=61, retry_intervals_s=(7,))
+    job_ids = []
+    for status in (TaskStatus.SUCCEEDED, TaskStatus.FAILED):
+        event = TaskEvent(
+            "kie",
+            f"veo_pin_intake_{status.value}",
+            status,
+            result_urls=("https://x/v.mp4",) if status is TaskStatus.SUCCEEDED else (),
+            verification=Verification.SIGNATURE,
+        )
+        delivery = Delivery(body=b"{}", headers={}, received_at=1_790_000_000.25, path="/callbacks/kie")
+        result = asyncio.run(submit(settings, event, delivery))
+        assert result.outcome == "accepted" and result.job_id
+        job_ids.append(result.job_id.encode())
+        mine = rds.hgetall(keys.rq_job_key(result.job_id))
+        envelope = json.loads(mine[b"data"])[3]["envelope"]
+        declared = encode_envelope(result.delivery_id, delivery.received_at, jsontext.dumpb(event.to_json()))
+        assert envelope == json.loads(declared)  # the declared encoder's envelope, as the job reads it
+        theirs = saved_by_rq(rds, settings, result.job_id + "-rq", envelope)
+        assert set(mine) == {field for field, value in theirs.items() if value != b""}
+        for field, value in theirs.items():
+            if field == b"data":
+                assert json.loads(mine[field]) == json.loads(zlib.decompress(value))
+            elif field == b"meta":
+                assert json.loads(mine[field]) == json.loads(value)
+            elif value != b"" and field not in (b"created_at", b"enqueued_at"):
+                assert mine[field] == value, field
+        assert_same_job(fetch(rds, result.job_id), fetch(rds, result.job_id + "-rq"))
+        assert fetch(rds, result.job_id).description == f"archive kie:{event.task_id} ({status.value})"
+    assert rds.lrange(keys.rq_queue_key(settings.queue_name), 0, -1) == job_ids
+
+
+async def submit(settings: Settings, event: TaskEvent, delivery: Delivery) -> IntakeResult:
+    client = aioredis.Redis.from_url(settings.redis_url)
+    try:
+        intake = Intake(settings, client)
+        await intake.start()
+        return await intake.submit(event, delivery)
+    finally:
+        await client.aclose()
 
 
 def echo_envelope(envelope: dict[str, Any]) -> dict[str, Any]:

@@ -108,3 +108,37 @@ def test_json_lines_never_carry_a_raw_line_break(value: str) -> None:
     line = JsonFormatter().format(record("m", task_id=value))
     assert logs._RAW_BREAKS.search(line) is None and "\n" not in line
     assert json.loads(line)["task_id"] == value
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Quiet, honest logs: no colour codes as text, archive keys shown, RQ's routine lines at DEBUG.
+
+@pytest.mark.parametrize("formatter", [ScrubbingFormatter("%(levelname)s %(name)s: %(message)s"), JsonFormatter()])
+def test_terminal_colour_codes_are_removed_not_escaped(formatter: logging.Formatter) -> None:
+    line = formatter.format(record("*** Listening on %s...", "\x1b[32mveo-archiver\x1b[39;49;00m"))
+    assert "x1b" not in line and "[32m" not in line and "Listening on veo-archiver..." in line
+
+
+def test_an_archive_key_is_shown_in_text_lines_and_secrets_stay_masked() -> None:
+    text = ScrubbingFormatter("%(message)s").format(
+        record("video archived key=kie/t1/0.mp4", key="kie/t1/0.mp4", manifest_key="kie/t1/manifest.json", api_key="K")
+    )
+    assert "key=kie/t1/0.mp4" in text and "manifest_key=kie/t1/manifest.json" in text and "api_key=***" in text
+    assert json.loads(JsonFormatter().format(record("m", key="kie/t1/0.mp4")))["key"] == "kie/t1/0.mp4"
+
+
+@pytest.mark.parametrize("level", [logging.INFO, logging.DEBUG])
+def test_rq_maintenance_lines_are_debug(level: int) -> None:
+    cleaning = "Worker %s: cleaning registries for queue: %s"
+    assert cleaning in logs.ROUTINE_RQ
+    rq = logging.LogRecord("rq.worker", logging.INFO, __file__, 1, cleaning, ("w1", "veo-archiver"), None)
+    root = logging.getLogger()
+    before = root.level
+    root.setLevel(level)
+    try:
+        shown = logs.RoutineRQ().filter(rq)
+    finally:
+        root.setLevel(before)
+    assert shown == (level == logging.DEBUG) and rq.levelname == "DEBUG"
+    other = logging.LogRecord("rq.worker", logging.WARNING, __file__, 1, "Work horse killed", (), None)
+    assert logs.RoutineRQ().filter(other) and other.levelname == "WARNING"

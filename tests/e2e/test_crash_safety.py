@@ -7,7 +7,6 @@ SIGTERM), and a file host that trickles the video so there is a "middle" to kill
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import signal
 import time
@@ -21,8 +20,10 @@ from rq import Queue
 from rq.job import Job
 from rq.registry import FinishedJobRegistry
 from rq.serializers import JSONSerializer
+from rq.worker import Worker
 
-from tests.procs import Service, start_receiver, start_worker, wait_for
+from tests.procs import Service, wait_for
+from tests.stacks import S3Archive, Stack
 from veo_archiver import archive_keys, redis_keys
 from veo_archiver.sim import kie as kie_sim
 from veo_archiver.sim.files import FileHost, HostedFile
@@ -34,88 +35,64 @@ VIDEO = make_mp4(3 * 1024 * 1024, seed=42)
 SHA = hashlib.sha256(VIDEO).hexdigest()
 
 
-def trickle(chunk: int = 64 * 1024, pause: float = 0.05):  # type: ignore[no-untyped-def]
-    """Serve the file slowly (about 1.3 MB/s), full body only, so a download takes a few seconds."""
+class Trickle:
+    """Serve the file slowly (64 KiB every ``pause`` seconds: about 1.3 MB/s by default), full body only, so a
+    download takes seconds; ``sent`` counts the bytes written, so a test acts once the download is under way."""
 
-    def behaviour(handler: BaseHTTPRequestHandler, hosted: HostedFile | None) -> bool:
+    def __init__(self, chunk: int = 64 * 1024, pause: float = 0.05) -> None:
+        self.chunk, self.pause = chunk, pause
+        self.sent = 0
+
+    def __call__(self, handler: BaseHTTPRequestHandler, hosted: HostedFile | None) -> bool:
         assert hosted is not None
         handler.send_response(200)
         handler.send_header("Content-Type", "video/mp4")
         handler.send_header("Content-Length", str(len(hosted.data)))
         handler.end_headers()
         try:
-            for start in range(0, len(hosted.data), chunk):
-                handler.wfile.write(hosted.data[start : start + chunk])
+            for start in range(0, len(hosted.data), self.chunk):
+                piece = hosted.data[start : start + self.chunk]
+                handler.wfile.write(piece)
                 handler.wfile.flush()
-                time.sleep(pause)
+                self.sent += len(piece)
+                time.sleep(self.pause)  # the slow network itself, not a wait of the test
         except (BrokenPipeError, ConnectionResetError):
             pass
         return True
 
-    return behaviour
+
+def crash_stack(redis_server: Any, seaweed: Any, bucket: str, files: FileHost, tmp: Path, **env: str) -> Stack:
+    """Receiver and workers over this Redis and a fresh bucket; every test starts its workers itself."""
+    stack = Stack(
+        tmp,
+        redis_server.url,
+        S3Archive(seaweed, bucket, "a"),
+        KIE_WEBHOOK_HMAC_KEYS=KEY,
+        DOWNLOAD_ALLOW_HOSTS=f"127.0.0.1:{files.port}",
+        **env,
+    )
+    stack.start_receiver()
+    return stack
 
 
-class Stack:
-    def __init__(self, redis_server: Any, seaweed: Any, bucket: str, files: FileHost, tmp: Path, **env: str) -> None:
-        self.rds = redis_server.client()
-        self.s3 = seaweed.boto3_client()
-        self.bucket = bucket
-        self.tmp = tmp
-        self.env = {
-            "REDIS_URL": redis_server.url,
-            **seaweed.env(bucket, "a"),
-            "KIE_WEBHOOK_HMAC_KEYS": KEY,
-            "DOWNLOAD_ALLOW_HOSTS": f"127.0.0.1:{files.port}",
-            **env,
-        }
-        self.receiver, self.base = start_receiver(self.env, tmp)
-        self.workers: list[Service] = []
+def deliver(stack: Stack, task_id: str, url: str) -> None:
+    body = kie_sim.success_body(task_id, [url])
+    assert kie_sim.send(stack.base + "/callbacks/kie", body, kie_sim.signed_headers(KEY, task_id)).status_code == 200
 
-    def worker(self, **env: str) -> Service:
-        service = start_worker({**self.env, **env}, self.tmp)
-        self.workers.append(service)
-        return service
 
-    def close(self) -> None:
-        for w in self.workers:
-            w.stop(timeout=30)
-        self.receiver.stop()
-
-    def objects(self) -> list[str]:
-        return [o["Key"] for o in self.s3.list_objects_v2(Bucket=self.bucket).get("Contents", [])]
-
-    def read(self, key: str) -> bytes | None:
-        try:
-            return self.s3.get_object(Bucket=self.bucket, Key=f"a/{key}")["Body"].read()  # type: ignore[no-any-return]
-        except self.s3.exceptions.NoSuchKey:
-            return None
-
-    def deliver(self, task_id: str, url: str) -> None:
-        body = kie_sim.success_body(task_id, [url])
-        assert kie_sim.send(self.base + "/callbacks/kie", body, kie_sim.signed_headers(KEY, task_id)).status_code == 200
-
-    def assert_archived_once(self, task_id: str, files: FileHost, path: str, timeout: float) -> dict[str, Any]:
-        manifest_key = archive_keys.manifest_key("kie", task_id)
-        raw = wait_for(
-            lambda: self.read(manifest_key),
-            timeout,
-            what="manifest\n" + "\n".join(w.log()[-2500:] for w in self.workers),
-        )
-        manifest = json.loads(raw)
-        (entry,) = manifest["files"]
-        assert entry["sha256"] == SHA and hashlib.sha256(self.read(entry["key"]) or b"").hexdigest() == SHA
-        assert sorted(self.objects()) == sorted(
-            f"a/{k}" for k in (entry["key"], manifest_key, archive_keys.callback_key("kie", task_id, "succeeded"))
-        )
-        archived = [
-            e
-            for _, e in self.rds.xrange(redis_keys.outcomes_stream())
-            if e[b"task_id"].decode() == task_id and e[b"outcome"] == b"archived"
-        ]
-        assert len(archived) == 1, archived
-        queue = Queue("veo-archiver", connection=self.rds, serializer=JSONSerializer)
-        assert redis_keys.job_id("kie", task_id, "succeeded") in FinishedJobRegistry(queue=queue).get_job_ids()
-        return manifest  # type: ignore[no-any-return]
+def assert_archived_once(stack: Stack, task_id: str, timeout: float) -> dict[str, Any]:
+    manifest = stack.manifest("kie", task_id, timeout=timeout)
+    (entry,) = manifest["files"]
+    assert entry["sha256"] == SHA and hashlib.sha256(stack.read(entry["key"]) or b"").hexdigest() == SHA
+    manifest_key = archive_keys.manifest_key("kie", task_id)
+    assert stack.object_keys() == sorted(
+        (entry["key"], manifest_key, archive_keys.callback_key("kie", task_id, "succeeded"))
+    )
+    archived = [e for e in stack.outcomes() if e["task_id"] == task_id and e["outcome"] == "archived"]
+    assert len(archived) == 1, archived
+    queue = Queue("veo-archiver", connection=stack.rds, serializer=JSONSerializer)
+    assert redis_keys.job_id("kie", task_id, "succeeded") in FinishedJobRegistry(queue=queue).get_job_ids()
+    return manifest
 
 
 def children(worker: Service) -> set[int]:
@@ -134,9 +111,18 @@ def horse_of(worker: Service, before: set[int], timeout: float = 30) -> psutil.P
     return wait_for(find, timeout, interval=0.02, what="a work horse")  # type: ignore[no-any-return]
 
 
-def wait_midway(files: FileHost, path: str) -> None:
-    wait_for(lambda: files.hits[path] >= 1, 30, interval=0.02, what="the download to start")
-    time.sleep(0.8)  # well inside a ~2.5 s transfer
+def wait_midway(trickle: Trickle, at: int = 1024 * 1024) -> None:
+    """Until ``at`` bytes of the 3 MiB are on their way: well inside the transfer."""
+    wait_for(lambda: trickle.sent >= at, 30, interval=0.02, what=f"{at} bytes of the download sent")
+
+
+def wait_idle(stack: Stack, worker: Service) -> None:
+    """Until the worker's RQ loop waits for jobs (state idle), so the children it has now are all it keeps."""
+
+    def idle() -> bool:
+        return len(children(worker)) >= 1 and any(w.get_state() == "idle" for w in Worker.all(connection=stack.rds))
+
+    wait_for(idle, 30, interval=0.05, what=f"the worker idle with its scheduler\n{stack.logs()}")
 
 
 @pytest.fixture
@@ -154,12 +140,11 @@ def test_sigkill_of_the_whole_worker_mid_download_still_archives_exactly_once(
 ) -> None:
     path = "/slow/0.mp4"
     url = files.add(path, VIDEO)
-    files.behaviours[path] = trickle()
-    stack = Stack(redis_server, seaweed, s3_bucket, files, tmp_path)
-    try:
-        first = stack.worker()
-        stack.deliver("veo_task_kill9", url)
-        wait_midway(files, path)
+    files.behaviours[path] = trickle = Trickle()
+    with crash_stack(redis_server, seaweed, s3_bucket, files, tmp_path) as stack:
+        first = stack.start_worker()
+        deliver(stack, "veo_task_kill9", url)
+        wait_midway(trickle)
         # node loss: the worker and its horse die at once, nothing gets to clean up
         victims = [psutil.Process(first.pid), *psutil.Process(first.pid).children(recursive=True)]
         for proc in victims:
@@ -167,15 +152,13 @@ def test_sigkill_of_the_whole_worker_mid_download_still_archives_exactly_once(
         first.process.wait()  # type: ignore[union-attr]
         psutil.wait_procs(victims, timeout=5)
         assert stack.read(archive_keys.video_key("kie", "veo_task_kill9", 0)) is None  # no visible partial object
-        assert stack.objects() == []  # nothing half-written: the raw callback is written with the manifest
+        assert stack.object_keys() == []  # nothing half-written: the raw callback is written with the manifest
         files.behaviours.pop(path)  # the file host serves at full speed from now on
-        stack.worker()  # a fresh worker finds the abandoned job once its heartbeat lapses, and re-runs it
-        manifest = stack.assert_archived_once("veo_task_kill9", files, path, timeout=240)
-    finally:
-        stack.close()
-    job = Job.fetch(
-        redis_keys.job_id("kie", "veo_task_kill9", "succeeded"), connection=stack.rds, serializer=JSONSerializer
-    )
+        stack.start_worker()  # a fresh worker finds the abandoned job once its heartbeat lapses, and re-runs it
+        manifest = assert_archived_once(stack, "veo_task_kill9", timeout=240)
+        job = Job.fetch(
+            redis_keys.job_id("kie", "veo_task_kill9", "succeeded"), connection=stack.rds, serializer=JSONSerializer
+        )
     assert manifest["job_id"] == job.id
 
 
@@ -188,23 +171,19 @@ def test_sigkill_of_the_work_horse_mid_download_is_retried_at_once(
 ) -> None:
     path = "/slow/1.mp4"
     url = files.add(path, VIDEO)
-    files.behaviours[path] = trickle()
-    stack = Stack(redis_server, seaweed, s3_bucket, files, tmp_path, RETRY_INTERVALS="1,1,1")
-    try:
-        worker = stack.worker()
-        wait_for(lambda: len(children(worker)) >= 1, 30, what="the worker's scheduler")
-        time.sleep(1)
+    files.behaviours[path] = trickle = Trickle()
+    with crash_stack(redis_server, seaweed, s3_bucket, files, tmp_path, RETRY_INTERVALS="1,1,1") as stack:
+        worker = stack.start_worker()
+        wait_idle(stack, worker)
         before = children(worker)
-        stack.deliver("veo_task_oom", url)
-        wait_midway(files, path)
+        deliver(stack, "veo_task_oom", url)
+        wait_midway(trickle)
         horse = horse_of(worker, before)
         horse.send_signal(signal.SIGKILL)  # what the OOM killer does
         assert stack.read(archive_keys.video_key("kie", "veo_task_oom", 0)) is None
         files.behaviours.pop(path)
-        stack.assert_archived_once("veo_task_oom", files, path, timeout=90)
+        assert_archived_once(stack, "veo_task_oom", timeout=90)
         assert worker.alive()
-    finally:
-        stack.close()
 
 
 def test_sigterm_interrupts_a_long_download_and_another_worker_finishes_it(
@@ -216,20 +195,17 @@ def test_sigterm_interrupts_a_long_download_and_another_worker_finishes_it(
 ) -> None:
     path = "/slow/2.mp4"
     url = files.add(path, VIDEO)
-    files.behaviours[path] = trickle(pause=0.2)  # ~10 s: longer than the grace below
-    stack = Stack(redis_server, seaweed, s3_bucket, files, tmp_path, RETRY_INTERVALS="1,1,1")
-    try:
-        leaving = stack.worker(WORKER_SHUTDOWN_GRACE="1")
-        stack.deliver("veo_task_deploy", url)
-        wait_midway(files, path)
+    files.behaviours[path] = trickle = Trickle(pause=0.2)  # ~10 s: longer than the grace below
+    with crash_stack(redis_server, seaweed, s3_bucket, files, tmp_path, RETRY_INTERVALS="1,1,1") as stack:
+        leaving = stack.start_worker(WORKER_SHUTDOWN_GRACE="1")
+        deliver(stack, "veo_task_deploy", url)
+        wait_midway(trickle, at=256 * 1024)
         leaving.process.send_signal(signal.SIGTERM)  # type: ignore[union-attr]
         leaving.process.wait(timeout=30)  # type: ignore[union-attr]
         assert stack.read(archive_keys.video_key("kie", "veo_task_deploy", 0)) is None
         files.behaviours.pop(path)
-        stack.worker()
-        stack.assert_archived_once("veo_task_deploy", files, path, timeout=90)
-    finally:
-        stack.close()
+        stack.start_worker()
+        assert_archived_once(stack, "veo_task_deploy", timeout=90)
 
 
 def test_sigterm_lets_a_download_inside_the_grace_period_finish(
@@ -241,15 +217,12 @@ def test_sigterm_lets_a_download_inside_the_grace_period_finish(
 ) -> None:
     path = "/slow/3.mp4"
     url = files.add(path, VIDEO)
-    files.behaviours[path] = trickle()
-    stack = Stack(redis_server, seaweed, s3_bucket, files, tmp_path)
-    try:
-        worker = stack.worker(WORKER_SHUTDOWN_GRACE="60")
-        stack.deliver("veo_task_graceful", url)
-        wait_midway(files, path)
+    files.behaviours[path] = trickle = Trickle()
+    with crash_stack(redis_server, seaweed, s3_bucket, files, tmp_path) as stack:
+        worker = stack.start_worker(WORKER_SHUTDOWN_GRACE="60")
+        deliver(stack, "veo_task_graceful", url)
+        wait_midway(trickle)
         worker.process.send_signal(signal.SIGTERM)  # type: ignore[union-attr]
         assert worker.process.wait(timeout=60) == 0  # type: ignore[union-attr]
-        stack.assert_archived_once("veo_task_graceful", files, path, timeout=5)
+        assert_archived_once(stack, "veo_task_graceful", timeout=5)
         assert files.hits[path] == 1  # finished by the same worker, no second download
-    finally:
-        stack.close()

@@ -5,21 +5,21 @@ bytes, and each provider's status API, which the worker uses to confirm before d
 from __future__ import annotations
 
 import hashlib
-import json
+import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
-import redis
 from rq import Queue
 from rq.job import Job
 from rq.registry import FailedJobRegistry
 from rq.serializers import JSONSerializer
 
 from receiver import tokens
-from tests.procs import Service, start_receiver, start_worker, wait_for
+from tests.procs import wait_for
+from tests.servers import RedisServer
+from tests.stacks import S3Archive, Stack
 from veo_archiver import archive_keys, redis_keys
 from veo_archiver.sim.cloud import ProviderCloud
 from veo_archiver.sim.media import make_mp4
@@ -31,40 +31,18 @@ API_KEYS = {"kie": "kie-api-key", "apixo": "apixo-api-key", "useapi": "useapi-to
 PREFIX = "archive"
 
 
-@dataclass
-class Stack:
-    cloud: ProviderCloud
-    base: str
-    rds: redis.Redis
-    s3: Any
-    bucket: str
-    worker: Service
-
-    def url(self, provider: str) -> str:
-        return tokens.callback_url(self.base, provider, tokens.mint(provider, [SIGNING], now=__import__("time").time()))
-
-    def read(self, key: str) -> bytes | None:
-        try:
-            return self.s3.get_object(Bucket=self.bucket, Key=f"{PREFIX}/{key}")["Body"].read()  # type: ignore[no-any-return]
-        except self.s3.exceptions.NoSuchKey:
-            return None
-
-    def manifest(self, provider: str, task_id: str, timeout: float = 60) -> dict[str, Any]:
-        key = archive_keys.manifest_key(provider, task_id)
-        raw = wait_for(lambda: self.read(key), timeout, what=f"{key}\n{self.worker.log()[-4000:]}")
-        return json.loads(raw)  # type: ignore[no-any-return]
+@pytest.fixture(scope="module")
+def cloud() -> Iterator[ProviderCloud]:
+    with ProviderCloud(api_keys=API_KEYS) as simulator:
+        yield simulator
 
 
 @pytest.fixture(scope="module")
-def stack(tmp_path_factory, seaweed) -> Iterator[Stack]:  # type: ignore[no-untyped-def]
-    from tests.servers import RedisServer
-
+def stack(tmp_path_factory, seaweed, cloud: ProviderCloud) -> Iterator[Stack]:  # type: ignore[no-untyped-def]
     tmp = tmp_path_factory.mktemp("providers-e2e")
     bucket = seaweed.create_bucket("providers-e2e")
-    with RedisServer(tmp / "redis") as redis_server, ProviderCloud(api_keys=API_KEYS) as cloud:
+    with RedisServer(tmp / "redis") as redis_server:
         env = {
-            "REDIS_URL": redis_server.url,
-            **seaweed.env(bucket, PREFIX),
             "CALLBACK_SIGNING_KEYS": SIGNING,
             "KIE_WEBHOOK_HMAC_KEYS": KIE_HMAC,
             "DOWNLOAD_ALLOW_HOSTS": f"127.0.0.1:{cloud.port}",
@@ -75,19 +53,20 @@ def stack(tmp_path_factory, seaweed) -> Iterator[Stack]:  # type: ignore[no-unty
             **{f"{p.upper()}_API_BASE": cloud.base_url for p in API_KEYS},
             "RETRY_BASE": "1",
         }
-        receiver, base = start_receiver(env, tmp)
-        worker = start_worker(env, tmp)
-        try:
-            yield Stack(cloud, base, redis_server.client(), seaweed.boto3_client(), bucket, worker)
-        finally:
-            worker.stop()
-            receiver.stop()
+        with Stack(tmp, redis_server.url, S3Archive(seaweed, bucket, PREFIX), **env) as stack:
+            stack.start_receiver()
+            stack.start_worker()
+            yield stack
 
 
-def publish(stack: Stack, provider: str, count: int, seed: int) -> tuple[str, list[bytes], list[str]]:
-    task_id = stack.cloud.new_task_id(provider)
+def callback_url(stack: Stack, provider: str) -> str:
+    return tokens.callback_url(stack.base, provider, tokens.mint(provider, [SIGNING], now=time.time()))
+
+
+def publish(cloud: ProviderCloud, provider: str, count: int, seed: int) -> tuple[str, list[bytes], list[str]]:
+    task_id = cloud.new_task_id(provider)
     videos = [make_mp4(300_000 + 50_000 * n, seed=seed + n) for n in range(count)]
-    urls = [stack.cloud.add_video(f"/{provider}/{seed}/{n}.mp4", data) for n, data in enumerate(videos)]
+    urls = [cloud.add_video(f"/{provider}/{seed}/{n}.mp4", data) for n, data in enumerate(videos)]
     return task_id, videos, urls
 
 
@@ -113,14 +92,14 @@ def assert_archived(stack: Stack, manifest: dict[str, Any], videos: list[bytes])
     ],
 )
 def test_callback_becomes_a_confirmed_archived_video(
-    stack: Stack, provider: str, variant: str | None, count: int
+    stack: Stack, cloud: ProviderCloud, provider: str, variant: str | None, count: int
 ) -> None:
     seed = hash((provider, variant)) % 10_000
-    task_id, videos, urls = publish(stack, provider, count, seed)
-    stack.cloud.set_task(provider, task_id, "succeeded", urls=urls)
-    calls_before = stack.cloud.status_calls[provider]
-    target = stack.url(provider) if provider != "kie" else stack.base + "/callbacks/kie"
-    response = stack.cloud.send_callback(
+    task_id, videos, urls = publish(cloud, provider, count, seed)
+    cloud.set_task(provider, task_id, "succeeded", urls=urls)
+    calls_before = cloud.status_calls[provider]
+    target = callback_url(stack, provider) if provider != "kie" else stack.base + "/callbacks/kie"
+    response = cloud.send_callback(
         provider, task_id, target, variant=variant, hmac_key=KIE_HMAC if provider == "kie" else None
     )
     assert response.status_code == 200, response.text
@@ -128,15 +107,15 @@ def test_callback_becomes_a_confirmed_archived_video(
     assert_archived(stack, manifest, videos)
     assert manifest["task_id"] == task_id  # the original id, even when the key is encoded
     assert manifest["confirmed"]["via"] == "provider_api"
-    assert stack.cloud.status_calls[provider] > calls_before
+    assert cloud.status_calls[provider] > calls_before
     assert [f["source_url"] for f in manifest["files"]] == urls
 
 
-def test_tampered_kie_body_archives_what_the_provider_confirms(stack: Stack) -> None:
-    task_id, videos, urls = publish(stack, "kie", 1, 501)
-    evil = stack.cloud.add_video("/evil/swapped.mp4", make_mp4(200_000, seed=666))
-    stack.cloud.set_task("kie", task_id, "succeeded", urls=urls)
-    body = stack.cloud.callback_body("kie", task_id)
+def test_tampered_kie_body_archives_what_the_provider_confirms(stack: Stack, cloud: ProviderCloud) -> None:
+    task_id, videos, urls = publish(cloud, "kie", 1, 501)
+    evil = cloud.add_video("/evil/swapped.mp4", make_mp4(200_000, seed=666))
+    cloud.set_task("kie", task_id, "succeeded", urls=urls)
+    body = cloud.callback_body("kie", task_id)
     body["data"]["info"]["resultUrls"] = [evil]  # kie signs the task id and time, not the body
     from veo_archiver.sim import kie as kie_sim
 
@@ -145,15 +124,15 @@ def test_tampered_kie_body_archives_what_the_provider_confirms(stack: Stack) -> 
     manifest = stack.manifest("kie", task_id)
     assert_archived(stack, manifest, videos)
     assert manifest["claimed"]["result_urls"] == [evil]
-    assert stack.cloud.hits["/evil/swapped.mp4"] == 0
+    assert cloud.hits["/evil/swapped.mp4"] == 0
 
 
-def test_forged_callback_for_an_unknown_task_is_dead_lettered(stack: Stack) -> None:
-    evil = stack.cloud.add_video("/evil/forged.mp4", make_mp4(200_000, seed=667))
+def test_forged_callback_for_an_unknown_task_is_dead_lettered(stack: Stack, cloud: ProviderCloud) -> None:
+    evil = cloud.add_video("/evil/forged.mp4", make_mp4(200_000, seed=667))
     from veo_archiver.sim import evolink as evolink_sim
 
     body = evolink_sim.success_body("task-unified-1700000000-forged00", [evil])
-    response = evolink_sim.send(stack.url("evolink"), body)  # a leaked callback URL
+    response = evolink_sim.send(callback_url(stack, "evolink"), body)  # a leaked callback URL
     assert response.status_code == 200
     job_id = redis_keys.job_id("evolink", "task-unified-1700000000-forged00", "succeeded")
     queue = Queue("veo-archiver", connection=stack.rds, serializer=JSONSerializer)
@@ -162,69 +141,69 @@ def test_forged_callback_for_an_unknown_task_is_dead_lettered(stack: Stack) -> N
     job = Job.fetch(job_id, connection=stack.rds, serializer=JSONSerializer)
     assert job.meta["dead_letter"]["reason"] == "unknown_task"
     assert stack.read(archive_keys.manifest_key("evolink", "task-unified-1700000000-forged00")) is None
-    assert stack.cloud.hits["/evil/forged.mp4"] == 0
+    assert cloud.hits["/evil/forged.mp4"] == 0
 
 
-def test_link_expiring_at_download_is_refreshed_through_the_status_api(stack: Stack) -> None:
-    task_id, videos, urls = publish(stack, "apixo", 1, 777)
-    stack.cloud.set_task("apixo", task_id, "succeeded", urls=urls)
+def test_link_expiring_at_download_is_refreshed_through_the_status_api(stack: Stack, cloud: ProviderCloud) -> None:
+    task_id, videos, urls = publish(cloud, "apixo", 1, 777)
+    cloud.set_task("apixo", task_id, "succeeded", urls=urls)
     old_path = urlsplit(urls[0]).path
 
     def expire_now(handler, hosted):  # type: ignore[no-untyped-def]
         # the link dies between confirmation and download: the provider now holds a fresh one
-        stack.cloud.refresh_url("apixo", task_id)
-        return stack.cloud.behaviours[old_path](handler, hosted)
+        cloud.refresh_url("apixo", task_id)
+        return cloud.behaviours[old_path](handler, hosted)
 
-    stack.cloud.behaviours[old_path] = expire_now
+    cloud.behaviours[old_path] = expire_now
     from veo_archiver.sim import apixo as apixo_sim
 
-    calls_before = stack.cloud.status_calls["apixo"]
-    response = apixo_sim.send(stack.url("apixo"), stack.cloud.callback_body("apixo", task_id))
+    calls_before = cloud.status_calls["apixo"]
+    response = apixo_sim.send(callback_url(stack, "apixo"), cloud.callback_body("apixo", task_id))
     assert response.status_code == 200
     manifest = stack.manifest("apixo", task_id)
     assert_archived(stack, manifest, videos)
-    assert stack.cloud.hits[old_path] == 1  # one 403, then the fresh URL
+    assert cloud.hits[old_path] == 1  # one 403, then the fresh URL
     assert manifest["files"][0]["source_url"] != urls[0]
-    assert manifest["files"][0]["source_url"] == stack.cloud.task("apixo", task_id).urls[0]
-    assert stack.cloud.status_calls["apixo"] - calls_before == 2  # confirmation, then the refresh
+    assert manifest["files"][0]["source_url"] == cloud.task("apixo", task_id).urls[0]
+    assert cloud.status_calls["apixo"] - calls_before == 2  # confirmation, then the refresh
 
 
-def test_in_progress_at_confirmation_retries_until_done(stack: Stack) -> None:
-    task_id, videos, urls = publish(stack, "evolink", 1, 888)
-    stack.cloud.set_task("evolink", task_id, "succeeded", urls=urls)
-    body = stack.cloud.callback_body("evolink", task_id)
-    stack.cloud.set_task("evolink", task_id, "in_progress")  # the API lags behind the callback
+def test_in_progress_at_confirmation_retries_until_done(stack: Stack, cloud: ProviderCloud) -> None:
+    task_id, videos, urls = publish(cloud, "evolink", 1, 888)
+    cloud.set_task("evolink", task_id, "succeeded", urls=urls)
+    body = cloud.callback_body("evolink", task_id)
+    cloud.set_task("evolink", task_id, "in_progress")  # the API lags behind the callback
     from veo_archiver.sim import evolink as evolink_sim
 
-    assert evolink_sim.send(stack.url("evolink"), body).status_code == 200
+    assert evolink_sim.send(callback_url(stack, "evolink"), body).status_code == 200
     job_id = redis_keys.job_id("evolink", task_id, "succeeded")
     wait_for(
         lambda: Job.fetch(job_id, connection=stack.rds, serializer=JSONSerializer).meta.get("attempts"),
         30,
         what="a scheduled retry",
     )
-    stack.cloud.set_task("evolink", task_id, "succeeded", urls=urls)
+    cloud.set_task("evolink", task_id, "succeeded", urls=urls)
     manifest = stack.manifest("evolink", task_id, timeout=90)
     assert_archived(stack, manifest, videos)
 
 
-def test_a_useapi_token_in_reply_ref_is_stored_nowhere(stack: Stack) -> None:
+def test_a_useapi_token_in_reply_ref_is_stored_nowhere(stack: Stack, cloud: ProviderCloud) -> None:
     """The review found a replyRef token in clear in manifest.json (extra.reply_ref), callback-succeeded.json
     and veo:deliveries:useapi:*: anyone who can read the archive could forge useapi.net callbacks. The callback
     is verified with it, then every stored copy has the token's MAC redacted."""
-    task_id, videos, urls = publish(stack, "useapi", 1, 4242)
-    token = tokens.mint("useapi", [SIGNING], now=__import__("time").time())
+    task_id, videos, urls = publish(cloud, "useapi", 1, 4242)
+    token = tokens.mint("useapi", [SIGNING], now=time.time())
     mac = token.rsplit(".", 1)[1]
-    stack.cloud.set_task("useapi", task_id, "succeeded", urls=urls, reply_ref=f"token={token}", reply_ref_at="both")
-    response = stack.cloud.send_callback("useapi", task_id, stack.base + "/callbacks/useapi")  # no query token
+    cloud.set_task("useapi", task_id, "succeeded", urls=urls, reply_ref=f"token={token}", reply_ref_at="both")
+    response = cloud.send_callback("useapi", task_id, stack.base + "/callbacks/useapi")  # no query token
     assert response.status_code == 200, response.text
     manifest = stack.manifest("useapi", task_id)
     assert_archived(stack, manifest, videos)
     assert manifest["extra"]["reply_ref"].endswith(".***")  # kept readable: provider and expiry, not the MAC
 
     # nowhere in the archive
-    for obj in stack.s3.list_objects_v2(Bucket=stack.bucket, Prefix=PREFIX).get("Contents", []):
-        assert mac.encode() not in stack.s3.get_object(Bucket=stack.bucket, Key=obj["Key"])["Body"].read(), obj["Key"]
+    for key in stack.object_keys():
+        assert mac.encode() not in (stack.read(key) or b""), key
     # nowhere in Redis: every value of every key, whatever its type
     for key in stack.rds.scan_iter(count=1000):
         kind = stack.rds.type(key).decode()

@@ -17,7 +17,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.procs import REPO, free_tcp_port, wait_for
+from tests.procs import REPO, wait_for
+from tests.servers import free_port
 from veo_archiver.cli import local_env
 from veo_archiver.cli.local_env import STATE_FILE, UpState
 
@@ -45,7 +46,7 @@ def cli(cwd: Path, env: dict[str, str], *argv: str, timeout: float = 120) -> sub
 
 @pytest.mark.slow
 def test_up_then_simulate_then_status_and_show_in_the_same_folder_then_ctrl_c(tmp_path: Path) -> None:
-    port = free_tcp_port()
+    port = free_port()
     env = bare_env()
     log = (tmp_path / "up.log").open("wb")
     up = subprocess.Popen(
@@ -78,7 +79,12 @@ def test_up_then_simulate_then_status_and_show_in_the_same_folder_then_ctrl_c(tm
             done = cli(tmp_path, env, *argv, *(["--task-id", TASK] if provider == "kie" else []))
             assert done.returncode == 0, done.stdout + done.stderr + up_log()
             assert "archived:" in done.stdout
-        manifests = sorted((tmp_path / "archive").rglob("manifest.json"))
+        failing = ["--log-level", "WARNING", "simulate", "kie", "--to", f"http://127.0.0.1:{port}/callbacks/kie"]
+        done = cli(tmp_path, env, *failing, "--fail", "500", "--task-id", "veo_fails", "--wait", "60")
+        assert done.returncode == 0, done.stdout + done.stderr  # the failure asked for, recorded
+        assert "archived:" not in done.stdout and "did not succeed" in done.stdout, done.stdout
+        assert "the failure is recorded in" in done.stdout
+        manifests = sorted(m for m in (tmp_path / "archive").rglob("manifest.json") if "veo_fails" not in m.parts)
         assert [m.parts[-3] for m in manifests] == ["evolink", "kie"]
         for manifest in manifests:
             body = json.loads(manifest.read_text())
@@ -87,11 +93,13 @@ def test_up_then_simulate_then_status_and_show_in_the_same_folder_then_ctrl_c(tm
         status = cli(tmp_path, env, "status", "--json")
         assert status.returncode == 0, status.stderr
         found = f"using the embedded Redis of `veo-archiver up` (pid {up.pid}) at unix://"
+        assert found not in status.stderr  # stderr is not a terminal: the note only with -v
+        status = cli(tmp_path, env, "-v", "status", "--json")
         assert found in status.stderr and "redis.sock" in status.stderr
         report = json.loads(status.stdout)
         assert report["finished"] >= 2 and report["workers"], report
 
-        show = cli(tmp_path, env, "show", "kie", TASK, "--json")
+        show = cli(tmp_path, env, "-v", "show", "kie", TASK, "--json")
         assert show.returncode == 0, show.stderr
         assert found in show.stderr
         story = json.loads(show.stdout)
@@ -126,11 +134,15 @@ def test_up_then_simulate_then_status_and_show_in_the_same_folder_then_ctrl_c(tm
             )
             assert [s["codec_type"] for s in json.loads(probe.stdout)["streams"]] == ["video"], probe.stdout
     finally:
+        stopping_at = len(up_log())
         up.send_signal(signal.SIGINT)
         code = up.wait(timeout=120)
         log.close()
     output = up_log()
     assert code == 0, output
+    stop_lines = output[stopping_at:]  # a normal Ctrl-C: no warning, no error, no traceback
+    assert '"level":"warning"' not in stop_lines and '"level":"error"' not in stop_lines, stop_lines
+    assert "Traceback" not in stop_lines, stop_lines
     assert "veo-archiver: stopped" in output
     assert not (tmp_path / STATE_FILE).exists()
     redis_dir = tmp_path / ".veo-archiver" / "redis"

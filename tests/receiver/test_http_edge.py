@@ -23,7 +23,7 @@ from starlette.routing import Route
 
 from receiver import server
 from receiver.framing import Framer, HeadTooLarge, body_framing
-from tests.procs import free_tcp_port
+from tests.servers import free_port
 
 CAP = 4096
 
@@ -51,7 +51,7 @@ def _app(served: Served) -> Starlette:
 
 @pytest.fixture
 def served() -> Iterator[Served]:
-    port = free_tcp_port()
+    port = free_port()
     served = Served(port)
     config = server.config(
         _app(served),

@@ -16,7 +16,8 @@ from starlette.testclient import TestClient
 
 from receiver import tokens
 from receiver.app import create_app
-from tests.procs import Service
+from tests import stacks
+from tests.stacks import DirArchive, Stack
 from veo_archiver import redis_keys
 from veo_archiver.queue_view import DEAD_LETTER_SCAN
 from veo_archiver.settings import Settings
@@ -82,23 +83,7 @@ def env_for(redis_server: Any, tmp_path: Path, files: FileHost | None = None) ->
 
 
 def settings_for(redis_server: Any, tmp_path: Path, **overrides: Any) -> Settings:
-    return Settings.from_env(env_for(redis_server, tmp_path), **overrides)
-
-
-def run_worker_burst(env: dict[str, str], log_dir: Path) -> None:
-    """A real ``veo-archiver worker --burst`` process: archives what is queued, then exits.
-
-    A separate process, not ``make_worker(...).work(burst=True)`` in pytest's: RQ forks a work horse per job,
-    and a horse forked from a process whose obstore runtime already ran (any earlier storage test in the
-    session) hangs on the runtime's dead threads.
-    """
-    worker = Service(["worker", "--burst"], env, log_dir / "worker-burst.log").start()
-    assert worker.process is not None
-    try:
-        code = worker.process.wait(timeout=120)
-    finally:
-        worker.kill_group()
-    assert code == 0, worker.log()[-3000:]
+    return stacks.settings_for(redis_server, env=env_for(redis_server, tmp_path), **overrides)
 
 
 def test_metrics_count_callbacks_and_worker_outcomes_exactly(redis_server, rds, tmp_path) -> None:  # type: ignore[no-untyped-def]
@@ -129,7 +114,8 @@ def test_metrics_count_callbacks_and_worker_outcomes_exactly(redis_server, rds, 
             age = value(before, "veo_archiver_oldest_queued_job_age_seconds", queue="veo-archiver")
             assert age is not None and 0 <= age < 60
 
-            run_worker_burst(env, tmp_path)
+            with Stack(tmp_path, redis_server.url, DirArchive(tmp_path / "archive"), **env) as stack:
+                stack.run_burst()  # a real worker process: see Stack.run_burst
             probe = make_worker(settings, rds, name="metrics-probe")  # registered, never forks
             probe.register_birth()
             probe.set_state("idle")

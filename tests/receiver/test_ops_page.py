@@ -5,10 +5,8 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from dataclasses import dataclass
+from functools import partial
 from html.parser import HTMLParser
-from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
@@ -17,8 +15,7 @@ from starlette.testclient import TestClient
 from receiver.app import create_app
 from receiver.ops_page import COOKIE, cookie_value
 from tests.browser import Chromium, find_chromium
-from tests.procs import Service, start_receiver
-from veo_archiver.settings import Settings
+from tests.stacks import DirArchive, Stack, settings_for
 from veo_archiver.sim import kie as kie_sim
 from veo_archiver.sim.files import FileHost
 from veo_archiver.sim.media import make_mp4
@@ -33,7 +30,7 @@ IMG_ID = '"><img src=x onerror=alert(2)>'
 
 
 class Dom(HTMLParser):
-    """Tags seen, and each table's rows of cell texts, keyed by the table's id."""
+    """Tags seen, each table's rows of cell texts (keyed by the table's id), links and forms."""
 
     def __init__(self, markup: str) -> None:
         super().__init__()
@@ -44,6 +41,10 @@ class Dom(HTMLParser):
         self._cell: list[str] | None = None
         self._card: str | None = None
         self.text: list[str] = []
+        #: (href, text) of every link; each form's action and fields
+        self.links: list[tuple[str, str]] = []
+        self.forms: list[tuple[str, dict[str, str]]] = []
+        self._link: tuple[str, list[str]] | None = None
         self.feed(markup)
 
     def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
@@ -58,6 +59,13 @@ class Dom(HTMLParser):
             self._cell = []
         elif tag == "div" and ident.startswith("card-"):
             self._card = ident.removeprefix("card-")
+        elif tag == "a":
+            self._link = (dict(attrs).get("href") or "", [])
+        elif tag == "form":
+            self.forms.append((dict(attrs).get("action") or "", {}))
+        elif tag == "input" and self.forms:
+            fields = dict(attrs)
+            self.forms[-1][1][fields.get("name") or ""] = fields.get("value") or ""
 
     def handle_endtag(self, tag: str) -> None:
         if tag == "td" and self._cell is not None and self._table is not None:
@@ -65,9 +73,14 @@ class Dom(HTMLParser):
             self._cell = None
         elif tag == "table":
             self._table = None
+        elif tag == "a" and self._link is not None:
+            self.links.append((self._link[0], "".join(self._link[1])))
+            self._link = None
 
     def handle_data(self, data: str) -> None:
         self.text.append(data)
+        if self._link is not None:
+            self._link[1].append(data)
         if self._cell is not None:
             self._cell.append(data)
         if self._card is not None:
@@ -78,13 +91,6 @@ class Dom(HTMLParser):
         return [row for row in self.tables[table] if row]  # the header row has no <td>
 
 
-@dataclass
-class Stack:
-    base: str
-    receiver: Service
-    tmp: Path
-
-
 @pytest.fixture
 def stack(redis_server, tmp_path) -> Iterator[Stack]:  # type: ignore[no-untyped-def]
     """The receiver under uvicorn; two callbacks handled by a real worker (burst), one left queued."""
@@ -92,32 +98,18 @@ def stack(redis_server, tmp_path) -> Iterator[Stack]:  # type: ignore[no-untyped
     video = make_mp4(400_000, seed=11)
     with FileHost() as files:
         good = files.add("/cdn/ok.mp4", video)
-        env = {
-            "REDIS_URL": redis_server.url,
-            "KIE_WEBHOOK_HMAC_KEYS": KEY,
-            "ADMIN_TOKEN": ADMIN,
-            "ARCHIVE_URL": str(tmp_path / "archive"),
-            "DOWNLOAD_ALLOW_HOSTS": f"127.0.0.1:{files.port}",
-        }
-        receiver, base = start_receiver(env, tmp_path)
-        try:
+        env = {"KIE_WEBHOOK_HMAC_KEYS": KEY, "ADMIN_TOKEN": ADMIN, "DOWNLOAD_ALLOW_HOSTS": f"127.0.0.1:{files.port}"}
+        with Stack(tmp_path, redis_server.url, DirArchive(tmp_path / "archive"), **env) as stack:
+            base = stack.start_receiver()
             for task_id, urls in (("veo_ok_1", [good]), (SCRIPT_ID, [files.base_url + "/cdn/gone.mp4"])):
                 body = kie_sim.success_body(task_id, urls)
                 response = kie_sim.send(base + "/callbacks/kie", body, kie_sim.signed_headers(KEY, task_id))
                 assert response.status_code == 200, response.text
-            # a real worker process in burst mode (not in pytest's process: see tests/test_metrics.py)
-            worker = Service(["worker", "--burst"], env, tmp_path / "worker-burst.log").start()
-            assert worker.process is not None
-            try:
-                assert worker.process.wait(timeout=120) == 0, worker.log()[-3000:]
-            finally:
-                worker.kill_group()
+            stack.run_burst()  # a real worker process in burst mode (not in pytest's process: see Stack.run_burst)
             # one more, left waiting in the queue: shows in deliveries and the queue depth
             body = kie_sim.success_body(IMG_ID, [good])
             assert kie_sim.send(base + "/callbacks/kie", body, kie_sim.signed_headers(KEY, IMG_ID)).status_code == 200
-            yield Stack(base=base, receiver=receiver, tmp=tmp_path)
-        finally:
-            receiver.stop()
+            yield stack
 
 
 def test_ops_page_in_a_real_browser(stack: Stack) -> None:
@@ -185,8 +177,7 @@ def test_token_exchange_sets_a_strict_http_only_cookie_and_drops_the_token(stack
 # ------------------------------------------------------------------------------------------- in-process
 
 
-def app_settings(redis_server: Any, **overrides: Any) -> Settings:
-    return Settings(redis_url=redis_server.url, storage=StorageSettings(archive_url="./unused"), **overrides)
+app_settings = partial(settings_for, storage=StorageSettings(archive_url="./unused"))
 
 
 def test_without_an_admin_token_the_page_is_disabled(redis_server) -> None:  # type: ignore[no-untyped-def]
@@ -250,7 +241,8 @@ def test_every_value_is_escaped(redis_server) -> None:  # type: ignore[no-untype
     with TestClient(create_app(app_settings(redis_server, admin_token=ADMIN))) as client:
         page = client.get("/ops", headers={"Authorization": f"Bearer {ADMIN}"}).text
     dom = Dom(page)
-    assert "script" not in dom.tags and "a" not in dom.tags
+    assert "script" not in dom.tags
+    assert dom.links and all(href.startswith(("/ops", "#")) for href, _ in dom.links), dom.links
     assert dom.rows("archives")[0][3] == hostile and dom.rows("failures")[0][4] == hostile
     assert dom.rows("deliveries")[0][2] == hostile and dom.rows("tracked")[0][2] == hostile
 

@@ -14,10 +14,10 @@ from rq.serializers import JSONSerializer
 from starlette.testclient import TestClient
 
 from receiver.app import create_app
+from tests.stacks import settings_for
 from veo_archiver import redis_keys
 from veo_archiver.intake_format import decode_entry
 from veo_archiver.records import delivery as delivery_records
-from veo_archiver.settings import Settings
 from veo_archiver.sim import kie as kie_sim
 
 KEY = "test-hmac-key"
@@ -33,8 +33,7 @@ def rds(redis_server) -> Iterator[redis.Redis]:  # type: ignore[no-untyped-def]
 
 
 def make_client(redis_server, **overrides) -> TestClient:  # type: ignore[no-untyped-def]
-    settings = Settings(redis_url=redis_server.url, **{"kie_hmac_keys": (KEY,), **overrides})
-    return TestClient(create_app(settings))
+    return TestClient(create_app(settings_for(redis_server, **{"kie_hmac_keys": (KEY,), **overrides})))
 
 
 def queued(rds: redis.Redis) -> list[str]:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Iterator
+from functools import partial
 from typing import Any
 
 import pytest
@@ -17,6 +18,7 @@ from starlette.testclient import TestClient
 
 from receiver import tokens
 from receiver.app import create_app
+from tests import stacks
 from veo_archiver import redis_keys, standard_webhooks
 from veo_archiver.intake_format import decode_entry
 from veo_archiver.settings import ProviderSettings, Settings
@@ -38,10 +40,7 @@ def rds(redis_server) -> Iterator[redis.Redis]:  # type: ignore[no-untyped-def]
     client.close()
 
 
-def settings_for(redis_server, **overrides: Any) -> Settings:  # type: ignore[no-untyped-def]
-    base: dict[str, Any] = {"redis_url": redis_server.url, "callback_signing_keys": (SIGNING,)}
-    base.update(overrides)
-    return Settings(**base)
+settings_for = partial(stacks.settings_for, callback_signing_keys=(SIGNING,))
 
 
 def token(provider: str, *, ttl: int | None = None, key: str = SIGNING, now: float | None = None) -> str:

@@ -6,14 +6,14 @@ from __future__ import annotations
 
 import json
 import time
-from typing import Any
+from functools import partial
 
 import redis
 from starlette.testclient import TestClient
 
 from receiver.app import create_app
+from tests import stacks
 from veo_archiver import redis_keys, standard_webhooks
-from veo_archiver.settings import Settings
 from veo_archiver.sim import kie as kie_sim
 
 KEY = "test-hmac-key"
@@ -21,13 +21,7 @@ WHSEC = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 URL = "https://tempfile.aiquickdraw.com/v/abc.mp4"
 
 
-def settings_for(redis_server, **overrides: Any) -> Settings:  # type: ignore[no-untyped-def]
-    base: dict[str, Any] = {
-        "redis_url": redis_server.url,
-        "kie_hmac_keys": (KEY,),
-        "standard_webhook_secrets": {"acme": (WHSEC,)},
-    }
-    return Settings(**{**base, **overrides})
+settings_for = partial(stacks.settings_for, kie_hmac_keys=(KEY,), standard_webhook_secrets={"acme": (WHSEC,)})
 
 
 def nothing_stored(redis_server) -> bool:  # type: ignore[no-untyped-def]

@@ -6,6 +6,7 @@ downstream HTTP server on loopback that checks every notification's Standard Web
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import os
 import subprocess
@@ -21,14 +22,15 @@ from typing import Any
 import pytest
 import redis
 
-from tests.procs import REPO, Service, free_tcp_port, wait_for
-from tests.servers import RedisServer
+from tests import stacks
+from tests.fake_clock import FakeClock
+from tests.procs import REPO, Service, wait_for
+from tests.servers import RedisServer, free_port
 from veo_archiver import archive_keys, redis_keys, standard_webhooks
 from veo_archiver.errors import Rejected
 from veo_archiver.records import outcome as outcomes
 from workers import notify
 
-pytestmark = pytest.mark.slow
 SECRET = "whsec_" + base64.b64encode(b"downstream-test-secret-32-bytes!").decode()
 FAST = ["--retry-base", "0.3", "--retry-cap", "2", "--claim-after", "1", "--timeout", "5"]
 
@@ -93,7 +95,7 @@ class Downstream:
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.server.daemon_threads = True
         self.port = self.server.server_address[1]
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread = threading.Thread(target=self.server.serve_forever, args=(0.05,), daemon=True)
 
     def url(self, path: str) -> str:
         return f"http://127.0.0.1:{self.port}{path}"
@@ -115,8 +117,7 @@ def downstream() -> Iterator[Downstream]:
         server.server.server_close()
 
 
-def notifier(redis_server: RedisServer, urls: list[str], tmp_path: Path, *extra: str,
-             secret: str = SECRET) -> Service:  # fmt: skip
+def notifier(redis_server: RedisServer, urls: list[str], tmp_path: Path, *extra: str, secret: str = SECRET) -> Service:
     env = {"REDIS_URL": redis_server.url, "NOTIFY_URLS": ",".join(urls), "NOTIFY_SECRET": secret}
     log = tmp_path / f"notify-{time.monotonic_ns()}.log"
     return Service(["notify", *FAST, "--from-start", *extra], env, log).start()
@@ -141,23 +142,46 @@ def pending(rds: redis.Redis) -> int:
     return int(rds.xpending(redis_keys.outcomes_stream(), notify.GROUP)["pending"])
 
 
+@contextlib.contextmanager
+def in_process(
+    redis_server: RedisServer, urls: list[str], clock: FakeClock, **policy: Any
+) -> Iterator[notify.Notifier]:
+    """A Notifier in the test's process on ``clock``, with the backoff of ``FAST``; the test drives its steps."""
+    settings = stacks.settings_for(redis_server, notify_urls=tuple(urls), notify_secret=SECRET)
+    fast = {"retry_base_s": 0.3, "retry_cap_s": 2.0, "claim_after_s": 1.0, "timeout_s": 5.0, **policy}
+    connection = redis_server.client()
+    notifier = notify.Notifier(connection, settings, policy=notify.NotifyPolicy(**fast), clock=clock)
+    notifier.ensure_group(from_start=True)
+    try:
+        yield notifier
+    finally:
+        notifier.close()
+        connection.close()
+
+
+def steps_until(notifier: notify.Notifier, clock: FakeClock, done: Callable[[], bool], limit: int = 10) -> int:
+    """Step, then move the clock past the longest backoff, until ``done()``; how many steps it took."""
+    for n in range(1, limit + 1):
+        notifier.step(block_ms=0)
+        if done():
+            return n
+        assert notifier.step(block_ms=0) == 0  # a retry is sent when it is due, not before
+        clock.advance(notifier.policy.retry_cap_s)
+    raise AssertionError(f"not done after {limit} steps")
+
+
 def test_a_failing_url_gets_the_notification_once_after_retries(
-    redis_server: RedisServer, tmp_path: Path, downstream: Downstream
+    redis_server: RedisServer, downstream: Downstream
 ) -> None:
     downstream.behaviours["/flaky"] = lambda n: 503 if n < 2 else 200
     rds = redis_server.client()
-    service = notifier(redis_server, [downstream.url("/flaky"), downstream.url("/ok")], tmp_path)
-    try:
+    clock = FakeClock(time.time())  # the downstream checks webhook-timestamp against its own time
+    with in_process(redis_server, [downstream.url("/flaky"), downstream.url("/ok")], clock) as notifier:
         entry_id = publish(rds, "veo_task_notify_1")
-        wait_for(
-            lambda: any(r.status == 200 for r in downstream.on("/flaky")),
-            30,
-            what=f"the third attempt\n{service.log()[-3000:]}",
-        )
-        wait_for(lambda: pending(rds) == 0, 10, what="the entry acknowledged")
-        time.sleep(1.5)  # nothing more arrives
-    finally:
-        service.stop()
+        assert steps_until(notifier, clock, lambda: any(r.status == 200 for r in downstream.on("/flaky"))) == 3
+        assert pending(rds) == 0
+        clock.advance(24 * 3600)  # nothing more arrives, however long it waits
+        assert notifier.step(block_ms=0) == 0
     flaky, ok = downstream.on("/flaky"), downstream.on("/ok")
     assert [r.status for r in flaky] == [503, 503, 200]
     assert [r.status for r in ok] == [200]
@@ -171,19 +195,15 @@ def test_a_failing_url_gets_the_notification_once_after_retries(
     assert not rds.exists(notify.DEAD_LIST, notify.RETRY_ZSET, notify.entry_key(entry_id))
 
 
-def test_a_url_that_always_fails_is_dead_lettered(
-    redis_server: RedisServer, tmp_path: Path, downstream: Downstream
-) -> None:
+def test_a_url_that_always_fails_is_dead_lettered(redis_server: RedisServer, downstream: Downstream) -> None:
     downstream.behaviours["/down"] = lambda n: 503
     rds = redis_server.client()
     urls = [downstream.url("/down"), downstream.url("/redirect")]
-    service = notifier(redis_server, urls, tmp_path, "--max-attempts", "3")
-    try:
+    clock = FakeClock(time.time())
+    with in_process(redis_server, urls, clock, max_attempts=3) as notifier:
         entry_id = publish(rds, "veo_task_notify_2", outcome="dead_letter")
-        wait_for(lambda: rds.llen(notify.DEAD_LIST) == 2, 30, what=f"two dead letters\n{service.log()[-3000:]}")
-        wait_for(lambda: pending(rds) == 0, 10, what="the entry acknowledged")
-    finally:
-        service.stop()
+        assert steps_until(notifier, clock, lambda: rds.llen(notify.DEAD_LIST) == 2) == 3
+        assert pending(rds) == 0
     assert [r.status for r in downstream.on("/down")] == [503, 503, 503]
     assert len(downstream.on("/redirect")) == 3
     assert downstream.on("/redirected") == []  # redirects are never followed
@@ -195,6 +215,7 @@ def test_a_url_that_always_fails_is_dead_lettered(
     assert not rds.exists(notify.RETRY_ZSET, notify.entry_key(entry_id))
 
 
+@pytest.mark.slow  # notifier processes, one killed
 def test_a_killed_notifier_s_pending_entry_is_delivered_by_the_next(
     redis_server: RedisServer, tmp_path: Path, downstream: Downstream
 ) -> None:
@@ -228,6 +249,7 @@ def test_a_killed_notifier_s_pending_entry_is_delivered_by_the_next(
     assert all(int(c["pending"]) == 0 for c in consumers)
 
 
+@pytest.mark.slow  # a process per case
 @pytest.mark.parametrize(
     ("secret", "words"),
     [
@@ -245,11 +267,12 @@ def test_notify_secret_must_be_a_whsec_secret(redis_server: RedisServer, secret:
     assert "NOTIFY_SECRET" in done.stderr and words in done.stderr
 
 
+@pytest.mark.slow  # `veo-archiver up`: receiver, worker and notifier processes
 def test_up_starts_the_notifier_when_notify_urls_is_set(
     redis_server: RedisServer, tmp_path: Path, downstream: Downstream
 ) -> None:
     rds = redis_server.client()
-    port = free_tcp_port()
+    port = free_port()
     env = {
         "REDIS_URL": redis_server.url,
         "ARCHIVE_URL": str(tmp_path / "archive"),

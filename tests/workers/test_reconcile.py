@@ -8,12 +8,8 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
-import os
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -24,10 +20,15 @@ import redis.asyncio as aioredis
 from rq import Queue
 from rq.job import Job
 from rq.serializers import JSONSerializer
+from starlette.testclient import TestClient
 
-from tests.procs import REPO, Service, start_receiver, start_worker, wait_for
+from receiver.app import create_app
+from tests.fake_clock import FakeClock
+from tests.procs import wait_for
 from tests.servers import RedisServer
+from tests.stacks import DirArchive, S3Archive, Stack
 from veo_archiver import archive_keys, redis_keys
+from veo_archiver.clock import iso
 from veo_archiver.event import TaskEvent, TaskStatus, Verification
 from veo_archiver.intake import Delivery, Intake
 from veo_archiver.settings import Settings
@@ -36,63 +37,25 @@ from veo_archiver.sim.media import make_mp4
 from workers import reconcile
 from workers.status_client import StatusClient
 
-pytestmark = pytest.mark.slow
+# the tests on the `stack` fixture are slow (SeaweedFS: tests/conftest.py marks them); the in-process ones are not
 ADMIN = "admin-token-for-tests"
 # useapi.net deliberately has no key here: tracking one of its tasks must be refused
 API_KEYS = {"kie": "kie-api-key", "apixo": "apixo-api-key", "evolink": "evolink-key"}
 PREFIX = "archive"
 
 
-@dataclass
-class Stack:
-    cloud: ProviderCloud
-    base: str
-    rds: redis.Redis
-    s3: Any
-    bucket: str
-    worker: Service
-    env: dict[str, str]
-    tmp: Path
-
-    def post(self, body: Any, token: str | None = ADMIN, base: str | None = None) -> httpx.Response:
-        headers = {"Authorization": f"Bearer {token}"} if token is not None else {}
-        content = body if isinstance(body, bytes) else json.dumps(body).encode()
-        return httpx.post(f"{base or self.base}/tasks", content=content, headers=headers, timeout=10)
-
-    def read(self, key: str) -> bytes | None:
-        try:
-            return self.s3.get_object(Bucket=self.bucket, Key=f"{PREFIX}/{key}")["Body"].read()  # type: ignore[no-any-return]
-        except self.s3.exceptions.NoSuchKey:
-            return None
-
-    def manifest(self, provider: str, task_id: str, timeout: float = 60) -> dict[str, Any]:
-        key = archive_keys.manifest_key(provider, task_id)
-        raw = wait_for(lambda: self.read(key), timeout, what=f"{key}\n{self.worker.log()[-4000:]}")
-        return json.loads(raw)  # type: ignore[no-any-return]
-
-    def tracked(self, provider: str, task_id: str) -> float | None:
-        return self.rds.zscore(redis_keys.tracked_zset(), redis_keys.tracked_member(provider, task_id))
-
-    def cli(self, *argv: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [sys.executable, "-m", "veo_archiver", "--log-format", "text", *argv],
-            env={**os.environ, **self.env},
-            cwd=REPO,
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
+@pytest.fixture(scope="module")
+def cloud() -> Iterator[ProviderCloud]:
+    with ProviderCloud(api_keys={**API_KEYS, "useapi": "x"}) as simulator:
+        yield simulator
 
 
 @pytest.fixture(scope="module")
-def stack(tmp_path_factory, seaweed) -> Iterator[Stack]:  # type: ignore[no-untyped-def]
+def stack(tmp_path_factory, seaweed, cloud: ProviderCloud) -> Iterator[Stack]:  # type: ignore[no-untyped-def]
     tmp = tmp_path_factory.mktemp("reconcile")
     bucket = seaweed.create_bucket("reconcile-e2e")
-    cloud_keys = {**API_KEYS, "useapi": "x"}
-    with RedisServer(tmp / "redis") as redis_server, ProviderCloud(api_keys=cloud_keys) as cloud:
+    with RedisServer(tmp / "redis") as redis_server:
         env = {
-            "REDIS_URL": redis_server.url,
-            **seaweed.env(bucket, PREFIX),
             "DOWNLOAD_ALLOW_HOSTS": f"127.0.0.1:{cloud.port}",
             "KIE_API_KEY": API_KEYS["kie"],
             "APIXO_API_KEY": API_KEYS["apixo"],
@@ -104,19 +67,26 @@ def stack(tmp_path_factory, seaweed) -> Iterator[Stack]:  # type: ignore[no-unty
             "WORKER_MAINTENANCE_INTERVAL": "1",
             "RETRY_BASE": "1",
         }
-        receiver, base = start_receiver(env, tmp)
-        worker = start_worker(env, tmp)
-        try:
-            yield Stack(cloud, base, redis_server.client(), seaweed.boto3_client(), bucket, worker, env, tmp)
-        finally:
-            worker.stop()
-            receiver.stop()
+        with Stack(tmp, redis_server.url, S3Archive(seaweed, bucket, PREFIX), **env) as stack:
+            stack.start_receiver()
+            stack.start_worker()
+            yield stack
 
 
-def publish(stack: Stack, provider: str, seed: int) -> tuple[str, bytes, str]:
-    task_id = stack.cloud.new_task_id(provider)
+def post_tasks(base: str, body: Any, token: str | None = ADMIN) -> httpx.Response:
+    headers = {"Authorization": f"Bearer {token}"} if token is not None else {}
+    content = body if isinstance(body, bytes) else json.dumps(body).encode()
+    return httpx.post(f"{base}/tasks", content=content, headers=headers, timeout=10)
+
+
+def tracked(rds: redis.Redis, provider: str, task_id: str) -> float | None:
+    return rds.zscore(redis_keys.tracked_zset(), redis_keys.tracked_member(provider, task_id))
+
+
+def publish(cloud: ProviderCloud, provider: str, seed: int) -> tuple[str, bytes, str]:
+    task_id = cloud.new_task_id(provider)
     video = make_mp4(250_000, seed=seed)
-    return task_id, video, stack.cloud.add_video(f"/{provider}/reconcile/{seed}.mp4", video)
+    return task_id, video, cloud.add_video(f"/{provider}/reconcile/{seed}.mp4", video)
 
 
 # --------------------------------------------------------------------------------------------- POST /tasks
@@ -125,25 +95,24 @@ def publish(stack: Stack, provider: str, seed: int) -> tuple[str, bytes, str]:
 def test_post_tasks_requires_the_admin_token(stack: Stack) -> None:
     task = {"provider": "kie", "task_id": "veo_task_auth_probe"}
     for token in (None, "wrong-token", ADMIN + "x"):
-        response = stack.post(task, token=token)
+        response = post_tasks(stack.base, task, token=token)
         assert response.status_code == 401, response.text
         assert response.json()["reason"] == "unauthenticated"
         assert "Bearer" in response.headers["www-authenticate"]
     basic = httpx.post(f"{stack.base}/tasks", json=task, headers={"Authorization": f"Basic {ADMIN}"})
     assert basic.status_code == 401
-    assert stack.tracked("kie", "veo_task_auth_probe") is None
+    assert tracked(stack.rds, "kie", "veo_task_auth_probe") is None
 
 
 def test_post_tasks_is_disabled_without_an_admin_token(stack: Stack) -> None:
-    env = {k: v for k, v in stack.env.items() if k != "ADMIN_TOKEN"}
-    receiver, base = start_receiver(env, stack.tmp)
+    base = stack.start_receiver(ADMIN_TOKEN=None)
     try:
-        response = stack.post({"provider": "kie", "task_id": "veo_task_disabled"}, base=base)
+        response = post_tasks(base, {"provider": "kie", "task_id": "veo_task_disabled"})
         assert response.status_code == 404
         assert response.json()["reason"] == "disabled"
         assert "ADMIN_TOKEN" in response.json()["msg"]
     finally:
-        receiver.stop()
+        stack.receivers.pop(base).stop()
 
 
 @pytest.mark.parametrize(
@@ -162,39 +131,48 @@ def test_post_tasks_is_disabled_without_an_admin_token(stack: Stack) -> None:
     ],
 )
 def test_post_tasks_refuses_bad_input_with_a_reason(stack: Stack, body: Any, reason: str, words: str) -> None:
-    response = stack.post(body)
+    response = post_tasks(stack.base, body)
     assert response.status_code == 400, response.text
     assert response.json()["reason"] == reason
     assert words in response.json()["msg"]
-    assert stack.tracked("kie", "veo_task_batch_ok") is None  # a bad item refuses the whole batch
+    assert tracked(stack.rds, "kie", "veo_task_batch_ok") is None  # a bad item refuses the whole batch
 
 
-def test_post_tasks_is_idempotent_and_keeps_the_first_registration(stack: Stack) -> None:
+def test_post_tasks_is_idempotent_and_keeps_the_first_registration(redis_server: RedisServer) -> None:
+    clock = FakeClock()
+    settings = Settings.from_env({"REDIS_URL": redis_server.url, "ADMIN_TOKEN": ADMIN, "KIE_API_KEY": "k"})
+    rds = redis_server.client()
     ids = [f"veo_task_idem_{n}" for n in range(3)]
-    first = stack.post({"provider": "kie", "task_id": ids[0]})
-    assert first.status_code == 200, first.text
-    [entry] = first.json()["tracked"]
-    assert entry["new"] is True and entry["task_id"] == ids[0]
-    score = stack.tracked("kie", ids[0])
-    time.sleep(1.1)
-    batch = [{"provider": "kie", "task_id": i} for i in [*ids, ids[1]]]
-    again = stack.post(batch)
+    with TestClient(create_app(settings, clock=clock), base_url="http://127.0.0.1") as client:
+
+        def post(body: Any) -> httpx.Response:
+            return client.post("/tasks", content=json.dumps(body), headers={"Authorization": f"Bearer {ADMIN}"})
+
+        first = post({"provider": "kie", "task_id": ids[0]})
+        assert first.status_code == 200, first.text
+        [entry] = first.json()["tracked"]
+        assert entry["new"] is True and entry["task_id"] == ids[0]
+        assert entry["registered_at"] == iso(clock.now)
+        score = tracked(rds, "kie", ids[0])
+        assert score == clock.now
+        clock.advance(60)
+        again = post([{"provider": "kie", "task_id": i} for i in [*ids, ids[1]]])
     assert again.status_code == 200, again.text
-    tracked = again.json()["tracked"]
-    assert [(t["task_id"], t["new"]) for t in tracked] == [(ids[0], False), (ids[1], True), (ids[2], True)]
-    assert tracked[0]["registered_at"] == entry["registered_at"]
-    assert stack.tracked("kie", ids[0]) == score
-    # not kie's: forget them before the sweep drops them as unknown tasks
-    stack.rds.zrem(redis_keys.tracked_zset(), *[redis_keys.tracked_member("kie", i) for i in ids])
+    listed = again.json()["tracked"]
+    assert [(t["task_id"], t["new"]) for t in listed] == [(ids[0], False), (ids[1], True), (ids[2], True)]
+    assert listed[0]["registered_at"] == entry["registered_at"]
+    assert listed[1]["registered_at"] == iso(clock.now)
+    assert tracked(rds, "kie", ids[0]) == score
+    rds.close()
 
 
 # --------------------------------------------------------------------------------------------- the sweep
 
 
-def test_a_task_whose_callback_never_comes_is_archived_by_the_sweep(stack: Stack) -> None:
-    task_id, video, url = publish(stack, "kie", 11)
-    stack.cloud.set_task("kie", task_id, "in_progress")
-    response = stack.post({"provider": "kie", "task_id": task_id})
+def test_a_task_whose_callback_never_comes_is_archived_by_the_sweep(stack: Stack, cloud: ProviderCloud) -> None:
+    task_id, video, url = publish(cloud, "kie", 11)
+    cloud.set_task("kie", task_id, "in_progress")
+    response = post_tasks(stack.base, {"provider": "kie", "task_id": task_id})
     assert response.status_code == 200, response.text
     member = redis_keys.tracked_member("kie", task_id)
 
@@ -202,13 +180,13 @@ def test_a_task_whose_callback_never_comes_is_archived_by_the_sweep(stack: Stack
     wait_for(
         lambda: stack.rds.zscore(reconcile.POLLED_ZSET, member),
         40,
-        what=f"a sweep polling the task\n{stack.worker.log()[-3000:]}",
+        what=f"a sweep polling the task\n{stack.logs()}",
     )
-    assert stack.tracked("kie", task_id) is not None
+    assert tracked(stack.rds, "kie", task_id) is not None
     assert stack.read(archive_keys.manifest_key("kie", task_id)) is None
 
     # the provider finishes; its callback is lost; the next sweep reads the status API and archives
-    stack.cloud.set_task("kie", task_id, "succeeded", urls=[url])
+    cloud.set_task("kie", task_id, "succeeded", urls=[url])
     manifest = stack.manifest("kie", task_id, timeout=60)
     assert manifest["status"] == "succeeded"
     assert manifest["verification"] == "provider_api"
@@ -222,12 +200,12 @@ def test_a_task_whose_callback_never_comes_is_archived_by_the_sweep(stack: Stack
     # the same deterministic job a callback would have made; the worker untracks the task when archived
     job = Job.fetch(redis_keys.job_id("kie", task_id, "succeeded"), connection=stack.rds, serializer=JSONSerializer)
     assert job.kwargs["envelope"]["event"]["verification"] == "provider_api"
-    wait_for(lambda: stack.tracked("kie", task_id) is None, 20, what="the task untracked after archiving")
+    wait_for(lambda: tracked(stack.rds, "kie", task_id) is None, 20, what="the task untracked after archiving")
 
 
-def test_a_task_the_provider_does_not_know_is_dropped_and_reported(stack: Stack) -> None:
-    unknown = [("evolink", stack.cloud.new_task_id("evolink")), ("kie", stack.cloud.new_task_id("kie"))]
-    response = stack.post([{"provider": p, "task_id": t} for p, t in unknown])
+def test_a_task_the_provider_does_not_know_is_dropped_and_reported(stack: Stack, cloud: ProviderCloud) -> None:
+    unknown = [("evolink", cloud.new_task_id("evolink")), ("kie", cloud.new_task_id("kie"))]
+    response = post_tasks(stack.base, [{"provider": p, "task_id": t} for p, t in unknown])
     assert response.status_code == 200, response.text
 
     def dropped() -> dict[tuple[str, str], dict[str, Any]]:
@@ -236,22 +214,22 @@ def test_a_task_the_provider_does_not_know_is_dropped_and_reported(stack: Stack)
     found = wait_for(
         lambda: all(u in dropped() for u in unknown) and dropped(),
         40,
-        what=f"both tasks dropped\n{stack.worker.log()[-3000:]}",
+        what=f"both tasks dropped\n{stack.logs()}",
     )
     for provider, task_id in unknown:
         record = found[(provider, task_id)]
         assert record["reason"] == "unknown_task"
         assert task_id in record["detail"] or "record is null" in record["detail"]
-        assert stack.tracked(provider, task_id) is None
+        assert tracked(stack.rds, provider, task_id) is None
     listing = stack.cli("tracked")
     assert listing.returncode == 0, listing.stderr
     assert "dropped" in listing.stdout and "unknown_task" in listing.stdout
     assert unknown[0][1] in listing.stdout
 
 
-def test_track_and_sweep_once_from_the_cli(stack: Stack) -> None:
-    task_id = stack.cloud.new_task_id("apixo")
-    stack.cloud.set_task(
+def test_track_and_sweep_once_from_the_cli(stack: Stack, cloud: ProviderCloud) -> None:
+    task_id = cloud.new_task_id("apixo")
+    cloud.set_task(
         "apixo", task_id, "failed", failure_code="CONTENT_VIOLATION", failure_message="Content violates usage policy"
     )
     first = stack.cli("track", "apixo", task_id)
@@ -270,7 +248,7 @@ def test_track_and_sweep_once_from_the_cli(stack: Stack) -> None:
     assert manifest["status"] == "failed"
     assert manifest["failure"] == {"code": "CONTENT_VIOLATION", "message": "Content violates usage policy"}
     assert manifest["verification"] == "provider_api"
-    wait_for(lambda: stack.tracked("apixo", task_id) is None, 20, what="the task untracked after archiving")
+    wait_for(lambda: tracked(stack.rds, "apixo", task_id) is None, 20, what="the task untracked after archiving")
     assert reconcile.last_report(stack.rds) is not None
 
 
@@ -289,17 +267,21 @@ def _submit_callback(settings: Settings, event: TaskEvent) -> None:
     asyncio.run(run())
 
 
+@pytest.mark.slow  # a burst worker process
 def test_sweep_polls_only_tasks_without_a_terminal_delivery(redis_server: RedisServer, tmp_path: Path) -> None:
-    with ProviderCloud(api_keys={"kie": "kie-key"}) as cloud:
-        env = {
-            "REDIS_URL": redis_server.url,
-            "KIE_API_KEY": "kie-key",
-            "KIE_API_BASE": cloud.base_url,
-            "ARCHIVE_URL": str(tmp_path / "archive"),
-            "DOWNLOAD_ALLOW_HOSTS": f"127.0.0.1:{cloud.port}",
-            "RECONCILE_INTERVAL": "60",
-        }
-        settings = Settings.from_env(env)
+    with (
+        ProviderCloud(api_keys={"kie": "kie-key"}) as cloud,
+        Stack(
+            tmp_path,
+            redis_server.url,
+            DirArchive(tmp_path / "archive"),
+            KIE_API_KEY="kie-key",
+            KIE_API_BASE=cloud.base_url,
+            DOWNLOAD_ALLOW_HOSTS=f"127.0.0.1:{cloud.port}",
+            RECONCILE_INTERVAL="60",
+        ) as stack,
+    ):
+        settings = Settings.from_env(stack.env)
         rds = redis_server.client()
         now = time.time()
         lost, called_back, young, running = (cloud.new_task_id("kie") for _ in range(4))
@@ -332,8 +314,7 @@ def test_sweep_polls_only_tasks_without_a_terminal_delivery(redis_server: RedisS
         queue = Queue(settings.queue_name, connection=rds, serializer=JSONSerializer)
         assert redis_keys.job_id("kie", lost, "succeeded") in queue.job_ids
 
-        worker = Service(["worker", "--burst"], env, tmp_path / "burst-worker.log").start()
-        assert worker.process is not None and worker.process.wait(120) == 0, worker.log()[-3000:]
+        stack.run_burst()
         for task_id in (lost, called_back):
             assert rds.zscore(redis_keys.tracked_zset(), redis_keys.tracked_member("kie", task_id)) is None
 

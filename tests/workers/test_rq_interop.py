@@ -150,8 +150,34 @@ def test_a_dead_letter_requeued_by_any_tool_is_archived_once_its_url_works(world
     job = Job.fetch(world.job_id, connection=world.rds, serializer=JSONSerializer)
     assert job.get_status() == "finished"
     assert "dead_letter" not in job.meta
-    # the worker moved the carried-over verdict aside (``veo-archiver retry`` clears it itself)
-    assert bool(job.meta.get("previous_dead_letters")) == (tool != "veo-archiver retry")
+    # the verdict was moved aside (by the worker, or by ``veo-archiver retry`` itself), whatever the serializer
+    assert [(v["reason"], v["run"]) for v in job.meta["previous_dead_letters"]] == [("http_404", 1)]
+    assert job.meta["run"] == 2
     assert job.meta["task_id"] == TASK  # readable again, whatever the tool's serializer made of it
     outcomes = [fields[b"outcome"] for _, fields in world.rds.xrange(redis_keys.outcomes_stream())]
     assert outcomes == [b"dead_letter", b"archived"]
+
+
+@pytest.mark.parametrize("tool", list(TOOLS))
+def test_a_requeued_dead_letter_that_fails_again_publishes_its_new_end(world: World, tool: str) -> None:
+    """Each end of each run is published once: the second run's dead letter is a second stream entry (its own
+    ``outcome_id``, its new reason), and the meta still names the first verdict."""
+    world.deliver(f"{world.files.base_url}/v/bad.mp4")  # 404 for now
+    world.work()
+    assert world.failed() == [world.job_id]
+
+    world.files.add("/v/bad.mp4", b"<html>an error page, not a video</html>" * 50)  # fails otherwise now
+    done = TOOLS[tool](world)
+    assert done.returncode == 0, done.stdout + done.stderr
+    world.work()
+
+    assert world.failed() == [world.job_id]
+    entries = [fields for _, fields in world.rds.xrange(redis_keys.outcomes_stream())]
+    assert [e[b"outcome"] for e in entries] == [b"dead_letter", b"dead_letter"]
+    assert [e[b"run"] for e in entries] == [b"1", b"2"]
+    assert entries[0][b"outcome_id"] != entries[1][b"outcome_id"]
+    first, second = (e[b"reason"].decode() for e in entries)
+    assert first == "http_404" and second != "http_404"
+    job = Job.fetch(world.job_id, connection=world.rds, serializer=JSONSerializer)
+    assert job.meta["dead_letter"]["reason"] == second and job.meta["dead_letter"]["published"] is True
+    assert [(v["reason"], v["run"]) for v in job.meta["previous_dead_letters"]] == [("http_404", 1)]

@@ -7,12 +7,12 @@ the bounded retries instead, and a failure reads as one line for operators.
 
 from __future__ import annotations
 
-import socket
 from collections.abc import Iterator
 from datetime import timedelta
 
 import pytest
 
+from tests.servers import refused_port
 from veo_archiver.errors import ConfigError
 from veo_archiver.settings import Settings
 from workers.storage import StorageUnavailable, open_archive
@@ -21,9 +21,8 @@ from workers.storage import StorageUnavailable, open_archive
 @pytest.fixture
 def refused_endpoint() -> Iterator[str]:
     """A loopback port that is bound but never listens: every connection to it is refused."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
+    with refused_port() as port:
+        yield f"http://127.0.0.1:{port}"
 
 
 def s3_env(endpoint: str, **extra: str) -> dict[str, str]:

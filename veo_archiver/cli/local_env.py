@@ -4,12 +4,19 @@ While ``up`` runs it keeps ``.veo-archiver/up.json`` (mode 0600) in its working 
 URL, and the values it provided itself (the embedded Redis's ``REDIS_URL``, the development signing keys, the
 admin token it minted). Every other command builds its environment with :func:`environ`: real environment
 variables first; for a variable not set, the value from that file, if the file is ours (same user, not readable
-by others) and its ``up`` is still alive. A stale file (``up`` crashed) is ignored with a one-line note. When a
-value came from the file, one line on stderr says so, so nobody wonders which Redis a command read.
+by others) and its ``up`` is still alive. A stale file (``up`` crashed) is ignored with a one-line note.
+
+When a value came from the file, one line on stderr says so, so nobody wonders which Redis a command read: once
+per terminal session and folder (on a terminal, the first command of a shell session that uses it says it;
+the session ids that saw it are kept in ``.veo-archiver/notes-seen``), every time with ``veo-archiver -v``, and
+never for a command that only asks for keys quietly (``callback-url``). Scripts and pipes (stderr not a
+terminal) get it only with ``-v``. When Redis cannot be reached, :func:`unreachable` says where the URL came
+from (the environment, this file, or the default) and, when no ``up`` runs here, to start one.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import secrets
@@ -27,8 +34,15 @@ DEV_ENV_FILE = "dev.env"
 #: the only variables the file may provide (what ``up`` makes up itself when they are not set)
 SHARED = ("REDIS_URL", "KIE_WEBHOOK_HMAC_KEYS", "CALLBACK_SIGNING_KEYS", "ADMIN_TOKEN")
 
+#: terminal sessions that were told where the values came from, in this folder (see the module docstring)
+NOTES_SEEN_FILE = Path(".veo-archiver") / "notes-seen"
+NOTES_SEEN_KEPT = 64
+_IGNORING = "veo-archiver: ignoring "
+
 #: notes already printed by this process: a command that builds its settings twice says it once
 _noted: set[str] = set()
+#: ``veo-archiver -v``: print the note every time (set once by the entry point)
+verbose = False
 
 
 @dataclass(frozen=True)
@@ -154,15 +168,88 @@ def merge(
     return env, f"veo-archiver: using {', '.join(used)} of {up}, from {path}"
 
 
-def environ() -> dict[str, str]:
-    """This process's environment completed from a live ``up`` in the current folder; says so once on stderr."""
+def environ(*, quiet: bool = False) -> dict[str, str]:
+    """This process's environment completed from a live ``up`` in the current folder; says so on stderr as the
+    module docstring tells (a file ignored, always; ``quiet``: a value used, only with ``-v``)."""
     env, note = merge(os.environ)
-    if note is not None and note not in _noted:
+    if note is not None and note not in _noted and _should_say(note, quiet=quiet):
         _noted.add(note)
         print(note, file=sys.stderr, flush=True)
     return env
 
 
-def settings(**overrides: object) -> Settings:
+def _should_say(note: str, *, quiet: bool) -> bool:
+    if note.startswith(_IGNORING) or verbose:
+        return True
+    if quiet or not _stderr_is_terminal():
+        return False
+    return first_in_session(note, Path.cwd())
+
+
+def _stderr_is_terminal() -> bool:
+    try:
+        return sys.stderr.isatty()
+    except (AttributeError, ValueError):
+        return False
+
+
+def first_in_session(note: str, cwd: Path, session: int | None = None) -> bool:
+    """Whether this terminal session (``os.getsid``: one per shell) was not yet shown ``note`` in ``cwd``;
+    records that it now is. A note names its ``up``'s pid, so a new ``up`` is told again."""
+    try:
+        sid = os.getsid(0) if session is None else session
+    except OSError:
+        return True
+    line = f"{sid} {hashlib.sha256(note.encode()).hexdigest()[:16]}"
+    path = cwd / NOTES_SEEN_FILE
+    try:
+        seen = path.read_text().splitlines()
+    except OSError:
+        seen = []
+    if line in seen:
+        return False
+    try:
+        write_private(path, "".join(f"{entry}\n" for entry in [*seen[-NOTES_SEEN_KEPT + 1 :], line]))
+    except OSError:
+        pass  # a folder we cannot write to: the note is said every time, as before
+    return True
+
+
+def settings(*, quiet: bool = False, **overrides: object) -> Settings:
     """The one way a command builds its settings."""
-    return Settings.from_env(environ(), **overrides)
+    return Settings.from_env(environ(quiet=quiet), **overrides)
+
+
+def redis_origin(
+    environ: Mapping[str, str] | None = None, cwd: Path | None = None, *, alive: Callable[[int], bool] = pid_alive
+) -> tuple[str, UpState | None]:
+    """Where a command's ``REDIS_URL`` came from, in words, and the ``up`` running in ``cwd`` (``None``: none)."""
+    environ = os.environ if environ is None else environ
+    state = running(cwd, alive=alive)
+    if environ.get("REDIS_URL"):
+        return "REDIS_URL, set in the environment", state
+    if state is not None and state.values.get("REDIS_URL"):
+        return f"the embedded Redis of `veo-archiver up` (pid {state.pid}), recorded in {STATE_FILE}", state
+    return "the default: REDIS_URL is not set", state
+
+
+def unreachable(
+    url: str,
+    error: str,
+    environ: Mapping[str, str] | None = None,
+    cwd: Path | None = None,
+    *,
+    alive: Callable[[int], bool] = pid_alive,
+) -> str:
+    """The message for a Redis that does not answer: where the command looked, why that URL, what to do."""
+    from veo_archiver.logs import scrub  # a password in the URL stays out of the message
+
+    folder = (cwd or Path.cwd()).resolve()
+    origin, state = redis_origin(environ, folder, alive=alive)
+    text = f"cannot reach Redis at {scrub(url)} ({origin}): {error.strip()}"
+    if state is None:
+        return (
+            f"{text}\n  no `veo-archiver up` runs in this folder ({folder}): start `veo-archiver up` here first "
+            "(in another terminal), or set REDIS_URL to a running Redis"
+        )
+    return f"{text}\n  `veo-archiver up` (pid {state.pid}) runs in this folder: is its Redis still up? (see its log)"

@@ -1,4 +1,4 @@
-"""``veo-archiver``: serve the receiver, run workers, run everything embedded, simulate a provider.
+"""veo-archiver: receive video-generation callbacks, archive the videos, and operate the queue.
 
 Settings come from the environment (README, "Configuration"), built once here and passed down; in a folder
 where ``veo-archiver up`` runs, what it provided (embedded Redis, development keys, admin token) fills in the
@@ -21,11 +21,13 @@ from pathlib import Path
 from types import FrameType
 
 from veo_archiver import archive_keys
-from veo_archiver.cli import local_env
+from veo_archiver.cli import arguments, local_env
+from veo_archiver.cli.ports import check_port, wait_listening
 from veo_archiver.env_values import is_loopback_host
 from veo_archiver.errors import ArchiverError, ConfigError
 from veo_archiver.logs import configure as configure_logging
 from veo_archiver.logs import wants_json
+from veo_archiver.providers import NAMES as PROVIDER_NAMES
 from veo_archiver.settings import Settings
 
 log = logging.getLogger("veo_archiver")
@@ -34,8 +36,8 @@ DEFAULT_DATA_DIR = ".veo-archiver"
 SIMULATOR_PORT = 8765
 
 
-def _settings(**overrides: object) -> Settings:
-    return local_env.settings(**overrides)
+def _settings() -> Settings:
+    return local_env.settings()
 
 
 # --------------------------------------------------------------------------------------------- serve / worker
@@ -48,6 +50,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from receiver.app import create_app
     from receiver.metrics import ReceiverMetrics
 
+    check_port(args.host, args.port, command="serve")
     settings = _settings()
     counters = ReceiverMetrics()  # the app's registry: the server's refusals are counted with the app's
     config = server.config(
@@ -59,7 +62,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
         on_refused=lambda reason: counters.shed.labels(reason).inc(),
     )
     log.info("receiver listening", extra={"host": args.host, "port": args.port})
-    uvicorn.Server(config).run()
+    try:
+        uvicorn.Server(config).run()
+    except KeyboardInterrupt:  # uvicorn shut down cleanly, then re-raises the Ctrl-C it caught: not an error
+        log.info("receiver stopped")
     return 0
 
 
@@ -116,6 +122,7 @@ def cmd_up(args: argparse.Namespace) -> int:
     other = local_env.running()
     if other is not None:
         raise ConfigError(f"`veo-archiver up` already runs in this folder (pid {other.pid}, {other.receiver_url})")
+    check_port(args.host, args.port, command="up")  # before a line is printed or a token minted
     data_dir = Path(args.data_dir).resolve()
     env, provided, key_note = _up_env(args, data_dir)
     settings = Settings.from_env(env)  # validate before starting anything else
@@ -152,20 +159,24 @@ def cmd_up(args: argparse.Namespace) -> int:
             start("notifier", ["notify"])
         base = (settings.public_base_url or f"http://{args.host}:{args.port}").rstrip("/")
         redis_line = f"embedded, data in {embedded.data_dir}" if embedded else "REDIS_URL"
-        print(
-            "\nveo-archiver is up\n"
-            f"  register as callBackUrl:  {base}/callbacks/kie\n"
-            f"  kie.ai signing key:       {key_note}\n"
-            f"  archive:                  {settings.storage.describe()}\n"
-            f"  redis:                    {redis_line}\n"
-            f"  ops page:                 {_ops_line(local, provided, env)}\n"
-            "  queue status:             veo-archiver status  (show, failed, retry: run here, no variables needed)\n"
-            f"  other providers:          veo-archiver callback-url apixo|useapi|evolink --base {base}\n"
-            f"  see a video archived:     veo-archiver simulate kie --to {local}/callbacks/kie\n"
-            f"                            (or apixo, useapi, evolink with --to {local})\n"
-            "  Ctrl-C stops everything (the worker finishes its current download first).\n",
-            flush=True,
-        )
+        receiver = children[0][1]
+        # the banner only once the receiver answers: "is up" is true when it is printed
+        if wait_listening(args.host, args.port, alive=lambda: receiver.poll() is None and not stop_requested):
+            print(
+                "\nveo-archiver is up\n"
+                f"  register as callBackUrl:  {base}/callbacks/kie\n"
+                f"  kie.ai signing key:       {key_note}\n"
+                f"  archive:                  {settings.storage.describe()}\n"
+                f"  redis:                    {redis_line}\n"
+                f"  ops page:                 {_ops_line(local, provided, env)}\n"
+                "  queue status:             veo-archiver status  "
+                "(show, failed, retry: run here, no variables needed)\n"
+                f"  other providers:          veo-archiver callback-url apixo|useapi|evolink --base {base}\n"
+                f"  see a video archived:     veo-archiver simulate kie --to {local}/callbacks/kie\n"
+                f"                            (or apixo, useapi, evolink with --to {local})\n"
+                "  Ctrl-C stops everything (the worker finishes its current download first).\n",
+                flush=True,
+            )
         while not stop_requested:
             for name, child in children:
                 if child.poll() is not None:
@@ -250,10 +261,10 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         if response.status_code != 200:
             return 1
         print(f"{provider} task {task_id}: {0 if args.fail else len(urls)} video(s) served from {cloud.base_url}")
-        return _await_manifest(provider, task_id, args.wait)
+        return _await_manifest(provider, task_id, args.wait, expect_failure=bool(args.fail))
 
 
-def _await_manifest(provider: str, task_id: str, wait_s: float) -> int:
+def _await_manifest(provider: str, task_id: str, wait_s: float, *, expect_failure: bool = False) -> int:
     from workers.storage import open_archive
 
     settings = _settings()
@@ -263,15 +274,28 @@ def _await_manifest(provider: str, task_id: str, wait_s: float) -> int:
     while time.monotonic() < deadline:
         manifest = archive.get_json(key)
         if manifest is not None:
-            print(f"archived: {archive.location(key)}")
-            for f in manifest.get("files", []):
-                print(f"  {f['key']}  {f['size']} bytes  sha256 {f['sha256']}")
-            if manifest.get("failure"):
-                print(f"  failure recorded: {json.dumps(manifest['failure'])}")
-            return 0
+            return _print_manifest(manifest, archive.location(key), expect_failure=expect_failure)
         time.sleep(0.25)
     print(f"not archived within {wait_s:.0f} s: is a worker running against {settings.storage.describe()}?")
     return 1
+
+
+def _print_manifest(manifest: dict[str, object], location: str, *, expect_failure: bool) -> int:
+    """What the archive holds for the simulated task, in words that never read as success when it failed."""
+    files = manifest.get("files")
+    files = files if isinstance(files, list) else []
+    if manifest.get("status") == "succeeded" and not manifest.get("failure"):
+        print(f"archived: {location}")
+        for f in files:
+            print(f"  {f['key']}  {f['size']} bytes  sha256 {f['sha256']}")
+        return arguments.OK
+    failure = manifest.get("failure")
+    print(f"the task did not succeed (status {manifest.get('status')}); no video archived")
+    if failure:
+        print(f"  provider's failure: {json.dumps(failure)}")
+    print(f"  the failure is recorded in {location}")
+    # a failure callback that was asked for (--fail) is the simulation working; any other is a failure
+    return arguments.OK if expect_failure else arguments.FOUND_PROBLEM
 
 
 # --------------------------------------------------------------------------------------------- callback-url
@@ -280,15 +304,25 @@ def _await_manifest(provider: str, task_id: str, wait_s: float) -> int:
 def cmd_callback_url(args: argparse.Namespace) -> int:
     from receiver import tokens
 
-    settings = _settings()
+    settings = local_env.settings(quiet=True)  # prints a URL: no note about where the keys came from
     if not settings.callback_signing_keys:
         raise ConfigError(
             "CALLBACK_SIGNING_KEYS is not set: generate one with `python3 -c 'import secrets; "
             "print(secrets.token_urlsafe(32))'` and give the same value to the receiver"
         )
     base = args.base or settings.public_base_url
+    up = local_env.running() if not base else None
+    if up is not None and up.receiver_url:
+        base = up.receiver_url  # the receiver of the `up` running here: right for `simulate`, loopback only
+        print(
+            f"# the receiver of `veo-archiver up` here ({base}); a provider needs the public URL: set "
+            "PUBLIC_BASE_URL or pass --base",
+            file=sys.stderr,
+        )
     if not base:
-        raise ConfigError("set PUBLIC_BASE_URL (e.g. https://archiver.example.com) or pass --base")
+        raise ConfigError(
+            "set PUBLIC_BASE_URL (e.g. https://archiver.example.com), pass --base, or run `veo-archiver up` here"
+        )
     ttl = int(args.ttl_days * 86400) if args.ttl_days else None
     token = tokens.mint(args.provider, settings.callback_signing_keys, now=time.time(), ttl_s=ttl)
     url = tokens.callback_url(base, args.provider, token)
@@ -306,8 +340,24 @@ def cmd_callback_url(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="veo-archiver", description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument("--log-level", default=os.environ.get("LOG_LEVEL", "INFO"))
+    parser = arguments.CommandParser(
+        prog="veo-archiver",
+        description=__doc__.splitlines()[0] if __doc__ else None,
+        epilog=f"Start with `veo-archiver up`; `veo-archiver COMMAND --help` for one command. {arguments.EXIT_CODES}.",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {arguments.version()}")
+    parser.add_argument(
+        "-v",
+        "--verbose",
+        action="store_true",
+        help="say on stderr, every time, which values came from the `veo-archiver up` running in this folder "
+        "(by default: once per terminal session)",
+    )
+    parser.add_argument(
+        "--log-level",
+        default=os.environ.get("LOG_LEVEL", "INFO"),
+        help="DEBUG, INFO, WARNING or ERROR (default: LOG_LEVEL, else INFO)",
+    )
     parser.add_argument(
         "--log-format",
         choices=("json", "text"),
@@ -316,44 +366,85 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", required=True)
 
-    serve = sub.add_parser("serve", help="run the receiver (Starlette on uvicorn)")
-    serve.add_argument("--host", default="127.0.0.1")
-    serve.add_argument("--port", type=int, default=8000)
+    serve = sub.add_parser(
+        "serve", help="run the receiver (Starlette on uvicorn)", description="Run the receiver (Starlette on uvicorn)."
+    )
+    serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    serve.add_argument("--port", type=int, default=8000, help="TCP port to listen on (default 8000)")
     serve.set_defaults(func=cmd_serve)
 
-    worker = sub.add_parser("worker", help="run RQ workers that download and archive videos")
+    worker = sub.add_parser(
+        "worker",
+        help="run RQ workers that download and archive videos",
+        description="Run RQ workers that download and archive videos (the scheduler runs in one of them).",
+    )
     worker.add_argument("--count", type=int, default=1, help="worker processes (default 1)")
     worker.add_argument("--burst", action="store_true", help="exit when the queue is empty")
     worker.set_defaults(func=cmd_worker)
 
-    up = sub.add_parser("up", help="all in one: embedded Redis (unless REDIS_URL is set), receiver and worker")
-    up.add_argument("--host", default="127.0.0.1")
-    up.add_argument("--port", type=int, default=8000)
-    up.add_argument("--workers", type=int, default=1)
-    up.add_argument("--data-dir", default=DEFAULT_DATA_DIR)
+    up = sub.add_parser(
+        "up",
+        help="all in one: embedded Redis (unless REDIS_URL is set), receiver and worker",
+        description="Run everything in this folder: an embedded Redis (unless REDIS_URL is set), the receiver and "
+        "a worker. Other commands run in the same folder find them by themselves. Ctrl-C stops everything.",
+    )
+    up.add_argument("--host", default="127.0.0.1", help="address the receiver listens on (default 127.0.0.1)")
+    up.add_argument(
+        "--port", type=int, default=8000, help="the receiver's TCP port (default 8000); pick another when it is taken"
+    )
+    up.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
+    up.add_argument(
+        "--data-dir",
+        default=DEFAULT_DATA_DIR,
+        help=f"where the embedded Redis, the development keys and the spool live (default {DEFAULT_DATA_DIR})",
+    )
     up.add_argument("--stop-timeout", type=float, default=120.0, help="seconds to wait for each part to stop")
     up.set_defaults(func=cmd_up)
 
-    simulate = sub.add_parser("simulate", help="act as a provider: serve a video and send its callback")
-    simulate.add_argument("provider", choices=("kie", "apixo", "useapi", "evolink"))
+    simulate = sub.add_parser(
+        "simulate",
+        help="act as a provider: serve a video and send its callback",
+        description="Act as a provider: serve a generated MP4 and its status API on loopback, send the callback, "
+        "and wait for the manifest in the archive.",
+    )
+    simulate.add_argument("provider", choices=PROVIDER_NAMES, help="the provider to play")
     simulate.add_argument("--to", required=True, help="the receiver's callback URL")
     simulate.add_argument("--key", help="signing key (default: KIE_WEBHOOK_HMAC_KEYS, then the `up` dev key)")
     simulate.add_argument("--unsigned", action="store_true", help="send without signature headers")
-    simulate.add_argument("--task-id")
+    simulate.add_argument("--task-id", help="the task id to use (default: a new one in the provider's format)")
     simulate.add_argument("--count", type=int, default=1, help="videos in the result (default 1)")
-    simulate.add_argument("--form", choices=("list", "json", "bracket", "bare"), default="list")
+    simulate.add_argument(
+        "--form",
+        choices=("list", "json", "bracket", "bare"),
+        default="list",
+        help="kie.ai only: how resultUrls is written in the callback (default list)",
+    )
     simulate.add_argument("--fail", type=int, choices=(400, 422, 500, 501), help="send a failure callback")
     simulate.add_argument(
         "--size-kib", type=int, default=512, help="video size: the playable sample padded with a free box (default 512)"
     )
-    simulate.add_argument("--serve-port", type=int, default=SIMULATOR_PORT)
+    simulate.add_argument(
+        "--serve-port",
+        type=int,
+        default=SIMULATOR_PORT,
+        help=f"loopback port the simulated provider serves videos on (default {SIMULATOR_PORT}; 0 = any free one)",
+    )
     simulate.add_argument("--wait", type=float, default=60.0, help="seconds to wait for the manifest")
-    simulate.add_argument("--data-dir", default=DEFAULT_DATA_DIR)
+    simulate.add_argument(
+        "--data-dir",
+        default=DEFAULT_DATA_DIR,
+        help=f"where `up` keeps its development keys (default {DEFAULT_DATA_DIR})",
+    )
     simulate.set_defaults(func=cmd_simulate)
-    cb = sub.add_parser("callback-url", help="print the signed callback URL to register with a provider")
-    cb.add_argument("provider", choices=("kie", "apixo", "useapi", "evolink"))
+    cb = sub.add_parser(
+        "callback-url",
+        help="print the signed callback URL to register with a provider",
+        description="Print the token-carrying callback URL to register with a provider (base: --base, else "
+        "PUBLIC_BASE_URL, else the receiver of the `up` running in this folder).",
+    )
+    cb.add_argument("provider", choices=PROVIDER_NAMES, help="the provider the URL is for")
     cb.add_argument("--ttl-days", type=float, default=0, help="token lifetime in days (default: no expiry)")
-    cb.add_argument("--base", help="public base URL (default PUBLIC_BASE_URL)")
+    cb.add_argument("--base", help="public base URL (default PUBLIC_BASE_URL, else the `up` running here)")
     cb.set_defaults(func=cmd_callback_url)
     from veo_archiver.cli import manifests, ops, reconcile, spool
 
@@ -361,6 +452,10 @@ def build_parser() -> argparse.ArgumentParser:
     spool.register(sub)  # spool quarantined, spool requeue: the receiver's local spool
     reconcile.register(sub)  # track, tracked, sweep, notify
     manifests.register(sub)  # manifests --since: catch up past the outcome stream's retention
+    from veo_archiver.cli import simulate_api, submit
+
+    submit.register(sub)  # submit: through the archiver, tracked from birth
+    simulate_api.register(sub)  # simulate-api: the providers' APIs on loopback, for submit
     return parser
 
 
@@ -368,6 +463,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
+        local_env.verbose = args.verbose
         args.json_logs = wants_json(args.log_format)
         configure_logging(args.log_level, json_lines=args.json_logs)
         return int(args.func(args))

@@ -8,7 +8,7 @@ supports: a directory, S3, Azure, GCS), keeps the ``…/manifest.json`` objects 
 as the worker builds its ``veo:outcomes`` entry from the same manifest (:func:`outcome_line`; both map it
 with :func:`veo_archiver.records.outcome.of_manifest`): the same ``outcome`` (``archived`` /
 ``provider_failed``) and the same ``outcome_id``, so a consumer merges both sources and dedupes on
-``outcome_id``. The line's ``files`` is a list and ``bytes`` a number (the stream holds them as
+``outcome_id``. The line's ``files`` is a list, ``bytes`` and ``run`` numbers (the stream holds them as
 strings); ``at`` is the manifest's ``archived_at`` and ``modified`` the object's last write.
 
 What storage cannot tell: dead letters (no manifest is written; see ``veo-archiver failed``), and the earlier
@@ -40,6 +40,10 @@ from workers.storage import Archive, ListedObject, open_archive, read_json
 
 MANIFEST_NAME = "manifest.json"
 _RELATIVE = re.compile(r"(\d+(?:\.\d+)?)\s*([smhdw])")
+#: a ``veo:outcomes`` stream id (``1764800000000-0``) or its milliseconds alone
+_STREAM_ID = re.compile(r"(\d+)(?:-\d+)?")
+#: a stream id's milliseconds below this (March 1973) were meant as seconds: refused rather than guessed
+_MIN_STREAM_MS = 10**11
 _UNIT_S = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 
 
@@ -52,7 +56,8 @@ def register(sub: Any) -> None:
         "--since",
         required=True,
         metavar="TIME",
-        help="ISO-8601 (2026-11-27T10:00:00Z; no zone = UTC) or a time ago (90m, 2h, 3d, 1w)",
+        help="ISO-8601 (2026-11-27T10:00:00Z; no zone = UTC), a veo:outcomes stream id or its milliseconds "
+        "(1764800000000-0, 1764800000000), or a time ago (90m, 2h, 3d, 1w)",
     )
     manifests.add_argument("--provider", help="only this provider (kie, apixo, useapi, evolink, standard-<source>)")
     manifests.add_argument("--json", action="store_true", help="one JSON object per line, oldest first")
@@ -60,14 +65,27 @@ def register(sub: Any) -> None:
 
 
 def parse_since(text: str, now: float) -> float:
-    """Epoch seconds from ``2026-11-27T10:00:00Z`` (a naive time is UTC) or ``2h`` / ``3d`` / ``90m`` ago."""
+    """Epoch seconds from ``2026-11-27T10:00:00Z`` (a naive time is UTC), a ``veo:outcomes`` stream id
+    (``1764800000000-0``: Redis's milliseconds, what the README's catch-up recipe passes) or its milliseconds
+    alone, or ``2h`` / ``3d`` / ``90m`` ago."""
     value = text.strip()
     relative = _RELATIVE.fullmatch(value.lower())
     if relative:
         return now - float(relative.group(1)) * _UNIT_S[relative.group(2)]
+    stream_id = _STREAM_ID.fullmatch(value)
+    if stream_id:
+        ms = int(stream_id.group(1))
+        if ms < _MIN_STREAM_MS:
+            raise ConfigError(
+                f"--since {text!r}: a stream id counts milliseconds (1764800000000-0); for seconds append 000"
+            )
+        return ms / 1000
     parsed = clock.epoch(value)
     if parsed is None:
-        raise ConfigError(f"--since {text!r}: give an ISO-8601 time (2026-11-27T10:00:00Z) or a time ago (2h, 3d)")
+        raise ConfigError(
+            f"--since {text!r}: give an ISO-8601 time (2026-11-27T10:00:00Z), a stream id (1764800000000-0) "
+            "or a time ago (2h, 3d)"
+        )
     return parsed
 
 
@@ -81,11 +99,12 @@ def outcome_line(archive: Archive, key: str, manifest: dict[str, Any], modified:
     provider, task_id = str(manifest.get("provider") or ""), str(manifest.get("task_id") or "")
     return {
         "outcome": end.outcome,
-        "outcome_id": outcome_id_of(provider, task_id, end.status, end.outcome, end.job_id),
+        "outcome_id": outcome_id_of(provider, task_id, end.status, end.outcome, end.job_id, end.run),
         "provider": provider,
         "task_id": task_id,
         "status": end.status,
         "job_id": end.job_id or "",
+        "run": end.run,
         "at": manifest.get("archived_at") or "",
         "archived_at": manifest.get("archived_at"),
         "modified": clock.iso(modified),

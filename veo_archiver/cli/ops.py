@@ -2,7 +2,8 @@
 
 This module only parses arguments and prints: the queries are :mod:`veo_archiver.queue_view` (read-only), the
 writes :mod:`veo_archiver.cli.admin`. Every command takes ``--json`` for scripts except ``retry``'s progress line,
-which goes to stderr. Exit codes: 0 done, 1 nothing matched / not found, 2 configuration error.
+which goes to stderr. Exit codes (:mod:`veo_archiver.cli.arguments`): 0 done (``failed`` with none to list too),
+1 not found / nothing matched / skipped, 2 could not run (configuration, Redis unreachable).
 """
 
 from __future__ import annotations
@@ -10,11 +11,13 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import textwrap
 import time
 from typing import Any
 
-from veo_archiver import queue_view
-from veo_archiver.cli import admin, output, story
+from veo_archiver import queue_view, requeue
+from veo_archiver.cli import admin, arguments, lineage, output, story
+from veo_archiver.cli.arguments import PROVIDERS_TEXT, provider
 from veo_archiver.cli.output import age, clip, connect_redis, print_json, table, when
 from veo_archiver.cli.status import cmd_status
 from veo_archiver.errors import ConfigError, NothingToDo, RequestError
@@ -31,23 +34,23 @@ def register(sub: Any) -> None:
 
     failed = sub.add_parser("failed", help="list dead letters (jobs in the failed registry) and why")
     failed.add_argument("--reason", help="only this reason (http_404, not_a_video, abandoned, crashed…)")
-    failed.add_argument("--provider", help="only this provider")
+    failed.add_argument("--provider", type=provider, help=f"only this provider ({PROVIDERS_TEXT})")
     failed.add_argument("--limit", type=int, default=50, help="at most N, newest first (default 50; 0 = all)")
-    failed.add_argument("--json", action="store_true")
+    failed.add_argument("--json", action="store_true", help="a JSON list, for scripts")
     failed.set_defaults(func=cmd_failed)
 
     retry = sub.add_parser("retry", help="requeue dead letters with a fresh retry budget")
     retry.add_argument("job_ids", nargs="*", metavar="JOB_ID", help="dead letters to requeue")
     retry.add_argument("--reason", help="every dead letter with this reason")
-    retry.add_argument("--provider", help="every dead letter of this provider")
+    retry.add_argument("--provider", type=provider, help=f"every dead letter of this provider ({PROVIDERS_TEXT})")
     retry.add_argument("--all", action="store_true", help="every dead letter")
     retry.add_argument("--dry-run", action="store_true", help="say what would be requeued, change nothing")
-    retry.add_argument("--json", action="store_true")
+    retry.add_argument("--json", action="store_true", help="one JSON object, for scripts")
     retry.set_defaults(func=cmd_retry)
 
     replay = sub.add_parser("replay", help="re-run a stored callback as a new job (operators only)")
-    replay.add_argument("provider", help="kie, apixo, useapi, evolink or standard-<source>")
-    replay.add_argument("task_id")
+    replay.add_argument("provider", type=provider, help=PROVIDERS_TEXT)
+    replay.add_argument("task_id", help="the provider's task id")
     replay.add_argument(
         "--delivery",
         type=int,
@@ -55,13 +58,13 @@ def register(sub: Any) -> None:
         help="delivery number as `show` prints it (default: the newest terminal one)",
     )
     replay.add_argument("--dry-run", action="store_true", help="print the parsed event, enqueue nothing")
-    replay.add_argument("--json", action="store_true")
+    replay.add_argument("--json", action="store_true", help="one JSON object, for scripts")
     replay.set_defaults(func=cmd_replay)
 
     show = sub.add_parser("show", help="the whole story of one task: deliveries, jobs, archive")
-    show.add_argument("provider")
-    show.add_argument("task_id")
-    show.add_argument("--json", action="store_true")
+    show.add_argument("provider", type=provider, help=PROVIDERS_TEXT)
+    show.add_argument("task_id", help="the provider's task id")
+    show.add_argument("--json", action="store_true", help="one JSON object, for scripts")
     show.set_defaults(func=cmd_show)
 
 
@@ -106,7 +109,7 @@ def cmd_retry(args: argparse.Namespace) -> int:
         raise ConfigError("retry: name job ids, or choose with --reason R, --provider P or --all")
     settings = output.settings()
     connection = connect_redis(settings)
-    letters, skipped = admin.select(
+    letters, skipped = requeue.select(
         connection, settings.queue_name, job_ids=args.job_ids, reason=args.reason, provider=args.provider
     )
 
@@ -115,7 +118,7 @@ def cmd_retry(args: argparse.Namespace) -> int:
             end = "\n" if done == total else ""
             print(f"\r{'checked' if args.dry_run else 'requeued'} {done}/{total}", end=end, file=sys.stderr, flush=True)
 
-    report = admin.retry(
+    report = requeue.retry(
         connection,
         settings.queue_name,
         letters,
@@ -133,13 +136,13 @@ def cmd_retry(args: argparse.Namespace) -> int:
         for job_id, why in report.skipped:
             print(f"skipped {job_id}: {why}")
         if not report.requeued and not report.skipped:
-            print("no dead letter matches: nothing to requeue")
+            print("no dead letter matches: nothing to requeue")  # exit 1: nothing done
         else:
             print(
                 f"{verb} {len(report.requeued)} job(s) on {settings.queue_name}"
                 + (f", skipped {len(report.skipped)}" if report.skipped else "")
             )
-    return 1 if report.skipped else 0
+    return arguments.FOUND_PROBLEM if report.skipped or not report.requeued else arguments.OK
 
 
 # --------------------------------------------------------------------------------------------- replay
@@ -201,12 +204,42 @@ def cmd_show(args: argparse.Namespace) -> int:
         connection, settings.queue_name, args.provider, args.task_id, open_archive(settings.storage)
     )
     known = told.deliveries or told.jobs or told.manifest or told.tracked_since
+    archive = open_archive(settings.storage)
+    links = lineage.chain(connection, archive, args.provider, args.task_id)  # resolved now: late parents link
     if args.json:
-        print_json(told.to_json())
+        print_json({**told.to_json(), "lineage": links})
     else:
-        for line in render_story(told, time.time()):
+        for line in render_story(told, time.time()) + lineage.render(links, archive):
             print(line)
     return 0 if known else 1
+
+
+#: a dead letter's error in `show`: wrapped over lines, cut (at a word) only past this many characters
+DEAD_LETTER_WIDTH = 600
+
+#: what a job's RQ state means for the task it archives, in `show`'s words
+_JOB_WORDS = {
+    "queued": "queued",
+    "started": "running",
+    "scheduled": "waiting to retry",
+    "deferred": "deferred",
+    "failed": "archive job failed",
+    "stopped": "archive job stopped",
+    "canceled": "archive job canceled",
+    "gone": "job record expired",
+}
+
+
+def job_line(j: story.JobInfo) -> str:
+    """One honest line: what happened to the archive job, then what the provider said of the task (a job that
+    failed to archive a task that succeeded reads ``archive job failed; provider status: succeeded``)."""
+    if j.state == "finished":
+        words = "failure recorded" if j.status == "failed" else "archived"
+    else:
+        words = _JOB_WORDS.get(j.state, j.state)
+    if j.replay:
+        words += " (replay)"
+    return f"{words}; provider status: {j.status}" if j.status else words
 
 
 def render_story(t: story.TaskStory, now: float) -> list[str]:
@@ -231,8 +264,7 @@ def render_story(t: story.TaskStory, now: float) -> list[str]:
         )
     out.append(f"jobs: {len(t.jobs)}")
     for j in t.jobs:
-        label = f"{j.state}{' (replay)' if j.replay else ''}"
-        out.append(f"  {j.job_id}  [{j.status}]  {label}")
+        out.append(f"  {j.job_id}  {job_line(j)}")
         for name, stamp in (("enqueued", j.enqueued_at), ("started", j.started_at), ("ended", j.ended_at)):
             if stamp:
                 out.append(f"      {name:<9}{when(stamp, now)}")
@@ -248,7 +280,10 @@ def render_story(t: story.TaskStory, now: float) -> list[str]:
             out.append(f"      next run {when(j.next_run_at, now)}")
         if j.dead_letter:
             d = j.dead_letter
-            out.append(f"      DEAD LETTER {d.get('reason')} at {d.get('at')}: {clip(d.get('error'))}")
+            out.append(f"      DEAD LETTER {d.get('reason')} at {d.get('at')}:")
+            out += textwrap.wrap(
+                clip(d.get("error"), DEAD_LETTER_WIDTH), width=100, initial_indent=" " * 8, subsequent_indent=" " * 8
+            )
             out.append(f"      requeue with `veo-archiver retry {j.job_id}`")
         elif j.error and j.state != "finished":
             out.append(f"      error    {clip(j.error)}")

@@ -10,6 +10,7 @@ import redis
 
 from veo_archiver import clock, queue_view
 from veo_archiver.cli import local_env
+from veo_archiver.errors import ConfigError
 from veo_archiver.redis_client import connect
 from veo_archiver.settings import Settings
 
@@ -22,7 +23,14 @@ def settings() -> Settings:
 
 
 def connect_redis(settings: Settings) -> redis.Redis:
-    return connect(settings.redis_url)
+    """A checked client; an unreachable Redis is a :class:`ConfigError` that says where the command looked and,
+    when no ``up`` runs in this folder, to start one (:func:`veo_archiver.cli.local_env.unreachable`)."""
+    try:
+        return connect(settings.redis_url)
+    except ConfigError as exc:
+        if not isinstance(exc.__cause__, redis.RedisError):
+            raise
+        raise ConfigError(local_env.unreachable(settings.redis_url, str(exc.__cause__))) from exc.__cause__
 
 
 def print_json(value: Any) -> None:
@@ -48,5 +56,12 @@ def table(header: Sequence[str], rows: Sequence[Sequence[object]], indent: str =
 
 
 def clip(text: str | None, width: int = ERROR_WIDTH) -> str:
+    """``text`` on one line, at most ``width`` characters, cut at a word boundary (then ``…``)."""
     text = " ".join((text or "").split())
-    return text if len(text) <= width else text[: width - 1] + "…"
+    if len(text) <= width:
+        return text
+    cut = text[: width - 1]
+    head, space, _ = cut.rpartition(" ")
+    if space and len(head) >= width // 2:  # a word boundary not too far back; else one very long word is cut
+        cut = head.rstrip(" ,;:")
+    return cut + "…"

@@ -21,11 +21,11 @@ from typing import Any
 import redis
 
 from veo_archiver import redis_keys
-from veo_archiver.cli import local_env
+from veo_archiver.cli import local_env, output
 from veo_archiver.clock import iso
 from veo_archiver.providers import NAMES as PROVIDERS
 from veo_archiver.records import tracked
-from veo_archiver.redis_client import connect
+from veo_archiver.redis_client import connect, wait_until_up
 from veo_archiver.settings import Settings
 
 log = logging.getLogger("veo_archiver")
@@ -36,7 +36,22 @@ def _settings() -> Settings:
 
 
 def _connect(settings: Settings) -> redis.Redis:
-    return connect(settings.redis_url)
+    return output.connect_redis(settings)  # an unreachable Redis says where it looked
+
+
+def _connect_waiting(settings: Settings, stop: _StopFlag, why: str) -> redis.Redis | None:
+    """For a long-running command: wait for Redis at start as the worker does (``REDIS_START_TIMEOUT`` bounds
+    the wait, 0 = no bound); None when stopped meanwhile."""
+    connection = connect(settings.redis_url, check=False)
+    up = wait_until_up(
+        connection,
+        settings.redis_url,
+        why=why,
+        timeout_s=settings.redis_start_timeout_s,
+        stopped=stop,
+        sleep=stop.sleep,
+    )
+    return connection if up else None
 
 
 class _StopFlag:
@@ -134,14 +149,18 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     from workers import reconcile
 
     settings = _settings()
-    connection = _connect(settings)
     if args.once:
+        connection = _connect(settings)
         # the lock is taken too (when free), so the workers do not sweep again right after
         reconcile.acquire(connection, settings, owner=f"cli-{socket.gethostname()}-{os.getpid()}")
         report = reconcile.run_sweep(connection, settings, after_s=args.after)
         print(json.dumps(report.to_json(), indent=2) if args.json else report.summary(), flush=True)
         return 1 if report.errors else 0
     stop = _StopFlag()
+    waited = _connect_waiting(settings, stop, "sweeper starting")
+    if waited is None:
+        return 0
+    connection = waited
     owner = f"sweeper-{socket.gethostname()}-{os.getpid()}"
     log.info("sweeper running", extra={"interval_s": settings.reconcile_interval_s})
     while not stop():
@@ -168,9 +187,12 @@ def cmd_notify(args: argparse.Namespace) -> int:
         claim_after_s=args.claim_after,
         timeout_s=args.timeout,
     )
-    notifier = Notifier(_connect(settings), settings, policy=policy)  # ConfigError before anything runs
-    notifier.ensure_group(from_start=args.from_start)
     stop = _StopFlag()
+    connection = _connect_waiting(settings, stop, "notifier starting")
+    if connection is None:
+        return 0
+    notifier = Notifier(connection, settings, policy=policy)  # ConfigError before anything runs
+    notifier.ensure_group(from_start=args.from_start)
     log.info("notifier running", extra={"consumer": notifier.consumer, "urls": len(notifier.targets)})
     try:
         notifier.run(stop)
@@ -200,13 +222,13 @@ def _at_least_zero(text: str) -> int:
 def register(sub: Any) -> None:
     """Add ``track``, ``tracked``, ``sweep`` and ``notify`` to the ``veo-archiver`` sub-commands."""
     track = sub.add_parser("track", help="register tasks whose callback is expected (polled if none comes)")
-    track.add_argument("provider", choices=PROVIDERS)
-    track.add_argument("task_ids", metavar="TASK_ID", nargs="+")
+    track.add_argument("provider", choices=PROVIDERS, help="the provider the tasks were submitted to")
+    track.add_argument("task_ids", metavar="TASK_ID", nargs="+", help="the provider's task ids")
     track.set_defaults(func=cmd_track)
 
     listing = sub.add_parser("tracked", help="list tracked tasks, the last sweep and dropped tasks")
-    listing.add_argument("--limit", type=_positive(int), default=50)
-    listing.add_argument("--json", action="store_true")
+    listing.add_argument("--limit", type=_positive(int), default=50, help="at most N of each list (default 50)")
+    listing.add_argument("--json", action="store_true", help="one JSON object, for scripts")
     listing.set_defaults(func=cmd_tracked)
 
     sweep = sub.add_parser("sweep", help="poll the status API of tracked tasks whose callback never came")
@@ -221,7 +243,9 @@ def register(sub: Any) -> None:
     sweep.set_defaults(func=cmd_sweep)
 
     notify = sub.add_parser("notify", help="POST each outcome to NOTIFY_URLS (Standard Webhooks-signed)")
-    notify.add_argument("--max-attempts", type=_positive(int), default=10)
+    notify.add_argument(
+        "--max-attempts", type=_positive(int), default=10, help="POSTs per outcome before it is dead-lettered"
+    )
     notify.add_argument(
         "--retry-base", type=_positive(float), default=10.0, help="first retry delay, seconds (doubles per attempt)"
     )

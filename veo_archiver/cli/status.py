@@ -1,5 +1,6 @@
 """``veo-archiver status``: queue, workers, downloads, dead letters, retries, tracked tasks, the local spool,
-and what is stuck. Exit codes: 0 done, 1 Redis unreachable (the local spool is still shown)."""
+and what is stuck. Exit codes (:mod:`veo_archiver.cli.arguments`): 0 done, 2 Redis unreachable (the local spool
+is still shown, and the message says where the command looked)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import redis
 
 from receiver.spool import SpoolSurvey, survey
 from veo_archiver import clock, queue_view
+from veo_archiver.cli import arguments, local_env
 from veo_archiver.cli.output import age, clip, connect_redis, print_json, settings, table, when
 from veo_archiver.errors import ConfigError
 from veo_archiver.records import progress
@@ -68,13 +70,13 @@ def cmd_status(args: argparse.Namespace) -> int:
     try:
         report = queue_view.status(connect_redis(cfg), cfg.queue_name, tracked_overdue_s=cfg.reconcile_after_s, now=now)
     except (redis.RedisError, ConfigError) as exc:  # unreachable: an outage is when the spool matters most
-        error = exc.message if isinstance(exc, ConfigError) else str(exc)
+        error = exc.message if isinstance(exc, ConfigError) else local_env.unreachable(cfg.redis_url, str(exc))
         if args.json:
             print_json({"redis": "unreachable", "error": error, "spool": spool and spool.to_json()})
         else:
-            print(f"redis unreachable: {error}")
+            print(error)
             print(spool_line(spool) if spool else "no local spool here")
-        return 1
+        return arguments.CANNOT_RUN
     report = replace(report, problems=report.problems + spool_problems(spool))
     if args.json:
         print_json(
@@ -95,7 +97,7 @@ def render_status(s: queue_view.Status, now: float, spool: SpoolSurvey | None = 
     head = s.oldest_waiting
     nxt = s.next_scheduled[0] if s.next_scheduled else None
     counts = [
-        ("waiting", s.queued, f"oldest since {when(head.enqueued_at, now)}: {head.job_id}" if head else ""),
+        ("queued", s.queued, f"oldest since {when(head.enqueued_at, now)}: {head.job_id}" if head else ""),
         ("started", s.started, f"{s.started_expired} with no worker heartbeat" if s.started_expired else ""),
         ("scheduled", s.scheduled, f"next retry {when(nxt.run_at, now)}" if nxt else ""),
         ("failed", s.failed, "dead letters, see below" if s.failed else ""),
@@ -138,6 +140,8 @@ def render_status(s: queue_view.Status, now: float, spool: SpoolSurvey | None = 
         tracked += f", oldest {t.provider}/{t.task_id} since {when(t.since, now)}"
     out.append(tracked)
     out.append("last hour: " + "  ".join(f"{k} {v}" for k, v in s.events_last_hour.items()))
+    reasons = " ".join(f"{reason} {n}" for reason, n in s.refusals.hour_by_reason().items())
+    out.append(f"refused in the last hour: {s.refusals.hour_total}" + (f" ({reasons})" if reasons else ""))
     if spool is not None:
         out.append(spool_line(spool))
     out.append("")

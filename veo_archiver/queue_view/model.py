@@ -12,8 +12,11 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from veo_archiver.queue_view.activity import Rates
 from veo_archiver.records import dead_letter
+from veo_archiver.records.ops_actions import OpsAction
 from veo_archiver.records.progress import Progress
+from veo_archiver.records.refusals import RefusalSummary
 from veo_archiver.records.tracked import Tracked
 
 
@@ -105,6 +108,8 @@ class Snapshot:
     tracked_pending: int = 0
     #: the running jobs' downloads (:mod:`veo_archiver.records.progress`)
     downloads: list[Progress] = field(default_factory=list)
+    #: refused callbacks over the last hour and day (:mod:`veo_archiver.records.refusals`)
+    refusals: RefusalSummary = field(default_factory=RefusalSummary)
     read_seconds: float = 0.0
 
 
@@ -117,6 +122,10 @@ class OpsData:
     events: list[dict[str, str]] = field(default_factory=list)
     failures: list[Failure] = field(default_factory=list)
     tracked: list[Tracked] = field(default_factory=list)
+    #: per-minute counts over the last hour (:mod:`veo_archiver.queue_view.activity`)
+    rates: Rates | None = None
+    #: the latest operator actions taken from the page
+    actions: list[OpsAction] = field(default_factory=list)
     error: str | None = None
 
 
@@ -165,6 +174,8 @@ class Status:
     problems: list[str]
     #: the running jobs' downloads (:mod:`veo_archiver.records.progress`)
     downloads: list[Progress] = field(default_factory=list)
+    #: refused callbacks over the last hour and day, and the latest ones
+    refusals: RefusalSummary = field(default_factory=RefusalSummary)
 
     @property
     def stuck(self) -> bool:
@@ -173,4 +184,5 @@ class Status:
     def to_json(self) -> dict[str, Any]:
         out = asdict(self)
         out["workers"] = [w.to_json() for w in self.workers]
+        out["refusals"] = self.refusals.to_json()
         return out

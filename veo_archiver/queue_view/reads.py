@@ -21,6 +21,7 @@ from rq.utils import utcparse
 
 from veo_archiver import redis_keys
 from veo_archiver.clock import epoch, iso
+from veo_archiver.queue_view.activity import actions_plan, rates_plan, refusals_plan
 from veo_archiver.queue_view.model import Failure, OpsData, Snapshot, WaitingJob, WorkerInfo
 from veo_archiver.queue_view.plan import Plan, command, run, run_async
 from veo_archiver.records import dead_letter
@@ -165,6 +166,7 @@ def snapshot_plan(queue: str, now: float, *, scan: int | None = DEAD_LETTER_SCAN
     for start in range(0, len(failed_ids), BATCH):
         failures += yield from failures_plan(failed_ids[start : start + BATCH])
     snap.downloads = yield from downloads_plan(running)
+    snap.refusals = yield from refusals_plan(now)
 
     snap.queued = as_int(queued)
     snap.registries = {name: as_int(n) for name, n in zip(registries, counts, strict=True)}
@@ -202,8 +204,9 @@ def _entries(raw: Any) -> list[dict[str, str]]:
     return out
 
 
-def ops_lists_plan(data: OpsData, recent: int) -> Plan[OpsData]:
-    """The page's recent outcomes, deliveries, dead letters and pending tracked tasks, into ``data``."""
+def ops_lists_plan(data: OpsData, recent: int, now: float) -> Plan[OpsData]:
+    """The page's recent outcomes, deliveries, dead letters, pending tracked tasks, rates over the last hour
+    and operator actions, into ``data``."""
     queue = data.snapshot.queue
     outcomes, events, failed, tracked_raw = yield [
         command("xrevrange", redis_keys.outcomes_stream(), count=recent),
@@ -214,6 +217,8 @@ def ops_lists_plan(data: OpsData, recent: int) -> Plan[OpsData]:
     data.failures = yield from failures_plan([text(j) for j in failed or []])
     data.outcomes, data.events = _entries(outcomes), _entries(events)
     data.tracked = decode_all(tracked_raw)
+    data.rates = yield from rates_plan(now, data.snapshot.refusals.per_minute)
+    data.actions = yield from actions_plan()
     return data
 
 
@@ -236,12 +241,13 @@ async def read_snapshot(client: aioredis.Redis, queue: str, *, now: float | None
 
 
 async def read_ops(client: aioredis.Redis, queue: str, *, now: float, recent: int = RECENT) -> OpsData:
-    """The snapshot plus the latest outcomes, deliveries, dead letters and pending tracked tasks."""
+    """The snapshot plus the latest outcomes, deliveries, dead letters, pending tracked tasks, rates and
+    operator actions."""
     data = OpsData(snapshot=await read_snapshot(client, queue, now=now))
     if not data.snapshot.redis_up:
         return data
     try:
-        return await run_async(client, ops_lists_plan(data, recent))
+        return await run_async(client, ops_lists_plan(data, recent, now))
     except (redis.RedisError, OSError) as exc:
         data.error = _unreachable(exc)
         return data

@@ -123,6 +123,7 @@ def status(
         events_last_hour=recent_events(connection, now=now),
         problems=[],
         downloads=snap.downloads,
+        refusals=snap.refusals,
     )
     return replace(
         result, problems=problems(result, waiting_alert_s=waiting_alert_s, tracked_overdue_s=tracked_overdue_s)

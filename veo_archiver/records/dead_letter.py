@@ -17,6 +17,17 @@ The vocabulary of :attr:`Verdict.reason`:
 - ``missing``: the registry still lists the job but its hash expired (``/ops`` and ``/metrics`` show these;
   the command line leaves them out).
 
+**Runs.** A dead letter that is requeued (by ``veo-archiver retry``, ``rq requeue`` with either serializer,
+rq-dashboard) starts its next *run*: :func:`start_new_run` moves its verdict to ``previous_dead_letters``
+(oldest first, each with the run it ended; the last :data:`PREVIOUS_KEPT`) and counts ``meta["run"]`` up (absent
+= run 1). Each end of each run has its own ``outcome_id``
+(:func:`veo_archiver.records.outcome.outcome_id_of`), so a requeued job that fails again publishes again.
+
+**Meta another tool re-saved.** ``rq requeue`` with RQ's default serializer (RQ 2) cannot read our JSON meta and
+saves it back as a pickle of ``{"unserialized": b'<our JSON>'}``; our JSON serializer then reads that as
+``{"unserialized": <the pickle>}``. :func:`readable_meta` unwraps both layers (the pickle read as plain data:
+no class is ever loaded) so the verdict and the run survive.
+
 RQ keeps a failure's text in the job's results stream (``rq:results:<id>``, see
 :func:`veo_archiver.redis_keys.rq_results_key`): :func:`result_exc_text` decodes one entry of it for the
 readers that do not go through ``rq.Job``.
@@ -26,7 +37,9 @@ from __future__ import annotations
 
 import base64
 import binascii
+import io
 import json
+import pickle
 import zlib
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
@@ -42,6 +55,10 @@ MISSING = "missing"
 #: the reason of a job that wrote a verdict without one
 PERMANENT = "permanent"
 ERROR_CHARS = 500
+#: how many earlier verdicts ``previous_dead_letters`` keeps (a job's meta stays small)
+PREVIOUS_KEPT = 10
+#: ``{"unserialized": ...}`` layers :func:`readable_meta` looks through
+_WRAPPERS_READ = 4
 
 
 @dataclass(frozen=True)
@@ -103,6 +120,76 @@ def classify(
         error=last_line(text) or "no error recorded",
         at=iso(ended_at),
     )
+
+
+# --------------------------------------------------------------------------------------------- runs
+
+
+def run_of(meta: Mapping[str, Any]) -> int:
+    """The job's run: 1 until a requeued dead letter starts its next one."""
+    run = meta.get("run")
+    return run if isinstance(run, int) and not isinstance(run, bool) and run >= 1 else 1
+
+
+def start_new_run(meta: dict[str, Any]) -> dict[str, Any] | None:
+    """A requeued dead letter begins its next run: its verdict (returned; None when it carries none, and then
+    nothing changes) joins ``previous_dead_letters`` and ``run`` counts up."""
+    verdict = meta.pop("dead_letter", None)
+    if not isinstance(verdict, dict):
+        return None
+    run = run_of(meta)
+    previous = meta.get("previous_dead_letters")
+    history = [v for v in previous if isinstance(v, dict)] if isinstance(previous, list) else []
+    history.append({**verdict, "run": verdict.get("run", run)})
+    meta["previous_dead_letters"] = history[-PREVIOUS_KEPT:]
+    meta["run"] = run + 1
+    return verdict
+
+
+def unreadable_history(at: str) -> dict[str, Any]:
+    """What stands for the history of a job whose meta no reader here understands: one unknown verdict, and a
+    run past the first (the job was requeued, so at least its second run)."""
+    unknown = {"reason": "unknown", "error": "meta unreadable (re-saved by another tool)", "at": at, "run": 1}
+    return {"previous_dead_letters": [unknown], "run": 2}
+
+
+class _DataOnly(pickle.Unpickler):
+    """A pickle of plain data (dicts, bytes, str, numbers) only: any class or function is refused, so reading
+    one cannot run code."""
+
+    def find_class(self, module: str, name: str) -> Any:
+        raise pickle.UnpicklingError(f"{module}.{name}: only plain data is read")
+
+
+def _decode_wrapped(raw: object) -> object:
+    if isinstance(raw, str):
+        raw = raw.encode("utf-8", "surrogateescape")
+    if not isinstance(raw, bytes | bytearray):
+        return None
+    try:
+        return json.loads(raw)
+    except (ValueError, UnicodeDecodeError):
+        pass
+    try:
+        return _DataOnly(io.BytesIO(raw)).load()  # plain data only: find_class refuses every class
+    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, IndexError, KeyError, OverflowError):
+        return None
+
+
+def readable_meta(meta: object) -> dict[str, Any] | None:
+    """Our JSON meta, through the ``{"unserialized": ...}`` wrappers RQ leaves when a tool with another
+    serializer re-saved it (see the module docstring); None when no JSON meta can be read back."""
+    for _ in range(_WRAPPERS_READ):
+        if not isinstance(meta, dict):
+            return None
+        if set(meta) != {"unserialized"}:
+            try:
+                json.dumps(meta)
+            except (TypeError, ValueError):
+                return None
+            return meta
+        meta = _decode_wrapped(meta["unserialized"])
+    return None
 
 
 def result_exc_text(fields: Mapping[Any, Any] | None) -> str:

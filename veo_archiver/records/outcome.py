@@ -1,11 +1,12 @@
 """What a finished job tells the rest of the system, through Redis (so it works across machines).
 
-- one entry per end of a job on the ``veo:outcomes`` stream (capped): ``outcome`` (``archived``,
-  ``provider_failed``, ``dead_letter``), ``outcome_id`` (stable across the job's retries: consumers dedupe on
-  it), provider, task id, status, job id, ``at``, ``reason``/``error``, ``manifest`` (the full object key, archive
-  prefix included) and its ``location``, files, bytes. Added at most once per ``outcome_id`` (a marker set in
-  the same Lua step as the XADD); pipelines read it with a consumer group instead of polling storage (the
-  manifest in storage stays the source of truth);
+- one entry per end of each run of a job on the ``veo:outcomes`` stream (capped): ``outcome`` (``archived``,
+  ``provider_failed``, ``dead_letter``), ``outcome_id`` (stable across the retries of one run: consumers dedupe
+  on it; a dead letter requeued by an operator starts the job's next run, whose end has an id of its own),
+  ``run`` (1, 2… :func:`veo_archiver.records.dead_letter.run_of`), provider, task id, status, job id, ``at``,
+  ``reason``/``error``, ``manifest`` (the full object key, archive prefix included) and its ``location``, files,
+  bytes. Added at most once per ``outcome_id`` (a marker set in the same Lua step as the XADD); pipelines read
+  it with a consumer group instead of polling storage (the manifest in storage stays the source of truth);
 - counters in the ``veo:stats`` hash: outcomes by provider and reason, bytes archived, a job-duration
   histogram and a histogram of the time left before the URL's deadline at download, for ``/metrics``.
 
@@ -31,6 +32,7 @@ from veo_archiver.clock import iso
 from veo_archiver.errors import TransientError
 from veo_archiver.event import TaskStatus
 from veo_archiver.records import tracked
+from veo_archiver.records.dead_letter import run_of
 from veo_archiver.text import optional_text
 
 log = logging.getLogger(__name__)
@@ -96,6 +98,8 @@ class ManifestOutcome:
     job_id: str | None
     #: the manifest's files, each ``key`` made the full object key (archive prefix included)
     files: list[dict[str, Any]]
+    #: the run of the job that wrote the manifest (1 for a manifest that names none)
+    run: int = 1
 
 
 def of_manifest(manifest: Mapping[str, Any], *, object_key: Callable[[str], str], status: str = "") -> ManifestOutcome:
@@ -104,8 +108,11 @@ def of_manifest(manifest: Mapping[str, Any], *, object_key: Callable[[str], str]
     outcome = ARCHIVED if status == TaskStatus.SUCCEEDED.value else PROVIDER_FAILED
     failure = manifest.get("failure")
     failure = failure if isinstance(failure, dict) and outcome == PROVIDER_FAILED else {}
+    # ``object_key`` (a newer manifest's own copy of the full key) is what ``key`` becomes here: not repeated
     files = [
-        {**f, "key": object_key(f["key"])} for f in manifest.get("files") or [] if isinstance(f, dict) and f.get("key")
+        {**{k: v for k, v in f.items() if k != "object_key"}, "key": object_key(f["key"])}
+        for f in manifest.get("files") or []
+        if isinstance(f, dict) and f.get("key")
     ]
     return ManifestOutcome(
         outcome=outcome,
@@ -114,6 +121,7 @@ def of_manifest(manifest: Mapping[str, Any], *, object_key: Callable[[str], str]
         error=optional_text(failure.get("message")) or "",
         job_id=optional_text(manifest.get("job_id") or None),
         files=files,
+        run=run_of(manifest),
     )
 
 
@@ -134,9 +142,11 @@ def published_marker(outcome_id: str) -> str:
     return redis_keys.outcome_published_key(outcome_id)
 
 
-def outcome_id_of(provider: str, task_id: str, status: str, outcome: str, job_id: str | None) -> str:
-    """The id consumers dedupe on: the same for every run (retry, re-publish) of one job's end."""
-    parts = (provider, task_id, status, outcome, job_id or "")
+def outcome_id_of(provider: str, task_id: str, status: str, outcome: str, job_id: str | None, run: int = 1) -> str:
+    """The id consumers dedupe on: the same for every attempt (retry, re-publish) of one end of one run of a
+    job; another run (a requeued dead letter) ends under another id. Run 1 hashes as ids did before runs were
+    counted, so an end published then is not published again."""
+    parts = (provider, task_id, status, outcome, job_id or "") + ((str(run),) if run > 1 else ())
     return hashlib.sha256("\x1f".join(parts).encode()).hexdigest()
 
 
@@ -150,12 +160,14 @@ def publish(
     reason: str | None = None,
     error: str | None = None,
     job_id: str | None = None,
+    run: int = 1,
     at: str | None = None,
     manifest_key: str | None = None,
     location: str | None = None,
     files: list[dict[str, Any]] | None = None,
     duration_s: float | None = None,
     time_left_s: float | None = None,
+    extends: Mapping[str, Any] | None = None,
     strict: bool = False,
 ) -> bool:
     """Add one entry to ``veo:outcomes``, at most once per ``outcome_id`` (True when this call added it).
@@ -165,7 +177,7 @@ def publish(
     if connection is None:
         return False
     total = sum(int(f.get("size", 0)) for f in files or [])
-    outcome_id = outcome_id_of(provider, task_id, status, outcome, job_id)
+    outcome_id = outcome_id_of(provider, task_id, status, outcome, job_id, run)
     entry = {
         "outcome": outcome,
         "outcome_id": outcome_id,
@@ -173,6 +185,7 @@ def publish(
         "task_id": task_id,
         "status": status,
         "job_id": job_id or "",
+        "run": str(run),
         "at": at or iso(time.time()),
         "reason": reason or "",
         "error": error or "",
@@ -180,6 +193,8 @@ def publish(
         "location": location or "",
         "files": json.dumps(files or []),
         "bytes": str(total),
+        # the task this one extends (submitted through the archiver): JSON {provider, task_id[, manifest]}
+        "extends": json.dumps(dict(extends)) if extends else "",
     }
     flat = [str(v) for pair in entry.items() for v in pair]
     try:

@@ -11,6 +11,12 @@ Status routes (each needs ``Authorization: Bearer <that provider's key>``, each 
 ``GET /api/v1/statusTask/veo-3-1[-extend]?taskId=``, useapi.net ``GET /v1/google-flow/jobs/{jobid}``
 (URL-encoded), EvoLink ``GET /v1/tasks/{id}``. Every other GET is a file request (Range, ETag, and 403
 once a link has been refreshed).
+
+Submission routes (``POST``, same keys; :mod:`veo_archiver.sim.submissions`): kie ``/api/v1/veo/generate``,
+``/extend``, ``/get-4k-video``; APIXO ``/api/v1/generateTask/veo-3-1[-extend]``; useapi.net
+``/v1/google-flow/videos[/extend]``; EvoLink ``/v1/videos/generations``. Each accepted request is kept in
+``submitted``, its task registered in progress, and ``on_submit`` (when set) called with it; a test or
+``veo-archiver simulate-api`` then finishes it with :meth:`ProviderCloud.complete`.
 """
 
 from __future__ import annotations
@@ -21,14 +27,14 @@ import re
 import secrets
 import time
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from http.server import BaseHTTPRequestHandler
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import httpx
 
-from veo_archiver.sim import apixo, evolink, kie, task_bodies, useapi
+from veo_archiver.sim import apixo, evolink, kie, submissions, task_bodies, useapi
 from veo_archiver.sim.files import FileHost, HostedFile
 from veo_archiver.sim.task_bodies import EXTRAS, NATIVE, PROVIDERS, STATUSES, CloudTask
 
@@ -47,6 +53,8 @@ class ProviderCloud(FileHost):
         self.tasks: dict[tuple[str, str], CloudTask] = {}
         self.status_calls: Counter[str] = Counter()
         self._refreshes = itertools.count(1)
+        self.submitted: list[submissions.Submitted] = []
+        self.on_submit: Callable[[submissions.Submitted], None] | None = None
 
     def __enter__(self) -> ProviderCloud:
         super().__enter__()
@@ -165,7 +173,56 @@ class ProviderCloud(FileHost):
 
     # -- HTTP -----------------------------------------------------------------------------------------
 
+    def complete(
+        self, submitted: submissions.Submitted, video: bytes, *, hmac_key: str | None = None, send: bool = True
+    ) -> httpx.Response | None:
+        """Finish a submitted task: serve ``video``, mark the task succeeded and (``send``) POST its callback to
+        the URL the submission named (kie.ai: signed with ``hmac_key`` when given)."""
+        provider, task_id = submitted.provider, submitted.task_id
+        url = self.add_video(f"/videos/{provider}/{secrets.token_hex(6)}.mp4", video)
+        extra: dict[str, Any] = {}
+        if provider == "apixo" and submitted.operation == "extend":
+            extra["model"] = "veo-3-1-extend"
+        self.set_task(provider, task_id, "succeeded", urls=[url], **extra)
+        if not send or submitted.callback_url is None:
+            return None
+        return self.send_callback(provider, task_id, submitted.callback_url, hmac_key=hmac_key)
+
+    def _submission(self, request: BaseHTTPRequestHandler) -> bool:
+        length = int(request.headers.get("Content-Length") or 0)
+        raw = request.rfile.read(length) if length else b""
+        try:
+            body: Any = json.loads(raw or b"{}")
+        except ValueError:
+            body = None
+        found = submissions.route(urlsplit(request.path).path, body) if isinstance(body, dict) else None
+        if found is None:
+            return False
+        provider, operation = found
+        authorization = request.headers.get("Authorization", "")
+        key = self.api_keys.get(provider)
+        if not key or authorization != f"Bearer {key}":
+            _json(request, 401, _UNAUTHORIZED[provider])
+            return True
+        task_id = self.new_task_id(provider)
+        extra: dict[str, Any] = {}
+        if provider == "apixo" and operation == "extend":
+            extra["model"] = "veo-3-1-extend"
+        self.set_task(provider, task_id, "in_progress", **extra)
+        submitted = submissions.Submitted(
+            provider, operation, task_id, body, submissions.callback_url(provider, body), authorization
+        )
+        with self._lock:
+            self.submitted.append(submitted)
+        status, answer = submissions.accepted(provider, operation, task_id, body)
+        _json(request, status, answer)
+        if self.on_submit is not None:
+            self.on_submit(submitted)
+        return True
+
     def dispatch(self, request: BaseHTTPRequestHandler, method: str) -> bool:
+        if method == "POST":
+            return self._submission(request)
         parts = urlsplit(request.path)
         path, query = parts.path, parse_qs(parts.query)
         task_id: str | None

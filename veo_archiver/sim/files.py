@@ -77,6 +77,10 @@ class FileHost:
             def log_message(self, format: str, *args: Any) -> None:
                 pass
 
+            def do_POST(self) -> None:
+                if not host.dispatch(self, "POST"):
+                    self.send_error(404)
+
             def do_GET(self) -> None:
                 if host.dispatch(self, "GET"):
                     return

@@ -1,0 +1,104 @@
+"""Submitting through the archiver with real processes on loopback: ``veo-archiver submit`` against a stand-in
+kie.ai API (``KIE_API_BASE``), the receiver under uvicorn, redis-server, burst workers, ``tracked``, ``sweep``
+and ``show``: a task tracked from birth is archived by the sweep when no callback comes, and an extension
+is archived with its parent named in ``extends`` (linked at read time when the parent lands later)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.procs import REPO
+from tests.servers import RedisServer
+from tests.stacks import DirArchive, Stack
+from veo_archiver import archive_keys
+from veo_archiver.sim.cloud import ProviderCloud
+from veo_archiver.sim.media import make_mp4
+
+pytestmark = pytest.mark.slow
+KIE_HMAC = "e2e-submit-kie-hmac"
+
+
+def submit(stack: Stack, operation: str, body: dict[str, object]) -> str:
+    """``veo-archiver submit kie OPERATION --json -``: the task id it prints."""
+    done = subprocess.run(
+        [sys.executable, "-m", "veo_archiver", "--log-format", "text", "submit", "kie", operation, "--json", "-"],
+        input=json.dumps(body),
+        env={**os.environ, **stack.env},
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stdout.strip()
+
+
+def test_submit_track_sweep_and_extend(tmp_path: Path, redis_server: RedisServer) -> None:
+    with ProviderCloud(api_keys={"kie": "kie-api-key"}) as cloud:
+        env = {
+            "KIE_WEBHOOK_HMAC_KEYS": KIE_HMAC,
+            "KIE_API_KEY": "kie-api-key",
+            "KIE_API_BASE": cloud.base_url,
+            "DOWNLOAD_ALLOW_HOSTS": f"127.0.0.1:{cloud.port}",
+            "RETRY_BASE": "1",
+        }
+        with Stack(tmp_path, redis_server.url, DirArchive(tmp_path / "archive"), **env) as stack:
+            base = stack.start_receiver()
+            stack.env["PUBLIC_BASE_URL"] = base  # what the CLI aims callbacks at
+
+            # submitted, the callback aimed at this receiver, tracked from birth
+            parent = submit(stack, "generate", {"prompt": "a cat", "model": "veo3_fast"})
+            sent = cloud.submitted[0]
+            assert sent.task_id == parent
+            assert sent.body == {"prompt": "a cat", "model": "veo3_fast", "callBackUrl": f"{base}/callbacks/kie"}
+            assert sent.authorization == "Bearer kie-api-key"
+            listed = json.loads(stack.cli("tracked", "--json").stdout)
+            assert [t["task_id"] for t in listed["tracked"]] == [parent]
+
+            # no callback ever comes: the sweep reads the status API and the worker archives it
+            cloud.complete(sent, make_mp4(), send=False)
+            swept = stack.cli("sweep", "--once", "--after", "0")
+            assert swept.returncode == 0, swept.stdout + swept.stderr
+            stack.run_burst()
+            manifest = stack.manifest("kie", parent)
+            assert manifest["status"] == "succeeded" and manifest["verification"] == "provider_api"
+            assert "extends" not in manifest
+            assert json.loads(stack.cli("tracked", "--json").stdout)["tracked"] == []
+
+            # an extension of it, archived once its (signed) callback arrives, names its parent
+            child = submit(stack, "extend", {"taskId": parent, "prompt": "and then it jumps"})
+            assert cloud.submitted[1].body["taskId"] == parent
+            response = cloud.complete(cloud.submitted[1], make_mp4(seed=1), hmac_key=KIE_HMAC)
+            assert response is not None and response.status_code == 200, response.text if response else None
+            stack.run_burst()
+            child_manifest = stack.manifest("kie", child)
+            assert child_manifest["extends"] == {
+                "provider": "kie",
+                "task_id": parent,
+                "manifest_key": archive_keys.manifest_key("kie", parent),
+            }
+            entry = next(o for o in stack.outcomes() if o["task_id"] == child)
+            assert json.loads(entry["extends"])["task_id"] == parent
+            shown = stack.cli("show", "kie", child)
+            assert "lineage (original first):" in shown.stdout and f"kie/{parent}" in shown.stdout, shown.stdout
+
+            # a parent archived after its child still links, at read time
+            late = submit(stack, "generate", {"prompt": "a dog"})
+            grandchild = submit(stack, "extend", {"taskId": late, "prompt": "more dog"})
+            cloud.complete(cloud.submitted[3], make_mp4(seed=2), hmac_key=KIE_HMAC)
+            stack.run_burst()
+            assert stack.manifest("kie", grandchild)["extends"] == {"provider": "kie", "task_id": late}
+            cloud.complete(cloud.submitted[2], make_mp4(seed=3), hmac_key=KIE_HMAC)
+            stack.run_burst()
+            stack.manifest("kie", late)
+            lineage = json.loads(stack.cli("show", "kie", grandchild, "--json").stdout)["lineage"]
+            assert [(link["task_id"], link["manifest_key"]) for link in lineage] == [
+                (late, archive_keys.manifest_key("kie", late)),
+                (grandchild, archive_keys.manifest_key("kie", grandchild)),
+            ]
