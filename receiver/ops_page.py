@@ -161,7 +161,7 @@ def render(data: OpsData, *, now: float, spool: SpoolSurvey | None = None, view:
         ("queued", snap.queued),
         *snap.registries.items(),
         ("workers", len(snap.workers)),
-        ("oldest waiting", age(snap.oldest_queued_age_s)),
+        ("oldest queued", age(snap.oldest_queued_age_s)),
         ("tracked pending", snap.tracked_pending),
         ("refused last hour", snap.refusals.hour_total),
     ]

@@ -2,7 +2,8 @@
 
 Access needs ``ADMIN_TOKEN``; without it the pages answer 404 and say so. With it: ``Authorization: Bearer
 <token>``, or the ops cookie. A browser opens ``/ops?token=<token>`` once: the token is exchanged for an
-HttpOnly, SameSite=Strict cookie (an expiring MAC derived from the token, never the token itself), valid for
+HttpOnly, SameSite=Strict cookie (an expiry and a random nonce under a MAC keyed by the token, never the
+token itself), valid for
 every page under ``/ops``, and the browser is redirected to the page without the token, so it leaves the
 address bar and the history. Anything else is refused with 401.
 
@@ -18,6 +19,7 @@ import base64
 import hashlib
 import hmac
 import html
+import secrets
 from urllib.parse import quote, urlencode
 
 from starlette.requests import Request
@@ -48,17 +50,20 @@ def _mac(token: str, message: str) -> str:
 
 
 def cookie_value(token: str, now: float, ttl_s: int = COOKIE_TTL_S) -> str:
-    expiry = int(now) + ttl_s
-    return f"v1.{expiry}.{_mac(token, f'veo-ops-cookie.v1.{expiry}')}"
+    """``v2.<expiry>.<nonce>.<mac>``: the nonce makes each session's value (and so its CSRF token) its own."""
+    expiry, nonce = int(now) + ttl_s, secrets.token_urlsafe(12)
+    return f"v2.{expiry}.{nonce}.{_mac(token, f'veo-ops-cookie.v2.{expiry}.{nonce}')}"
 
 
 def cookie_valid(value: str | None, token: str, now: float) -> bool:
-    version, _, rest = (value or "").partition(".")
-    expiry_text, _, mac = rest.partition(".")
-    if version != "v1" or not expiry_text.isdigit() or len(expiry_text) > 12 or not mac.isascii():
+    parts = (value or "").split(".")
+    if len(parts) != 4 or not all(part.isascii() for part in parts):
+        return False
+    version, expiry_text, nonce, mac = parts
+    if version != "v2" or not expiry_text.isdigit() or len(expiry_text) > 12 or len(nonce) > 64:
         return False
     expiry = int(expiry_text)
-    expected = _mac(token, f"veo-ops-cookie.v1.{expiry}")
+    expected = _mac(token, f"veo-ops-cookie.v2.{expiry}.{nonce}")
     return hmac.compare_digest(expected.encode(), mac.encode()) and now <= expiry
 
 

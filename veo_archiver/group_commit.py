@@ -10,7 +10,10 @@ own element of the reply:
 - a caller is answered only after the script ran and, with ``WAITAOF``, after the ``WAITAOF`` that followed
   it on the same connection reported the AOF fsynced; a ``WAITAOF`` that did not fails every caller;
 - a connection error, a timeout, an error reply to the whole command or anything unexpected while the batch
-  is on the wire fails every caller of that batch with :class:`QueueUnavailable`; nobody is left waiting;
+  is on the wire fails every caller of that batch with :class:`QueueUnavailable`; nobody is left waiting.
+  But when Redis still answers a PING after a failed batch (no timeout), it refused that command as a whole
+  (one delivery's argument over ``proto-max-bulk-len`` closes the connection, say): each delivery of the batch
+  is then sent again on its own, so only the one Redis refuses fails;
   an element that reports an error (the script catches a failure per callback) fails only its own caller;
 - a ``NOSCRIPT`` reply (a restarted Redis lost its script cache) loads the script and sends the batch again,
   once, on the same connection, followed by a fresh ``WAITAOF``.
@@ -36,7 +39,7 @@ from typing import Any
 
 import redis.asyncio as aioredis
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import NoScriptError, ResponseError
+from redis.exceptions import NoScriptError, RedisError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from veo_archiver.errors import QueueUnavailable
@@ -180,13 +183,19 @@ class GroupCommit:
             replies = await self._send(batch, held)
             if not isinstance(replies, list) or len(replies) != len(batch):
                 raise QueueUnavailable(f"the intake script answered {len(batch)} callbacks with {replies!r:.200}")
-        except BaseException as exc:
-            for call in batch:
-                if not call.future.done():
-                    call.future.set_exception(_unavailable(exc))
-            if not isinstance(exc, Exception):
-                raise  # cancelled (loop shutting down): the callers have their answer
+        except Exception as exc:
+            if len(batch) > 1 and not isinstance(exc, TimeoutError | RedisTimeoutError) and await self._answers():
+                # Redis is up but refused the batch's command as a whole (one delivery's argument over its
+                # proto-max-bulk-len, say, which also closes the connection): each delivery goes again on its
+                # own, so only the one Redis refuses fails and the others are not spooled for nothing
+                for call in batch:
+                    await self._run_batch([call], None)
+            else:
+                self._fail(batch, exc)
             return
+        except BaseException as exc:
+            self._fail(batch, exc)
+            raise  # cancelled (loop shutting down): the callers have their answer
         for call, reply in zip(batch, replies, strict=True):
             if call.future.done():  # the caller went away (cancelled); the script ran all the same
                 continue
@@ -195,6 +204,21 @@ class GroupCommit:
                 call.future.set_exception(QueueUnavailable(f"redis could not take the job: {failure}"))
             else:
                 call.future.set_result(reply)
+
+    @staticmethod
+    def _fail(batch: list[_Call], exc: BaseException) -> None:
+        for call in batch:
+            if not call.future.done():
+                call.future.set_exception(_unavailable(exc))
+
+    async def _answers(self) -> bool:
+        """Whether Redis answers a PING now (on a connection of the pool): tells a refused command from an
+        outage."""
+        try:
+            async with asyncio.timeout(self._batch_timeout):
+                return bool(await self._redis.ping())
+        except (RedisError, OSError, TimeoutError):
+            return False
 
     async def _send(self, batch: list[_Call], held: _Held | None) -> Any:
         """The batch's one command, then WAITAOF if in use; its reply."""

@@ -7,8 +7,8 @@ submission record (:mod:`veo_archiver.records.submission`). When the job archive
 
 ``manifest_key`` (relative to the archive, like the manifest's file keys) is there only when the parent's
 manifest already exists; a parent archived after its child is linked at read time (``veo-archiver show``
-looks the chain up in the archive). A task not submitted here, or whose record expired, has no ``extends``; nor has one archived while Redis could
-not be read (the record still links it for ``show``).
+looks the chain up in the archive). A task not submitted here, or whose record expired, has no ``extends``;
+nor has one archived while Redis could not be read (the record still links it for ``show``).
 """
 
 from __future__ import annotations

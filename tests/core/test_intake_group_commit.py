@@ -617,3 +617,26 @@ def test_a_redis_restart_between_batches_costs_no_callback(redis_server, rds) ->
     results = run(with_intake(settings, body))
     assert [r.outcome for r in results] == ["accepted"] * 21
     assert len(queued(redis_server.client())) == 21
+
+
+def test_a_delivery_redis_refuses_on_its_own_fails_alone_in_a_shared_batch(redis_server, rds) -> None:  # type: ignore[no-untyped-def]
+    """One delivery whose record is over Redis's proto-max-bulk-len makes Redis refuse the batch's whole command
+    (and close the connection): the others of the batch are still accepted, only that one fails."""
+    rds.config_set("proto-max-bulk-len", 1024 * 1024)  # the smallest value Redis takes
+    settings = settings_for(redis_server)
+    big = Delivery(
+        body=json.dumps({"code": 200, "data": {"taskId": "veo_big", "pad": "x" * (1200 * 1024)}}).encode(),
+        headers={"content-type": "application/json"},
+        received_at=1_764_000_000.0,
+        remote="127.0.0.1",
+        path="/callbacks/kie",
+    )
+
+    async def body(intake: Intake) -> list[Any]:
+        small = [intake.submit(event(f"veo_s{n}"), delivery(f"veo_s{n}", n)) for n in range(6)]
+        return list(await asyncio.gather(intake.submit(event("veo_big"), big), *small, return_exceptions=True))
+
+    refused, *accepted = run(with_intake(settings, body))
+    assert isinstance(refused, QueueUnavailable)
+    assert [r.outcome for r in accepted] == ["accepted"] * 6
+    assert sorted(queued(rds)) == sorted(r.job_id for r in accepted)

@@ -113,6 +113,7 @@ def test_json_lines_never_carry_a_raw_line_break(value: str) -> None:
 # ------------------------------------------------------------------------------------------------------------
 # Quiet, honest logs: no colour codes as text, archive keys shown, RQ's routine lines at DEBUG.
 
+
 @pytest.mark.parametrize("formatter", [ScrubbingFormatter("%(levelname)s %(name)s: %(message)s"), JsonFormatter()])
 def test_terminal_colour_codes_are_removed_not_escaped(formatter: logging.Formatter) -> None:
     line = formatter.format(record("*** Listening on %s...", "\x1b[32mveo-archiver\x1b[39;49;00m"))

@@ -194,7 +194,7 @@ def test_route_needs_admin_and_passes_through(rds: redis.Redis) -> None:
 
     from receiver.responses import EXCEPTION_HANDLERS
 
-    settings = settings_with_keys("redis://unused", admin_token="adm", kie_hmac_keys=("h",))
+    settings = settings_with_keys("redis://unused", admin_token="adm", kie_hmac_keys=("h",))  # noqa: S106
     provider = Provider(kie_ok)
     endpoint = SubmitEndpoint(settings, rds, provider.submitter(settings, rds))
     app = Starlette(

@@ -154,14 +154,14 @@ def test_token_exchange_sets_a_strict_http_only_cookie_and_drops_the_token(stack
     wrong = httpx.get(f"{stack.base}/ops?token=not-the-token")
     bearer = httpx.get(f"{stack.base}/ops", headers={"Authorization": f"Bearer {ADMIN}"})
     bad_bearer = httpx.get(f"{stack.base}/ops", headers={"Authorization": "Bearer nope"})
-    with httpx.Client(base_url=stack.base, cookies={COOKIE: "v1.9999999999.AAAA"}) as client:
+    with httpx.Client(base_url=stack.base, cookies={COOKIE: "v2.9999999999.AAAA.AAAA"}) as client:
         forged = client.get("/ops")
     with httpx.Client(base_url=stack.base, cookies={COOKIE: exchange.cookies[COOKIE]}) as client:
         with_cookie = client.get("/ops")
     assert with_cookie.status_code == 200 and "veo_ok_1" in with_cookie.text
     assert exchange.status_code == 303 and exchange.headers["location"] == "/ops"
     cookie = exchange.headers["set-cookie"]
-    assert cookie.startswith(f"{COOKIE}=v1.") and ADMIN not in cookie
+    assert cookie.startswith(f"{COOKIE}=v2.") and ADMIN not in cookie
     flags = {part.strip().lower() for part in cookie.split(";")}
     assert {"httponly", "samesite=strict", "path=/ops"} <= flags
     assert "secure" not in flags  # plain http on loopback here; set behind https (X-Forwarded-Proto)
@@ -276,3 +276,79 @@ def test_a_refusal_is_json_for_an_api_client_and_a_page_for_a_browser(redis_serv
     assert "unauthenticated" in browser.text and browser.headers["cache-control"] == "no-store"
     for response in (api, browser):
         assert response.headers["www-authenticate"].startswith("Bearer")
+
+
+# ------------------------------------------------------------------------------------------- task pages, actions
+
+
+def link_to(dom: Dom, text: str, prefix: str = "/ops/tasks/") -> str:
+    return next(href for href, shown in dom.links if shown == text and href.startswith(prefix))
+
+
+def test_a_link_from_ops_leads_to_the_task_page_with_its_files_and_hashes(stack: Stack) -> None:
+    browser = Chromium(stack.tmp / "profile")
+    ops = Dom(browser.dump_dom(f"{stack.base}/ops?token={ADMIN}"))
+    href = link_to(ops, "veo_ok_1")
+    assert href == "/ops/tasks/kie/veo_ok_1"
+    assert httpx.get(stack.base + href, headers={"Authorization": f"Bearer {ADMIN}"}).status_code == 200
+
+    page = Dom(browser.dump_dom(stack.base + href))
+    manifest = json.loads(stack.read("kie/veo_ok_1/manifest.json") or b"{}")
+    (archived,) = manifest["files"]
+    (row,) = page.rows("files")
+    assert row[0].endswith(archived["key"]) and row[2] == str(archived["size"]) == "400000"
+    assert row[3] == archived["sha256"] and len(row[3]) == 64
+    (job,) = page.rows("task-jobs")
+    assert job[1] == "succeeded" and job[2] == "finished"
+    assert [d[4] for d in page.rows("task-deliveries")] == ["accepted"]
+    assert "kie/veo_ok_1/manifest.json" in "".join(page.text) and archived["sha256"] in "".join(page.text)
+
+    # the hostile task id: a link that round-trips, a page that shows it as text
+    hostile = Dom(browser.dump_dom(stack.base + link_to(ops, SCRIPT_ID)))
+    assert "script" not in hostile.tags and SCRIPT_ID in "".join(hostile.text)
+    (letter,) = hostile.rows("task-jobs")
+    assert letter[2] == "failed" and "http_404" in letter[9]
+
+    shots = stack.tmp / "screenshots"
+    shots.mkdir(exist_ok=True)
+    pages = {"ops": "/ops?refresh=off", "task": href + "?refresh=off", "letter": link_to(ops, SCRIPT_ID)}
+    for name, url in pages.items():
+        shot = browser.screenshot(stack.base + url, shots / f"{name}.png")
+        assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def retry_form(client: httpx.Client) -> dict[str, str]:
+    page = Dom(client.get("/ops").text)
+    (form,) = [fields for action, fields in page.forms if action == "/ops/actions/retry"]
+    return form
+
+
+def test_retry_needs_the_session_and_its_csrf_token_and_is_recorded(stack: Stack) -> None:
+    letters = stack.rds.zrange("rq:failed:veo-archiver", 0, -1)
+    assert len(letters) == 1
+    with httpx.Client(base_url=stack.base) as client:
+        assert client.get(f"/ops?token={ADMIN}").status_code == 303  # the session cookie
+        form = retry_form(client)
+        assert form["job_id"] == letters[0].decode() and form["csrf"] and form["back"] == "/ops"
+        without = {k: v for k, v in form.items() if k != "csrf"}
+        assert client.post("/ops/actions/retry", data=without).status_code == 403
+        assert client.post("/ops/actions/retry", data={**form, "csrf": form["csrf"][:-2] + "xx"}).status_code == 403
+        with httpx.Client(base_url=stack.base) as other:  # another session's token is not this one's
+            other.get(f"/ops?token={ADMIN}")
+            foreign = retry_form(other)["csrf"]
+        assert foreign != form["csrf"]
+        assert client.post("/ops/actions/retry", data={**form, "csrf": foreign}).status_code == 403
+        bearer = httpx.post(
+            stack.base + "/ops/actions/retry", data=form, headers={"Authorization": f"Bearer {ADMIN}"}
+        )
+        assert bearer.status_code == 403  # no session cookie, no action
+        assert stack.rds.zcard("rq:failed:veo-archiver") == 1  # nothing done so far
+
+        done = client.post("/ops/actions/retry", data=form)
+        assert done.status_code == 303 and done.headers["location"] == "/ops"
+        assert stack.rds.zcard("rq:failed:veo-archiver") == 0
+        assert letters[0] in stack.rds.lrange("rq:queue:veo-archiver", 0, -1)
+        page = Dom(client.get("/ops").text)
+    (action,) = page.rows("actions")
+    assert action[1:3] == ["retry", letters[0].decode()] and action[3].startswith("requeued (kie/")
+    assert action[4] == "127.0.0.1"

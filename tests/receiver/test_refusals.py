@@ -101,7 +101,9 @@ def test_three_bad_signatures_show_in_status_ops_and_metrics(
     assert dom.cards["refused-last-hour"] == "3"
     assert dom.rows("refusal-counts") == [["kie", "signature_mismatch", "3", "3"]]
     rows = dom.rows("refusals")
-    assert len(rows) == 3 and all(row[1:6] == ["kie", "signature_mismatch", "401", "127.0.0.1", "/callbacks/kie"] for row in rows)
+    assert len(rows) == 3 and all(
+        row[1:6] == ["kie", "signature_mismatch", "401", "127.0.0.1", "/callbacks/kie"] for row in rows
+    )
 
     metrics = httpx.get(base + "/metrics", headers={"Authorization": f"Bearer {ADMIN}"}).text
     assert 'veo_archiver_callbacks_refused_last_hour{provider="kie",reason="signature_mismatch"} 3.0' in metrics

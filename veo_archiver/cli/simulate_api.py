@@ -74,5 +74,5 @@ def register(sub: Any) -> None:
     sim.add_argument("--no-callback", action="store_true", help="never send callbacks: leave them to the sweep")
     sim.add_argument("--size-kib", type=int, default=512, help="size of the video each task produces")
     sim.add_argument("--key", help="kie.ai signing key (default: KIE_WEBHOOK_HMAC_KEYS, then the `up` dev key)")
-    sim.add_argument("--data-dir", default=".veo-archiver")
+    sim.add_argument("--data-dir", default=".veo-archiver", help="where `up` keeps its data (default .veo-archiver)")
     sim.set_defaults(func=cmd_simulate_api)
