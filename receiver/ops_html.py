@@ -36,7 +36,7 @@ table{border-collapse:collapse;width:100%;background:#fff;border:1px solid #e3e6
 th,td{text-align:left;padding:.3rem .5rem;border-bottom:1px solid #eef0f3;vertical-align:top}
 th{background:#f0f2f5;font-weight:600;font-size:.8rem;text-transform:uppercase;color:#4b5563}
 td{font-family:ui-monospace,monospace;font-size:.8rem;white-space:nowrap}
-td.wide{white-space:normal;word-break:break-all;min-width:14rem}td.err{white-space:normal;color:#b42318;min-width:16rem}
+td.wide{white-space:normal;word-break:break-all;min-width:14rem}td.err{white-space:normal;color:#b42318;min-width:12rem}
 form.act{display:inline;margin:0}
 button{font:inherit;font-size:.8rem;padding:.1rem .5rem;border:1px solid #c7cdd6;border-radius:4px;
 background:#fff;cursor:pointer}button:hover{background:#eef2ff}

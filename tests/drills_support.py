@@ -25,6 +25,7 @@ from veo_archiver import archive_keys, redis_keys
 from veo_archiver.sim import kie as kie_sim
 from veo_archiver.sim.files import FileHost
 from veo_archiver.sim.media import make_mp4
+from veo_archiver.text import text
 
 KIE_KEY = "drill-kie-key"
 QUEUE = "veo-archiver"
@@ -109,10 +110,10 @@ class DrillStack(Stack):
         self.files = files
 
     def job_keys(self) -> set[str]:
-        return {k.decode() for k in self.rds.keys("rq:job:*")}
+        return {text(k) for k in self.rds.keys("rq:job:*")}
 
     def queued_ids(self) -> list[str]:
-        return [v.decode() for v in self.rds.lrange(redis_keys.rq_queue_key(QUEUE), 0, -1)]
+        return [text(v) for v in self.rds.lrange(redis_keys.rq_queue_key(QUEUE), 0, -1)]
 
     def wait_archived(self, videos: Iterable[Video], timeout: float) -> float:
         """Wait until every video's task has its "archived" outcome; the seconds it took."""

@@ -33,6 +33,7 @@ from tests.procs import REPO, Service, start_receiver, start_worker, wait_for
 from tests.servers import SeaweedS3
 from veo_archiver import archive_keys, redis_keys
 from veo_archiver.settings import Settings
+from veo_archiver.text import text
 
 
 class HasUrl(Protocol):
@@ -230,4 +231,5 @@ def _merged(base: dict[str, str], extra: dict[str, str | None]) -> dict[str, str
 
 
 def _entries(rds: redis.Redis, stream: str) -> list[dict[str, str]]:
-    return [{k.decode(): v.decode() for k, v in entry.items()} for _, entry in rds.xrange(stream)]
+    entries: list[tuple[bytes, dict[bytes, bytes]]] = rds.xrange(stream)  # type: ignore[assignment]
+    return [{text(k): text(v) for k, v in entry.items()} for _, entry in entries]

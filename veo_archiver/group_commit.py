@@ -108,8 +108,10 @@ class GroupCommit:
         ping: list[bytes],
         durability: Callable[[], bool | None],
         before_batch: Callable[[], Awaitable[bool]],
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._redis = client
+        self._clock = clock  # how long a connection sat idle (FRESH_S); injectable for tests
         self._pack = pack
         self._batch_timeout = batch_timeout_s
         self._script_load = script_load
@@ -224,7 +226,7 @@ class GroupCommit:
         """The batch's one command, then WAITAOF if in use; its reply."""
         pool: Any = self._redis.connection_pool  # get_connection() is untyped (a decorated method)
         conn: Any = held.conn if held is not None else None
-        stale = held is not None and time.monotonic() - held.used > FRESH_S
+        stale = held is not None and self._clock() - held.used > FRESH_S
         try:
             async with asyncio.timeout(self._batch_timeout):  # a hang guard: the socket timeout may be None
                 command = self._pack([call.item for call in batch])
@@ -249,7 +251,7 @@ class GroupCommit:
                 await conn.disconnect(nowait=True)  # replies may be left unread: never reuse this connection
                 await pool.release(conn)
             raise
-        self._idle.append(_Held(conn, time.monotonic()))
+        self._idle.append(_Held(conn, self._clock()))
         if wait_aof:
             fsynced = replies.pop()
             if isinstance(fsynced, Exception):

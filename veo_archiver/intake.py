@@ -36,7 +36,7 @@ import hashlib
 import logging
 import os
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from itertools import chain
 from typing import Any
@@ -117,9 +117,17 @@ class IntakeResult:
 class Intake:
     """Owns the receiver's async Redis client; built in the app's lifespan. Safe to share between the
     callbacks of one event loop (that is the point: they are committed together). ``layout`` is the script's
-    KEYS/ARGV layout (tests give another one to see the script follow it)."""
+    KEYS/ARGV layout (tests give another one to see the script follow it); ``clock`` (monotonic seconds) says
+    how long a connection sat idle, so tests move it instead of sleeping."""
 
-    def __init__(self, settings: Settings, client: aioredis.Redis, *, layout: ScriptLayout = LAYOUT) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        client: aioredis.Redis,
+        *,
+        layout: ScriptLayout = LAYOUT,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self._settings = settings
         self._redis = client
         self._layout = layout
@@ -149,6 +157,7 @@ class Intake:
             ping=self._packer.pack("PING"),
             durability=lambda: self._wait_aof if self._probed else None,
             before_batch=self._durability,
+            clock=clock,
         )
 
     @property

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from tests.procs import REPO, wait_for
-from veo_archiver.cli import local_env, main, ops, output, story
+from veo_archiver.cli import local_env, main, ops, output, simulate, story
 from veo_archiver.cli.local_env import STATE_FILE, UpState
 from veo_archiver.providers import NAMES
 
@@ -214,7 +214,7 @@ def test_errors_are_cut_at_a_word_and_a_dead_letter_is_wrapped_whole() -> None:
 
 def test_a_failure_manifest_never_reads_as_archived(capsys: pytest.CaptureFixture[str]) -> None:
     manifest = {"status": "failed", "files": [], "failure": {"code": "500", "message": None}}
-    assert main._print_manifest(manifest, "/a/kie/t/manifest.json", expect_failure=True) == 0
+    assert simulate.print_manifest(manifest, "/a/kie/t/manifest.json", expect_failure=True) == 0
     out = capsys.readouterr().out
     assert "archived:" not in out and "did not succeed" in out and '"code": "500"' in out
-    assert main._print_manifest(manifest, "/a/kie/t/manifest.json", expect_failure=False) == 1
+    assert simulate.print_manifest(manifest, "/a/kie/t/manifest.json", expect_failure=False) == 1

@@ -20,6 +20,7 @@ import redis.asyncio as aioredis
 from rq.job import Job
 from rq.serializers import JSONSerializer
 
+from tests.fake_clock import FakeClock
 from tests.stacks import settings_for
 from veo_archiver import archive_keys, jsontext, redis_keys
 from veo_archiver.clock import iso
@@ -78,10 +79,10 @@ def run(coro: Any) -> Any:
     return asyncio.run(asyncio.wait_for(coro, HANG_GUARD_S))
 
 
-async def with_intake(settings: Settings, body: Any, **client_kwargs: Any) -> Any:
+async def with_intake(settings: Settings, body: Any, clock: FakeClock | None = None, **client_kwargs: Any) -> Any:
     client = aioredis.Redis.from_url(settings.redis_url, **client_kwargs)
     try:
-        intake = Intake(settings, client)
+        intake = Intake(settings, client, clock=clock) if clock is not None else Intake(settings, client)
         await intake.start()
         return await body(intake)
     finally:
@@ -604,17 +605,18 @@ def test_a_redis_restart_between_batches_costs_no_callback(redis_server, rds) ->
     """The writer's idle connections die with Redis; the first batch after the restart checks its connection
     (idle past FRESH_S), reconnects, and is accepted: nobody gets a 503 for a Redis that is back."""
     settings = settings_for(redis_server)
+    clock = FakeClock()
 
     async def body(intake: Intake) -> list[IntakeResult]:
         first = await intake.submit(event("veo_before"), delivery("veo_before"))
         redis_server.restart()
-        await asyncio.sleep(FRESH_S + 0.2)
+        clock.advance(FRESH_S + 0.2)
         later = await asyncio.gather(
             *(intake.submit(event(f"veo_after{n}"), delivery(f"veo_after{n}")) for n in range(20))
         )
         return [first, *later]
 
-    results = run(with_intake(settings, body))
+    results = run(with_intake(settings, body, clock=clock))
     assert [r.outcome for r in results] == ["accepted"] * 21
     assert len(queued(redis_server.client())) == 21
 

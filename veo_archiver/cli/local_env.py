@@ -44,6 +44,11 @@ _noted: set[str] = set()
 #: ``veo-archiver -v``: print the note every time (set once by the entry point)
 verbose = False
 
+#: where `up` keeps its embedded Redis, development keys and spool (``--data-dir``)
+DEFAULT_DATA_DIR = ".veo-archiver"
+#: the loopback port `simulate` serves its videos on (``--serve-port``), allowed as a download host by `up`
+SIMULATOR_PORT = 8765
+
 
 @dataclass(frozen=True)
 class UpState:

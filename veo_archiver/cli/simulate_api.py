@@ -28,7 +28,7 @@ KEY_VARS = {"kie": "KIE_API_KEY", "apixo": "APIXO_API_KEY", "useapi": "USEAPI_AP
 
 
 def cmd_simulate_api(args: argparse.Namespace) -> int:
-    from veo_archiver.cli.main import _kie_key
+    from veo_archiver.cli.simulate import kie_key
 
     stopped = threading.Event()
     signal.signal(signal.SIGINT, lambda *_: stopped.set())
@@ -42,7 +42,7 @@ def cmd_simulate_api(args: argparse.Namespace) -> int:
             hmac_key = None
             if submitted.provider == "kie" and not args.no_callback:
                 try:  # read now: `up` may have made its development key after this command started
-                    hmac_key = _kie_key(args)
+                    hmac_key = kie_key(args)
                 except ConfigError:
                     print("no kie.ai signing key found: this kie.ai callback goes unsigned", flush=True)
             response = cloud.complete(submitted, video, hmac_key=hmac_key, send=not args.no_callback)
