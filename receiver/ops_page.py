@@ -179,7 +179,7 @@ def render(data: OpsData, *, now: float, spool: SpoolSurvey | None = None, view:
 
     workers = table(
         "workers",
-        ["name*", "host", "pid", "state", "current job*", "last heartbeat", "born", "ok", "failed"],
+        ["name*", "host", "pid", "state", "current job*", "last heartbeat", "born", "jobs done", "job attempts failed"],
         [
             (
                 w.name,

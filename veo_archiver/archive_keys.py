@@ -66,6 +66,11 @@ def video_key(provider: str, task_id: str, index: int, ext: str = ".mp4") -> str
     return f"{task_prefix(provider, task_id)}/{index}{ext}"
 
 
+def rendition_key(provider: str, task_id: str, index: int, rendition: str, ext: str = ".mp4") -> str:
+    """Another rendition of video ``index`` (kie.ai's ``1080p``), beside the original: ``{index}-{rendition}{ext}``."""
+    return f"{task_prefix(provider, task_id)}/{index}-{rendition}{ext}"
+
+
 #: every extension a video key may carry (:func:`workers.mp4.media_type` decides which)
 VIDEO_EXTENSIONS = (".mp4", ".mov")
 

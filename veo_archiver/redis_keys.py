@@ -14,6 +14,8 @@ import json
 ARCHIVE_JOB = "workers.jobs.archive_task"
 #: one tracked task polled now (the ops page's "sweep now"): :func:`workers.reconcile.sweep_task`
 SWEEP_TASK_JOB = "workers.reconcile.sweep_task"
+#: kie.ai's 1080p rendition of an archived task, polled until ready: :func:`workers.rendition_1080p.poll_1080p`
+RENDITION_1080P_JOB = "workers.rendition_1080p.poll_1080p"
 
 RQ_QUEUES_SET = "rq:queues"
 _PREFIX = "veo:"
@@ -76,6 +78,11 @@ def _digest(*parts: str) -> str:
 def job_id(provider: str, task_id: str, status: str) -> str:
     """Deterministic RQ job id for one (provider, task, terminal status): RQ allows only [A-Za-z0-9_-]."""
     return f"archive-{provider}-{status}-{_digest(provider, task_id, status)[:40]}"
+
+
+def rendition_job_id(provider: str, task_id: str, rendition: str) -> str:
+    """The one job polling for a task's other rendition (one per task: a second trigger finds it and stops)."""
+    return f"rendition-{rendition}-{provider}-{_digest(provider, task_id, rendition)[:40]}"
 
 
 def _task(provider: str, task_id: str) -> str:

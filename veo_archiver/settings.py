@@ -144,6 +144,11 @@ class Settings:
     notify_secret: str | None = field(default=None, repr=False)
     #: seconds a submission (``/submit``, ``veo-archiver submit``) waits for the provider's answer (504 after)
     submit_timeout_s: float = 30.0
+    #: kie.ai: poll get-1080p-video after each archived generate/extend task, archive the 1080p beside it
+    #: (workers/rendition_1080p.py); the pace (docs: 20-30 s) and how long to wait before recording "unavailable"
+    kie_fetch_1080p: bool = False
+    kie_1080p_poll_interval_s: float = 25.0
+    kie_1080p_max_wait_s: int = 15 * 60
 
     # queue
     job_timeout_s: int = 3600
@@ -228,7 +233,12 @@ class Settings:
             notify_urls=split_list(env.get("NOTIFY_URLS")),
             notify_secret=env.get("NOTIFY_SECRET") or None,
             submit_timeout_s=float(env_int(env, "SUBMIT_TIMEOUT", 30, minimum=1, maximum=600)),
+            kie_fetch_1080p=env_bool(env, "KIE_FETCH_1080P", False),
+            kie_1080p_poll_interval_s=float(env_int(env, "KIE_1080P_POLL_INTERVAL", 25, minimum=1, maximum=600)),
+            kie_1080p_max_wait_s=env_int(env, "KIE_1080P_MAX_WAIT", 15 * 60, minimum=60, maximum=14 * 24 * 3600),
             download_allow_hosts=frozenset(_host_port(e) for e in split_list(env.get("DOWNLOAD_ALLOW_HOSTS"))),
             download_max_bytes=env_int(env, "DOWNLOAD_MAX_BYTES", 4 * 1024 * MiB, minimum=1),
         )
+        if settings.kie_fetch_1080p and settings.providers["kie"].api_key is None:
+            raise ConfigError("KIE_FETCH_1080P=true needs KIE_API_KEY: get-1080p-video is called with it")
         return replace(settings, **overrides) if overrides else settings

@@ -43,7 +43,7 @@ from veo_archiver.event import TaskEvent, TaskStatus, Verification
 from veo_archiver.records import dead_letter as dead_letters
 from veo_archiver.records import delivery as delivery_records
 from veo_archiver.records import outcome as outcomes
-from workers import job_meta, lineage, manifest
+from workers import job_meta, lineage, manifest, rendition_1080p
 from workers.attempt import Attempt, JobHandle
 from workers.confirm import confirm
 from workers.context import WorkerContext, current
@@ -74,6 +74,8 @@ def run_archive(envelope: dict[str, Any], ctx: WorkerContext, job: JobHandle | N
     try:
         result = _archive(ctx, event, envelope, job)
         _publish_end(ctx, attempt, envelope, result)
+        # KIE_FETCH_1080P: kie.ai's 1080p is polled for by a job of its own, never failing this one
+        rendition_1080p.follow(ctx, job, result["body"], url_deadline=_deadline(ctx, event, envelope))
     except TransientError as exc:
         if job is None:
             raise

@@ -13,7 +13,13 @@ Schema (``schema`` = 1)::
                   "redis": "veo:deliveries:..."},
      "extra": {...}, "job_id": "...", "run": 1, "provider_status": "...", "kind": "...",
      "confirmed": {"via": "provider_api", "at": "...Z"} | null, "urls_verified": true | false,
-     "claimed": {"status": "...", "result_urls": [...]}}
+     "claimed": {"status": "...", "result_urls": [...]},
+     "renditions": {"1080p": {"status": "archived" | "partial" | "unavailable", "at": "...Z", "polls": 3,
+                              "missing": [], "reason": "...", "message": "..."}}}
+
+``renditions`` and the ``files[]`` entries with ``"rendition": "1080p"`` (key ``kie/<id>/0-1080p.mp4``) are
+added later, by :mod:`workers.rendition_1080p` (``KIE_FETCH_1080P``); the original entries stay as they were,
+and an entry without ``rendition`` is an original.
 
 **Self-contained.** ``object_key`` is the full key in the store (archive prefix included): the same key the
 ``veo:outcomes`` entry and ``veo-archiver manifests --json`` give as the file's ``key``. ``archive`` says where

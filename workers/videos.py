@@ -27,11 +27,13 @@ EXPIRED_REASONS = frozenset({"http_403", "http_404", "http_410"})
 HEAD_BYTES = 64
 
 
-def reuse(ctx: WorkerContext, event: TaskEvent, index: int, url: str, record: FileRecord | None) -> FileRecord | None:
+def reuse(
+    ctx: WorkerContext, event: TaskEvent, index: int, url: str, record: FileRecord | None, *, rendition: str = ""
+) -> FileRecord | None:
     """An object already at the video's key (either extension) is never rewritten: it is re-used, after
-    checking it."""
+    checking it. ``rendition`` (kie.ai's ``1080p``) names another rendition's key (:func:`_key`)."""
     for ext in archive_keys.VIDEO_EXTENSIONS:
-        key = archive_keys.video_key(event.provider, event.task_id, index, ext)
+        key = _key(event, index, ext, rendition)
         stored = ctx.archive.head(key)
         if stored is not None:
             break
@@ -77,7 +79,15 @@ def download(
         return stream(ctx, fresh, index, new_url, job), fresh
 
 
-def stream(ctx: WorkerContext, event: TaskEvent, index: int, url: str, job: JobHandle | None = None) -> FileRecord:
+def _key(event: TaskEvent, index: int, ext: str, rendition: str) -> str:
+    if rendition:
+        return archive_keys.rendition_key(event.provider, event.task_id, index, rendition, ext)
+    return archive_keys.video_key(event.provider, event.task_id, index, ext)
+
+
+def stream(
+    ctx: WorkerContext, event: TaskEvent, index: int, url: str, job: JobHandle | None = None, *, rendition: str = ""
+) -> FileRecord:
     provider = ctx.settings.providers.get(event.provider)
     # the provider's host allowlist is applied by the stream to the URL and to every redirect hop
     stream = VideoStream(ctx.client, url, ctx.fetch_policy, host_allowed=provider.host_allowed if provider else None)
@@ -89,7 +99,7 @@ def stream(ctx: WorkerContext, event: TaskEvent, index: int, url: str, job: JobH
         if len(head) >= HEAD_BYTES:
             break
     content_type, ext = media_type(head)
-    key = archive_keys.video_key(event.provider, event.task_id, index, ext)
+    key = _key(event, index, ext, rendition)
     progress = ProgressWriter.of_job(
         job, provider=event.provider, task_id=event.task_id, file=index, files=len(event.result_urls), clock=ctx.clock
     )

@@ -19,6 +19,7 @@ from starlette.testclient import TestClient
 from receiver.app import create_app
 from receiver.spool import Spool, encode_entry, survey
 from receiver.spool_files import Attempts, SpoolEntry, write_attempts
+from tests import stacks
 from tests.procs import wait_for
 from veo_archiver import redis_keys
 from veo_archiver.errors import ConfigError
@@ -36,12 +37,9 @@ DRAIN_WAIT_S = 30
 
 
 def settings_for(redis_server, spool_dir: Path, **overrides) -> Settings:  # type: ignore[no-untyped-def]
-    return Settings(
-        redis_url=redis_server.url,
-        kie_hmac_keys=(KEY,),
-        spool_dir=spool_dir,
-        metrics_public=True,  # TestClient's client is "testclient", not loopback
-        **overrides,
+    # metrics_public: TestClient's client is "testclient", not loopback
+    return stacks.settings_for(
+        redis_server, kie_hmac_keys=(KEY,), spool_dir=spool_dir, metrics_public=True, **overrides
     )
 
 

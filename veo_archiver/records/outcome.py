@@ -1,7 +1,8 @@
 """What a finished job tells the rest of the system, through Redis (so it works across machines).
 
 - one entry per end of each run of a job on the ``veo:outcomes`` stream (capped): ``outcome`` (``archived``,
-  ``provider_failed``, ``dead_letter``), ``outcome_id`` (stable across the retries of one run: consumers dedupe
+  ``provider_failed``, ``dead_letter``; ``rendition_archived`` / ``rendition_unavailable`` for kie.ai's 1080p
+  of an archived task), ``outcome_id`` (stable across the retries of one run: consumers dedupe
   on it; a dead letter requeued by an operator starts the job's next run, whose end has an id of its own),
   ``run`` (1, 2… :func:`veo_archiver.records.dead_letter.run_of`), provider, task id, status, job id, ``at``,
   ``reason``/``error``, ``manifest`` (the full object key, archive prefix included) and its ``location``, files,
@@ -85,6 +86,10 @@ def bucketed(stats: Mapping[str, str], prefix: str, bounds: Iterable[float]) -> 
 ARCHIVED = "archived"
 PROVIDER_FAILED = "provider_failed"
 DEAD_LETTER = "dead_letter"
+#: a later rendition of an archived task (kie.ai's 1080p, :mod:`workers.rendition_1080p`): added to its
+#: manifest (``files`` = the new files), or recorded there as never coming (``reason`` says why)
+RENDITION_ARCHIVED = "rendition_archived"
+RENDITION_UNAVAILABLE = "rendition_unavailable"
 
 
 @dataclass(frozen=True)

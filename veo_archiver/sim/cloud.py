@@ -12,6 +12,10 @@ Status routes (each needs ``Authorization: Bearer <that provider's key>``, each 
 (URL-encoded), EvoLink ``GET /v1/tasks/{id}``. Every other GET is a file request (Range, ETag, and 403
 once a link has been refreshed).
 
+kie.ai's ``GET /api/v1/veo/get-1080p-video?taskId=&index=`` (no callback): for a succeeded task, "processing"
+(body code 422, or the HTTP status :meth:`ProviderCloud.set_1080p` names) for its first polls, then a URL serving
+the real sample MP4 (or the video given); polls are counted in ``rendition_calls``.
+
 Submission routes (``POST``, same keys; :mod:`veo_archiver.sim.submissions`): kie ``/api/v1/veo/generate``,
 ``/extend``, ``/get-4k-video``; APIXO ``/api/v1/generateTask/veo-3-1[-extend]``; useapi.net
 ``/v1/google-flow/videos[/extend]``; EvoLink ``/v1/videos/generations``. Each accepted request is kept in
@@ -28,6 +32,7 @@ import secrets
 import time
 from collections import Counter
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -36,9 +41,24 @@ import httpx
 
 from veo_archiver.sim import apixo, evolink, kie, submissions, task_bodies, useapi
 from veo_archiver.sim.files import FileHost, HostedFile
+from veo_archiver.sim.media import sample_mp4
 from veo_archiver.sim.task_bodies import EXTRAS, NATIVE, PROVIDERS, STATUSES, CloudTask
 
 DEFAULT_API_KEYS = {p: f"sim-{p}-key" for p in PROVIDERS}
+#: polls a succeeded kie.ai task's 1080p answers "processing" before its URL, unless set_1080p says otherwise
+DEFAULT_1080P_POLLS = 2
+
+
+@dataclass
+class Rendition1080p:
+    """How one video's 1080p answers: ``ready_after`` "processing" polls (``None``: never ready), each as
+    HTTP ``not_ready_status`` (200: the code is in the body, as kie.ai answers errors), then ``video``."""
+
+    ready_after: int | None = DEFAULT_1080P_POLLS
+    video: bytes | None = None
+    not_ready_status: int = 200
+    url: str | None = None
+
 
 EXPIRED_XML = (
     b'<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>ExpiredToken</Code>'
@@ -55,6 +75,8 @@ class ProviderCloud(FileHost):
         self._refreshes = itertools.count(1)
         self.submitted: list[submissions.Submitted] = []
         self.on_submit: Callable[[submissions.Submitted], None] | None = None
+        self.renditions: dict[tuple[str, int], Rendition1080p] = {}
+        self.rendition_calls: Counter[tuple[str, int]] = Counter()
 
     def __enter__(self) -> ProviderCloud:
         super().__enter__()
@@ -116,6 +138,44 @@ class ProviderCloud(FileHost):
         with self._lock:
             self.tasks[(provider, task_id)] = task
         return task
+
+    def set_1080p(
+        self,
+        task_id: str,
+        index: int = 0,
+        *,
+        ready_after: int | None = DEFAULT_1080P_POLLS,
+        video: bytes | None = None,
+        not_ready_status: int = 200,
+    ) -> Rendition1080p:
+        """How the 1080p of video ``index`` of kie.ai task ``task_id`` answers (``ready_after=None``: never)."""
+        rendition = Rendition1080p(ready_after, video, not_ready_status)
+        with self._lock:
+            self.renditions[(task_id, index)] = rendition
+        return rendition
+
+    def _rendition(self, request: BaseHTTPRequestHandler, query: dict[str, list[str]]) -> None:
+        task_id, raw_index = query.get("taskId", [""])[0], query.get("index", ["0"])[0]
+        index = int(raw_index) if raw_index.isdigit() else 0
+        with self._lock:
+            self.rendition_calls[(task_id, index)] += 1
+            polls = self.rendition_calls[(task_id, index)]
+            task = self.tasks.get(("kie", task_id))
+            rendition = self.renditions.setdefault((task_id, index), Rendition1080p())
+        if request.headers.get("Authorization", "") != f"Bearer {self.api_keys.get('kie')}":
+            _json(request, 401, _UNAUTHORIZED["kie"])
+            return
+        if task is None:
+            _json(request, 200, {"code": 422, "msg": "record is null", "data": None})
+            return
+        ready = task.status == "succeeded" and rendition.ready_after is not None and polls > rendition.ready_after
+        if not ready:
+            _json(request, rendition.not_ready_status, kie.rendition_1080p_body(None))
+            return
+        if rendition.url is None:
+            video = rendition.video if rendition.video is not None else sample_mp4()
+            rendition.url = self.add_video(f"/videos/kie/{secrets.token_hex(6)}-1080p-{index}.mp4", video)
+        _json(request, 200, kie.rendition_1080p_body(rendition.url))
 
     def task(self, provider: str, task_id: str) -> CloudTask:
         with self._lock:
@@ -226,6 +286,9 @@ class ProviderCloud(FileHost):
         parts = urlsplit(request.path)
         path, query = parts.path, parse_qs(parts.query)
         task_id: str | None
+        if path == "/api/v1/veo/get-1080p-video":
+            self._rendition(request, query)
+            return True
         if path == "/api/v1/veo/record-info":
             provider, task_id = "kie", query.get("taskId", [None])[0]
         elif path in ("/api/v1/statusTask/veo-3-1", "/api/v1/statusTask/veo-3-1-extend"):

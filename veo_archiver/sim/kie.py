@@ -53,6 +53,17 @@ def failure_body(task_id: str, code: int = 400, msg: str | None = None) -> dict[
     return {"code": code, "msg": text, "data": {"taskId": task_id, "fallbackFlag": False}}
 
 
+#: get-1080p-video's answer while the 1080p is being made (worded like get-4k-video's "4k is processing")
+PROCESSING_1080P_MSG = "1080P is processing. It should be ready in 1-3 minutes. Please check back shortly."
+
+
+def rendition_1080p_body(url: str | None) -> dict[str, Any]:
+    """get-1080p-video's answer: ready (the documented ``data.resultUrl``) or, with no URL, still processing."""
+    if url is None:
+        return {"code": 422, "msg": PROCESSING_1080P_MSG, "data": None}
+    return {"code": 200, "msg": "success", "data": {"resultUrl": url}}
+
+
 def place_task_id(body: dict[str, Any], task_id: str, where: str) -> dict[str, Any]:
     if where == "data.taskId":
         body["data"]["taskId"] = task_id
