@@ -258,9 +258,11 @@ class Spool:
         finally:
             os.close(fd)
 
-    def writable(self, max_age_s: float = WRITE_CHECK_TTL_S) -> tuple[bool, str]:
+    def writable(self, max_age_s: float | None = None) -> tuple[bool, str]:
         """Whether an entry could be written now, and why not: the latest write's result when it is younger
-        than ``max_age_s``, else a probe (a small temp file written, fsynced and deleted). Blocking."""
+        than ``max_age_s`` (default :data:`WRITE_CHECK_TTL_S`), else a probe (a small temp file written,
+        fsynced and deleted). Blocking."""
+        max_age_s = WRITE_CHECK_TTL_S if max_age_s is None else max_age_s
         with self._probe_lock:  # concurrent callers share one probe
             last = self._last_write
             if last is None or time.monotonic() - last[0] > max_age_s:

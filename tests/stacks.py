@@ -233,3 +233,14 @@ def _merged(base: dict[str, str], extra: dict[str, str | None]) -> dict[str, str
 def _entries(rds: redis.Redis, stream: str) -> list[dict[str, str]]:
     entries: list[tuple[bytes, dict[bytes, bytes]]] = rds.xrange(stream)  # type: ignore[assignment]
     return [{text(k): text(v) for k, v in entry.items()} for _, entry in entries]
+
+
+#: what the receiver keeps of a refused request: counters and the latest refusals (time, provider, reason, client
+#: address, path; never its body or headers): see veo_archiver/records/refusals.py
+REFUSAL_RECORDS = "veo:refusals:"
+
+
+def stored_keys(rds: Any, pattern: str = "*") -> list[str]:
+    """Redis keys matching ``pattern``, the refusal records left out: what a refused request must not leave."""
+    keys = (k.decode() if isinstance(k, bytes) else str(k) for k in rds.keys(pattern))
+    return sorted(k for k in keys if not k.startswith(REFUSAL_RECORDS))

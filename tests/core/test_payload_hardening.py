@@ -17,6 +17,7 @@ from starlette.testclient import TestClient
 
 from receiver.app import create_app
 from receiver.headers import RequestHeaders
+from tests.stacks import stored_keys
 from veo_archiver.archive_keys import (
     MAX_SEGMENT_BYTES,
     encode_task_id,
@@ -75,7 +76,7 @@ def test_not_utf8_over_http(redis_server) -> None:  # type: ignore[no-untyped-de
         )
     assert (answer.status_code, answer.json()["reason"]) == (400, "not_utf8")
     with redis_server.client() as rds:
-        assert not rds.keys("*")
+        assert not stored_keys(rds)
 
 
 # --------------------------------------------------------------------------------------------- task segments

@@ -14,7 +14,7 @@ from rq.serializers import JSONSerializer
 from starlette.testclient import TestClient
 
 from receiver.app import create_app
-from tests.stacks import settings_for
+from tests.stacks import settings_for, stored_keys
 from veo_archiver import redis_keys
 from veo_archiver.intake_format import decode_entry
 from veo_archiver.records import delivery as delivery_records
@@ -125,7 +125,7 @@ def test_refused_callbacks_get_401_with_reason_and_enqueue_nothing(redis_server,
     assert response.status_code == 401
     assert response.json()["reason"] == reason
     assert queued(rds) == []
-    assert rds.keys("rq:job:*") == [] and rds.keys("veo:*") == []
+    assert rds.keys("rq:job:*") == [] and stored_keys(rds, "veo:*") == []
 
 
 def test_tampered_task_id_is_refused(redis_server, rds) -> None:  # type: ignore[no-untyped-def]

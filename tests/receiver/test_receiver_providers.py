@@ -102,7 +102,7 @@ def test_bad_tokens_get_401_and_nothing_is_enqueued(redis_server, rds, provider,
         response = client.post(url, content=json.dumps(BODIES[provider](TASK_IDS[provider])))
     assert response.status_code == 401
     assert response.json()["reason"] == reason
-    assert queued(rds) == [] and rds.keys("veo:*") == []
+    assert queued(rds) == [] and stacks.stored_keys(rds, "veo:*") == []
 
 
 def test_unsigned_provider_refused_when_no_signing_key_is_configured(redis_server, rds) -> None:  # type: ignore[no-untyped-def]

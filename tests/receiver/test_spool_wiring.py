@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 from starlette.testclient import TestClient
 
+from receiver import spool as spool_module
 from receiver.app import create_app
 from receiver.spool import Spool, encode_entry, survey
 from receiver.spool_files import Attempts, SpoolEntry, write_attempts
@@ -195,10 +196,11 @@ def test_readyz_says_unavailable_when_redis_is_down_and_the_spool_cannot_take_a_
 
 
 def test_readyz_sees_a_spool_directory_nobody_may_write_without_any_callback(  # type: ignore[no-untyped-def]
-    redis_server, tmp_path: Path
+    redis_server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """``chattr +i``: root cannot create a file in it either, as on a read-only remount. No callback is sent:
-    the probe alone finds it (within WRITE_CHECK_TTL_S of the latest write)."""
+    the probe alone finds it (within WRITE_CHECK_TTL_S of the latest write, shortened here from 5 s)."""
+    monkeypatch.setattr(spool_module, "WRITE_CHECK_TTL_S", 0.2)
     spool_dir = tmp_path / "spool"
     with TestClient(create_app(settings_for(redis_server, spool_dir))) as client:
         redis_server.stop()
@@ -207,12 +209,12 @@ def test_readyz_sees_a_spool_directory_nobody_may_write_without_any_callback(  #
             pytest.skip("chattr +i is not available on this filesystem")
         try:
             ready = wait_for(
-                lambda: (lambda r: r if r.status_code == 503 else None)(client.get("/readyz")), 15, interval=0.5
+                lambda: (lambda r: r if r.status_code == 503 else None)(client.get("/readyz")), 15, interval=0.1
             )
             assert ready.json()["reason"] == "spool_unwritable", ready.text
         finally:
             subprocess.run(["chattr", "-i", str(spool_dir)], check=True)
-        wait_for(lambda: client.get("/readyz").status_code == 200, 15, interval=0.5, what="ready again")
+        wait_for(lambda: client.get("/readyz").status_code == 200, 15, interval=0.1, what="ready again")
 
 
 def test_readyz_says_unavailable_when_the_spool_is_full(redis_server, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]

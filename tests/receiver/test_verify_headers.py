@@ -27,7 +27,7 @@ settings_for = partial(stacks.settings_for, kie_hmac_keys=(KEY,), standard_webho
 def nothing_stored(redis_server) -> bool:  # type: ignore[no-untyped-def]
     client: redis.Redis = redis_server.client()
     with client:
-        return not client.keys("*")
+        return not stacks.stored_keys(client)
 
 
 def kie_body(task_id: str = "veo_task_1", urls: list[str] | None = None) -> bytes:
