@@ -12,6 +12,8 @@ import threading
 import time
 from pathlib import Path
 
+import pytest
+
 from tests.procs import REPO, wait_for
 from tests.servers import free_port
 
@@ -76,6 +78,7 @@ def _env(redis_url: str, tmp_path: Path, **extra: str) -> dict[str, str]:
     }
 
 
+@pytest.mark.slow  # a whole worker process in a pseudo-terminal
 def test_a_worker_in_a_terminal_logs_no_colour_codes_no_maintenance_and_stops_on_ctrl_c_without_a_warning(
     redis_server, tmp_path: Path
 ) -> None:  # type: ignore[no-untyped-def]

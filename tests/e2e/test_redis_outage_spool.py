@@ -131,8 +131,8 @@ def test_callbacks_sent_while_redis_is_down_for_30_s_are_all_archived_once(files
             ready = client.get(base + "/readyz")  # ready: a callback sent here is kept (in the spool)
             assert ready.status_code == 200 and ready.json()["redis"] == "unreachable", ready.text
 
-            code, status = status_json(env)
-            assert code == 1 and status["redis"] == "unreachable", status
+            code, status = status_json(env)  # exit 2: it could not run (Redis unreachable)
+            assert code == 2 and status["redis"] == "unreachable", status
             assert status["spool"]["entries"] == CALLBACKS, status  # type: ignore[index]
 
             scrape = client.get(base + "/metrics").text

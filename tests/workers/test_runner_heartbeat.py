@@ -75,6 +75,7 @@ def heartbeat_ttl_seen() -> float:
     return max(float(score) for _, score in scores) - time.time()  # type: ignore[union-attr]
 
 
+@pytest.mark.slow  # a forking worker: a work horse process per job
 def test_a_forking_worker_heartbeats_with_our_ttl_and_finishes_the_job(worker: ArchiveWorker, rds: redis.Redis) -> None:
     worker.job_monitoring_interval = 1  # heartbeat every second while the job runs
     queue = Queue(QUEUE, connection=rds, serializer=JSONSerializer)
