@@ -16,26 +16,11 @@ from veo_archiver.clock import epoch, iso
 from veo_archiver.errors import StorageUnavailable
 from veo_archiver.event import TaskStatus
 from veo_archiver.queue_view import JsonRecord, fetch_jobs, state_of
+from veo_archiver.queue_view.task import DeliveryInfo, delivery_info
 from veo_archiver.records import delivery, progress, tracked
 from veo_archiver.records.dead_letter import last_line, marked, task_status_of, verdict_of
 from veo_archiver.records.progress import Progress
 from workers.storage import ObjectArchive
-
-
-@dataclass(frozen=True)
-class DeliveryInfo(JsonRecord):
-    number: int  # 1 = the oldest delivery still kept
-    delivery_id: str | None
-    received_at: str | None
-    remote: str | None
-    path: str | None
-    outcome: str | None
-    verification: str | None
-    status: str | None
-    job_id: str | None
-    replayed_at: str | None
-    headers: dict[str, str]
-    body: str
 
 
 @dataclass(frozen=True)
@@ -79,25 +64,6 @@ class TaskStory(JsonRecord):
 
 
 # --------------------------------------------------------------------------------------------- jobs
-
-
-def delivery_info(number: int, record: dict[str, Any]) -> DeliveryInfo:
-    callback = record.get("callback") or {}
-    event = record.get("event") or {}
-    return DeliveryInfo(
-        number=number,
-        delivery_id=record.get("delivery_id"),
-        received_at=callback.get("received_at"),
-        remote=callback.get("remote"),
-        path=callback.get("path"),
-        outcome=record.get("outcome"),
-        verification=event.get("verification"),
-        status=event.get("status"),
-        job_id=record.get("job_id"),
-        replayed_at=record.get("replayed_at"),
-        headers=dict(callback.get("headers") or {}),
-        body=str(callback.get("body") or ""),
-    )
 
 
 def job_info(connection: redis.Redis, queue_name: str, job_id: str, job: Job | None, status: str | None) -> JobInfo:
