@@ -55,8 +55,9 @@ MISSING = "missing"
 #: the reason of a job that wrote a verdict without one
 PERMANENT = "permanent"
 ERROR_CHARS = 500
-#: how many earlier verdicts ``previous_dead_letters`` keeps (a job's meta stays small)
-PREVIOUS_KEPT = 10
+#: how many earlier verdicts ``previous_dead_letters`` keeps: every one in practice (a job requeued more often
+#: than this is stuck, not unlucky), and the meta stays bounded (each verdict is under 1 KB)
+PREVIOUS_KEPT = 50
 #: ``{"unserialized": ...}`` layers :func:`readable_meta` looks through
 _WRAPPERS_READ = 4
 
