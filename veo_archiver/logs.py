@@ -265,6 +265,9 @@ def configure(level: str = "INFO", *, json_lines: bool | None = None) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
+    # httpx logs every request at INFO ("HTTP Request: GET <url> ..."): the service logs what it fetched and
+    # stored itself, so those lines are noise (and carry signed URLs) unless DEBUG is asked for
+    logging.getLogger("httpx").setLevel(logging.DEBUG if root.level <= logging.DEBUG else logging.WARNING)
     # neither format shows where a call was made, nor its thread or process: the logging HOWTO's
     # "optimization" settings skip collecting them (a stack walk per record, ~10 us on the callback path)
     logging._srcfile = None

@@ -143,3 +143,24 @@ def test_rq_maintenance_lines_are_debug(level: int) -> None:
     assert shown == (level == logging.DEBUG) and rq.levelname == "DEBUG"
     other = logging.LogRecord("rq.worker", logging.WARNING, __file__, 1, "Work horse killed", (), None)
     assert logs.RoutineRQ().filter(other) and other.levelname == "WARNING"
+
+
+def test_httpx_request_lines_only_at_debug() -> None:
+    """httpx's "HTTP Request: GET <url>" line per request is noise at INFO (the service logs what it fetched)."""
+    import logging
+
+    from veo_archiver.logs import configure
+
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    httpx_logger = logging.getLogger("httpx")
+    try:
+        configure("INFO", json_lines=True)
+        assert not httpx_logger.isEnabledFor(logging.INFO)
+        assert httpx_logger.isEnabledFor(logging.WARNING)
+        configure("DEBUG", json_lines=True)
+        assert httpx_logger.isEnabledFor(logging.INFO)
+    finally:
+        root.handlers[:] = handlers
+        root.setLevel(level)
+        httpx_logger.setLevel(logging.NOTSET)
