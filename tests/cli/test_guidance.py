@@ -23,6 +23,7 @@ from tests.procs import REPO, wait_for
 from veo_archiver.cli import local_env, main, ops, output, simulate, story
 from veo_archiver.cli.local_env import STATE_FILE, UpState
 from veo_archiver.providers import NAMES
+from veo_archiver.queue_view import TaskJob
 
 
 def bare_env(**extra: str) -> dict[str, str]:
@@ -183,11 +184,11 @@ def test_the_note_is_said_once_per_terminal_session_and_again_for_a_new_up(tmp_p
 
 
 def test_a_job_line_says_what_happened_to_the_job_and_to_the_task_apart() -> None:
-    failed = story.JobInfo(job_id="j", status="succeeded", state="failed", replay=False)
+    failed = TaskJob(job_id="j", status="succeeded", state="failed", replay=False)
     assert ops.job_line(failed) == "archive job failed; provider status: succeeded"
-    done = story.JobInfo(job_id="j", status="succeeded", state="finished", replay=True)
+    done = TaskJob(job_id="j", status="succeeded", state="finished", replay=True)
     assert ops.job_line(done) == "archived (replay); provider status: succeeded"
-    recorded = story.JobInfo(job_id="j", status="failed", state="finished", replay=False)
+    recorded = TaskJob(job_id="j", status="failed", state="finished", replay=False)
     assert ops.job_line(recorded) == "failure recorded; provider status: failed"
 
 
@@ -196,7 +197,7 @@ def test_errors_are_cut_at_a_word_and_a_dead_letter_is_wrapped_whole() -> None:
     clipped = output.clip(error, 60)
     assert clipped.endswith("…") and len(clipped) <= 60
     assert error.startswith(clipped[:-1]) and error[len(clipped) - 1] == " "  # the cut is at a space
-    job = story.JobInfo(
+    job = TaskJob(
         job_id="j",
         status="succeeded",
         state="failed",

@@ -26,7 +26,6 @@ from veo_archiver.providers import NAMES as PROVIDER_NAMES
 log = logging.getLogger("veo_archiver")
 
 
-
 # --------------------------------------------------------------------------------------------- serve / worker
 
 

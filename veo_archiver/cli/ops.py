@@ -21,6 +21,7 @@ from veo_archiver.cli.arguments import PROVIDERS_TEXT, provider
 from veo_archiver.cli.output import age, clip, connect_redis, print_json, table, when
 from veo_archiver.cli.status import cmd_status
 from veo_archiver.errors import ConfigError, NothingToDo, RequestError
+from veo_archiver.queue_view import TaskJob
 
 #: ``retry`` shows a progress counter on stderr from this many jobs on
 PROGRESS_FROM = 10
@@ -230,7 +231,7 @@ _JOB_WORDS = {
 }
 
 
-def job_line(j: story.JobInfo) -> str:
+def job_line(j: TaskJob) -> str:
     """One honest line: what happened to the archive job, then what the provider said of the task (a job that
     failed to archive a task that succeeded reads ``archive job failed; provider status: succeeded``)."""
     if j.state == "finished":

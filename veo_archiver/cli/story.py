@@ -5,7 +5,7 @@ it uses; records are read through :mod:`veo_archiver.records` (deliveries, track
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 import redis
@@ -16,29 +16,10 @@ from veo_archiver.clock import epoch, iso
 from veo_archiver.errors import StorageUnavailable
 from veo_archiver.event import TaskStatus
 from veo_archiver.queue_view import JsonRecord, fetch_jobs, state_of
-from veo_archiver.queue_view.task import DeliveryInfo, delivery_info
+from veo_archiver.queue_view.task import DeliveryInfo, TaskJob, delivery_info, is_replay
 from veo_archiver.records import delivery, progress, tracked
 from veo_archiver.records.dead_letter import last_line, marked, task_status_of, verdict_of
-from veo_archiver.records.progress import Progress
 from workers.storage import ObjectArchive
-
-
-@dataclass(frozen=True)
-class JobInfo(JsonRecord):
-    job_id: str
-    status: str | None  # the task's terminal status this job archives
-    state: str  # RQ's state, or "gone" once the job's record expired
-    replay: bool
-    enqueued_at: str | None = None
-    started_at: str | None = None
-    ended_at: str | None = None
-    attempts: list[dict[str, Any]] = field(default_factory=list)
-    next_run_at: str | None = None
-    dead_letter: dict[str, Any] | None = None
-    error: str | None = None
-    result: dict[str, Any] | None = None
-    #: the download under way while the job runs (:mod:`veo_archiver.records.progress`)
-    progress: Progress | None = None
 
 
 @dataclass(frozen=True)
@@ -55,7 +36,7 @@ class TaskStory(JsonRecord):
     task_id: str
     tracked_since: str | None
     deliveries: list[DeliveryInfo]
-    jobs: list[JobInfo]
+    jobs: list[TaskJob]
     manifest_key: str
     archive_location: str | None
     manifest: dict[str, Any] | None
@@ -66,10 +47,10 @@ class TaskStory(JsonRecord):
 # --------------------------------------------------------------------------------------------- jobs
 
 
-def job_info(connection: redis.Redis, queue_name: str, job_id: str, job: Job | None, status: str | None) -> JobInfo:
-    replay = "-replay-" in job_id
+def job_info(connection: redis.Redis, queue_name: str, job_id: str, job: Job | None, status: str | None) -> TaskJob:
+    replay = is_replay(job_id)
     if job is None:
-        return JobInfo(job_id=job_id, status=status, state="gone", replay=replay)
+        return TaskJob(job_id=job_id, status=status, state="gone", replay=replay)
     meta = job.meta or {}
     state = state_of(job)
     next_run = None
@@ -84,7 +65,7 @@ def job_info(connection: redis.Redis, queue_name: str, job_id: str, job: Job | N
         if isinstance(latest.return_value, dict):
             result = latest.return_value
     letter = asdict(verdict_of(job)) if state == "failed" or marked(meta) else None
-    return JobInfo(
+    return TaskJob(
         job_id=job_id,
         status=task_status_of(job) or status,
         state=state,
@@ -102,7 +83,7 @@ def job_info(connection: redis.Redis, queue_name: str, job_id: str, job: Job | N
 
 def task_jobs(
     connection: redis.Redis, queue_name: str, provider: str, task_id: str, records: list[dict[str, Any]]
-) -> list[JobInfo]:
+) -> list[TaskJob]:
     """One entry per terminal status the task reached, plus every operator replay, in order of appearance."""
     wanted: dict[str, str | None] = {}
     for record in records:

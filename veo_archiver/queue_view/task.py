@@ -75,6 +75,7 @@ class TaskJob(JsonRecord):
     job_id: str
     status: str | None  # the task's terminal status this job archives
     state: str  # RQ's state, or "gone" once the job's record expired
+    replay: bool = False  # an operator's replay (``veo-archiver replay``), not the callback's own job
     enqueued_at: str | None = None
     started_at: str | None = None
     ended_at: str | None = None
@@ -153,10 +154,15 @@ def _return_value(entries: Any) -> tuple[dict[str, Any] | None, str | None]:
     return (value if isinstance(value, dict) else None), error
 
 
+def is_replay(job_id: str) -> bool:
+    """An operator's replay job (``<job id>-replay-<random>``, veo_archiver/intake.py), not the callback's own."""
+    return "-replay-" in job_id
+
+
 def _job(job_id: str, status: str | None, values: list[Any], results: Any, progress: Any, run_at: Any) -> TaskJob:
     row = dict(zip(JOB_FIELDS, (optional_text(v) for v in values), strict=True))
     if row["status"] is None and row["enqueued_at"] is None:
-        return TaskJob(job_id=job_id, status=status, state="gone")
+        return TaskJob(job_id=job_id, status=status, state="gone", replay=is_replay(job_id))
     meta = dead_letter.job_meta(row["meta"])
     state = row["status"] or "?"
     result, error = _return_value(results)
@@ -168,6 +174,7 @@ def _job(job_id: str, status: str | None, values: list[Any], results: Any, progr
         job_id=job_id,
         status=status,
         state=state,
+        replay=is_replay(job_id),
         enqueued_at=row["enqueued_at"],
         started_at=row["started_at"],
         ended_at=row["ended_at"],
