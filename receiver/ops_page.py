@@ -39,9 +39,8 @@ from receiver.ops_html import (
     task_link,
     when,
 )
-from receiver.ops_session import COOKIE, HEADERS, admit, cookie_value, csrf_token, refused
+from receiver.ops_session import COOKIE, HEADERS, cookie_value, csrf_token, gate
 from receiver.spool import SpoolSurvey, survey
-from veo_archiver.errors import RequestError
 from veo_archiver.queue_view import OpsData, read_ops
 from veo_archiver.records.progress import eta_text, rate_text, size_text
 from veo_archiver.records.refusals import RefusalSummary
@@ -55,12 +54,9 @@ PATH = "/ops"
 
 async def endpoint(settings: Settings, request: Request, *, now: float | None = None) -> Response:
     now = time.time() if now is None else now
-    try:
-        admitted = admit(settings, request, now)
-    except RequestError as exc:
-        return refused(request, exc)
-    if admitted is not None:
-        return admitted
+    answered = gate(settings, request, now)
+    if answered is not None:
+        return answered
     data = await read_ops(request.state.redis, settings.queue_name, now=now)
     spool = getattr(request.state, "spool", None)  # this receiver's local spool, when it has one
     figures = await asyncio.to_thread(survey, spool.directory, now) if spool is not None else None

@@ -128,3 +128,12 @@ def admit(settings: Settings, request: Request, now: float) -> Response | None:
         hint = "The ops page needs Authorization: Bearer <ADMIN_TOKEN>, or open /ops?token=<ADMIN_TOKEN> once."
         require_bearer(request, token, hint)
     return None
+
+
+def gate(settings: Settings, request: Request, now: float) -> Response | None:
+    """What every ops page answers before its own content: ``None`` when the request may see it, else the
+    cookie exchange's redirect or the refusal (:func:`admit`, :func:`refused`)."""
+    try:
+        return admit(settings, request, now)
+    except RequestError as exc:
+        return refused(request, exc)

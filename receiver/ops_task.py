@@ -34,8 +34,7 @@ from receiver.ops_html import (
     task_href,
     when,
 )
-from receiver.ops_session import HEADERS, admit, csrf_token, refused
-from veo_archiver.errors import RequestError
+from receiver.ops_session import HEADERS, csrf_token, gate
 from veo_archiver.queue_view import TaskView, read_task
 from veo_archiver.settings import Settings
 
@@ -44,12 +43,9 @@ BODY_CHARS = 4000
 
 async def endpoint(settings: Settings, request: Request, *, now: float | None = None) -> Response:
     now = time.time() if now is None else now
-    try:
-        admitted = admit(settings, request, now)
-    except RequestError as exc:
-        return refused(request, exc)
-    if admitted is not None:
-        return admitted
+    answered = gate(settings, request, now)
+    if answered is not None:
+        return answered
     provider = str(request.path_params["provider"])
     task_id = str(request.path_params.get("task_id", request.query_params.get("id", "")))
     paused = request.query_params.get("refresh") == "off"
