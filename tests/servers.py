@@ -65,21 +65,55 @@ def _bindable(port: int) -> bool:
     return True
 
 
+_LOWEST_PORT = 10000  # below it live the well-known services a developer may run
+
+
+def ephemeral_range() -> tuple[int, int]:
+    """The kernel's range for outgoing connections' local ports (Linux default 32768..60999).
+
+    A server port inside it can be taken while the server is down for a restart: any outgoing connection
+    may get it as its local port, and a client that keeps reconnecting to it can even connect to itself
+    (TCP simultaneous open). So the servers here listen below it.
+    """
+    try:
+        low, high = (int(x) for x in Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[:2])
+    except (OSError, ValueError):
+        return 32768, 60999
+    return low, high
+
+
 def free_port(*, below: int = 55000, also_free_offset: int | None = None) -> int:
     """A free TCP port on 127.0.0.1, below ``below``; with ``also_free_offset``, port+offset is free too.
 
-    Ports are drawn at random from 20000..44999 and never handed out twice by this process.
+    Ports are drawn at random below the kernel's ephemeral range (see :func:`ephemeral_range`), so a server
+    restarted on the same port finds it free, and never handed out twice by this process.
     """
-    high = min(below, 45000) - 1
+    offset = also_free_offset or 0
+    high = min(below, ephemeral_range()[0]) - 1 - offset
+    if high - _LOWEST_PORT < 1000:  # an odd ephemeral range: fall back to a band that usually is quiet
+        high = min(below, 45000) - 1 - offset
     for _ in range(500):
-        port = random.randint(20000, high)
-        wanted = [port] if also_free_offset is None else [port, port + also_free_offset]
+        port = random.randint(_LOWEST_PORT, high)
+        wanted = [port] if also_free_offset is None else [port, port + offset]
         if any(p in _handed_out or p > 65535 for p in wanted):
             continue
         if all(_bindable(p) for p in wanted):
             _handed_out.update(wanted)
             return port
-    raise RuntimeError(f"no free loopback port found in 20000..{high} (offset {also_free_offset})")
+    raise RuntimeError(f"no free loopback port found in {_LOWEST_PORT}..{high} (offset {also_free_offset})")
+
+
+def wait_bindable(port: int, *, timeout: float = 10.0) -> None:
+    """Return once ``port`` can be bound again (a server restarting on its old port); else say who holds it."""
+    deadline = time.monotonic() + timeout
+    while not _bindable(port):
+        if time.monotonic() > deadline:
+            holders = "(ss not installed)"
+            if shutil.which("ss"):
+                query = ["ss", "-tanp", f"( sport = :{port} or dport = :{port} )"]
+                holders = subprocess.run(query, capture_output=True, text=True, check=False).stdout
+            raise RuntimeError(f"port {port} on {LOOPBACK} still taken after {timeout:.0f} s:\n{holders}")
+        time.sleep(0.05)
 
 
 @contextlib.contextmanager
@@ -248,6 +282,7 @@ class RedisServer(_Server):
 
     def start(self, timeout: float = 20.0) -> None:
         self.dir.mkdir(parents=True, exist_ok=True)
+        wait_bindable(self.port)  # a restart on the same port: the old listener's socket may linger a moment
         cmd = [
             redis_server_binary(),
             "--port", str(self.port), "--bind", LOOPBACK, "--protected-mode", "no", "--daemonize", "no",
@@ -340,6 +375,8 @@ class SeaweedS3(_Server):
     def start(self, timeout: float = 60.0) -> None:
         for sub in ("data", "logs", "conf"):
             (self.dir / sub).mkdir(parents=True, exist_ok=True)
+        for port in self.ports.values():  # a restart on the same ports
+            wait_bindable(port)
         identity = {
             "name": "admin",
             "credentials": [{"accessKey": self.access_key, "secretKey": self.secret_key}],
@@ -493,6 +530,7 @@ class Azurite(_Server):
 
     def start(self, timeout: float = 60.0) -> None:
         (self.dir / "data").mkdir(parents=True, exist_ok=True)
+        wait_bindable(self.port)  # a restart on the same port
         cmd = [
             azurite_binary(),
             "--blobHost", LOOPBACK, "--blobPort", str(self.port), "--location", str(self.dir / "data"),
