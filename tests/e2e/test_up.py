@@ -99,6 +99,18 @@ def test_up_then_simulate_then_status_and_show_in_the_same_folder_then_ctrl_c(tm
         report = json.loads(status.stdout)
         assert report["finished"] >= 2 and report["workers"], report
 
+        # the banner's line for RQ's own tools works as printed, pasted into a shell (the URL has a `?`)
+        rq_line = re.search(r"RQ's own tools: +(rq info -u .+)$", up_log(), re.MULTILINE)
+        assert rq_line, up_log()
+        rq_bin = str(Path(sys.executable).with_name("rq"))
+        rq_info = subprocess.run(
+            ["bash", "-c", rq_bin + rq_line.group(1).removeprefix("rq")],
+            cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60, check=False,
+        )  # fmt: skip
+        assert rq_info.returncode == 0, rq_info.stdout + rq_info.stderr
+        finished = re.search(r"^veo-archiver \| 0, 0 executing, (\d+) finished", rq_info.stdout, re.MULTILINE)
+        assert finished and int(finished.group(1)) >= 2, rq_info.stdout
+
         show = cli(tmp_path, env, "-v", "show", "kie", TASK, "--json")
         assert show.returncode == 0, show.stderr
         assert found in show.stderr

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 import secrets
+import shlex
 import signal
 import subprocess
 import sys
@@ -97,6 +98,7 @@ def cmd_up(args: argparse.Namespace) -> int:
             start("notifier", ["notify"])
         base = (settings.public_base_url or f"http://{args.host}:{args.port}").rstrip("/")
         redis_line = f"embedded, data in {embedded.data_dir}" if embedded else "REDIS_URL"
+        rq_url = shlex.quote(embedded.url) if embedded else '"$REDIS_URL"'
         receiver = children[0][1]
         # the banner only once the receiver answers: "is up" is true when it is printed
         if wait_listening(args.host, args.port, alive=lambda: receiver.poll() is None and not stop_requested):
@@ -106,6 +108,7 @@ def cmd_up(args: argparse.Namespace) -> int:
                 f"  kie.ai signing key:       {key_note}\n"
                 f"  archive:                  {settings.storage.describe()}\n"
                 f"  redis:                    {redis_line}\n"
+                f"  RQ's own tools:           rq info -u {rq_url} {settings.queue_name}\n"
                 f"  ops page:                 {_ops_line(local, provided, env)}\n"
                 "  queue status:             veo-archiver status  "
                 "(show, failed, retry: run here, no variables needed)\n"
