@@ -7,14 +7,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import socket
 from collections.abc import Iterator
 
 import pytest
 import redis
 from rq.job import Retry
 
-from tests.servers import _NO_RETRY, RedisServer
+from tests.servers import _NO_RETRY, RedisServer, free_port
 from tests.workers.test_job_logic import NOW, TASK, VIDEO, World, succeeded
 from veo_archiver import archive_keys, redis_keys
 from veo_archiver.clock import iso
@@ -104,10 +103,8 @@ def test_success_provider_failure_and_dead_letter_each_leave_one_entry(host: Fil
 
 
 def closed_port_client() -> redis.Redis:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    return redis.Redis(host="127.0.0.1", port=port, socket_connect_timeout=1, retry=_NO_RETRY)
+    # a port below the ephemeral range: no outgoing connection can take it (or connect to itself on it)
+    return redis.Redis(host="127.0.0.1", port=free_port(), socket_connect_timeout=1, retry=_NO_RETRY)
 
 
 def test_a_lost_publish_retries_the_job_and_the_entry_appears_once(host: FileHost, rds: redis.Redis) -> None:
