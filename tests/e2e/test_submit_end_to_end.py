@@ -5,20 +5,22 @@ is archived with its parent named in ``extends`` (linked at read time when the p
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from tests.procs import REPO
+from tests.procs import REPO, wait_for
 from tests.servers import RedisServer
 from tests.stacks import DirArchive, Stack
 from veo_archiver import archive_keys
 from veo_archiver.sim.cloud import ProviderCloud
-from veo_archiver.sim.media import make_mp4
+from veo_archiver.sim.media import make_mp4, sample_mp4
 
 pytestmark = pytest.mark.slow
 KIE_HMAC = "e2e-submit-kie-hmac"
@@ -102,3 +104,47 @@ def test_submit_track_sweep_and_extend(tmp_path: Path, redis_server: RedisServer
                 (late, archive_keys.manifest_key("kie", late)),
                 (grandchild, archive_keys.manifest_key("kie", grandchild)),
             ]
+
+
+def test_a_submitted_kie_task_gets_its_1080p_archived_beside_the_original(
+    tmp_path: Path, redis_server: RedisServer
+) -> None:
+    """KIE_FETCH_1080P with real processes: a long-running worker (its RQ scheduler runs the polls), the signed
+    callback of a task submitted through the archiver, get-1080p-video answering "not ready" twice."""
+    with ProviderCloud(api_keys={"kie": "kie-api-key"}) as cloud:
+        env = {
+            "KIE_WEBHOOK_HMAC_KEYS": KIE_HMAC,
+            "KIE_API_KEY": "kie-api-key",
+            "KIE_API_BASE": cloud.base_url,
+            "DOWNLOAD_ALLOW_HOSTS": f"127.0.0.1:{cloud.port}",
+            "KIE_FETCH_1080P": "true",
+            "KIE_1080P_POLL_INTERVAL": "1",  # the smallest pace the setting admits (RQ schedules to the second)
+        }
+        with Stack(tmp_path, redis_server.url, DirArchive(tmp_path / "archive"), **env) as stack:
+            stack.env["PUBLIC_BASE_URL"] = stack.start_receiver()
+            stack.start_worker()
+            task = submit(stack, "generate", {"prompt": "a heron", "model": "veo3_fast"})
+            cloud.set_1080p(task, 0, ready_after=2)
+            original_video = make_mp4(seed=4)
+            response = cloud.complete(cloud.submitted[0], original_video, hmac_key=KIE_HMAC)
+            assert response is not None and response.status_code == 200, response.text if response else None
+
+            def with_1080p() -> dict[str, Any] | None:
+                raw = stack.read(archive_keys.manifest_key("kie", task))
+                manifest: dict[str, Any] | None = json.loads(raw) if raw else None
+                done = manifest and manifest.get("renditions", {}).get("1080p", {}).get("status") == "archived"
+                return manifest if done else None
+
+            manifest = wait_for(with_1080p, 90, what=f"the 1080p in the manifest\n{stack.logs(4000)}")
+            original, rendition = manifest["files"]
+            assert original["sha256"] == hashlib.sha256(original_video).hexdigest() and "rendition" not in original
+            assert rendition["rendition"] == "1080p" and rendition["key"] == archive_keys.rendition_key(
+                "kie", task, 0, "1080p"
+            )
+            assert stack.read(rendition["key"]) == sample_mp4()  # the simulator's 1080p: its real sample MP4
+            assert rendition["sha256"] == hashlib.sha256(sample_mp4()).hexdigest()
+            assert manifest["renditions"]["1080p"]["polls"] == 3 == cloud.rendition_calls[(task, 0)]
+            ends = [o["outcome"] for o in stack.outcomes() if o["task_id"] == task]
+            assert ends == ["archived", "rendition_archived"], ends
+            shown = stack.cli("show", "kie", task)
+            assert shown.returncode == 0 and "1080p" in shown.stdout, shown.stdout
