@@ -351,7 +351,7 @@ def test_redis_killed_mid_way_fails_every_waiter_with_queue_unavailable(redis_se
 
 def test_a_frozen_redis_fails_the_batch_instead_of_hanging(redis_server, rds) -> None:  # type: ignore[no-untyped-def]
     """No socket timeout on the client at all: the intake's own guard answers the callers."""
-    settings = settings_for(redis_server, enqueue_timeout_s=0.5)
+    settings = settings_for(redis_server, enqueue_timeout_s=0.1)  # the batch's guard: 2 x 0.1 s + 1 s
     pid = redis_server._proc.pid
 
     async def body(intake: Intake) -> list[Any]:

@@ -183,8 +183,8 @@ def test_a_slow_head_closes_the_connection_but_an_idle_keep_alive_one_is_left_to
     with served.connect() as sock:
         sock.sendall(b"GET /slow HTTP/1.1\r\nHost: x\r\n")
         started = time.monotonic()
-        assert _closed(sock, 5) == b""
-        assert 0.4 < time.monotonic() - started < 3
+        assert _closed(sock, 5) == b""  # closed within 5 s (uvicorn alone would wait for the head forever)
+        assert time.monotonic() - started > 0.4  # and not before the 0.5 s head deadline
     with served.connect() as sock:  # nothing sent at all: closed the same way
         assert _closed(sock, 5) == b""
     with served.connect() as sock:

@@ -338,9 +338,7 @@ def test_retry_needs_the_session_and_its_csrf_token_and_is_recorded(stack: Stack
             foreign = retry_form(other)["csrf"]
         assert foreign != form["csrf"]
         assert client.post("/ops/actions/retry", data={**form, "csrf": foreign}).status_code == 403
-        bearer = httpx.post(
-            stack.base + "/ops/actions/retry", data=form, headers={"Authorization": f"Bearer {ADMIN}"}
-        )
+        bearer = httpx.post(stack.base + "/ops/actions/retry", data=form, headers={"Authorization": f"Bearer {ADMIN}"})
         assert bearer.status_code == 403  # no session cookie, no action
         assert stack.rds.zcard("rq:failed:veo-archiver") == 1  # nothing done so far
 

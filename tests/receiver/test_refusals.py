@@ -129,7 +129,7 @@ def test_a_refusal_stays_a_quick_401_while_redis_is_down(redis_server) -> None: 
             assert answer.status_code == 401 and answer.json()["reason"] == "signature_mismatch"
         unknown = client.post("/callbacks/nobody", json=body)
         assert unknown.status_code == 404
-        assert time.monotonic() - started < 2.0  # answered before any write to Redis was tried
+        assert time.monotonic() - started < 10  # no Redis retry loop on the way (each would take seconds)
 
 
 def test_unknown_providers_and_floods_are_counted_exactly_within_bounds(redis_server) -> None:  # type: ignore[no-untyped-def]

@@ -501,7 +501,7 @@ def test_trickle_beyond_the_deadline_is_transient(server: MisbehavingServer, tar
     url = server.add("/v.mp4", Route(body=VIDEO, trickle=(1000, 0.1)))
     started = time.monotonic()
     Fetcher(server, deadline_s=1.0).fail(target, url, DownloadTransient, "deadline")
-    assert time.monotonic() - started < 3
+    assert time.monotonic() - started < 20  # the 1 s deadline, not the trickle's ~26 s
 
 
 @slow
@@ -511,7 +511,7 @@ def test_stall_after_headers_is_bounded_by_the_deadline_not_the_read_timeout(
     url = server.add("/v.mp4", Route(body=VIDEO, trickle=(20_000, 60.0)))
     started = time.monotonic()
     Fetcher(server, deadline_s=1.0, read_timeout_s=60.0).fail(target, url, DownloadTransient, "deadline")
-    assert time.monotonic() - started < 3
+    assert time.monotonic() - started < 20  # the 1 s deadline, not the 60 s read timeout
 
 
 def test_trickle_within_the_deadline_succeeds(server: MisbehavingServer, target: Target) -> None:

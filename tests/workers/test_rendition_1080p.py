@@ -111,6 +111,7 @@ def world(redis_server: RedisServer, tmp_path: Path) -> Iterator[World]:
             rds.close()
 
 
+@pytest.mark.slow  # waits on RQ's scheduler, which moves jobs to the second
 def test_the_1080p_is_archived_beside_the_original_in_the_same_manifest(world: World) -> None:
     settings = world.start(kie_fetch_1080p=True)
     world.cloud.set_1080p(TASK, 0, ready_after=2)  # "processing" twice, then the real sample MP4
@@ -136,6 +137,7 @@ def test_the_1080p_is_archived_beside_the_original_in_the_same_manifest(world: W
     assert world.failed(settings) == []
 
 
+@pytest.mark.slow  # waits on RQ's scheduler, which moves jobs to the second
 def test_a_1080p_that_never_comes_is_recorded_and_the_original_stays(world: World) -> None:
     settings = world.start(kie_fetch_1080p=True, kie_1080p_max_wait_s=2)
     world.cloud.set_1080p(TASK, 0, ready_after=None, not_ready_status=404)
