@@ -184,7 +184,7 @@ class CallbackEndpoint:
             )
         return result.outcome
 
-    def _record_refusal(self, scope: Scope, exc: ArchiverError, provider: str, event: TaskEvent | None) -> None:
+    def _record_refusal(self, scope: Scope, exc: RequestError, provider: str, event: TaskEvent | None) -> None:
         """For operators (``status``, ``/ops``): who was refused, why, from where; best effort, never waited on
         (:mod:`receiver.refusal_log`). The path carries no secret (tokens are in the query string)."""
         client = scope.get("client")
@@ -195,7 +195,7 @@ class CallbackEndpoint:
             status=error_status(exc),
             remote=client[0] if client else None,
             path=scope.get("path"),
-            task_id=event.task_id if event is not None else None,
+            task_id=event.task_id if event is not None else exc.claimed_task_id,
         )
         state = scope.get("state") or {}
         self.refusal_log.record(state.get("redis"), refusal)
@@ -205,6 +205,8 @@ class CallbackEndpoint:
         fields = {"provider": provider, "reason": exc.reason, "detail": exc.message}
         if event is not None:
             fields["task_id"] = event.task_id
+        elif isinstance(exc, RequestError) and exc.claimed_task_id is not None:
+            fields["claimed_task_id"] = exc.claimed_task_id
         if isinstance(exc, Overloaded | RequestTimeout):
             counters.shed.labels(exc.reason).inc()
         if isinstance(exc, RequestError):

@@ -199,7 +199,8 @@ def render(view: TaskView, *, here: str, paused: bool, csrf: str | None, now: fl
         "task-refusals",
         ["at", "reason", "status", "from", "path*"],
         [(shown(r.at), r.reason, r.status, r.remote, r.path) for r in view.refusals],
-        "no refusal recorded for this task (most refusals happen before a task id is read)",
+        "no refusal recorded for this task (a kie.ai callback whose signature fails is listed here by the task it "
+        "named; most other refusals happen before a task id is read)",
     )
     unknown = "" if view.known else '<p class="bad">Redis holds nothing about this task.</p>'
     body = f"""<p><a href="/ops{"?refresh=off" if paused else ""}">← ops</a></p>

@@ -103,9 +103,12 @@ def verify_kie(
             )
         decoded = decode_json_object(body)
         task_id = kie.task_id_of(decoded)
-        kie.check_signature(
-            timestamp, signature, task_id, settings.kie_hmac_keys, now=now, tolerance_s=settings.timestamp_tolerance_s
-        )
+        try:
+            tolerance = settings.timestamp_tolerance_s
+            kie.check_signature(timestamp, signature, task_id, settings.kie_hmac_keys, now=now, tolerance_s=tolerance)
+        except Rejected as exc:  # a wrong key or a skewed clock refuses real tasks: name the one refused
+            exc.claimed_task_id = task_id
+            raise
         return kie.event_from(decoded, task_id, verification=Verification.SIGNATURE)
     if settings.kie_allow_unsigned:
         return kie.parse(decode_json_object(body), verification=Verification.UNSIGNED)

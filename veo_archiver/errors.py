@@ -56,6 +56,9 @@ class NothingToDo(ArchiverError):
 
 class RequestError(ArchiverError):
     status_code = 400
+    #: the task id the refused request named, when it was read before the refusal (kie.ai's body, whose
+    #: signature failed): unproven, for the operator's refusal record only (``show``, the task page)
+    claimed_task_id: str | None = None
 
 
 class Rejected(RequestError):

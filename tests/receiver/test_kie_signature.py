@@ -625,3 +625,28 @@ def test_event_from_is_parse() -> None:
     body = success_body()
     event = kie.event_from(body, kie.task_id_of(body), verification=Verification.SIGNATURE)
     assert event == kie.parse(body, verification=Verification.SIGNATURE)
+
+
+# --------------------------------------------------------------------------------------------------------
+# what a refusal names
+
+
+@pytest.mark.parametrize(
+    ("headers", "now", "reason"),
+    [
+        (signed_headers(key=OTHER_KEY), NOW, "signature_mismatch"),
+        (signed_headers(), NOW + 3600, "timestamp_stale"),
+        ({"X-Webhook-Timestamp": str(NOW), "X-Webhook-Signature": "!!"}, NOW, "signature_malformed"),
+    ],
+)
+def test_a_refused_signature_names_the_task_it_was_for(headers: dict[str, str], now: int, reason: str) -> None:
+    """Unproven, for the operator's refusal record: a wrong key or a skewed clock refuses real tasks."""
+    with pytest.raises(Rejected) as info:
+        verify_kie(signed_settings(), headers, encode(success_body(taskId="veo_task_refused_7")), now=now)
+    assert (info.value.reason, info.value.claimed_task_id) == (reason, "veo_task_refused_7")
+
+
+def test_a_refusal_before_the_task_id_is_read_names_none() -> None:
+    with pytest.raises(Rejected) as info:
+        verify_kie(signed_settings(), {}, encode(success_body()), now=NOW)
+    assert (info.value.reason, info.value.claimed_task_id) == ("signature_missing", None)

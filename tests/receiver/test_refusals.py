@@ -91,6 +91,8 @@ def test_three_bad_signatures_show_in_status_ops_and_metrics(
         ("kie", "signature_mismatch", 401, "/callbacks/kie")
     ] * 3
     assert all(r["remote"] == "127.0.0.1" for r in latest)
+    # the task each one named (read before its signature failed): a wrong key refuses real tasks
+    assert [r["task_id"] for r in latest] == ["veo_forged_2", "veo_forged_1", "veo_forged_0"]
     assert KEY not in out and "not-the-key" not in out  # no secret, no signature, no body
     code, text = status(capsys)
     assert "refused in the last hour: 3 (signature_mismatch 3)" in text
@@ -104,6 +106,25 @@ def test_three_bad_signatures_show_in_status_ops_and_metrics(
     assert len(rows) == 3 and all(
         row[1:6] == ["kie", "signature_mismatch", "401", "127.0.0.1", "/callbacks/kie"] for row in rows
     )
+
+    task_page = httpx.get(base + "/ops/tasks/kie/veo_forged_1", headers={"Authorization": f"Bearer {ADMIN}"})
+    assert task_page.status_code == 200
+    (refused,) = Dom(task_page.text).rows("task-refusals")
+    assert refused[1:] == ["signature_mismatch", "401", "127.0.0.1", "/callbacks/kie"], refused
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    try:
+        code = main(["--log-format", "text", "--log-level", "WARNING", "show", "kie", "veo_forged_1"])
+    finally:
+        root.handlers[:], root.level = handlers, level
+    shown = capsys.readouterr().out
+    assert code == 0, shown  # known: it was refused
+    assert "refused deliveries: 1" in shown and "signature_mismatch" in shown, shown
+    assert "check KIE_WEBHOOK_HMAC_KEYS" in shown and "veo-archiver track kie veo_forged_1" in shown, shown
+    code = main(["--log-format", "text", "--log-level", "WARNING", "show", "kie", "veo_forged_1", "--json"])
+    root.handlers[:], root.level = handlers, level
+    told = json.loads(capsys.readouterr().out)
+    assert [(r["reason"], r["task_id"]) for r in told["refusals"]] == [("signature_mismatch", "veo_forged_1")]
 
     metrics = httpx.get(base + "/metrics", headers={"Authorization": f"Bearer {ADMIN}"}).text
     assert 'veo_archiver_callbacks_refused_last_hour{provider="kie",reason="signature_mismatch"} 3.0' in metrics

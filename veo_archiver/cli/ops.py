@@ -20,6 +20,7 @@ from veo_archiver.cli import admin, arguments, lineage, output, story
 from veo_archiver.cli.arguments import PROVIDERS_TEXT, provider
 from veo_archiver.cli.output import age, clip, connect_redis, print_json, table, when
 from veo_archiver.cli.status import cmd_status
+from veo_archiver.clock import iso
 from veo_archiver.errors import ConfigError, NothingToDo, RequestError
 from veo_archiver.queue_view import TaskJob
 
@@ -204,7 +205,7 @@ def cmd_show(args: argparse.Namespace) -> int:
     told = story.task_story(
         connection, settings.queue_name, args.provider, args.task_id, open_archive(settings.storage)
     )
-    known = told.deliveries or told.jobs or told.manifest or told.tracked_since
+    known = told.deliveries or told.jobs or told.manifest or told.tracked_since or told.refusals
     archive = open_archive(settings.storage)
     links = lineage.chain(connection, archive, args.provider, args.task_id)  # resolved now: late parents link
     if args.json:
@@ -243,6 +244,24 @@ def job_line(j: TaskJob) -> str:
     return f"{words}; provider status: {j.status}" if j.status else words
 
 
+def refusal_lines(t: story.TaskStory) -> list[str]:
+    """Refused deliveries that named the task (only shown when there are some)."""
+    if not t.refusals:
+        return []
+    out = [f"refused deliveries: {len(t.refusals)} (newest first)"]
+    out += table(
+        ("AT", "REASON", "STATUS", "REMOTE", "PATH"),
+        [(iso(r.at), r.reason, r.status, r.remote, r.path) for r in t.refusals],
+    )
+    if any(r.reason.startswith(("signature_", "timestamp_")) for r in t.refusals):
+        out.append(
+            "  a signed callback for this task was refused: check KIE_WEBHOOK_HMAC_KEYS (kie.ai's key) and this "
+            f"host's clock; with KIE_API_KEY set, `veo-archiver track {t.provider} {t.task_id}` has the sweep "
+            "fetch the task from kie.ai's status API"
+        )
+    return out
+
+
 def render_story(t: story.TaskStory, now: float) -> list[str]:
     out = [f"{t.provider}/{t.task_id}"]
     out.append(f"  tracked: {'since ' + when(t.tracked_since, now) if t.tracked_since else 'no'}")
@@ -263,6 +282,7 @@ def render_story(t: story.TaskStory, now: float) -> list[str]:
                 for d in t.deliveries
             ],
         )
+    out += refusal_lines(t)
     out.append(f"jobs: {len(t.jobs)}")
     for j in t.jobs:
         out.append(f"  {j.job_id}  {job_line(j)}")

@@ -5,7 +5,7 @@ it uses; records are read through :mod:`veo_archiver.records` (deliveries, track
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import redis
@@ -17,8 +17,9 @@ from veo_archiver.errors import StorageUnavailable
 from veo_archiver.event import TaskStatus
 from veo_archiver.queue_view import JsonRecord, fetch_jobs, state_of
 from veo_archiver.queue_view.task import DeliveryInfo, TaskJob, delivery_info, is_replay
-from veo_archiver.records import delivery, progress, tracked
+from veo_archiver.records import delivery, progress, refusals, tracked
 from veo_archiver.records.dead_letter import last_line, marked, task_status_of, verdict_of
+from veo_archiver.records.refusals import Refusal
 from workers.storage import ObjectArchive
 
 
@@ -42,6 +43,9 @@ class TaskStory(JsonRecord):
     manifest: dict[str, Any] | None
     files: list[ArchivedFile]
     archive_error: str | None
+    #: refused deliveries that named this task (the receiver's last RECENT_MAX refusals; kie.ai's signature
+    #: failures: a wrong key or a skewed clock refuses real tasks)
+    refusals: list[Refusal] = field(default_factory=list)
 
 
 # --------------------------------------------------------------------------------------------- jobs
@@ -141,4 +145,7 @@ def task_story(
         manifest=manifest,
         files=files,
         archive_error=archive_error,
+        refusals=refusals.of_task(
+            connection.lrange(redis_keys.REFUSALS_RECENT_LIST, 0, refusals.RECENT_MAX - 1), provider, task_id
+        ),
     )

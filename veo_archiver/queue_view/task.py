@@ -209,8 +209,7 @@ def task_plan(queue: str, provider: str, task_id: str) -> Plan[TaskView]:
     view.deliveries = [delivery_info(n, record) for n, record in enumerate(records, start=1)]
     view.tracked_since = iso(float(since)) if since is not None else None
     view.outcome = _outcome_of(outcomes, provider, task_id)
-    found = (refusals.decode(item) for item in recent or [])
-    view.refusals = [r for r in found if r is not None and r.provider == provider and r.task_id == task_id]
+    view.refusals = refusals.of_task(recent or [], provider, task_id)
 
     wanted: dict[str, str | None] = {}
     for record in records:

@@ -88,6 +88,12 @@ def decode(raw: bytes | str) -> Refusal | None:
         return None
 
 
+def of_task(recent: Iterable[bytes | str], provider: str, task_id: str) -> list[Refusal]:
+    """The refusals in ``recent`` (the capped list's items) that named this task, newest first."""
+    found = (decode(item) for item in recent)
+    return [r for r in found if r is not None and r.provider == provider and r.task_id == task_id]
+
+
 def counter_field(provider: str, reason: str) -> str:
     return f"{provider[:64]}|{reason[:64]}"
 
