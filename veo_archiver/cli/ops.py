@@ -255,9 +255,9 @@ def refusal_lines(t: story.TaskStory) -> list[str]:
     )
     if any(r.reason.startswith(("signature_", "timestamp_")) for r in t.refusals):
         out.append(
-            "  a signed callback for this task was refused: check KIE_WEBHOOK_HMAC_KEYS (kie.ai's key) and this "
-            f"host's clock; with KIE_API_KEY set, `veo-archiver track {t.provider} {t.task_id}` has the sweep "
-            "fetch the task from kie.ai's status API"
+            "  a callback naming this task failed its signature check (anyone can name a task: see REMOTE); if "
+            "kie.ai sent it, check KIE_WEBHOOK_HMAC_KEYS (kie.ai's key) and this host's clock; with KIE_API_KEY "
+            f"set, `veo-archiver track {t.provider} {t.task_id}` has the sweep fetch the task from kie.ai's status API"
         )
     return out
 
