@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 
 from tests.procs import REPO, wait_for
+from tests.servers import RedisServer, refused_port
 from veo_archiver.cli import local_env, main, ops, output, simulate, story
 from veo_archiver.cli.local_env import STATE_FILE, UpState
 from veo_archiver.providers import NAMES
@@ -219,3 +220,15 @@ def test_a_failure_manifest_never_reads_as_archived(capsys: pytest.CaptureFixtur
     out = capsys.readouterr().out
     assert "archived:" not in out and "did not succeed" in out and '"code": "500"' in out
     assert simulate.print_manifest(manifest, "/a/kie/t/manifest.json", expect_failure=False) == 1
+
+
+def test_up_names_an_external_redis_without_its_password_and_says_when_it_does_not_answer(
+    redis_server: RedisServer,
+) -> None:
+    from veo_archiver.cli.up import external_redis_line
+
+    assert external_redis_line(redis_server.url) == f"REDIS_URL {redis_server.url}"
+    with refused_port() as port:
+        line = external_redis_line(f"redis://:s3cret@127.0.0.1:{port}/2")
+    assert line.startswith(f"REDIS_URL redis://:***@127.0.0.1:{port}/2 (not answering yet:"), line
+    assert "s3cret" not in line and "spool" in line

@@ -17,6 +17,7 @@ from veo_archiver.cli import local_env
 from veo_archiver.cli.ports import check_port, wait_listening
 from veo_archiver.env_values import is_loopback_host
 from veo_archiver.errors import ConfigError
+from veo_archiver.redis_client import connect, redacted
 from veo_archiver.settings import Settings
 
 
@@ -97,7 +98,7 @@ def cmd_up(args: argparse.Namespace) -> int:
         if settings.notify_urls:
             start("notifier", ["notify"])
         base = (settings.public_base_url or f"http://{args.host}:{args.port}").rstrip("/")
-        redis_line = f"embedded, data in {embedded.data_dir}" if embedded else "REDIS_URL"
+        redis_line = f"embedded, data in {embedded.data_dir}" if embedded else external_redis_line(env["REDIS_URL"])
         rq_url = shlex.quote(embedded.url) if embedded else '"$REDIS_URL"'
         receiver = children[0][1]
         # the banner only once the receiver answers: "is up" is true when it is printed
@@ -140,6 +141,16 @@ def cmd_up(args: argparse.Namespace) -> int:
             embedded.stop()
         print("veo-archiver: stopped", flush=True)
     return exit_code
+
+
+def external_redis_line(url: str) -> str:
+    """The banner's line for a REDIS_URL given by the operator: where (no password), and whether it answers."""
+    line = f"REDIS_URL {redacted(url)}"
+    try:
+        connect(url, socket_timeout=1.0).close()
+    except ConfigError:
+        return line + " (not answering yet: callbacks go to the local spool and the worker waits until it does)"
+    return line
 
 
 # --------------------------------------------------------------------------------------------- simulate
