@@ -105,9 +105,8 @@ class SweepReport:
         }
 
     def summary(self) -> str:
-        lines = [
-            f"swept {self.examined} tracked task(s) registered over {self.after_s} s ago in {self.duration_s:.1f} s"
-        ]
+        age = f" registered over {self.after_s} s ago" if self.after_s else ""
+        lines = [f"swept {self.examined} tracked task(s){age} in {self.duration_s:.1f} s"]
         for item in self.submitted:
             lines.append(
                 f"  submitted    {item['provider']} {item['task_id']}: {item['status']} "

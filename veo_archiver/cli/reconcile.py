@@ -153,7 +153,8 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         connection = _connect(settings)
         # the lock is taken too (when free), so the workers do not sweep again right after
         reconcile.acquire(connection, settings, owner=f"cli-{socket.gethostname()}-{os.getpid()}")
-        report = reconcile.run_sweep(connection, settings, after_s=args.after)
+        # asked for now: every tracked task, however recent (a still-running one stays tracked)
+        report = reconcile.run_sweep(connection, settings, after_s=0 if args.after is None else args.after)
         print(json.dumps(report.to_json(), indent=2) if args.json else report.summary(), flush=True)
         return 1 if report.errors else 0
     stop = _StopFlag()
@@ -237,7 +238,8 @@ def register(sub: Any) -> None:
         "--after",
         type=_at_least_zero,
         default=None,
-        help="seconds since registration before a task is polled (default RECONCILE_AFTER)",
+        help="seconds since registration before a task is polled (default: 0 with --once, every tracked task; "
+        "else RECONCILE_AFTER)",
     )
     sweep.add_argument("--json", action="store_true", help="print the report as JSON (with --once)")
     sweep.set_defaults(func=cmd_sweep)
