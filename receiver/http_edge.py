@@ -14,7 +14,10 @@ the byte stream itself (:mod:`receiver.framing`) to enforce:
   ``timeout_keep_alive``'s business.
 - the head size (``MAX_HEADER_BYTES``): as soon as a head is over it, before uvicorn is fed more than that,
   the request is answered ``431`` (the service's JSON error shape, reason ``headers_too_large``) and the
-  connection closed; nothing of the request reaches the app.
+  connection closed; nothing of the request reaches the app. The close is staged (RFC 9112 9.6): the answer
+  and a half-close first, then what the client still sends is read and dropped (up to ``linger_bytes``,
+  ``linger_s``) until it closes too. Closed at once, the unread bytes would make the kernel reset the
+  connection, and a client still sending would get a broken pipe instead of the 431.
 
 It sees the bytes uvicorn writes too, through a thin transport (:class:`_Outgoing`), to know when every
 request it handed on has been answered: a 431 or a close never cuts into the answer to an earlier
@@ -57,6 +60,9 @@ class HeadGuard(asyncio.Protocol):
     max_header_bytes: int = 64 * 1024
     #: called with the reason of each refusal (counted in ``veo_archiver_requests_shed_total``)
     refused: Callable[[str], None]
+    #: after a 431: how long, and how many more bytes, the rest of the request is read and dropped
+    linger_s: float = 2.0
+    linger_bytes: int = 4 * 1024 * 1024
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         self.inner = self.inner_class(*args, **kwargs)
@@ -70,6 +76,9 @@ class HeadGuard(asyncio.Protocol):
         self._interim = 0  # 1xx responses seen (not answers)
         #: a head was over the cap: nothing more is read or handed on, a 431 follows the answers due
         self.refusing = False
+        #: after the 431 and its half-close: the timer that ends the staged close, and the bytes left to drop
+        self._linger: asyncio.TimerHandle | None = None
+        self._linger_left = 0
 
     # ----------------------------------------------------------------------------------- asyncio.Protocol
 
@@ -80,8 +89,12 @@ class HeadGuard(asyncio.Protocol):
         self._arm()
 
     def data_received(self, data: bytes) -> None:
-        if self.refusing:
-            return  # what follows an oversized head is never read into memory, nor handed on
+        if self.refusing:  # what follows an oversized head is never kept, nor handed on
+            if self._linger is not None:
+                self._linger_left -= len(data)
+                if self._linger_left <= 0:
+                    self._end_linger()
+            return
         requests = self.requests
         heads = requests.heads
         try:
@@ -98,10 +111,16 @@ class HeadGuard(asyncio.Protocol):
         self.inner.data_received(data)
 
     def eof_received(self) -> bool | None:
+        if self._linger is not None:  # the client read the 431 and closed its side: the staged close ends
+            self._end_linger()
+            return False
         return self.inner.eof_received()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm()
+        if self._linger is not None:
+            self._linger.cancel()
+            self._linger = None
         self.inner.connection_lost(exc)
 
     def pause_writing(self) -> None:
@@ -185,7 +204,22 @@ class HeadGuard(asyncio.Protocol):
             return
         error = HeadersTooLarge(f"request headers over {self.max_header_bytes} bytes (MAX_HEADER_BYTES)")
         transport.write(raw_error_response(error))
-        transport.close()
+        if not transport.can_write_eof():
+            transport.close()
+            return
+        transport.write_eof()  # the answer, then FIN; the rest of the request is read and dropped meanwhile
+        assert self._loop is not None
+        self._linger_left = self.linger_bytes
+        self._linger = self._loop.call_later(self.linger_s, self._end_linger)
+        if not transport.is_reading():
+            transport.resume_reading()
+
+    def _end_linger(self) -> None:
+        if self._linger is not None:
+            self._linger.cancel()
+            self._linger = None
+        if self.transport is not None:
+            self.transport.close()
 
 
 class _Outgoing(asyncio.Transport):
