@@ -82,6 +82,27 @@ def check_idempotency_key(key: str) -> str:
     return key
 
 
+def prepare(
+    settings: Settings, provider: str, operation: str, raw_body: bytes, *, callback_url: str
+) -> tuple[dict[str, Any], provider_requests.SubmitRequest]:
+    """The caller's body and the request to send, checked without any I/O: raises NotFound/InvalidPayload
+    for an operation, a body or a parent we refuse, ConfigError without the provider's API key."""
+    provider_requests.check_operation(provider, operation)
+    tracked.check_provider(settings, provider)  # the key to submit with, and to poll with later
+    body = parse_body(raw_body)
+    configured = settings.providers[provider]
+    assert configured.api_key is not None
+    request = provider_requests.build(
+        provider,
+        operation,
+        body,
+        callback_url=callback_url,
+        base_url=configured.api_base,
+        api_key=configured.api_key,
+    )
+    return body, request
+
+
 def _fingerprint(body: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
@@ -120,19 +141,7 @@ class Submitter:
         """Submit ``raw_body`` (the caller's JSON) to ``provider``'s ``operation``, its callback aimed at
         ``callback_url``. Raises NotFound/InvalidPayload for a request we refuse before sending anything,
         QueueUnavailable when Redis cannot hold the idempotency claim."""
-        provider_requests.check_operation(provider, operation)
-        tracked.check_provider(self._settings, provider)  # the key to submit with, and to poll with later
-        body = parse_body(raw_body)
-        configured = self._settings.providers[provider]
-        assert configured.api_key is not None
-        request = provider_requests.build(
-            provider,
-            operation,
-            body,
-            callback_url=callback_url,
-            base_url=configured.api_base,
-            api_key=configured.api_key,
-        )
+        body, request = prepare(self._settings, provider, operation, raw_body, callback_url=callback_url)
         claim = None
         if idempotency_key is not None:
             claim = redis_keys.submit_idempotency_key(provider, operation, check_idempotency_key(idempotency_key))

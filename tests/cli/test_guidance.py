@@ -232,3 +232,22 @@ def test_up_names_an_external_redis_without_its_password_and_says_when_it_does_n
         line = external_redis_line(f"redis://:s3cret@127.0.0.1:{port}/2")
     assert line.startswith(f"REDIS_URL redis://:***@127.0.0.1:{port}/2 (not answering yet:"), line
     assert "s3cret" not in line and "spool" in line
+
+
+def test_submit_names_the_callers_mistake_before_it_needs_redis(tmp_path: Path) -> None:
+    env = bare_env(KIE_WEBHOOK_HMAC_KEYS="k", KIE_API_KEY="a", APIXO_API_KEY="b", CALLBACK_SIGNING_KEYS="c" * 32)
+    with refused_port() as port:
+        env["REDIS_URL"] = f"redis://127.0.0.1:{port}/0"
+        base = ["submit", "--base", "http://127.0.0.1:1"]
+        for argv, said in (
+            (["kie", "generate", "--json", "-"], "body: expected a JSON object"),
+            (["kie", "extend", "--json", "-"], "body.taskId: an extend names the kie.ai task it continues"),
+            (["apixo", "4k", "--json", "-"], "4k"),
+        ):
+            given = "not json" if argv[1] == "generate" else "{}"
+            done = subprocess.run(
+                [sys.executable, "-m", "veo_archiver", *base[:1], *argv, *base[1:]],
+                input=given, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60, check=False,
+            )  # fmt: skip
+            assert done.returncode == 2, done.stdout + done.stderr
+            assert said in done.stderr and "Redis" not in done.stderr, done.stderr

@@ -22,7 +22,7 @@ from veo_archiver.cli import arguments, local_env, output
 from veo_archiver.errors import ConfigError
 from veo_archiver.providers import NAMES
 from veo_archiver.providers.submission import PATHS
-from veo_archiver.submit import Submitter
+from veo_archiver.submit import Submitter, prepare
 
 
 def _base_url(args: argparse.Namespace, public_base_url: str | None) -> str:
@@ -54,6 +54,7 @@ def cmd_submit(args: argparse.Namespace) -> int:
     settings = output.settings()
     body = _read_body(args.json)
     callback = callback_url_for(settings, _base_url(args, settings.public_base_url), args.provider, now=time.time())
+    prepare(settings, args.provider, args.operation, body, callback_url=callback)  # the caller's mistakes first
     submitter = Submitter(settings, output.connect_redis(settings))
     try:
         answer = submitter.submit(
