@@ -118,9 +118,7 @@ class HeadGuard(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm()
-        if self._linger is not None:
-            self._linger.cancel()
-            self._linger = None
+        self._cancel_linger()
         self.inner.connection_lost(exc)
 
     def pause_writing(self) -> None:
@@ -214,10 +212,13 @@ class HeadGuard(asyncio.Protocol):
         if not transport.is_reading():
             transport.resume_reading()
 
-    def _end_linger(self) -> None:
+    def _cancel_linger(self) -> None:
         if self._linger is not None:
             self._linger.cancel()
             self._linger = None
+
+    def _end_linger(self) -> None:
+        self._cancel_linger()
         if self.transport is not None:
             self.transport.close()
 

@@ -41,15 +41,20 @@ def submit(stack: Stack, operation: str, body: dict[str, object]) -> str:
     return done.stdout.strip()
 
 
+def kie_api_env(cloud: ProviderCloud, **more: str) -> dict[str, str]:
+    """The receiver's and the CLI's settings for a stand-in kie.ai API (``cloud``) and its signed callbacks."""
+    return {
+        "KIE_WEBHOOK_HMAC_KEYS": KIE_HMAC,
+        "KIE_API_KEY": "kie-api-key",
+        "KIE_API_BASE": cloud.base_url,
+        "DOWNLOAD_ALLOW_HOSTS": f"127.0.0.1:{cloud.port}",
+        **more,
+    }
+
+
 def test_submit_track_sweep_and_extend(tmp_path: Path, redis_server: RedisServer) -> None:
     with ProviderCloud(api_keys={"kie": "kie-api-key"}) as cloud:
-        env = {
-            "KIE_WEBHOOK_HMAC_KEYS": KIE_HMAC,
-            "KIE_API_KEY": "kie-api-key",
-            "KIE_API_BASE": cloud.base_url,
-            "DOWNLOAD_ALLOW_HOSTS": f"127.0.0.1:{cloud.port}",
-            "RETRY_BASE": "1",
-        }
+        env = kie_api_env(cloud, RETRY_BASE="1")
         with Stack(tmp_path, redis_server.url, DirArchive(tmp_path / "archive"), **env) as stack:
             base = stack.start_receiver()
             stack.env["PUBLIC_BASE_URL"] = base  # what the CLI aims callbacks at
@@ -112,14 +117,8 @@ def test_a_submitted_kie_task_gets_its_1080p_archived_beside_the_original(
     """KIE_FETCH_1080P with real processes: a long-running worker (its RQ scheduler runs the polls), the signed
     callback of a task submitted through the archiver, get-1080p-video answering "not ready" twice."""
     with ProviderCloud(api_keys={"kie": "kie-api-key"}) as cloud:
-        env = {
-            "KIE_WEBHOOK_HMAC_KEYS": KIE_HMAC,
-            "KIE_API_KEY": "kie-api-key",
-            "KIE_API_BASE": cloud.base_url,
-            "DOWNLOAD_ALLOW_HOSTS": f"127.0.0.1:{cloud.port}",
-            "KIE_FETCH_1080P": "true",
-            "KIE_1080P_POLL_INTERVAL": "1",  # the smallest pace the setting admits (RQ schedules to the second)
-        }
+        # the smallest pace KIE_1080P_POLL_INTERVAL admits (RQ schedules to the second)
+        env = kie_api_env(cloud, KIE_FETCH_1080P="true", KIE_1080P_POLL_INTERVAL="1")
         with Stack(tmp_path, redis_server.url, DirArchive(tmp_path / "archive"), **env) as stack:
             stack.env["PUBLIC_BASE_URL"] = stack.start_receiver()
             stack.start_worker()

@@ -202,11 +202,9 @@ def cmd_show(args: argparse.Namespace) -> int:
 
     settings = output.settings()
     connection = connect_redis(settings)
-    told = story.task_story(
-        connection, settings.queue_name, args.provider, args.task_id, open_archive(settings.storage)
-    )
+    archive = open_archive(settings.storage)  # one client for the story and the lineage
+    told = story.task_story(connection, settings.queue_name, args.provider, args.task_id, archive)
     known = told.deliveries or told.jobs or told.manifest or told.tracked_since or told.refusals
-    archive = open_archive(settings.storage)
     links = lineage.chain(connection, archive, args.provider, args.task_id)  # resolved now: late parents link
     if args.json:
         print_json({**told.to_json(), "lineage": links})
